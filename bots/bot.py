@@ -1,0 +1,303 @@
+"""The bot daemon: one anyio task group holding the pull loop, heartbeat, ticker, reaper and signals.
+
+Stop order on SIGTERM/SIGINT (dramatiq's, for the same reasons):
+
+1. stop fetching, so no new job is claimed while we leave;
+2. let running jobs finish and ack, up to ``drain_timeout``; hand back (nak)
+   what is still running then, so another bot takes it at once instead of
+   after the ack deadline;
+3. flush outstanding event publishes, so the audit trail has no holes;
+4. delete the liveness key (watchers see the bot leave now, not after its TTL)
+   and stop the heartbeat;
+5. drain and close the connection. Exit 0.
+
+A second signal skips the wait in step 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+import anyio
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+
+from bots.config import BotConfig
+from bots.execute import Executor
+from bots.liveness import Liveness, NameLostError
+from bots.reaper import Reaper
+from bots.state import BotState, StateMachine
+from core.connect import TRANSIENT, connect, wait_for_resources
+from core.errors import CorralError, TransportError
+from core.handlers import Registry
+from core.log import Logger
+from core.messages import BotHeartbeat, CurrentJob, Event, EventType, decode_job, encode, new_id
+from core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_events_subject, consumer_name
+from core.publisher import AsyncPublisher
+from core.settings import Settings
+
+FETCH_TIMEOUT = 1.0  #: seconds a fetch waits for work; also bounds how long a drain waits for the pull loop
+
+
+@dataclass
+class InFlight:
+    msg: Msg
+    job_id: str
+    kind: str
+    since: float  #: wall clock
+    started: float  #: monotonic
+    scope: anyio.CancelScope
+
+
+class Bot:
+    def __init__(self, settings: Settings, config: BotConfig, log: Logger, registry: Registry | None = None) -> None:
+        self.settings = settings.named(f"corral-bot-{config.name}")
+        self.config = config
+        self.registry = registry or Registry.build(list(config.handlers))
+        self.incarnation = new_id()[:12]
+        self.log = log.bind(bot=config.name, inc=self.incarnation)
+        self.started_at = time.time()
+        self._transitions_in, self._transitions_out = anyio.create_memory_object_stream[tuple[BotState, BotState]](math.inf)
+        self.sm = StateMachine(self._on_transition)
+        self.inflight: dict[int, InFlight] = {}
+        self.exit_code = 0
+        self._stopping = False
+        self._force = False
+        self._beat_now = anyio.Event()
+        self._connected = anyio.Event()
+        self._connected.set()
+        self._slots = anyio.Semaphore(config.concurrency)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def _on_transition(self, old: BotState, new: BotState) -> None:
+        self.log.info("bot.state", old=old, new=new)
+        self._transitions_in.send_nowait((old, new))
+        self._beat_now.set()
+
+    def heartbeat(self) -> BotHeartbeat:
+        ex = getattr(self, "executor", None)
+        return BotHeartbeat(
+            name=self.config.name, incarnation=self.incarnation, host=socket.gethostname(), pid=os.getpid(),
+            state=self.sm.state, version=self.config.version, started_at=self.started_at, heartbeat_at=time.time(),
+            queues=list(self.config.queues), concurrency=self.config.concurrency,
+            current=[CurrentJob(id=f.job_id, kind=f.kind, since=f.since) for f in list(self.inflight.values())[:20]],
+            done=ex.counters.done if ex else 0, failed=ex.counters.failed if ex else 0, dead=ex.counters.dead if ex else 0,
+        )
+
+    def stop(self, force: bool = False) -> None:
+        """Begin a graceful drain (``force``: hand running jobs back at once)."""
+        self._force = self._force or force or self._stopping
+        self._stopping = True
+        if self.sm.can(BotState.SHUTTING_DOWN):
+            self.sm.to(BotState.SHUTTING_DOWN)
+        if self._force and hasattr(self, "_jobs_scope"):
+            self._jobs_scope.cancel()
+        self._connected.set()  # wake a pull loop parked on the breaker
+
+    # -- connection and breaker --------------------------------------------------------------
+
+    async def _on_disconnect(self) -> None:
+        self._connected = anyio.Event()
+        if not self._stopping and self.sm.can(BotState.ERROR):
+            self.sm.to(BotState.ERROR)
+
+    async def _on_reconnect(self) -> None:
+        self._connected.set()
+
+    async def _breaker(self) -> None:
+        """Closed: return at once. Open: wait for the server, then health-check before claiming again."""
+        if self.sm.state != BotState.ERROR or self._stopping:
+            return
+        self.log.warning("breaker.open", reason="server unreachable; not claiming")
+        await self._connected.wait()
+        async for attempt in anyio_retry():
+            with attempt:
+                if self._stopping:
+                    return
+                if self.sm.state == BotState.ERROR:
+                    self.sm.to(BotState.HEALTH_CHECK)
+                await self.js.consumer_info(JOBS_STREAM, self.consumer)
+        if not self._stopping:
+            self.sm.to(BotState.READY)
+            self.log.info("breaker.closed")
+
+    # -- main --------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        self.nc = await connect(self.settings, self.log, on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)
+        self.js = self.nc.jetstream()
+        self.publisher = AsyncPublisher(self.js, self.log)
+        self.consumer = consumer_name(self.config.queues[0], self.config.priority)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._signals)
+                tg.start_soon(self.publisher.run_expiry)
+                tg.start_soon(self._emit_transitions)
+                await self._start_up()
+                tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(self._in_progress_loop)
+                tg.start_soon(Reaper(self.nc, self.js, self.log, self.config.sweep_interval).run)
+                await self._work()
+                await self._shut_down()
+                tg.cancel_scope.cancel()
+        except CorralError as e:
+            self.log.error("bot.failed", error=str(e))
+            self.exit_code = self.exit_code or 3
+        finally:
+            with anyio.CancelScope(shield=True):
+                if self.nc.is_connected:
+                    await self.nc.drain()
+        self.log.info("bot.exit", code=self.exit_code)
+        return self.exit_code
+
+    async def _start_up(self) -> None:
+        await wait_for_resources(
+            self.js, self.log, [JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, BOTS_STREAM], [(JOBS_STREAM, self.consumer)]
+        )
+        self.sm.to(BotState.REGISTERING)
+        self.liveness = Liveness(self.js, self.config.name, self.config.liveness_ttl, self.log)
+        await self.liveness.claim(self.heartbeat())
+        self.sm.to(BotState.HEALTH_CHECK)
+        info = await self.js.consumer_info(JOBS_STREAM, self.consumer)
+        self.ack_wait = info.config.ack_wait or 30.0
+        self.executor = Executor(
+            self.js, self.publisher, self.registry, self.config, self.incarnation, self.log,
+            max_deliver=info.config.max_deliver if info.config.max_deliver and info.config.max_deliver > 0 else 1_000_000,
+        )
+        self.sub = await self.js.pull_subscribe_bind(durable=self.consumer, stream=JOBS_STREAM)
+        self.sm.to(BotState.READY)
+        self.log.info("bot.ready", consumer=self.consumer, ack_wait=self.ack_wait, concurrency=self.config.concurrency)
+
+    async def _work(self) -> None:
+        async with anyio.create_task_group() as jobs:
+            self._jobs_scope = jobs.cancel_scope
+            await self._pull_loop(jobs)
+            if self._force:
+                jobs.cancel_scope.cancel()
+            else:
+                jobs.cancel_scope.deadline = anyio.current_time() + self.config.drain_timeout
+
+    async def _pull_loop(self, jobs: anyio.abc.TaskGroup) -> None:
+        while not self._stopping:
+            await self._breaker()
+            await self._slots.acquire()
+            free = 1
+            while free < self.config.concurrency and self._slots.value > 0:
+                self._slots.acquire_nowait()
+                free += 1
+            try:
+                msgs = [] if self._stopping else await self.sub.fetch(free, timeout=FETCH_TIMEOUT)
+            except nats.errors.TimeoutError:
+                msgs = []
+            except (nats.js.errors.APIError, *TRANSIENT) as e:
+                msgs = []
+                self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
+                if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self._stopping:
+                    self.sm.to(BotState.ERROR)
+            for _ in range(free - len(msgs)):
+                self._slots.release()
+            for msg in msgs:
+                jobs.start_soon(self._run_job, msg)
+
+    async def _run_job(self, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        with anyio.CancelScope() as scope:
+            try:
+                job = decode_job(msg.data)
+                job_id, kind = job.id, job.kind
+            except CorralError:
+                job_id, kind = f"invalid-{seq}", "?"
+            self.inflight[seq] = InFlight(msg, job_id, kind, time.time(), anyio.current_time(), scope)
+            if len(self.inflight) == 1 and self.sm.state == BotState.READY:
+                self.sm.to(BotState.PROCESSING)
+            try:
+                await self.executor.process(msg)
+            except (nats.errors.Error, *TRANSIENT) as e:
+                self.log.warning("job.interrupted", job=job_id, error=str(e) or type(e).__name__)
+        try:
+            if scope.cancelled_caught:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await self.executor.hand_back(msg)
+        finally:
+            del self.inflight[seq]
+            self._slots.release()
+            if not self.inflight and self.sm.state == BotState.PROCESSING:
+                self.sm.to(BotState.READY)
+
+    async def _shut_down(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.publisher.flush(5)
+            await self.liveness.release()
+            self.sm.to(BotState.STOPPED)
+            await self._publish_transitions()
+            await self.publisher.flush(5)
+
+    # -- background tasks --------------------------------------------------------------------
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                self.log.info("bot.signal", signal=signal.Signals(signum).name, force=self._stopping)
+                self.stop()
+
+    async def _publish_transition(self, old: BotState, new: BotState) -> None:
+        event = Event(type=EventType.BOT_STATE, ts=time.time(), bot=self.config.name, incarnation=self.incarnation, state=new, detail=f"{old} -> {new}")
+        await self.publisher.fire(bot_events_subject(self.config.name), encode(event))
+
+    async def _publish_transitions(self) -> None:
+        """Publish the transitions queued so far (the shutdown path, after the emitter is gone)."""
+        while True:
+            try:
+                old, new = self._transitions_out.receive_nowait()
+            except anyio.WouldBlock:
+                return
+            await self._publish_transition(old, new)
+
+    async def _emit_transitions(self) -> None:
+        async for old, new in self._transitions_out:
+            await self._publish_transition(old, new)
+
+    async def _heartbeat_loop(self) -> None:
+        """Refresh the liveness key every ttl/3, and at once after a state change."""
+        while not self._stopping:
+            with anyio.move_on_after(self.config.heartbeat_interval):
+                await self._beat_now.wait()
+            self._beat_now = anyio.Event()
+            if self._stopping or not self.nc.is_connected:
+                continue
+            try:
+                await self.liveness.beat(self.heartbeat())
+            except NameLostError as e:
+                self.log.error("bot.name_lost", error=str(e))
+                self.exit_code = 4
+                self.stop(force=True)
+            except (TransportError, nats.js.errors.APIError) as e:
+                self.log.warning("heartbeat.failed", error=str(e) or type(e).__name__)
+
+    async def _in_progress_loop(self) -> None:
+        """Keep long jobs' ack deadlines alive: +WPI every ack_wait/3 for jobs older than that."""
+        period = max(self.ack_wait / 3, 0.2)
+        while True:
+            await anyio.sleep(period)
+            now = anyio.current_time()
+            for f in list(self.inflight.values()):
+                if now - f.started >= period and self.nc.is_connected:
+                    try:
+                        await f.msg.in_progress()
+                    except (nats.errors.Error, *TRANSIENT) as e:
+                        self.log.warning("job.in_progress_failed", job=f.job_id, error=str(e) or type(e).__name__)
+
+
+def anyio_retry():
+    """Retry transient NATS failures with backoff, forever (the breaker's half-open probe)."""
+    import stamina
+
+    return stamina.retry_context(on=(*TRANSIENT, nats.js.errors.APIError), attempts=None, timeout=None, wait_max=5.0)

@@ -1,0 +1,36 @@
+"""A bot's settings, fixed at start and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from core.names import DEFAULT_PRIORITY, DEFAULT_QUEUE
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """Times are seconds."""
+
+    name: str = field(default_factory=lambda: f"{socket.gethostname().split('.')[0]}-{os.getpid()}")
+    queues: tuple[str, ...] = (DEFAULT_QUEUE,)
+    priority: str = DEFAULT_PRIORITY
+    concurrency: int = 8
+    #: Liveness key TTL; the heartbeat refreshes it every ttl/3.
+    liveness_ttl: float = 10.0
+    #: How long a draining bot lets running jobs finish before handing them back.
+    drain_timeout: float = 30.0
+    #: Retry spacing after a failure: min(backoff_base * 2**(attempt-1), backoff_max) plus up to 25% jitter.
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    #: Deliveries that died with no outcome before a job is quarantined as poison.
+    poison_after: int = 3
+    #: How often the reaper sweeps the jobs stream for messages past max_deliver.
+    sweep_interval: float = 60.0
+    handlers: tuple[str, ...] = ()
+    version: str = "0.1.0"
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.liveness_ttl / 3

@@ -1,0 +1,157 @@
+"""A bot's name and liveness in the ``corral_bots`` KV bucket.
+
+The key ``$KV.corral_bots.<name>`` is written with raw publishes carrying two
+headers: ``Nats-TTL`` (the key expires unless refreshed; nats-py's ``kv.put``
+and ``kv.update`` cannot send a TTL) and ``Nats-Expected-Last-Subject-Sequence``
+(compare-and-set). Together they give:
+
+* **Unique names.** Claiming writes with the expected sequence of the key's
+  tombstone (or 0 if the key never existed): exactly one claimant wins.
+* **Reclaim after a crash, without an operator.** A restarted bot whose old
+  entry names the same host and a pid that no longer runs takes the name over
+  at once (CAS on that entry). From another host it waits for the old key to
+  expire (at most the TTL), then claims it. If the old entry keeps being
+  refreshed meanwhile, its holder is alive and the claim is refused.
+* **No stale writer.** A frozen bot whose key expired and was claimed by
+  another incarnation finds its next heartbeat refused (wrong last sequence)
+  and stops rather than fight over the name.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import anyio
+import msgspec
+import nats.errors
+import nats.js.errors
+import psutil
+from nats.js import JetStreamContext
+
+from core.connect import TRANSIENT
+from core.errors import CorralError, NameTakenError, TransportError
+from core.log import Logger
+from core.messages import BotHeartbeat, encode, heartbeat_decoder
+from core.names import BOTS_STREAM, bot_key_subject
+
+WRONG_LAST_SEQUENCE = 10071
+
+
+class NameLostError(CorralError):
+    """Raised when another incarnation now holds this bot's name (our key expired while we were away)."""
+
+
+def _is_tombstone(headers: dict[str, str] | None) -> bool:
+    h = headers or {}
+    return h.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in h
+
+
+class Liveness:
+    """Claims, refreshes and releases one bot's key. Not safe for concurrent writers."""
+
+    def __init__(self, js: JetStreamContext, name: str, ttl: float, log: Logger) -> None:
+        self.js = js
+        self.name = name
+        self.ttl = ttl
+        self.log = log
+        self.subject = bot_key_subject(name)
+        self.seq = 0
+        self.incarnation = ""
+
+    async def _last(self):
+        try:
+            return await self.js.get_msg(BOTS_STREAM, subject=self.subject, direct=True)
+        except nats.js.errors.NotFoundError:
+            return None
+
+    async def _write(self, data: bytes, expected: int, extra: dict[str, str] | None = None) -> int:
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(expected), **(extra or {})}
+        if not extra:
+            headers["Nats-TTL"] = f"{int(self.ttl * 1000)}ms"
+        ack = await self.js.publish(self.subject, data, headers=headers, timeout=5)
+        return ack.seq
+
+    async def claim(self, beat: BotHeartbeat, poll: float = 0.5) -> None:
+        """Take the name, waiting at most about 1.5 TTL for a dead holder's key to expire.
+
+        Raises:
+            NameTakenError: a live bot holds the name.
+        """
+        self.incarnation = beat.incarnation
+        deadline = time.monotonic() + self.ttl * 1.5 + 1
+        watched_seq = None
+        while True:
+            last = await self._last()
+            expected = 0 if last is None else last.seq
+            if last is not None and not _is_tombstone(last.headers):
+                holder = self._decode(last.data)
+                if not self._holder_is_dead(holder):
+                    if holder is not None and holder.host == socket.gethostname() and psutil.pid_exists(holder.pid):
+                        raise NameTakenError(self._taken(holder))
+                    if watched_seq is not None and watched_seq != last.seq:
+                        raise NameTakenError(self._taken(holder))
+                    if time.monotonic() > deadline:
+                        raise NameTakenError(self._taken(holder))
+                    watched_seq = last.seq
+                    self.log.info("name.waiting", name=self.name, holder=getattr(holder, "incarnation", "?"), hint="waiting for the old key to expire")
+                    await anyio.sleep(poll)
+                    continue
+                self.log.info("name.reclaimed", name=self.name, previous=holder.incarnation, previous_pid=holder.pid)
+            try:
+                self.seq = await self._write(encode(beat), expected)
+                return
+            except nats.js.errors.APIError as e:
+                if e.err_code != WRONG_LAST_SEQUENCE:
+                    raise
+                # Another claimant wrote first; look again.
+
+    @staticmethod
+    def _decode(data: bytes | None) -> BotHeartbeat | None:
+        try:
+            return heartbeat_decoder.decode(data or b"")
+        except msgspec.DecodeError:
+            return None
+
+    @staticmethod
+    def _holder_is_dead(holder: BotHeartbeat | None) -> bool:
+        """Only provable on our own host: the recorded pid no longer runs."""
+        if holder is None:
+            return False
+        return holder.host == socket.gethostname() and not psutil.pid_exists(holder.pid)
+
+    def _taken(self, holder: BotHeartbeat | None) -> str:
+        if holder is None:
+            return f"bot name {self.name!r} is held by a live entry"
+        return (
+            f"bot name {self.name!r} is held by a live bot (pid {holder.pid} on {holder.host}, "
+            f"incarnation {holder.incarnation}); stop it or pick another --name"
+        )
+
+    async def beat(self, beat: BotHeartbeat) -> None:
+        """Refresh the key (and its TTL) with the current heartbeat.
+
+        Raises:
+            NameLostError: another incarnation holds the name now.
+            TransportError: the server did not answer.
+        """
+        try:
+            self.seq = await self._write(encode(beat), self.seq)
+        except nats.js.errors.APIError as e:
+            if e.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            last = await self._last()
+            mine = last is not None and not _is_tombstone(last.headers) and (self._decode(last.data) or beat).incarnation == self.incarnation
+            if not mine:
+                raise NameLostError(f"bot name {self.name!r} was taken over while this bot was unreachable") from e
+            self.seq = last.seq  # our previous write landed but its ack was lost
+            self.seq = await self._write(encode(beat), self.seq)
+        except TRANSIENT as e:
+            raise TransportError(f"heartbeat for {self.name} not acknowledged") from e
+
+    async def release(self) -> None:
+        """Delete the key (watchers see a DEL) unless someone else holds it by now."""
+        try:
+            await self._write(b"", self.seq, {"KV-Operation": "DEL"})
+        except (nats.js.errors.APIError, *TRANSIENT) as e:
+            self.log.warning("name.release_failed", name=self.name, error=str(e) or type(e).__name__)

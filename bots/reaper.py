@@ -1,0 +1,128 @@
+"""Nothing lingers: jobs the server gave up on (max_deliver exhausted) go to the dead-letter stream.
+
+Bots dead-letter a job themselves on its last allowed delivery, so the
+server's ``max_deliver`` is a backstop. It is reached only when the bot
+holding that last delivery dies. The server then leaves the message in the
+work-queue stream for good, and announces it once in an advisory that is lost
+if nobody is listening. Two mechanisms catch it:
+
+* **Listener**: every bot subscribes to the MAX_DELIVERIES advisory and moves
+  the message it names.
+* **Sweep**: every ``sweep_interval`` seconds a bot compares the jobs stream's
+  message count with what the consumers still account for (pending + ack
+  pending). Exhausted messages are in neither, so a surplus means something
+  lingers. Only then does it walk the delivered part of the stream. A message
+  is taken as exhausted when its job's events show at least ``max_deliver``
+  starts.
+
+Both are idempotent across bots: the dead letter carries
+``Nats-Msg-Id: dlq-<seq>`` and deleting an already-deleted message is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import anyio
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from core.connect import TRANSIENT
+from core.dlq import move_to_dlq
+from core.errors import CorralError
+from core.history import job_events
+from core.log import Logger
+from core.messages import EventType, decode_job
+from core.names import JOBS_STREAM, MAX_DELIVERIES_ADVISORY
+
+
+class Reaper:
+    def __init__(self, nc: NATS, js: JetStreamContext, log: Logger, interval: float) -> None:
+        self.nc = nc
+        self.js = js
+        self.log = log.bind(component="reaper")
+        self.interval = interval
+        self.reaped = 0
+
+    async def reap(self, seq: int, reason: str) -> bool:
+        """Move the jobs-stream message at ``seq`` to the dead-letter stream; False if it is gone."""
+        try:
+            msg = await self.js.get_msg(JOBS_STREAM, seq=seq, direct=True)
+        except nats.js.errors.NotFoundError:
+            return False
+        try:
+            job = decode_job(msg.data or b"")
+            job_id, queue = job.id, job.queue
+        except CorralError:
+            job_id, queue = f"invalid-{seq}", msg.subject.split(".")[2]
+        await move_to_dlq(
+            self.js, data=msg.data or b"", queue=queue, job_id=job_id, reason=reason, attempts=0,
+            source_subject=msg.subject, source_seq=seq,
+        )
+        try:
+            await self.js.delete_msg(JOBS_STREAM, seq)
+        except nats.js.errors.NotFoundError:
+            pass
+        self.reaped += 1
+        self.log.warning("job.reaped", job=job_id, seq=seq, reason=reason)
+        return True
+
+    async def listen(self) -> None:
+        sub = await self.nc.subscribe(MAX_DELIVERIES_ADVISORY)
+        try:
+            async for msg in sub.messages:
+                try:
+                    adv = json.loads(msg.data)
+                    await self.reap(int(adv["stream_seq"]), f"server max_deliver exhausted after {adv.get('deliveries')} deliveries")
+                except (ValueError, KeyError, CorralError, *TRANSIENT) as e:
+                    self.log.warning("advisory.unhandled", error=str(e) or type(e).__name__)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.unsubscribe()
+
+    async def sweep(self) -> int:
+        """One sweep; returns how many messages it moved."""
+        stream = await self.js.stream_info(JOBS_STREAM)
+        consumers = await self.js.consumers_info(JOBS_STREAM)
+        accounted = sum(c.num_pending + c.num_ack_pending for c in consumers)
+        if stream.state.messages <= accounted or not consumers:
+            return 0
+        moved = 0
+        for c in consumers:
+            max_deliver = c.config.max_deliver or -1
+            if max_deliver < 1:
+                continue
+            seq = stream.state.first_seq
+            while seq and seq <= c.delivered.stream_seq:
+                try:
+                    msg = await self.js.get_msg(JOBS_STREAM, seq=seq, subject=c.config.filter_subject, next=True, direct=True)
+                except nats.js.errors.NotFoundError:
+                    break
+                if msg.seq > c.delivered.stream_seq:
+                    break
+                seq = msg.seq + 1
+                if await self._exhausted(msg.data or b"", max_deliver):
+                    moved += await self.reap(msg.seq, f"lingered after max_deliver ({max_deliver}) was exhausted; found by sweep")
+        return moved
+
+    async def _exhausted(self, data: bytes, max_deliver: int) -> bool:
+        try:
+            job = decode_job(data)
+        except CorralError:
+            return True  # undecodable and already delivered: no bot will ever finish it
+        events = await job_events(self.js, job.id)
+        return sum(e.type == EventType.STARTED for e in events) >= max_deliver
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.listen)
+            while True:
+                await anyio.sleep(self.interval * (0.5 + random.random()))
+                try:
+                    await self.sweep()
+                except (CorralError, msgspec.DecodeError, nats.js.errors.APIError, *TRANSIENT) as e:
+                    self.log.warning("sweep.failed", error=str(e) or type(e).__name__)

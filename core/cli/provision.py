@@ -1,0 +1,38 @@
+"""`corral provision`: apply streams/*.json idempotently."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from core.cli.common import add_json, add_server, print_json, run, settings
+from core.connect import connect
+from core.log import get_logger
+from streams import HERE, load_declarations
+from streams.provision import Action, provision
+
+
+def register(sub) -> None:
+    p = sub.add_parser("provision", help="create or update every stream, consumer and KV bucket from streams/")
+    add_server(p)
+    add_json(p)
+    p.add_argument("--dir", type=Path, default=HERE, help="folder of declarations (default: the installed streams/)")
+    p.set_defaults(func=cmd)
+
+
+async def _provision(args: argparse.Namespace) -> int:
+    nc = await connect(settings(args), get_logger("provision"), wait=False)
+    try:
+        reports = await provision(nc, load_declarations(args.dir))
+    finally:
+        await nc.close()
+    if args.json:
+        print_json([{"kind": r.decl.kind, "name": r.decl.name, "action": r.action, "diff": r.diff, "error": r.error} for r in reports])
+    else:
+        for r in reports:
+            print(r.line())
+    return 1 if any(r.action == Action.CONFLICT for r in reports) else 0
+
+
+def cmd(args: argparse.Namespace) -> int:
+    return run(_provision, args)

@@ -1,0 +1,155 @@
+"""`corral submit` and `corral populate`: put jobs on the jobs stream."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from core.cli.common import add_json, add_server, positive_float, positive_int, print_json, run, settings
+from core.cli.progress import progress
+from core.connect import connect
+from core.errors import ConfigError, InvalidJobError
+from core.log import get_logger
+from core.messages import Job, make_job, new_id
+from core.submit import submit, submit_many
+
+
+def register(sub) -> None:
+    p = sub.add_parser("submit", help="submit one job (KIND key=value ...) or many (--file jobs.ndjson)")
+    add_server(p)
+    add_json(p)
+    p.add_argument("kind", nargs="?", help="the job kind (built-in: sum, sleep, fail, echo)")
+    p.add_argument("args", nargs="*", metavar="KEY=VALUE", help="job arguments; values are JSON when they parse (a=1 is a number)")
+    p.add_argument("--file", type=Path, help="NDJSON file, one job object per line ({\"kind\": ..., \"args\": {...}})")
+    p.add_argument("--queue", default="default")
+    p.add_argument("--id", dest="job_id", help="job id (default: random); [A-Za-z0-9_-], at most 128")
+    p.add_argument("--idempotency-key", help="dedupe key: a second submit with it inside 10 minutes is the same job")
+    p.add_argument("--correlation-id")
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="handler timeout in seconds (default 60)")
+    p.add_argument("--max-attempts", type=positive_int, default=3, help="attempts before dead-lettering (default 3)")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("populate", help="submit N generated `sum` jobs, pipelined, with progress (the seed's population)")
+    add_server(p)
+    add_json(p)
+    p.add_argument("count", type=positive_int, metavar="N")
+    p.add_argument("--kind", default="sum", choices=("sum", "sleep", "fail", "echo"))
+    p.add_argument("--queue", default="default")
+    p.set_defaults(func=cmd_populate)
+
+
+def parse_kv(pairs: list[str]) -> dict[str, Any]:
+    """``["a=1", "name=x"]`` -> ``{"a": 1, "name": "x"}``.
+
+    Raises:
+        ConfigError: an item has no ``=``.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"job argument {pair!r} must look like key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def read_ndjson(path: Path, queue: str) -> list[Job]:
+    """Every job in the file, validated before any is sent (a bad line sends nothing).
+
+    Raises:
+        ConfigError: the file is unreadable or a line is not a valid job (with its number).
+    """
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+    jobs = []
+    now = time.time()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            obj.setdefault("id", new_id())
+            obj.setdefault("created_at", now)
+            obj.setdefault("queue", queue)
+            jobs.append(msgspec.convert(obj, Job).validate())
+        except (ValueError, msgspec.ValidationError, InvalidJobError) as e:
+            raise ConfigError(f"{path}:{number}: not a valid job: {e}. Nothing was submitted.") from e
+    return jobs
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    if args.file is None and not args.kind:
+        raise ConfigError("give a KIND (corral submit sum a=1 b=2) or --file jobs.ndjson")
+    if args.file is not None:
+        return await _submit_many(args, read_ndjson(args.file, args.queue), "submitting")
+    fields = dict(queue=args.queue, timeout=args.timeout, max_attempts=args.max_attempts,
+                  idempotency_key=args.idempotency_key, correlation_id=args.correlation_id)
+    if args.job_id:
+        fields["id"] = args.job_id
+    job = make_job(args.kind, parse_kv(args.args), **fields)
+    nc = await connect(settings(args), get_logger("submit"), wait=False)
+    try:
+        receipt = await submit(nc.jetstream(), job)
+    finally:
+        await nc.close()
+    if args.json:
+        print_json({"id": receipt.job_id, "seq": receipt.seq, "duplicate": receipt.duplicate})
+    else:
+        print(f"{receipt.job_id}{'  (duplicate: already submitted)' if receipt.duplicate else ''}")
+    return 0
+
+
+async def _submit_many(args: argparse.Namespace, jobs: list[Job], what: str) -> int:
+    nc = await connect(settings(args), get_logger("submit"), wait=False)
+    start = time.monotonic()
+    try:
+        with progress(what, len(jobs)) as update:
+            summary = await submit_many(nc.jetstream(), jobs, progress=update)
+    finally:
+        await nc.close()
+    elapsed = time.monotonic() - start
+    report = {"accepted": summary.accepted, "duplicates": summary.duplicates, "refused": len(summary.refused),
+              "seconds": round(elapsed, 3), "rate": round(summary.accepted / max(elapsed, 1e-9), 1)}
+    if args.json:
+        print_json({**report, "refusals": summary.refused[:100]})
+    else:
+        print(f"accepted {summary.accepted} ({summary.duplicates} duplicates) in {elapsed:.2f}s, {report['rate']:,.0f} jobs/s")
+    if summary.refused:
+        index, job_id, reason = summary.refused[0]
+        print(f"corral: {len(summary.refused)} job(s) NOT accepted, first #{index} ({job_id}): {reason}\n"
+              "Resubmitting the same input is safe: accepted jobs are dropped as duplicates for 10 minutes.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    return run(_submit, args)
+
+
+def generate(kind: str, count: int, queue: str) -> list[Job]:
+    now = time.time()
+    args = {
+        "sum": lambda: {"a": random.randint(0, 1000), "b": random.randint(0, 1000)},
+        "sleep": lambda: {"seconds": round(random.uniform(0.1, 2.0), 2)},
+        "fail": lambda: {"p": 0.1},
+        "echo": lambda: {"n": random.randint(0, 1_000_000)},
+    }[kind]
+    return [Job(id=new_id(), kind=kind, args=args(), queue=queue, created_at=now) for _ in range(count)]
+
+
+def cmd_populate(args: argparse.Namespace) -> int:
+    return run(_submit_many, args, generate(args.kind, args.count, args.queue), "populating")

@@ -1,0 +1,202 @@
+"""Connecting to NATS, waiting for it, and turning its failures into corral errors.
+
+Start order never matters: every corral process calls :func:`connect` with
+``wait=True`` and :func:`wait_for_resources`, which retry with backoff (stamina)
+and log what they wait for, until the server is up and provisioned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import stamina
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from core.errors import (
+    MissingResourceError,
+    ResultAlreadyRecordedError,
+    StreamFullError,
+    TransportError,
+)
+from core.log import Logger
+from core.settings import Settings
+
+#: Exceptions that mean "NATS did not answer (yet)": worth a retry with backoff.
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    TransportError,
+    OSError,
+    TimeoutError,
+)
+
+Callback = Callable[[], Awaitable[None]]
+
+
+async def _noop() -> None:
+    return None
+
+
+async def connect(
+    settings: Settings,
+    log: Logger,
+    *,
+    wait: bool = True,
+    on_disconnect: Callback = _noop,
+    on_reconnect: Callback = _noop,
+    **options: Any,
+) -> NATS:
+    """Connect, retrying forever with backoff when ``wait`` (daemons), once otherwise (CLI).
+
+    The client reconnects forever after that (``max_reconnect_attempts=-1``): the
+    default gives up after about two minutes and closes for good.
+
+    Raises:
+        TransportError: ``wait`` is false and no server answered.
+    """
+
+    nc: NATS | None = None
+
+    async def disconnected() -> None:
+        if nc is None or nc.is_closed or nc.is_draining:
+            return  # our own close, not a lost connection
+        log.warning("nats.disconnected", servers=settings.display)
+        await on_disconnect()
+
+    async def reconnected() -> None:
+        log.info("nats.reconnected", server=str(nc.connected_url.netloc if nc and nc.connected_url else ""))
+        await on_reconnect()
+
+    connected = False
+
+    async def error(e: Exception) -> None:
+        # Permission denials reach the caller as plain timeouts; the reason only arrives here.
+        if connected:
+            log.warning("nats.error", error=str(e) or type(e).__name__)
+
+    kwargs: dict[str, Any] = dict(
+        servers=list(settings.servers),
+        name=settings.client_name,
+        # Bounded for the first connect (nats-py would otherwise loop inside connect() forever,
+        # silently); set to -1 (reconnect forever) once connected, below.
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.5,
+        ping_interval=10,
+        max_outstanding_pings=3,
+        connect_timeout=2,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        error_cb=error,
+        user=settings.user,
+        password=settings.password,
+        token=settings.token,
+        user_credentials=settings.creds_file,
+        nkeys_seed=settings.nkeys_seed,
+    )
+    kwargs.update(options)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if not wait:
+        try:
+            nc = await nats.connect(**kwargs)
+        except (nats.errors.NoServersError, OSError, nats.errors.Error, TimeoutError) as e:
+            raise TransportError(
+                f"cannot reach NATS at {settings.display}: {e or type(e).__name__}. "
+                "Is the server running (`corral up` or `just up`)? Set --server or CORRAL_NATS_URL."
+            ) from e
+        nc.options["max_reconnect_attempts"] = -1
+        connected = True
+        return nc
+    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None, wait_max=5.0):
+        with attempt:
+            if attempt.num > 1:
+                log.info("nats.waiting", servers=settings.display, attempt=attempt.num)
+            nc = await nats.connect(**kwargs)
+    nc.options["max_reconnect_attempts"] = -1
+    connected = True
+    log.info("nats.connected", servers=settings.display)
+    return nc
+
+
+async def api(nc: NATS, subject: str, body: dict[str, Any] | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    """One raw JetStream API request (``$JS.API.<subject>``), JSON in and out.
+
+    Raw calls keep fields nats-py's config classes would drop.
+
+    Raises:
+        MissingResourceError: the stream or consumer does not exist.
+        TransportError: no answer in time.
+        nats.js.errors.APIError: any other API error (``err_code`` tells which).
+    """
+    payload = json.dumps(body).encode() if body is not None else b""
+    try:
+        msg = await nc.request(f"$JS.API.{subject}", payload, timeout=timeout)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+        raise TransportError(
+            f"JetStream did not answer {subject} in {timeout}s (server down, JetStream off, or a permission denial)"
+        ) from e
+    resp = json.loads(msg.data)
+    if "error" in resp:
+        try:
+            nats.js.errors.APIError.from_error(resp["error"])  # raises the matching subclass
+        except nats.js.errors.APIError as err:
+            if err.err_code in (10059, 10014):  # stream not found, consumer not found
+                raise MissingResourceError(f"{err.description}: run `corral provision`") from err
+            raise
+    return resp
+
+
+def publish_error(e: Exception, subject: str) -> Exception:
+    """Translate a failed JetStream publish into the corral error a caller can act on."""
+    if isinstance(e, nats.js.errors.APIError):
+        desc = (e.description or "").lower()
+        if "per subject" in desc:
+            return ResultAlreadyRecordedError(f"{subject} already holds a message ({e.description})")
+        if "maximum messages" in desc or "maximum bytes" in desc or "insufficient" in desc or "storage" in desc:
+            return StreamFullError(
+                f"the stream refused {subject}: {e.description}. Nothing was enqueued for this message; "
+                "let the bots drain the backlog, raise the stream's max_msgs/max_bytes in streams/, "
+                "or free disk space, then submit again"
+            )
+        return e
+    if isinstance(e, nats.js.errors.NoStreamResponseError):
+        return TransportError(
+            f"no stream answered for {subject}: not provisioned (run `corral provision`), "
+            "or the server is restarting or electing a leader"
+        )
+    if isinstance(e, (nats.errors.TimeoutError, TimeoutError)):
+        return TransportError(f"no acknowledgement for {subject} from JetStream in time (the job may or may not have landed; resubmitting is safe)")
+    return e
+
+
+async def wait_for_resources(js: JetStreamContext, log: Logger, streams: list[str], consumers: list[tuple[str, str]] = ()) -> None:
+    """Block until every named stream and consumer exists, logging what is missing.
+
+    Retries forever with backoff: a bot started before `corral provision` starts
+    working by itself once it has run.
+    """
+    async for attempt in stamina.retry_context(
+        on=(MissingResourceError, *TRANSIENT, nats.js.errors.NotFoundError), attempts=None, timeout=None, wait_max=5.0
+    ):
+        with attempt:
+            for stream in streams:
+                try:
+                    await js.stream_info(stream)
+                except nats.js.errors.NotFoundError as e:
+                    log.info("resources.waiting", stream=stream, hint="run `corral provision`", attempt=attempt.num)
+                    raise MissingResourceError(f"stream {stream} missing") from e
+            for stream, consumer in consumers:
+                try:
+                    await js.consumer_info(stream, consumer)
+                except nats.js.errors.NotFoundError as e:
+                    log.info("resources.waiting", consumer=consumer, hint="run `corral provision`", attempt=attempt.num)
+                    raise MissingResourceError(f"consumer {consumer} missing") from e

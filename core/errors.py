@@ -1,0 +1,65 @@
+"""The one error tree of corral. Foreign exceptions are wrapped once, at the boundary."""
+
+from __future__ import annotations
+
+
+class CorralError(Exception):
+    """Raised for any failure corral itself reports; the message is meant for an operator."""
+
+    title = "corral error"
+
+
+class ConfigError(CorralError):
+    """Raised when settings, flags or declarations are wrong before anything runs."""
+
+    title = "configuration error"
+
+
+class JobError(CorralError):
+    """Raised when a job cannot be accepted or processed."""
+
+    title = "job error"
+
+
+class InvalidJobError(JobError):
+    """Raised when a job (or a value that goes into a subject) fails validation."""
+
+    title = "invalid job"
+
+
+class UnknownKindError(JobError):
+    """Raised when no handler is registered for a job's kind."""
+
+    title = "unknown kind"
+
+
+class TransportError(CorralError):
+    """Raised when NATS cannot be reached or does not answer in time."""
+
+    title = "NATS unreachable"
+
+
+class StreamFullError(TransportError):
+    """Raised when the jobs stream or the server's store refuses a publish because it is full."""
+
+    title = "stream full"
+
+
+class MissingResourceError(CorralError):
+    """Raised when a stream, consumer or bucket is absent (run `corral provision`)."""
+
+    title = "not provisioned"
+
+
+class NameTakenError(CorralError):
+    """Raised when a bot name is held by another live bot."""
+
+    title = "bot name taken"
+
+
+class ResultAlreadyRecordedError(JobError):
+    """Raised when a job's result subject already holds a result (the fence refused a second)."""
+
+
+class IllegalTransitionError(CorralError):
+    """Raised when a bot state change is not allowed by the state machine."""

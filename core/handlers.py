@@ -1,0 +1,127 @@
+"""Job handlers: the built-in kinds and the registry that maps a kind to a callable.
+
+A handler is ``handler(args: dict, ctx: JobContext) -> value``, sync or async.
+Its return value must be JSON-encodable; it becomes the job's result. Raising
+fails the attempt (the job is retried with backoff, then dead-lettered).
+
+Register your own on the bot's command line as import strings::
+
+    corral bot --handler resize=myapp.images:resize
+
+Kinds are only ever resolved from the bot's own registry, never from a job
+payload, so a submitter cannot make a bot import arbitrary code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from core.errors import ConfigError, UnknownKindError
+from core.messages import Job
+
+
+@dataclass
+class JobContext:
+    """What a handler may know about its run. ``attempt`` counts from 1."""
+
+    job: Job
+    attempt: int
+    bot: str
+    extend: Callable[[], Any] = field(default=lambda: None, repr=False)
+
+
+Handler = Callable[[dict[str, Any], JobContext], Any]
+
+
+def sum_handler(args: dict[str, Any], ctx: JobContext) -> float:
+    """``sum``: a + b (the seed's job)."""
+    return args["a"] + args["b"]
+
+
+async def sleep_handler(args: dict[str, Any], ctx: JobContext) -> float:
+    """``sleep``: wait ``seconds`` (cancellable), return them."""
+    seconds = float(args.get("seconds", 1.0))
+    await anyio.sleep(seconds)
+    return seconds
+
+
+def fail_handler(args: dict[str, Any], ctx: JobContext) -> str:
+    """``fail``: raise with probability ``p`` (default 1.0), like the seed's FAILURE_RATE."""
+    p = float(args.get("p", 1.0))
+    if random.random() < p:
+        raise RuntimeError(args.get("message", f"simulated failure (p={p})"))
+    return "ok"
+
+
+def crash_handler(args: dict[str, Any], ctx: JobContext) -> None:
+    """``crash``: kill the bot's process outright (tests poison-job quarantine)."""
+    import os
+
+    os._exit(int(args.get("code", 70)))
+
+
+def echo_handler(args: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """``echo``: return the args (used by `corral health --probe`)."""
+    return args
+
+
+BUILTINS: dict[str, Handler] = {
+    "sum": sum_handler,
+    "sleep": sleep_handler,
+    "fail": fail_handler,
+    "crash": crash_handler,
+    "echo": echo_handler,
+}
+
+
+def import_handler(spec: str) -> Handler:
+    """Resolve ``module:function``.
+
+    Raises:
+        ConfigError: the string is malformed, or the module or function is missing.
+    """
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"handler {spec!r} must look like package.module:function")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot load handler {spec!r}: {e}") from e
+    if not callable(fn):
+        raise ConfigError(f"handler {spec!r} is not callable")
+    return fn
+
+
+@dataclass(frozen=True)
+class Registry:
+    """kind -> handler, fixed when the bot starts."""
+
+    handlers: dict[str, Handler]
+
+    @classmethod
+    def build(cls, specs: list[str] = ()) -> "Registry":
+        """The built-ins plus ``kind=module:function`` specs from the command line."""
+        handlers = dict(BUILTINS)
+        for spec in specs:
+            kind, sep, target = spec.partition("=")
+            if not sep or not kind:
+                raise ConfigError(f"--handler {spec!r} must look like kind=package.module:function")
+            handlers[kind] = import_handler(target)
+        return cls(handlers)
+
+    def get(self, kind: str) -> Handler:
+        try:
+            return self.handlers[kind]
+        except KeyError:
+            raise UnknownKindError(f"no handler for kind {kind!r} on this bot") from None
+
+    @staticmethod
+    def is_async(fn: Handler) -> bool:
+        return inspect.iscoroutinefunction(fn)

@@ -1,0 +1,77 @@
+"""Reading back what the streams recorded: a job's events, its result, stream walks.
+
+All reads are direct gets (``allow_direct`` is on for every corral stream), so
+they need no consumer and never disturb the bots' work queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
+
+from core.errors import TransportError
+from core.messages import Event, EventType, JobResult, event_decoder, result_decoder
+from core.names import EVENTS_STREAM, RESULTS_STREAM, job_events_subject, result_subject
+
+
+async def walk(js: JetStreamContext, stream: str, subject: str, start_seq: int = 1, limit: int | None = None) -> AsyncIterator[RawStreamMsg]:
+    """Yield the stream's messages on ``subject`` (wildcards allowed) from ``start_seq`` on.
+
+    Raises:
+        TransportError: the server did not answer.
+    """
+    seq, n = max(start_seq, 1), 0
+    while limit is None or n < limit:
+        try:
+            msg = await js.get_msg(stream, seq=seq, subject=subject, next=True, direct=True)
+        except nats.js.errors.NotFoundError:
+            return
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+            raise TransportError(f"no answer reading {stream} ({subject})") from e
+        yield msg
+        n += 1
+        seq = msg.seq + 1
+
+
+async def job_events(js: JetStreamContext, job_id: str) -> list[Event]:
+    """Every event recorded for a job, oldest first (undecodable ones are skipped)."""
+    events = []
+    async for msg in walk(js, EVENTS_STREAM, job_events_subject(job_id)):
+        try:
+            events.append(event_decoder.decode(msg.data or b""))
+        except msgspec.DecodeError:
+            continue
+    return events
+
+
+async def job_result(js: JetStreamContext, job_id: str) -> JobResult | None:
+    """The job's one recorded result, or None."""
+    try:
+        msg = await js.get_msg(RESULTS_STREAM, subject=result_subject(job_id), direct=True)
+    except nats.js.errors.NotFoundError:
+        return None
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+        raise TransportError(f"no answer reading the result of {job_id}") from e
+    return result_decoder.decode(msg.data or b"")
+
+
+def deliveries_without_outcome(events: list[Event]) -> list[tuple[int, str]]:
+    """(attempt, bot) of each delivery that started and never reported an outcome.
+
+    Those are the deliveries whose bot died (or froze past its ack deadline)
+    holding the job: the evidence for quarantining a poison job.
+    """
+    outcomes = {EventType.SUCCEEDED, EventType.FAILED, EventType.DEAD, EventType.HANDED_BACK, EventType.DUPLICATE}
+    started: dict[tuple[int | None, str | None], str] = {}
+    for e in events:
+        key = (e.attempt, e.incarnation)
+        if e.type == EventType.STARTED:
+            started[key] = e.bot or "?"
+        elif e.type in outcomes:
+            started.pop(key, None)
+    return sorted((a or 0, bot) for (a, _), bot in started.items())

@@ -1,0 +1,78 @@
+"""Structured logging: one logfmt line per event, on stderr.
+
+    ts=2026-11-23T16:20:01.123Z level=info logger=bot event=job.succeeded job=ab12.. bot=bot-1 ms=1.2
+
+Lines are meant for operators (grep, `jq`-free) and for tests alike. Set
+``CORRAL_LOG_FORMAT=json`` at the entry point for one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+
+def _fmt_value(v: Any) -> str:
+    s = str(v)
+    if s == "" or any(c in s for c in ' ="\n'):
+        return json.dumps(s)
+    return s
+
+
+class Logger:
+    """A tiny structured logger; ``log.info("job.succeeded", job=id)``."""
+
+    def __init__(self, name: str, *, fmt: str = "logfmt", stream: TextIO | None = None, **bound: Any):
+        self.name = name
+        self.fmt = fmt
+        self.stream = stream
+        self.bound = bound
+
+    def bind(self, **fields: Any) -> "Logger":
+        return Logger(self.name, fmt=self.fmt, stream=self.stream, **{**self.bound, **fields})
+
+    def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        now = time.time()
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+        record = {"ts": ts, "level": level, "logger": self.name, "event": event, **self.bound, **fields}
+        record = {k: v for k, v in record.items() if v is not None}
+        if self.fmt == "json":
+            line = json.dumps(record, default=str)
+        else:
+            line = " ".join(f"{k}={_fmt_value(v)}" for k, v in record.items())
+        out = self.stream or sys.stderr
+        try:
+            out.write(line + "\n")
+            out.flush()
+        except (ValueError, OSError):  # stream closed at interpreter exit
+            pass
+
+    def debug(self, event: str, **fields: Any) -> None:
+        if self.bound.get("_debug"):
+            self._emit("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit("error", event, fields)
+
+
+_format = "logfmt"
+
+
+def configure(fmt: str) -> None:
+    """Choose ``logfmt`` or ``json`` for every logger made afterwards (entry points only)."""
+    global _format
+    if fmt not in ("logfmt", "json"):
+        raise ValueError(f"log format {fmt!r} must be logfmt or json")
+    _format = fmt
+
+
+def get_logger(name: str, **bound: Any) -> Logger:
+    return Logger(name, fmt=_format, **bound)

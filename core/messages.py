@@ -1,0 +1,191 @@
+"""The wire vocabulary: every payload that crosses a process boundary.
+
+Encoding is JSON (msgspec), so `nats stream view` shows readable jobs. Encoders
+and decoders are built once here and reused.
+
+Schema evolution (a rolling upgrade runs old and new bots side by side): every
+field added after v1 gets a default, no field is ever removed or retyped, and
+decoders ignore unknown fields (msgspec's default). ``v`` records the schema a
+payload was written with, for the day a change cannot follow those rules.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+
+from core.errors import InvalidJobError
+from core.names import DEFAULT_PRIORITY, DEFAULT_QUEUE, PRIORITIES, check_token
+
+SCHEMA_VERSION = 1
+
+
+def new_id() -> str:
+    """A job or incarnation id: 32 hex characters, time-free, safe as a subject token."""
+    return uuid.uuid4().hex
+
+
+class Job(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One unit of work. Times are Unix seconds; ``timeout`` is in seconds."""
+
+    id: str
+    kind: str
+    args: dict[str, Any] = {}
+    queue: str = DEFAULT_QUEUE
+    priority: str = DEFAULT_PRIORITY
+    created_at: float = 0.0
+    timeout: float = 60.0
+    max_attempts: int = 3
+    idempotency_key: str | None = None
+    correlation_id: str | None = None
+    v: int = SCHEMA_VERSION
+
+    def validate(self) -> "Job":
+        """Return self if every field is usable.
+
+        Raises:
+            InvalidJobError: a field is out of range or unsafe for a subject.
+        """
+        check_token(self.id, "job id")
+        check_token(self.queue, "queue")
+        if self.priority not in PRIORITIES:
+            raise InvalidJobError(f"priority {self.priority!r} is not one of {', '.join(PRIORITIES)}")
+        if not self.kind or len(self.kind) > 200:
+            raise InvalidJobError("kind must be 1-200 characters")
+        if not 0 < self.timeout <= 86_400:
+            raise InvalidJobError(f"timeout {self.timeout} must be in (0, 86400] seconds")
+        if not 1 <= self.max_attempts <= 100:
+            raise InvalidJobError(f"max_attempts {self.max_attempts} must be 1-100")
+        return self
+
+    @property
+    def dedupe_id(self) -> str:
+        """The Nats-Msg-Id: the idempotency key when given, else the job id."""
+        return self.idempotency_key or self.id
+
+
+def make_job(kind: str, args: dict[str, Any] | None = None, **fields: Any) -> Job:
+    """Build a validated job with a fresh id and creation time unless given."""
+    fields.setdefault("id", new_id())
+    fields.setdefault("created_at", time.time())
+    return Job(kind=kind, args=args or {}, **fields).validate()
+
+
+class Outcome(StrEnum):
+    """How a job ended."""
+
+    SUCCEEDED = "succeeded"  #: the handler returned; ``value`` holds what it returned
+    DEAD = "dead"  #: moved to the dead-letter stream; see its reason
+
+
+class JobResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The one recorded result of a job, on ``corral.results.<job_id>``."""
+
+    job_id: str
+    kind: str
+    queue: str
+    bot: str
+    incarnation: str
+    attempt: int
+    started_at: float
+    finished_at: float
+    value: Any = None
+    job: Job | None = None
+    v: int = SCHEMA_VERSION
+
+
+class EventType(StrEnum):
+    """Lifecycle events on the events stream (the audit trail)."""
+
+    STARTED = "started"  #: a bot took a delivery and began the handler
+    SUCCEEDED = "succeeded"  #: result recorded, job acked
+    FAILED = "failed"  #: the handler raised or timed out; a retry follows
+    DEAD = "dead"  #: moved to the dead-letter stream
+    DUPLICATE = "duplicate"  #: redelivered but its result was already recorded; acked, not re-run
+    HANDED_BACK = "handed_back"  #: a draining bot gave the job back unfinished
+    REPLAYED = "replayed"  #: an operator put a dead letter back on the jobs stream
+    PURGED = "purged"  #: an operator purged dead letters
+    BOT_STATE = "bot_state"  #: a bot changed state
+    OPERATOR = "operator"  #: any other operator action
+
+
+class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One line of the audit trail. ``ts`` is Unix seconds."""
+
+    type: EventType
+    ts: float
+    job_id: str | None = None
+    bot: str | None = None
+    incarnation: str | None = None
+    attempt: int | None = None
+    kind: str | None = None
+    queue: str | None = None
+    correlation_id: str | None = None
+    state: str | None = None
+    detail: str | None = None
+    actor: str | None = None
+    duration: float | None = None
+    v: int = SCHEMA_VERSION
+
+
+class CurrentJob(msgspec.Struct, kw_only=True):
+    id: str
+    kind: str
+    since: float
+
+
+class BotHeartbeat(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A bot's liveness entry, the value of ``$KV.corral_bots.<name>``."""
+
+    name: str
+    incarnation: str
+    host: str
+    pid: int
+    state: str
+    version: str
+    started_at: float
+    heartbeat_at: float
+    queues: list[str] = []
+    concurrency: int = 1
+    current: list[CurrentJob] = []
+    done: int = 0
+    failed: int = 0
+    dead: int = 0
+    v: int = SCHEMA_VERSION
+
+
+class DeadLetterHeaders:
+    """Headers on a dead letter; its body is the job's original bytes, untouched."""
+
+    REASON = "Corral-Reason"
+    ATTEMPTS = "Corral-Attempts"
+    BOTS = "Corral-Bots"
+    JOB_ID = "Corral-Job-Id"
+    QUEUE = "Corral-Queue"
+    SOURCE_SUBJECT = "Corral-Source-Subject"
+    SOURCE_SEQ = "Corral-Source-Seq"
+    DEAD_AT = "Corral-Dead-At"
+
+
+job_encoder = msgspec.json.Encoder()
+job_decoder = msgspec.json.Decoder(Job)
+result_decoder = msgspec.json.Decoder(JobResult)
+event_decoder = msgspec.json.Decoder(Event)
+heartbeat_decoder = msgspec.json.Decoder(BotHeartbeat)
+encode = job_encoder.encode
+
+
+def decode_job(data: bytes) -> Job:
+    """Decode and validate a job payload.
+
+    Raises:
+        InvalidJobError: the bytes are not a valid job (the message says why).
+    """
+    try:
+        return job_decoder.decode(data).validate()
+    except msgspec.DecodeError as e:
+        raise InvalidJobError(f"undecodable job payload: {e}") from e

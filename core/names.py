@@ -1,0 +1,86 @@
+"""Every stream, consumer, bucket and subject name corral uses, in one place.
+
+The layout (docs/resources.md has the table and the `nats` commands):
+
+    corral.jobs.<queue>.<priority>          CORRAL_JOBS     work queue, one consumer per queue+priority
+    corral.results.<job_id>                 CORRAL_RESULTS  one message per subject: the result fence
+    corral.events.job.<job_id>              CORRAL_EVENTS   a job's lifecycle, read back by `corral job`
+    corral.events.bot.<bot>                 CORRAL_EVENTS   bot state transitions
+    corral.events.ops.<action>              CORRAL_EVENTS   operator actions (scale, drain, replay, purge)
+    corral.dlq.<queue>.<job_id>             CORRAL_DLQ      dead letters: original bytes + reason headers
+    $KV.corral_bots.<bot>                   KV_corral_bots  bot liveness, one key per bot name, per-key TTL
+
+Job ids and bot names become subject tokens, so they are restricted to
+``[A-Za-z0-9_-]`` (see :func:`check_token`): no dots, wildcards or spaces can
+reach a subject.
+"""
+
+from __future__ import annotations
+
+import re
+
+from core.errors import InvalidJobError
+
+JOBS_STREAM = "CORRAL_JOBS"
+RESULTS_STREAM = "CORRAL_RESULTS"
+EVENTS_STREAM = "CORRAL_EVENTS"
+DLQ_STREAM = "CORRAL_DLQ"
+BOTS_BUCKET = "corral_bots"
+BOTS_STREAM = f"KV_{BOTS_BUCKET}"
+
+DEFAULT_QUEUE = "default"
+PRIORITIES = ("high", "normal", "low")
+DEFAULT_PRIORITY = "normal"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+def check_token(value: str, what: str) -> str:
+    """Return ``value`` if it is safe as one subject token.
+
+    Raises:
+        InvalidJobError: the value is empty, longer than 128 characters, or
+            holds anything but letters, digits, ``_`` and ``-``.
+    """
+    if not isinstance(value, str) or not _TOKEN.match(value):
+        raise InvalidJobError(
+            f"{what} {value!r} is not usable: use 1-128 characters from A-Z a-z 0-9 _ -"
+        )
+    return value
+
+
+def job_subject(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
+    return f"corral.jobs.{queue}.{priority}"
+
+
+def consumer_name(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
+    """The durable pull consumer the bots share for one queue and priority."""
+    return f"work-{queue}-{priority}"
+
+
+def result_subject(job_id: str) -> str:
+    return f"corral.results.{job_id}"
+
+
+def job_events_subject(job_id: str) -> str:
+    return f"corral.events.job.{job_id}"
+
+
+def bot_events_subject(bot: str) -> str:
+    return f"corral.events.bot.{bot}"
+
+
+def ops_events_subject(action: str) -> str:
+    return f"corral.events.ops.{action}"
+
+
+def dlq_subject(queue: str, job_id: str) -> str:
+    return f"corral.dlq.{queue}.{job_id}"
+
+
+def bot_key_subject(bot: str) -> str:
+    return f"$KV.{BOTS_BUCKET}.{bot}"
+
+
+#: Subject of the server's advisory when a job consumer exhausts max_deliver.
+MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.*"

@@ -1,0 +1,50 @@
+"""Connection settings, read once at the entry point and passed down explicitly.
+
+No other module reads the environment. Credentials come from flags or the
+environment (``CORRAL_NATS_USER``/``CORRAL_NATS_PASSWORD``, ``CORRAL_NATS_TOKEN``,
+``CORRAL_NATS_CREDS`` for a creds file, ``CORRAL_NATS_NKEY`` for an nkey seed
+file), never from code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where NATS is and how to log in. ``servers`` is one or more URLs (a cluster)."""
+
+    servers: tuple[str, ...] = (DEFAULT_URL,)
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds_file: str | None = None
+    nkeys_seed: str | None = None
+    client_name: str = "corral"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, server: str | None = None) -> "Settings":
+        """Settings from ``--server`` (wins) or ``CORRAL_NATS_URL`` (comma-separated for a cluster)."""
+        env = os.environ if env is None else env
+        url = server or env.get("CORRAL_NATS_URL") or DEFAULT_URL
+        return cls(
+            servers=tuple(u.strip() for u in url.split(",") if u.strip()),
+            user=env.get("CORRAL_NATS_USER") or None,
+            password=env.get("CORRAL_NATS_PASSWORD") or None,
+            token=env.get("CORRAL_NATS_TOKEN") or None,
+            creds_file=env.get("CORRAL_NATS_CREDS") or None,
+            nkeys_seed=env.get("CORRAL_NATS_NKEY") or None,
+        )
+
+    def named(self, client_name: str) -> "Settings":
+        return replace(self, client_name=client_name)
+
+    @property
+    def display(self) -> str:
+        """The server list for messages, without credentials."""
+        return ",".join(self.servers)

@@ -1,0 +1,136 @@
+"""Submitting jobs: one at a time, or many pipelined.
+
+Every job is published with ``Nats-Msg-Id`` (its idempotency key, else its id),
+so a retried submit inside the jobs stream's duplicate window (10 minutes) is
+one job; ``Nats-Expected-Stream`` makes sure it lands in CORRAL_JOBS and not
+in some other stream that happens to overlap the subject.
+
+A full stream refuses a message whole: a job is either accepted (acknowledged)
+or it is not, never half. :class:`SubmitSummary` says which, so resubmitting
+the refused ones (or the whole input: duplicates are dropped) is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterable, Callable, Iterable
+from dataclasses import dataclass, field
+
+import anyio
+import stamina
+from nats.js import JetStreamContext
+
+from core.connect import TRANSIENT, publish_error
+from core.errors import CorralError, StreamFullError
+from core.log import get_logger
+from core.messages import Job, encode
+from core.publisher import AsyncPublisher
+from core.names import JOBS_STREAM, job_subject
+
+
+@dataclass(frozen=True)
+class Receipt:
+    job_id: str
+    seq: int
+    duplicate: bool
+
+
+@dataclass
+class SubmitSummary:
+    accepted: int = 0
+    duplicates: int = 0
+    refused: list[tuple[int, str, str]] = field(default_factory=list)  #: (index, job id, reason)
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused
+
+
+def _headers(job: Job) -> dict[str, str]:
+    return {"Nats-Msg-Id": job.dedupe_id, "Nats-Expected-Stream": JOBS_STREAM}
+
+
+async def submit(js: JetStreamContext, job: Job, *, timeout: float = 5.0, retry_for: float = 10.0) -> Receipt:
+    """Publish one job and wait for the stream's acknowledgement.
+
+    A timeout is ambiguous (the job may have landed), so it is retried with the
+    same ``Nats-Msg-Id`` for ``retry_for`` seconds: at most one job results.
+
+    Raises:
+        StreamFullError: the stream or store is full; the job was not accepted.
+        TransportError: no acknowledgement within ``retry_for`` seconds.
+    """
+    job.validate()
+    data = encode(job)
+    subject = job_subject(job.queue, job.priority)
+    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=retry_for, wait_max=1.0):
+        with attempt:
+            try:
+                ack = await js.publish(subject, data, timeout=timeout, headers=_headers(job))
+            except Exception as e:  # noqa: BLE001 - translated once, here
+                raise publish_error(e, subject) from e
+    return Receipt(job.id, ack.seq, bool(ack.duplicate))
+
+
+async def submit_many(
+    js: JetStreamContext,
+    jobs: Iterable[Job] | AsyncIterable[Job],
+    *,
+    ack_timeout: float = 10.0,
+    progress: Callable[[int], None] = lambda n: None,
+) -> SubmitSummary:
+    """Publish jobs pipelined (nats-py keeps up to 4000 unacknowledged).
+
+    Stops sending at the first full-stream refusal (everything after it would
+    be refused too) and reports every job that was not accepted.
+    """
+    summary = SubmitSummary()
+    publisher = AsyncPublisher(js, get_logger("submit"), ack_timeout=ack_timeout)
+    stop = False
+
+    def settle(index: int, job: Job, fut: asyncio.Future) -> None:
+        nonlocal stop
+        exc = fut.exception() if not fut.cancelled() else TimeoutError("cancelled")
+        if exc is None:
+            summary.accepted += 1
+            summary.duplicates += bool(fut.result().duplicate)
+        else:
+            err = publish_error(exc, job_subject(job.queue, job.priority))
+            stop = stop or isinstance(err, StreamFullError)
+            summary.refused.append((index, job.id, str(err) or type(err).__name__))
+        progress(summary.accepted + len(summary.refused))
+
+    async def send(index: int, job: Job) -> None:
+        job.validate()
+        fut = await publisher.publish(job_subject(job.queue, job.priority), encode(job), _headers(job))
+        fut.add_done_callback(functools.partial(settle, index, job))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(publisher.run_expiry)
+        index = 0
+        if isinstance(jobs, AsyncIterable):
+            async for job in jobs:
+                if stop:
+                    break
+                await send(index, job)
+                index += 1
+        else:
+            for job in jobs:
+                if stop:
+                    break
+                await send(index, job)
+                index += 1
+        await publisher.flush(ack_timeout + 1)
+        tg.cancel_scope.cancel()
+    summary.refused.sort()
+    return summary
+
+
+def raise_for(summary: SubmitSummary) -> None:
+    """Turn a summary with refusals into the error for the first of them."""
+    if summary.refused:
+        index, job_id, reason = summary.refused[0]
+        raise CorralError(
+            f"{len(summary.refused)} job(s) not accepted (first: #{index} {job_id}): {reason}"
+        )

@@ -1,0 +1,92 @@
+"""Apply declarations idempotently: create what is missing, update what may change in place.
+
+The comparison is on the raw API JSON the server returns (nats-py's config
+classes drop fields they do not know), restricted to the fields a declaration
+sets: server-filled defaults and metadata never count as drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import nats.js.errors
+from nats.aio.client import Client as NATS
+
+from core.connect import api
+from core.errors import MissingResourceError
+from streams import Declaration
+
+
+class Action(StrEnum):
+    CREATED = "created"  #: did not exist; created
+    UNCHANGED = "unchanged"  #: exists with the declared config
+    UPDATED = "updated"  #: existed with other values; updated in place
+    CONFLICT = "conflict"  #: differs and the server refused the update; left as it is
+
+
+@dataclass(frozen=True)
+class Report:
+    decl: Declaration
+    action: Action
+    diff: dict[str, tuple[Any, Any]]  #: field -> (live, declared)
+    error: str = ""
+
+    def line(self) -> str:
+        text = f"{self.decl.kind:8} {self.decl.name:28} {self.action}"
+        if self.diff:
+            text += "  " + ", ".join(f"{k}: {live!r} -> {want!r}" for k, (live, want) in self.diff.items())
+        if self.error:
+            text += f"  ({self.error})"
+        return text
+
+
+def diff(live: dict[str, Any], declared: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Fields the declaration sets whose live value differs (descriptions ignored)."""
+    out = {}
+    for key, want in declared.items():
+        if key in ("description", "metadata"):
+            continue
+        have = live.get(key)
+        if have != want and not (want in (0, False, "", [], {}) and have is None):
+            out[key] = (have, want)
+    return out
+
+
+async def live_config(nc: NATS, decl: Declaration) -> dict[str, Any] | None:
+    subject = (
+        f"CONSUMER.INFO.{decl.stream}.{decl.name}" if decl.kind == "consumer" else f"STREAM.INFO.{decl.name}"
+    )
+    try:
+        return (await api(nc, subject))["config"]
+    except MissingResourceError:
+        return None
+
+
+async def apply(nc: NATS, decl: Declaration) -> Report:
+    """Bring one resource to its declaration, or report why it cannot be."""
+    live = await live_config(nc, decl)
+    if decl.kind == "consumer":
+        create = f"CONSUMER.CREATE.{decl.stream}.{decl.name}"
+        body = lambda action: {**decl.body, "action": action}  # noqa: E731
+    else:
+        create = f"STREAM.CREATE.{decl.name}"
+        body = lambda action: decl.body  # noqa: E731
+    if live is None:
+        await api(nc, create, body("create"))
+        return Report(decl, Action.CREATED, {})
+    changes = diff(live, decl.config)
+    if not changes:
+        return Report(decl, Action.UNCHANGED, {})
+    update = create if decl.kind == "consumer" else f"STREAM.UPDATE.{decl.name}"
+    try:
+        await api(nc, update, body("update"))
+    except nats.js.errors.APIError as e:
+        return Report(decl, Action.CONFLICT, changes, f"server refused the update: {e.description}")
+    return Report(decl, Action.UPDATED, changes)
+
+
+async def provision(nc: NATS, decls: list[Declaration]) -> list[Report]:
+    """Apply every declaration in order (streams before their consumers)."""
+    return [await apply(nc, d) for d in decls]
