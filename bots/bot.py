@@ -16,6 +16,7 @@ A second signal skips the wait in step 2.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -38,7 +39,7 @@ from core.errors import CorralError, TransportError
 from core.handlers import Registry
 from core.log import Logger
 from core.messages import BotHeartbeat, CurrentJob, Event, EventType, decode_job, encode, new_id
-from core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_events_subject, consumer_name
+from core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_events_subject, consumer_name, control_subject
 from core.publisher import AsyncPublisher
 from core.settings import Settings
 
@@ -52,7 +53,6 @@ class InFlight:
     kind: str
     since: float  #: wall clock
     started: float  #: monotonic
-    scope: anyio.CancelScope
 
 
 class Bot:
@@ -145,6 +145,7 @@ class Bot:
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._in_progress_loop)
                 tg.start_soon(Reaper(self.nc, self.js, self.log, self.config.sweep_interval).run)
+                tg.start_soon(self._control)
                 await self._work()
                 await self._shut_down()
                 tg.cancel_scope.cancel()
@@ -153,8 +154,7 @@ class Bot:
             self.exit_code = self.exit_code or 3
         finally:
             with anyio.CancelScope(shield=True):
-                if self.nc.is_connected:
-                    await self.nc.drain()
+                await self._close_connection()
         self.log.info("bot.exit", code=self.exit_code)
         return self.exit_code
 
@@ -209,28 +209,49 @@ class Bot:
 
     async def _run_job(self, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream
-        with anyio.CancelScope() as scope:
-            try:
-                job = decode_job(msg.data)
-                job_id, kind = job.id, job.kind
-            except CorralError:
-                job_id, kind = f"invalid-{seq}", "?"
-            self.inflight[seq] = InFlight(msg, job_id, kind, time.time(), anyio.current_time(), scope)
-            if len(self.inflight) == 1 and self.sm.state == BotState.READY:
-                self.sm.to(BotState.PROCESSING)
-            try:
-                await self.executor.process(msg)
-            except (nats.errors.Error, *TRANSIENT) as e:
-                self.log.warning("job.interrupted", job=job_id, error=str(e) or type(e).__name__)
         try:
-            if scope.cancelled_caught:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await self.executor.hand_back(msg)
+            job = decode_job(msg.data)
+            job_id, kind = job.id, job.kind
+        except CorralError:
+            job_id, kind = f"invalid-{seq}", "?"
+        self.inflight[seq] = InFlight(msg, job_id, kind, time.time(), anyio.current_time())
+        if len(self.inflight) == 1 and self.sm.state == BotState.READY:
+            self.sm.to(BotState.PROCESSING)
+        try:
+            await self.executor.process(msg)
+        except (nats.errors.Error, *TRANSIENT) as e:
+            self.log.warning("job.interrupted", job=job_id, error=str(e) or type(e).__name__)
+        except anyio.get_cancelled_exc_class():
+            # Drain deadline or forced stop: give the job back for immediate redelivery.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self.executor.hand_back(msg)
+            raise
         finally:
             del self.inflight[seq]
             self._slots.release()
             if not self.inflight and self.sm.state == BotState.PROCESSING:
                 self.sm.to(BotState.READY)
+
+    async def _close_connection(self) -> None:
+        """Hand back jobs delivered to us after the last fetch, then drain and close."""
+        sub = getattr(getattr(self, "sub", None), "_sub", None)
+        if sub is not None and self.nc.is_connected:
+            # A fetch that returned early leaves its pull request open on the server, which may
+            # still deliver into our inbox; nobody will process those, so give them back now
+            # instead of letting them wait out the ack deadline.
+            while not sub._pending_queue.empty():
+                msg = sub._pending_queue.get_nowait()
+                sub._pending_queue.task_done()
+                if msg.reply and msg.reply.startswith("$JS.ACK"):
+                    await msg.nak()
+            # nats-py's fetch never marks its messages done, so draining this subscription
+            # would wait forever: drop it instead (everything in it has been handed back).
+            await self.sub.unsubscribe()
+        with anyio.move_on_after(5):
+            if self.nc.is_connected:
+                await self.nc.drain()
+        if not self.nc.is_closed:
+            await self.nc.close()
 
     async def _shut_down(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -247,6 +268,29 @@ class Bot:
             async for signum in signals:
                 self.log.info("bot.signal", signal=signal.Signals(signum).name, force=self._stopping)
                 self.stop()
+
+    async def _control(self) -> None:
+        """Answer remote control requests: ``drain`` (graceful stop) and ``ping``."""
+        sub = await self.nc.subscribe(control_subject(self.config.name))
+        try:
+            async for msg in sub.messages:
+                try:
+                    action = json.loads(msg.data or b"{}").get("action")
+                except (ValueError, AttributeError):
+                    action = None
+                if action == "drain":
+                    self.log.info("bot.drain_requested", by=json.loads(msg.data).get("actor", "?"))
+                    self.stop()
+                    reply = {"ok": True, "state": str(self.sm.state)}
+                elif action == "ping":
+                    reply = {"ok": True, "state": str(self.sm.state), "incarnation": self.incarnation}
+                else:
+                    reply = {"ok": False, "error": f"unknown action {action!r}; use drain or ping"}
+                if msg.reply:
+                    await self.nc.publish(msg.reply, json.dumps(reply).encode())
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.unsubscribe()
 
     async def _publish_transition(self, old: BotState, new: BotState) -> None:
         event = Event(type=EventType.BOT_STATE, ts=time.time(), bot=self.config.name, incarnation=self.incarnation, state=new, detail=f"{old} -> {new}")

@@ -80,12 +80,20 @@ class Executor:
         self.counters = Counters()
         self.on_count = on_count
 
-    async def emit(self, job: Job, type: EventType, attempt: int, **fields) -> None:
+    async def emit(self, job: Job, event_type: EventType, attempt: int, *, confirm: bool = False, **fields) -> None:
+        """Publish a job event; ``confirm`` waits for the stream's ack (failures are logged, not raised)."""
         event = Event(
-            type=type, ts=time.time(), job_id=job.id, bot=self.config.name, incarnation=self.incarnation,
+            type=event_type, ts=time.time(), job_id=job.id, bot=self.config.name, incarnation=self.incarnation,
             attempt=attempt, kind=job.kind, queue=job.queue, correlation_id=job.correlation_id, **fields,
         )
-        await self.publisher.fire(job_events_subject(job.id), encode(event))
+        if not confirm:
+            await self.publisher.fire(job_events_subject(job.id), encode(event))
+            return
+        fut = await self.publisher.publish(job_events_subject(job.id), encode(event))
+        try:
+            await wait_ack(fut, self.publisher.ack_timeout)
+        except Exception as e:  # noqa: BLE001 - an unrecorded event must not stop the job
+            self.log.warning("publish.lost", job=job.id, event=event_type, error=str(e) or type(e).__name__)
 
     async def process(self, msg: Msg) -> None:
         """Take one delivery to its outcome. Cancellation (a drain) propagates to the caller."""
@@ -98,7 +106,10 @@ class Executor:
         log = self.log.bind(job=job.id, kind=job.kind, cid=job.correlation_id, attempt=attempt)
         if attempt > 1 and await self._settled_on_redelivery(msg, job, attempt, log):
             return
-        await self.emit(job, EventType.STARTED, attempt)
+        # On a redelivery the start is confirmed before the handler runs: if this bot dies in the
+        # handler, the next delivery must see the death to count it (poison quarantine). First
+        # deliveries skip the round trip; that costs at most one uncounted death per job.
+        await self.emit(job, EventType.STARTED, attempt, confirm=attempt > 1)
         log.info("job.started")
         started = time.time()
         try:

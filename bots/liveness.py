@@ -14,7 +14,8 @@ and ``kv.update`` cannot send a TTL) and ``Nats-Expected-Last-Subject-Sequence``
   refreshed meanwhile, its holder is alive and the claim is refused.
 * **No stale writer.** A frozen bot whose key expired and was claimed by
   another incarnation finds its next heartbeat refused (wrong last sequence)
-  and stops rather than fight over the name.
+  and stops rather than fight over the name. If the key merely expired and
+  nobody claimed it, the bot re-registers and carries on.
 """
 
 from __future__ import annotations
@@ -141,8 +142,13 @@ class Liveness:
             if e.err_code != WRONG_LAST_SEQUENCE:
                 raise
             last = await self._last()
-            mine = last is not None and not _is_tombstone(last.headers) and (self._decode(last.data) or beat).incarnation == self.incarnation
-            if not mine:
+            if last is None or _is_tombstone(last.headers):
+                # Our key expired while we were frozen or cut off, and nobody took the name: take it back.
+                self.log.warning("name.reregistered", name=self.name, hint="liveness key had expired")
+                self.seq = await self._write(encode(beat), 0 if last is None else last.seq)
+                return
+            holder = self._decode(last.data)
+            if holder is None or holder.incarnation != self.incarnation:
                 raise NameLostError(f"bot name {self.name!r} was taken over while this bot was unreachable") from e
             self.seq = last.seq  # our previous write landed but its ack was lost
             self.seq = await self._write(encode(beat), self.seq)

@@ -9,6 +9,7 @@ The layout (docs/resources.md has the table and the `nats` commands):
     corral.events.ops.<action>              CORRAL_EVENTS   operator actions (scale, drain, replay, purge)
     corral.dlq.<queue>.<job_id>             CORRAL_DLQ      dead letters: original bytes + reason headers
     $KV.corral_bots.<bot>                   KV_corral_bots  bot liveness, one key per bot name, per-key TTL
+    corral.control.bot.<bot>                (core NATS)     request/reply: {"action": "drain"} stops a bot gracefully
 
 Job ids and bot names become subject tokens, so they are restricted to
 ``[A-Za-z0-9_-]`` (see :func:`check_token`): no dots, wildcards or spaces can
@@ -76,6 +77,11 @@ def ops_events_subject(action: str) -> str:
 
 def dlq_subject(queue: str, job_id: str) -> str:
     return f"corral.dlq.{queue}.{job_id}"
+
+
+def control_subject(bot: str) -> str:
+    """Core-NATS request subject a bot answers for remote control (``{"action": "drain"}``)."""
+    return f"corral.control.bot.{bot}"
 
 
 def bot_key_subject(bot: str) -> str:

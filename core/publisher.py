@@ -1,38 +1,88 @@
-"""Pipelined JetStream publishing with a deadline on every acknowledgement.
-
-nats-py's ``publish_async`` returns a future that never completes if the server
-never answers, and its pending-semaphore then blocks every later publish. This
-wrapper gives each future a deadline: a sweep fails overdue ones with
-``TimeoutError`` (which releases the semaphore) so callers always get an answer.
-"""
+"""Pipelined JetStream publishing with a deadline on every acknowledgement."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from typing import Any
 
 import anyio
+import nats.js.errors
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from core.log import Logger
 
 
 class AsyncPublisher:
-    """``publish()`` returns a future of the PubAck; ``fire()`` logs failures instead."""
+    """Pipelined JetStream publishes: ``publish()`` returns a future of the PubAck.
 
-    def __init__(self, js: JetStreamContext, log: Logger, *, ack_timeout: float = 10.0) -> None:
+    corral does not use nats-py's ``publish_async``: in 2.16 its reply handler
+    calls ``APIError.from_error``, which *raises*, so a refused publish (a full
+    stream, the result fence) never resolves its future and the error only
+    reaches the connection's error callback. Here every reply resolves its
+    future: a PubAck, or the API error as an exception; and every future has a
+    deadline (``ack_timeout`` seconds), so nothing waits forever.
+    """
+
+    def __init__(self, js: JetStreamContext, log: Logger, *, ack_timeout: float = 10.0, max_pending: int = 4000) -> None:
         self.js = js
+        self.nc = js._nc
         self.log = log
         self.ack_timeout = ack_timeout
         self._pending: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
+        self._futures: dict[str, asyncio.Future] = {}
+        self._slots = asyncio.Semaphore(max_pending)
+        self._prefix: str | None = None
         self.lost = 0
 
+    async def _ensure_inbox(self) -> str:
+        if self._prefix is None:
+            self._prefix = f"{self.nc.new_inbox()}."
+            await self.nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        return self._prefix
+
+    async def _on_reply(self, msg) -> None:
+        fut = self._futures.pop(msg.subject[len(self._prefix):], None)
+        if fut is None or fut.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            fut.set_exception(nats.js.errors.NoStreamResponseError())
+            return
+        try:
+            resp = json.loads(msg.data)
+        except ValueError as e:
+            fut.set_exception(e)
+            return
+        if "error" in resp:
+            try:
+                nats.js.errors.APIError.from_error(resp["error"])  # raises the matching subclass
+            except nats.js.errors.APIError as err:
+                fut.set_exception(err)
+            return
+        fut.set_result(PubAck.from_response(resp))
+
     async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> asyncio.Future:
-        fut = await self.js.publish_async(subject, data, headers=headers)
+        prefix = await self._ensure_inbox()
+        await self._slots.acquire()
+        token = self.nc._nuid.next().decode()
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(self._release)
+        self._futures[token] = fut
         self._pending.append((time.monotonic() + self.ack_timeout, fut))
+        try:
+            await self.nc.publish(subject, data, reply=prefix + token, headers=headers)
+        except Exception as e:  # noqa: BLE001 - surfaced through the future
+            self._futures.pop(token, None)
+            fut.set_exception(e)
         return fut
+
+    def _release(self, fut: asyncio.Future) -> None:
+        self._slots.release()
+        if not fut.cancelled():
+            fut.exception()  # mark retrieved: the owner reports failures its own way
 
     async def fire(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         """Publish without waiting; a refusal or a missing ack is logged and counted."""
@@ -40,10 +90,7 @@ class AsyncPublisher:
         fut.add_done_callback(lambda f, s=subject: self._report(f, s))
 
     def _report(self, fut: asyncio.Future, subject: str) -> None:
-        if fut.cancelled():
-            exc: BaseException | None = TimeoutError("no ack")
-        else:
-            exc = fut.exception()
+        exc = TimeoutError("cancelled") if fut.cancelled() else fut.exception()
         if exc is not None:
             self.lost += 1
             self.log.warning("publish.lost", subject=subject, error=str(exc) or type(exc).__name__)

@@ -1,0 +1,46 @@
+"""Operator actions on bots and queues, each recorded on the events stream with who did it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import nats.errors
+from nats.aio.client import Client as NATS
+
+from core.errors import CorralError
+from core.messages import Event, EventType, encode
+from core.names import JOBS_STREAM, consumer_name, control_subject, ops_events_subject
+
+
+async def record(nc: NATS, action: str, actor: str, detail: str) -> None:
+    """Append an operator action to the audit trail (``corral.events.ops.<action>``)."""
+    js = nc.jetstream()
+    await js.publish(ops_events_subject(action), encode(Event(type=EventType.OPERATOR, ts=time.time(), actor=actor, detail=detail)))
+
+
+async def drain_bot(nc: NATS, bot: str, actor: str, timeout: float = 3.0) -> dict:
+    """Ask a bot to drain (finish its jobs, deregister, exit).
+
+    Raises:
+        CorralError: the bot did not answer (not running, or unreachable).
+    """
+    try:
+        msg = await nc.request(control_subject(bot), json.dumps({"action": "drain", "actor": actor}).encode(), timeout=timeout)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+        raise CorralError(f"bot {bot!r} did not answer: is it running?") from e
+    await record(nc, "drain", actor, f"drain bot {bot}")
+    return json.loads(msg.data)
+
+
+async def pause_queue(nc: NATS, queue: str, actor: str, priority: str = "normal", until: dt.datetime | None = None) -> None:
+    """Pause a queue's consumer (JetStream consumer pause): bots' fetches get nothing until resumed."""
+    until = until or dt.datetime(2999, 1, 1, tzinfo=dt.timezone.utc)
+    await nc.jetstream().pause_consumer(JOBS_STREAM, consumer_name(queue, priority), until.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    await record(nc, "pause", actor, f"pause queue {queue}/{priority}")
+
+
+async def resume_queue(nc: NATS, queue: str, actor: str, priority: str = "normal") -> None:
+    await nc.jetstream().resume_consumer(JOBS_STREAM, consumer_name(queue, priority))
+    await record(nc, "resume", actor, f"resume queue {queue}/{priority}")

@@ -1,0 +1,237 @@
+"""The job backbone end to end: real nats-server, real bot processes, no sleeps."""
+
+from __future__ import annotations
+
+import signal
+
+import nats
+import pytest
+
+from core.dlq import list_dead
+from core.errors import ResultAlreadyRecordedError
+from core.history import job_events, job_result, walk
+from core.messages import EventType, make_job
+from core.names import RESULTS_STREAM, job_subject, result_subject
+from core.connect import publish_error
+from core.submit import submit, submit_many
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.anyio
+
+
+async def count_results(js, job_id: str) -> int:
+    return len([m async for m in walk(js, RESULTS_STREAM, result_subject(job_id))])
+
+
+async def test_a_submitted_job_completes_with_its_result_and_history(js, provisioned, bots):
+    """Given a bot, when a sum job is submitted, then its result is 3 and its events read back."""
+    bots(provisioned.url, "b1")
+    job = make_job("sum", {"a": 1, "b": 2})
+    await submit(js, job)
+    result = await eventually(lambda: job_result(js, job.id), what="the result")
+    assert result.value == 3 and result.bot == "b1" and result.attempt == 1
+    events = await eventually(lambda: _types_when(js, job.id, EventType.SUCCEEDED), what="succeeded event")
+    assert events == [EventType.STARTED, EventType.SUCCEEDED]
+
+
+async def _types_when(js, job_id, last):
+    types = [e.type for e in await job_events(js, job_id)]
+    return types if types and types[-1] == last else None
+
+
+async def test_a_duplicate_submit_is_one_job(js, provisioned, bots):
+    """Given the same job submitted twice, then the stream stores it once and one result exists."""
+    job = make_job("sum", {"a": 2, "b": 2})
+    first = await submit(js, job)
+    second = await submit(js, job)
+    assert not first.duplicate and second.duplicate and first.seq == second.seq
+    bots(provisioned.url, "b1")
+    await eventually(lambda: job_result(js, job.id), what="the result")
+    assert await count_results(js, job.id) == 1
+
+
+async def test_a_bot_killed_mid_job_hands_it_to_another_bot_and_one_result_is_recorded(js, provisioned, bots):
+    """Given bot A running a job, when A is SIGKILLed, then bot B completes it after the ack deadline."""
+    a = bots(provisioned.url, "a")
+    job = make_job("sleep", {"seconds": 1.5})
+    await submit(js, job)
+    await eventually(lambda: _started_by(js, job.id, "a"), what="bot a to start the job")
+    a.kill()
+    bots(provisioned.url, "b")
+    result = await eventually(lambda: job_result(js, job.id), timeout=30, what="bot b's result")
+    assert result.bot == "b" and result.attempt == 2
+    assert await count_results(js, job.id) == 1
+
+
+async def _started_by(js, job_id, bot):
+    return any(e.type == EventType.STARTED and e.bot == bot for e in await job_events(js, job_id))
+
+
+async def test_a_frozen_bot_that_finishes_late_is_fenced_out(js, provisioned, bots):
+    """Given bot A frozen past the ack deadline, when B completes the job and A wakes, then A's result is refused."""
+    a = bots(provisioned.url, "a")
+    job = make_job("sleep", {"seconds": 3})
+    await submit(js, job)
+    await eventually(lambda: _started_by(js, job.id, "a"), what="bot a to start the job")
+    a.signal(signal.SIGSTOP)
+    bots(provisioned.url, "b")
+    result = await eventually(lambda: job_result(js, job.id), timeout=30, what="bot b's result")
+    a.signal(signal.SIGCONT)
+    await eventually(lambda: _async(lambda: "late finisher fenced" in a.log()), timeout=20, what="a to be fenced")
+    assert result.bot == "b" and await count_results(js, job.id) == 1
+    assert "late finisher fenced" in a.log()
+
+
+async def _has(js, job_id, etype, bot):
+    return any(e.type == etype and e.bot == bot for e in await job_events(js, job_id))
+
+
+async def test_the_results_stream_refuses_a_second_result_for_a_job(js, provisioned):
+    """The fence is the stream itself: a second message on a job's result subject is refused."""
+    await js.publish(result_subject("fenced"), b"{}")
+    with pytest.raises(Exception) as caught:
+        await js.publish(result_subject("fenced"), b"{}")
+    assert isinstance(publish_error(caught.value, "x"), ResultAlreadyRecordedError)
+
+
+async def test_a_job_that_always_fails_is_dead_lettered_with_its_reason(js, provisioned, bots):
+    """Given a failing handler, then after max_attempts the job is in the DLQ with the error and attempts."""
+    bots(provisioned.url, "b1", "--backoff-base", "0.2")
+    job = make_job("fail", {"message": "boom"}, max_attempts=3)
+    await submit(js, job)
+    dead = await eventually(lambda: list_dead(js, match=lambda d: d.job_id == job.id), timeout=30, what="dead letter")
+    assert dead[0].attempts == 3 and "boom" in dead[0].reason
+    types = [e.type for e in await job_events(js, job.id)]
+    assert types.count(EventType.FAILED) == 3 and types[-1] == EventType.DEAD
+    assert await job_result(js, job.id) is None
+
+
+async def test_an_invalid_payload_is_dead_lettered_and_the_bot_keeps_working(js, provisioned, bots):
+    """Given garbage on the jobs subject, then it lands in the DLQ with its bytes and the bot still completes work."""
+    bot = bots(provisioned.url, "b1")
+    await js.publish(job_subject("default"), b"\x00not a job")
+    dead = await eventually(lambda: list_dead(js, match=lambda d: "invalid payload" in d.reason), what="dead letter")
+    assert dead[0].data == b"\x00not a job"
+    job = make_job("sum", {"a": 5, "b": 5})
+    await submit(js, job)
+    assert (await eventually(lambda: job_result(js, job.id), what="next result")).value == 10
+    assert bot.proc.poll() is None
+
+
+async def test_a_job_that_kills_every_bot_is_quarantined_with_their_names(js, provisioned, bots):
+    """Given a job whose handler kills the process, then after 3 deaths it is quarantined naming the bots."""
+    job = make_job("crash", {}, max_attempts=10)
+    await submit(js, job)
+    names = []
+    for i in range(6):
+        name = f"victim{i}"
+        bot = bots(provisioned.url, name)
+        names.append(name)
+        await eventually(lambda: _bot_finished_or_dead(js, bot, job.id), timeout=30, what=f"{name} to die or quarantine")
+        if await list_dead(js, match=lambda d: d.job_id == job.id):
+            break
+    dead = await list_dead(js, match=lambda d: d.job_id == job.id)
+    assert dead and dead[0].reason.startswith("quarantined")
+    assert set(dead[0].bots.split(",")) <= set(names[:-1]) and len(dead[0].bots.split(",")) >= 3
+
+
+async def _bot_finished_or_dead(js, bot, job_id):
+    return bot.proc.poll() is not None or bool(await list_dead(js, match=lambda d: d.job_id == job_id))
+
+
+async def test_sigterm_drains_a_bot_without_losing_a_job(js, provisioned, bots):
+    """Given running jobs, when the bot gets SIGTERM, then it exits 0 and every job still completes."""
+    a = bots(provisioned.url, "a", "--concurrency", "4")
+    jobs = [make_job("sleep", {"seconds": 0.5}) for _ in range(8)]
+    await submit_many(js, jobs)
+    await eventually(lambda: _started_by(js, jobs[0].id, "a"), what="work to start")
+    a.signal(signal.SIGTERM)
+    assert a.wait() == 0
+    assert "event=bot.exit" in a.log() and "new=stopped" in a.log()
+    bots(provisioned.url, "b")
+    for job in jobs:
+        await eventually(lambda: job_result(js, job.id), timeout=30, what=f"result of {job.id}")
+    assert not await list_dead(js)
+
+
+async def test_a_drain_that_runs_out_of_time_hands_jobs_back(js, provisioned, bots):
+    """Given a job longer than the drain timeout, when drained, then it is handed back and finished elsewhere."""
+    a = bots(provisioned.url, "a", "--drain-timeout", "0.5")
+    job = make_job("sleep", {"seconds": 5})
+    await submit(js, job)
+    await eventually(lambda: _started_by(js, job.id, "a"), what="a to start")
+    a.signal(signal.SIGTERM)
+    assert a.wait() == 0
+    assert await _has(js, job.id, EventType.HANDED_BACK, "a")
+    bots(provisioned.url, "b")
+    assert (await eventually(lambda: job_result(js, job.id), timeout=30, what="b's result")).bot == "b"
+
+
+async def test_bots_ride_through_a_server_restart_and_every_job_completes(provisioned, bots):
+    """Given bots mid-run, when the server is killed and restarted on the same store, then all jobs complete."""
+    url = provisioned.url
+    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    js = nc.jetstream()
+    b1, b2 = bots(url, "b1"), bots(url, "b2")
+    jobs = [make_job("sleep", {"seconds": 0.02}) for _ in range(300)]
+    summary = await submit_many(js, jobs)
+    assert summary.accepted == 300
+    await eventually(lambda: _any_result(js, jobs), what="some progress")
+    provisioned.kill()
+    provisioned.start()
+    await eventually(lambda: _all_done(js, jobs), timeout=60, what="every job's result")
+    assert b1.proc.poll() is None and b2.proc.poll() is None
+    assert "nats.reconnected" in b1.log()
+    await nc.close()
+
+
+async def _any_result(js, jobs):
+    return await job_result(js, jobs[0].id) is not None
+
+
+async def _all_done(js, jobs):
+    try:
+        info = await js.stream_info(RESULTS_STREAM)
+    except Exception:  # noqa: BLE001 - the server is still coming back
+        return False
+    return info.state.messages >= len(jobs) and all([await job_result(js, j.id) for j in jobs[:: max(len(jobs) // 20, 1)]])
+
+
+async def test_a_second_live_bot_with_the_same_name_is_refused_and_the_name_is_reclaimed_after_death(js, provisioned, bots):
+    """Given bot x alive, a second x exits non-zero; after x is SIGKILLed, a new x starts at once."""
+    first = bots(provisioned.url, "x")
+    await eventually(lambda: _async(first.ready), what="first x ready")
+    second = bots(provisioned.url, "x")
+    assert second.wait() != 0
+    assert "held by a live bot" in second.log()
+    first.kill()
+    third = bots(provisioned.url, "x")
+    await eventually(lambda: _async(third.ready), timeout=15, what="x reclaimed")
+    assert "name.reclaimed" in third.log()
+
+
+async def _async(fn):
+    return fn()
+
+
+async def test_a_bot_started_before_the_server_waits_then_works(tmp_path, bots):
+    """Given no server yet, the bot logs that it waits; once the server is up and provisioned, it completes a job."""
+    from core.server import EmbeddedServer
+    from tests.conftest import provision_async
+
+    server = EmbeddedServer(tmp_path / "late")
+    bot = bots(server.url, "early")
+    await eventually(lambda: _async(lambda: "nats.waiting" in bot.log()), what="the bot to say it waits")
+    server.start()
+    try:
+        await eventually(lambda: _async(lambda: "resources.waiting" in bot.log()), what="the bot to wait for provisioning")
+        await provision_async(server.url)
+        await eventually(lambda: _async(bot.ready), timeout=20, what="bot ready")
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        job = make_job("sum", {"a": 20, "b": 22})
+        await submit(js, job)
+        assert (await eventually(lambda: job_result(js, job.id), what="result")).value == 42
+        await nc.close()
+    finally:
+        server.kill()

@@ -1,0 +1,109 @@
+"""The wire vocabulary, names and state machine, without a server."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from bots.state import ALLOWED, BotState, StateMachine
+from core.cli.submit import parse_kv
+from core.errors import ConfigError, IllegalTransitionError, InvalidJobError
+from core.handlers import Registry
+from core.history import deliveries_without_outcome
+from core.messages import Event, EventType, Job, decode_job, encode, make_job
+from core.names import check_token, job_subject, result_subject
+
+
+def test_a_job_round_trips_through_its_encoding():
+    """Encoding then decoding a job gives the same job."""
+    job = make_job("sum", {"a": 1, "b": 2}, correlation_id="c-1")
+    assert decode_job(encode(job)) == job
+
+
+def test_an_old_bot_decodes_a_payload_with_fields_it_does_not_know():
+    """Unknown fields from a newer submitter are ignored (rolling upgrades)."""
+    payload = b'{"id":"j1","kind":"sum","args":{"a":1,"b":2},"new_field":{"x":1},"v":2}'
+    job = decode_job(payload)
+    assert job.id == "j1" and job.args == {"a": 1, "b": 2} and job.v == 2
+
+
+def test_a_payload_missing_newer_optional_fields_gets_their_defaults():
+    """A v1-style minimal payload decodes with defaults for everything optional."""
+    job = decode_job(b'{"id":"j2","kind":"sum"}')
+    assert (job.queue, job.priority, job.max_attempts, job.timeout) == ("default", "normal", 3, 60.0)
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"{}", b'{"id":"a.b","kind":"x"}', b'{"id":"ok","kind":"x","timeout":-1}', b"\xff\xfe"])
+def test_bad_payloads_are_refused_with_a_reason(payload):
+    """Undecodable, incomplete, unsafe or out-of-range payloads raise InvalidJobError."""
+    with pytest.raises(InvalidJobError):
+        decode_job(payload)
+
+
+@pytest.mark.parametrize("value", ["", "a.b", "a b", "a*", ">", "x" * 129, "ü"])
+def test_hostile_tokens_never_reach_a_subject(value):
+    """Dots, wildcards, spaces and overlong values are refused as subject tokens."""
+    with pytest.raises(InvalidJobError):
+        check_token(value, "job id")
+
+
+def test_subjects_follow_the_documented_layout():
+    """Jobs are per queue and priority; results are one subject per job."""
+    assert job_subject("default", "high") == "corral.jobs.default.high"
+    assert result_subject("abc") == "corral.results.abc"
+
+
+def test_every_allowed_transition_works_and_others_raise():
+    """The state machine permits exactly the ALLOWED table."""
+    for src, targets in ALLOWED.items():
+        for dst in BotState:
+            sm = StateMachine(lambda old, new: None)
+            sm.state = src
+            if dst in targets or dst == src:
+                sm.to(dst)
+                assert sm.state == dst
+            else:
+                with pytest.raises(IllegalTransitionError):
+                    sm.to(dst)
+
+
+def test_transitions_are_reported_to_the_listener():
+    """Each change calls the listener with (old, new)."""
+    seen = []
+    sm = StateMachine(lambda old, new: seen.append((old, new)))
+    sm.to(BotState.REGISTERING)
+    sm.to(BotState.HEALTH_CHECK)
+    assert seen == [(BotState.INITIALIZING, BotState.REGISTERING), (BotState.REGISTERING, BotState.HEALTH_CHECK)]
+
+
+def test_deliveries_without_an_outcome_are_counted_per_attempt():
+    """A start with no later outcome for the same attempt and incarnation counts as a death."""
+    ev = lambda t, a, inc, bot: Event(type=t, ts=0, attempt=a, incarnation=inc, bot=bot)  # noqa: E731
+    events = [
+        ev(EventType.STARTED, 1, "i1", "b1"),
+        ev(EventType.STARTED, 2, "i2", "b2"),
+        ev(EventType.FAILED, 2, "i2", "b2"),
+        ev(EventType.STARTED, 3, "i3", "b3"),
+    ]
+    assert deliveries_without_outcome(events) == [(1, "b1"), (3, "b3")]
+
+
+def test_cli_job_arguments_parse_json_values():
+    """a=1 is a number, name=x a string, and a missing = is a clear error."""
+    assert parse_kv(["a=1", "name=x", "l=[1,2]"]) == {"a": 1, "name": "x", "l": [1, 2]}
+    with pytest.raises(ConfigError):
+        parse_kv(["oops"])
+
+
+def test_handler_specs_are_validated_when_the_bot_starts():
+    """A malformed or missing --handler fails fast with a ConfigError."""
+    assert Registry.build(["add=operator:add"]).get("add")(2, 3) == 5
+    for bad in ["nokind", "k=nomodule", "k=no.such.module:fn", "k=operator:nope"]:
+        with pytest.raises(ConfigError):
+            Registry.build([bad])
+
+
+def test_events_encode_without_empty_fields():
+    """Optional fields left unset are not written (compact audit trail)."""
+    data = encode(Event(type=EventType.STARTED, ts=1.0, job_id="j"))
+    assert msgspec.json.decode(data) == {"type": "started", "ts": 1.0, "job_id": "j"}
