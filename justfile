@@ -1,0 +1,43 @@
+# corral recipes: each is a thin call of `corral` or pytest. Run them through ./dev on a fresh machine.
+
+set positional-arguments
+
+# list the recipes
+default:
+    @just --list
+
+# start nats-server, provision, bots and the dashboard (the embedded default)
+up *args:
+    corral up "$@"
+
+# run the whole test suite
+test *args:
+    pytest -q "$@"
+
+# open the dashboard against a running server
+tui *args:
+    corral tui "$@"
+
+# create or update every stream, consumer and KV bucket
+provision *args:
+    corral provision "$@"
+
+# streams, backlog and live bots
+status *args:
+    corral status "$@"
+
+# run one bot in the foreground
+bot *args:
+    corral bot "$@"
+
+# submit N generated jobs with progress
+populate n="1000":
+    corral populate {{n}}
+
+# run a benchmark scenario (see docs/performance.md)
+bench *args:
+    corral bench "$@"
+
+# remove the local JetStream store and logs
+clean:
+    rm -rf data
