@@ -1,0 +1,79 @@
+"""The `corral` command as an operator types it: real subprocesses, real server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import wait_for
+
+
+def corral(*args: str, url: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "core.cli", *args]
+    if url:
+        cmd += ["--server", url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, input=stdin)
+
+
+def test_an_unreachable_server_gets_a_clear_error_and_exit_1():
+    """No server listening: the message names the URL and what to do."""
+    out = corral("status", url="nats://127.0.0.1:1")
+    assert out.returncode == 1
+    assert "cannot reach NATS at nats://127.0.0.1:1" in out.stderr and "CORRAL_NATS_URL" in out.stderr
+
+
+def test_a_wrong_flag_is_refused_with_usage():
+    """A bad number is rejected by the parser before anything connects."""
+    out = corral("populate", "lots")
+    assert out.returncode == 2 and "not a whole number" in out.stderr
+
+
+def test_a_bad_job_id_is_refused_before_submitting(provisioned):
+    """A job id that would break a subject is refused with the rule."""
+    out = corral("submit", "sum", "a=1", "b=2", "--id", "a.b", url=provisioned.url)
+    assert out.returncode == 1 and "A-Z a-z 0-9 _ -" in out.stderr
+
+
+def test_a_bad_ndjson_line_submits_nothing_and_names_the_line(provisioned, tmp_path):
+    """A malformed line in --file fails the whole file with its line number."""
+    f = tmp_path / "jobs.ndjson"
+    f.write_text('{"kind": "sum", "args": {"a": 1, "b": 2}}\n{"kind": 5}\n')
+    out = corral("submit", "--file", str(f), url=provisioned.url)
+    status = json.loads(corral("status", "--json", url=provisioned.url).stdout)
+    assert out.returncode == 2 and "jobs.ndjson:2" in out.stderr and "Nothing was submitted" in out.stderr
+    assert next(s for s in status["streams"] if s["name"] == "CORRAL_JOBS")["messages"] == 0
+
+
+def test_submit_status_job_and_dlq_work_together(provisioned, bots):
+    """Submit from a file and one by one, see them complete, inspect one, replay a dead one."""
+    url = provisioned.url
+    bots(url, "b1", "--backoff-base", "0.1")
+    job_id = corral("submit", "sum", "a=40", "b=2", "--id", "answer", url=url).stdout.strip()
+    assert job_id == "answer"
+    wait_for(lambda: "result: 42" in corral("job", "answer", url=url).stdout, what="job answer's result")
+    history = json.loads(corral("job", "answer", "--json", url=url).stdout)
+    assert [e["type"] for e in history["events"]] == ["started", "succeeded"] and history["result"]["value"] == 42
+    corral("submit", "fail", "--id", "doomed", "--max-attempts", "1", url=url)
+    wait_for(lambda: json.loads(corral("dlq", "list", "--json", url=url).stdout), what="a dead letter")
+    refused = corral("dlq", "replay", "--all", url=url)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    replayed = corral("dlq", "replay", "--all", "--yes", "--json", url=url)
+    assert json.loads(replayed.stdout) == {"replay": 1}
+    events = json.loads(corral("job", "doomed", "--json", url=url).stdout)["events"]
+    assert "replayed" in [e["type"] for e in events]
+
+
+def test_health_fails_when_not_provisioned_and_passes_with_a_probe_once_running(nats_server, bots):
+    """health exits 1 naming what is missing, then 0 with a probe round trip through a live bot."""
+    out = corral("health", url=nats_server.url)
+    assert out.returncode == 1 and "missing: run `corral provision`" in out.stdout
+    assert corral("provision", url=nats_server.url).returncode == 0
+    bot = bots(nats_server.url, "b1")
+    wait_for(bot.ready, what="bot ready")
+    out = corral("health", "--probe", "--json", url=nats_server.url)
+    report = json.loads(out.stdout)
+    assert report["ok"] is True and out.returncode == 0
+    assert any(c["check"] == "probe" and c["ok"] for c in report["checks"])
