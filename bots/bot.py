@@ -32,6 +32,7 @@ from nats.aio.msg import Msg
 from bots.config import BotConfig
 from bots.execute import Executor
 from bots.liveness import Liveness, NameLostError
+from bots.outbox import Outbox
 from bots.reaper import Reaper
 from bots.state import BotState, StateMachine
 from core.connect import TRANSIENT, connect, wait_for_resources
@@ -124,6 +125,7 @@ class Bot:
                 if self.sm.state == BotState.ERROR:
                     self.sm.to(BotState.HEALTH_CHECK)
                 await self.js.consumer_info(JOBS_STREAM, self.consumer)
+                await self._flush_outbox()
         if not self._stopping:
             self.sm.to(BotState.READY)
             self.log.info("breaker.closed")
@@ -134,7 +136,10 @@ class Bot:
         """Run until stopped; returns the process exit code."""
         self.nc = await connect(self.settings, self.log, on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)
         self.js = self.nc.jetstream()
-        self.publisher = AsyncPublisher(self.js, self.log)
+        self.outbox = Outbox(self.config.outbox_dir, self.log) if self.config.outbox_dir else None
+        self.publisher = AsyncPublisher(
+            self.js, self.log, ack_timeout=self.config.publish_timeout, on_lost=self.outbox.put if self.outbox else None
+        )
         self.consumer = consumer_name(self.config.queues[0], self.config.priority)
         try:
             async with anyio.create_task_group() as tg:
@@ -171,7 +176,12 @@ class Bot:
         self.executor = Executor(
             self.js, self.publisher, self.registry, self.config, self.incarnation, self.log,
             max_deliver=info.config.max_deliver if info.config.max_deliver and info.config.max_deliver > 0 else 1_000_000,
+            outbox=self.outbox,
         )
+        try:
+            await self._flush_outbox()  # what a previous incarnation of this name left behind
+        except TransportError as e:
+            self.log.warning("outbox.flush_deferred", error=str(e))
         self.sub = await self.js.pull_subscribe_bind(durable=self.consumer, stream=JOBS_STREAM)
         self.sm.to(BotState.READY)
         self.log.info("bot.ready", consumer=self.consumer, ack_wait=self.ack_wait, concurrency=self.config.concurrency)
@@ -231,6 +241,22 @@ class Bot:
             self._slots.release()
             if not self.inflight and self.sm.state == BotState.PROCESSING:
                 self.sm.to(BotState.READY)
+
+    async def _flush_outbox(self) -> None:
+        """Publish what waited on disk while the server was away, before claiming new work.
+
+        Raises:
+            TransportError: an entry could not be published yet (the breaker retries).
+        """
+        if self.outbox is None or not len(self.outbox):
+            return
+
+        async def publish(subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+            await self.js.publish(subject, data, headers=headers, timeout=5)
+
+        await self.outbox.flush(publish)
+        if len(self.outbox):
+            raise TransportError(f"{len(self.outbox)} outbox entries still unpublished")
 
     async def _close_connection(self) -> None:
         """Hand back jobs delivered to us after the last fetch, then drain and close."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.names import DEFAULT_PRIORITY, DEFAULT_QUEUE
 
@@ -29,6 +30,10 @@ class BotConfig:
     #: How often the reaper sweeps the jobs stream for messages past max_deliver.
     sweep_interval: float = 60.0
     handlers: tuple[str, ...] = ()
+    #: Seconds to wait for the stream's ack of a result or event before it goes to the outbox.
+    publish_timeout: float = 10.0
+    #: Where unpublished results and events wait for the server (None: no outbox).
+    outbox_dir: Path | None = None
     version: str = "0.1.0"
 
     @property

@@ -20,6 +20,7 @@ The order of effects is what makes a lost ack or a dead bot harmless:
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from bots.config import BotConfig
+from bots.outbox import Outbox
 from core.connect import publish_error
 from core.dlq import move_to_dlq
 from core.errors import CorralError, InvalidJobError, ResultAlreadyRecordedError
@@ -69,7 +71,10 @@ class Executor:
         log: Logger,
         max_deliver: int,
         on_count: Callable[[str], None] = lambda outcome: None,
+        outbox: Outbox | None = None,
     ) -> None:
+        self.outbox = outbox
+        self._event_seq = itertools.count(1)
         self.js = js
         self.publisher = publisher
         self.registry = registry
@@ -86,10 +91,12 @@ class Executor:
             type=event_type, ts=time.time(), job_id=job.id, bot=self.config.name, incarnation=self.incarnation,
             attempt=attempt, kind=job.kind, queue=job.queue, correlation_id=job.correlation_id, **fields,
         )
+        # A Msg-Id per event: an event re-sent from the outbox after an ambiguous timeout is stored once.
+        headers = {"Nats-Msg-Id": f"ev-{self.incarnation}-{next(self._event_seq)}"}
         if not confirm:
-            await self.publisher.fire(job_events_subject(job.id), encode(event))
+            await self.publisher.fire(job_events_subject(job.id), encode(event), headers)
             return
-        fut = await self.publisher.publish(job_events_subject(job.id), encode(event))
+        fut = await self.publisher.publish(job_events_subject(job.id), encode(event), headers)
         try:
             await wait_ack(fut, self.publisher.ack_timeout)
         except Exception as e:  # noqa: BLE001 - an unrecorded event must not stop the job
@@ -168,8 +175,12 @@ class Executor:
         except Exception as e:  # noqa: BLE001 - translated right here
             err = publish_error(e, subject)
             if not isinstance(err, ResultAlreadyRecordedError):
-                # Not recorded and not acked: the job is redelivered after its deadline and re-run.
-                log.error("job.result_unrecorded", error=str(err) or type(err).__name__)
+                # Not recorded and not acked. Keep the result on disk and publish it when the server
+                # is back; meanwhile the job is redelivered after its deadline and may run again
+                # elsewhere, in which case the fence drops this copy (at-least-once execution).
+                if self.outbox is not None:
+                    self.outbox.put(subject, data)
+                log.error("job.result_unrecorded", error=str(err) or type(err).__name__, outbox=self.outbox is not None)
                 return
             await msg.ack()
             self.counters.duplicates += 1

@@ -102,6 +102,7 @@ async def connect(
         token=settings.token,
         user_credentials=settings.creds_file,
         nkeys_seed=settings.nkeys_seed,
+        inbox_prefix=settings.inbox_prefix,
     )
     kwargs.update(options)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}

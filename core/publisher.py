@@ -6,6 +6,7 @@ import asyncio
 import collections
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -27,8 +28,17 @@ class AsyncPublisher:
     deadline (``ack_timeout`` seconds), so nothing waits forever.
     """
 
-    def __init__(self, js: JetStreamContext, log: Logger, *, ack_timeout: float = 10.0, max_pending: int = 4000) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        log: Logger,
+        *,
+        ack_timeout: float = 10.0,
+        max_pending: int = 4000,
+        on_lost: Callable[[str, bytes, dict[str, str] | None], None] | None = None,
+    ) -> None:
         self.js = js
+        self.on_lost = on_lost
         self.nc = js._nc
         self.log = log
         self.ack_timeout = ack_timeout
@@ -85,15 +95,19 @@ class AsyncPublisher:
             fut.exception()  # mark retrieved: the owner reports failures its own way
 
     async def fire(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
-        """Publish without waiting; a refusal or a missing ack is logged and counted."""
+        """Publish without waiting; a refusal or a missing ack goes to ``on_lost`` (or the log)."""
         fut = await self.publish(subject, data, headers)
-        fut.add_done_callback(lambda f, s=subject: self._report(f, s))
+        fut.add_done_callback(lambda f: self._report(f, subject, data, headers))
 
-    def _report(self, fut: asyncio.Future, subject: str) -> None:
+    def _report(self, fut: asyncio.Future, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
         exc = TimeoutError("cancelled") if fut.cancelled() else fut.exception()
-        if exc is not None:
-            self.lost += 1
-            self.log.warning("publish.lost", subject=subject, error=str(exc) or type(exc).__name__)
+        if exc is None:
+            return
+        if self.on_lost is not None:
+            self.on_lost(subject, data, headers)
+            return
+        self.lost += 1
+        self.log.warning("publish.lost", subject=subject, error=str(exc) or type(exc).__name__)
 
     def expire(self) -> None:
         """Fail every future past its deadline (call periodically)."""

@@ -3,7 +3,7 @@
 No other module reads the environment. Credentials come from flags or the
 environment (``CORRAL_NATS_USER``/``CORRAL_NATS_PASSWORD``, ``CORRAL_NATS_TOKEN``,
 ``CORRAL_NATS_CREDS`` for a creds file, ``CORRAL_NATS_NKEY`` for an nkey seed
-file), never from code.
+file, ``CORRAL_NATS_INBOX_PREFIX`` for a private reply inbox), never from code.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class Settings:
     token: str | None = None
     creds_file: str | None = None
     nkeys_seed: str | None = None
+    #: Reply-inbox prefix; least-privilege users may only subscribe under their own (docs/security.md).
+    inbox_prefix: str | None = None
     client_name: str = "corral"
 
     @classmethod
@@ -39,6 +41,7 @@ class Settings:
             token=env.get("CORRAL_NATS_TOKEN") or None,
             creds_file=env.get("CORRAL_NATS_CREDS") or None,
             nkeys_seed=env.get("CORRAL_NATS_NKEY") or None,
+            inbox_prefix=env.get("CORRAL_NATS_INBOX_PREFIX") or None,
         )
 
     def named(self, client_name: str) -> "Settings":

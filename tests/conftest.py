@@ -90,7 +90,8 @@ class BotProcess:
         self._log = open(self.log_path, "wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "bot", "--server", url, "--name", name, "--ttl", "3", *extra],
+            [sys.executable, "-m", "core.cli", "bot", "--server", url, "--name", name, "--ttl", "3",
+             "--outbox", str(log_dir / f"outbox-{name}"), *extra],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
 

@@ -44,7 +44,7 @@ def start_bots(url: str, count: int, logs: Path) -> list[subprocess.Popen]:
     for i in range(1, count + 1):
         out = open(logs / f"bot-{i}.log", "ab")
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "bot", "--server", url, "--name", f"local-{i}"],
+            [sys.executable, "-m", "core.cli", "bot", "--server", url, "--name", f"local-{i}", "--outbox", str(logs.parent / "outbox" / f"local-{i}")],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         ))
         out.close()

@@ -235,3 +235,31 @@ async def test_a_bot_started_before_the_server_waits_then_works(tmp_path, bots):
         await nc.close()
     finally:
         server.kill()
+
+
+async def test_a_result_finished_while_the_server_is_down_survives_in_the_outbox(provisioned, bots):
+    """Given a job finishing during an outage and its bot then killed, the restarted bot publishes the kept result."""
+    url = provisioned.url
+    bot = bots(url, "solo", "--publish-timeout", "1")
+    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    js = nc.jetstream()
+    job = make_job("sleep", {"seconds": 1.5})
+    await submit(js, job)
+    await eventually(lambda: _started_by(js, job.id, "solo"), what="the job to start")
+    provisioned.kill()
+    await eventually(lambda: _async(lambda: "outbox.stored" in bot.log()), timeout=20, what="the result in the outbox")
+    bot.kill()  # whatever nats-py buffered in memory dies with it; only the outbox remains
+    provisioned.start()
+    again = bots(url, "solo")
+    result = await eventually(lambda: _result_or_none(js, job.id), timeout=30, what="the outboxed result")
+    assert result.attempt == 1 and f"inc={result.incarnation}" not in again.log()  # the killed incarnation's result
+    assert "outbox.published" in again.log()
+    assert await count_results(js, job.id) == 1
+    await nc.close()
+
+
+async def _result_or_none(js, job_id):
+    try:
+        return await job_result(js, job_id)
+    except Exception:  # noqa: BLE001 - the server is still coming back
+        return None

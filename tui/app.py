@@ -1,0 +1,315 @@
+"""The corral dashboard: a Textual app with one screen (mode) per operator task.
+
+Data flow: long-lived feed workers (``tui/feeds.py``) read NATS and post
+:mod:`tui.messages`; the app folds them into one :class:`tui.store.Store`;
+screens redraw from the store on a clock tick. Operator actions (drain, replay,
+purge, pause, submit) run as app workers too, so no NATS call ever blocks the UI,
+and every worker error lands in :meth:`CorralApp.worker_state`.
+
+The dashboard outlives the server: the client reconnects forever
+(``core.connect``), the banner says when the server is unreachable, and the
+clock restarts any feed that ended, which also recreates the KV watcher after
+a reconnect (NATS-NOTES §7.6).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from functools import partial
+
+import anyio
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from core.cli.common import actor as default_actor
+from core.connect import connect
+from core.control import drain_bot, pause_queue, resume_queue
+from core.dlq import DeadLetter, purge, replay
+from core.log import Logger
+from core.settings import Settings
+from core.submit import submit_many
+from tui import feeds
+from tui.messages import (
+    BotBeat, BotGone, ConnectionChanged, DeadLettersLoaded, EventArrived, ServerStats, SnapshotTaken,
+)
+from tui.screens.bots import BotsScreen
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.dead_letters import DeadLettersScreen
+from tui.screens.events import EventsScreen
+from tui.screens.help import HelpScreen
+from tui.screens.jobs import JobsScreen
+from tui.screens.overview import OverviewScreen
+from tui.screens.submit import SubmitRequest, SubmitScreen
+from tui.store import Store
+
+CLOCK_INTERVAL = 1.0  #: seconds between snapshots (and feed health checks)
+DEAD_RELOAD = 10.0  #: seconds between dead-letter reloads when the DLQ count did not change
+VARZ_INTERVAL = 5.0  #: seconds between reads of the monitoring endpoint
+JS_TIMEOUT = 2.0  #: seconds a JetStream API request may take before the server counts as not answering
+
+SCREENS = {
+    "overview": OverviewScreen,
+    "bots": BotsScreen,
+    "jobs": JobsScreen,
+    "dead": DeadLettersScreen,
+    "events": EventsScreen,
+}
+
+
+class _TextualLogStream(io.TextIOBase):
+    """core.log writes to a stream; on a full-screen terminal that stream must not be stderr."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def write(self, s: str) -> int:
+        self.app.log.info(s.rstrip())
+        return len(s)
+
+
+class CorralApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "corral"
+    MODES = SCREENS
+    DEFAULT_MODE = "overview"
+    BINDINGS = [
+        Binding("1", "switch_mode('overview')", "Overview"),
+        Binding("2", "switch_mode('bots')", "Bots"),
+        Binding("3", "switch_mode('jobs')", "Jobs"),
+        Binding("4", "switch_mode('dead')", "Dead letters"),
+        Binding("5", "switch_mode('events')", "Events"),
+        Binding("s", "submit", "Submit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, settings: Settings, monitor_url: str | None = None, *, actor: str | None = None) -> None:
+        super().__init__()
+        self.settings = settings.named("corral-tui")
+        self.monitor_url = monitor_url
+        self.actor = actor or default_actor()
+        self.store = Store()
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self._feeds: dict[str, Worker] = {}
+        self._dead_loaded = (0.0, -1)  #: (when, DLQ message count) of the last dead-letter load
+        self._varz_at = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self._connect()
+        self.set_interval(CLOCK_INTERVAL, self._clock)
+
+    async def on_unmount(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            with anyio.move_on_after(2, shield=True):
+                await self.nc.close()
+
+    @work(group="connect", exit_on_error=False)
+    async def _connect(self) -> None:
+        async def lost() -> None:
+            self.post_message(ConnectionChanged(False, "connection lost"))
+
+        async def back() -> None:
+            self.post_message(ConnectionChanged(True, "reconnected"))
+
+        log = Logger("tui", stream=_TextualLogStream(self))
+        nc = await connect(self.settings, log, wait=True, on_disconnect=lost, on_reconnect=back)
+        self.nc, self.js = nc, nc.jetstream(timeout=JS_TIMEOUT)
+        self.post_message(ConnectionChanged(True, "connected"))
+
+    def _clock(self) -> None:
+        """Once a second: a snapshot, and restart any feed that is not running."""
+        self.store.prune()
+        js = self.js
+        if js is None:
+            return
+        self._ensure("snapshot", lambda: self._run_feed("snapshot", feeds.take_snapshot(js, self.post_message)))
+        if not self.store.connected:
+            return
+        self._ensure("bots", lambda: self._run_feed("bots", feeds.watch_bots(js, self.post_message)))
+        self._ensure("events", lambda: self._run_feed("events", feeds.tail_events(self.nc, js, self.post_message)))
+        self._maybe_reload_dead()
+        now = anyio.current_time()
+        if self.monitor_url and now - self._varz_at >= VARZ_INTERVAL:
+            self._varz_at = now
+            self._ensure("varz", self._read_varz)
+
+    def _ensure(self, name: str, start: Callable[[], Worker]) -> None:
+        worker = self._feeds.get(name)
+        if worker is None or worker.is_finished:
+            self._feeds[name] = start()
+
+    def _run_feed(self, name: str, coro) -> Worker:
+        return self.run_worker(coro, name=name, group="feeds", exit_on_error=False)
+
+    def _maybe_reload_dead(self, force: bool = False) -> None:
+        dlq = next((s.messages for s in self.store.snapshot.streams if s.name == "CORRAL_DLQ"), 0) if self.store.snapshot else 0
+        when, count = self._dead_loaded
+        now = anyio.current_time()
+        if force or dlq != count or now - when >= DEAD_RELOAD:
+            self._dead_loaded = (now, dlq)
+            self._ensure("dead", lambda: self._run_feed("dead", feeds.load_dead(self.js, self.post_message)))
+
+    @work(thread=True, name="varz", group="feeds", exit_on_error=False)
+    def _read_varz(self) -> None:
+        self.post_message(ServerStats(feeds.read_varz(self.monitor_url)))
+
+    # -- feed messages -> store -------------------------------------------------------------
+
+    @on(ConnectionChanged)
+    def _connection(self, msg: ConnectionChanged) -> None:
+        was = self.store.connected
+        self.store.connected, self.store.connection_detail = msg.up, msg.detail
+        if msg.up and not was:
+            # A KV watcher may never recover by itself after a reconnect: start both live feeds over.
+            for name in ("bots", "events"):
+                if (worker := self._feeds.get(name)) is not None:
+                    worker.cancel()
+            self._clock()
+
+    @on(SnapshotTaken)
+    def _snapshot(self, msg: SnapshotTaken) -> None:
+        self.store.take_snapshot(msg.snapshot, msg.at)
+
+    @on(BotBeat)
+    def _beat(self, msg: BotBeat) -> None:
+        self.store.beat(msg.beat)
+
+    @on(BotGone)
+    def _gone(self, msg: BotGone) -> None:
+        self.store.gone(msg.name, msg.operation)
+
+    @on(EventArrived)
+    def _event(self, msg: EventArrived) -> None:
+        self.store.add_event(msg.subject, msg.event)
+
+    @on(DeadLettersLoaded)
+    def _dead(self, msg: DeadLettersLoaded) -> None:
+        self.store.set_dead(msg.letters)
+
+    @on(ServerStats)
+    def _varz(self, msg: ServerStats) -> None:
+        self.store.varz = msg.varz
+
+    @on(Worker.StateChanged)
+    def worker_state(self, event: Worker.StateChanged) -> None:
+        """The one place worker errors land: feeds mark the server as not answering, actions say what failed."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        reason = str(error) or type(error).__name__
+        if event.worker.group == "feeds" or event.worker.group == "connect":
+            self.log.warning(f"feed {event.worker.name} ended: {reason}")
+            if event.worker.name == "snapshot":
+                self.store.snapshot_error = reason
+            return
+        title = getattr(error, "title", None) or f"{event.worker.name or 'action'} failed"
+        self.notify(reason, title=title, severity="error", timeout=8)
+
+    # -- operator actions ---------------------------------------------------------------------
+
+    def confirm_then(self, question: str, then: Callable[[], object], *, yes: str = "Yes") -> None:
+        """Ask first; run ``then`` only on yes."""
+        self.push_screen(ConfirmScreen(question, yes=yes), lambda ok: then() if ok else None)
+
+    def _connected_js(self) -> JetStreamContext:
+        if self.js is None or self.nc is None or not self.nc.is_connected:
+            raise ConnectionError("not connected to NATS: try again when the banner is green")
+        return self.js
+
+    @work(name="drain", group="actions", exit_on_error=False)
+    async def drain_bot(self, bot: str) -> None:
+        self._connected_js()
+        reply = await drain_bot(self.nc, bot, self.actor)
+        self.notify(f"{bot} is draining (was {reply.get('state', '?')})", title="drain")
+
+    @work(name="pause", group="actions", exit_on_error=False)
+    async def pause_queue(self, queue: str, priority: str) -> None:
+        self._connected_js()
+        await pause_queue(self.nc, queue, self.actor, priority)
+        self.notify(f"queue {queue}/{priority} paused", title="pause")
+
+    @work(name="resume", group="actions", exit_on_error=False)
+    async def resume_queue(self, queue: str, priority: str) -> None:
+        self._connected_js()
+        await resume_queue(self.nc, queue, self.actor, priority)
+        self.notify(f"queue {queue}/{priority} resumed", title="resume")
+
+    def _dlq_progress(self, total: int) -> Callable[[int], None]:
+        screen = self.screen
+
+        def progress(done: int) -> None:
+            if isinstance(screen, DeadLettersScreen) and screen.is_attached:
+                screen.progress(done, total)
+        return progress
+
+    @work(name="replay", group="actions", exit_on_error=False)
+    async def replay_dead(self, letters: list[DeadLetter]) -> None:
+        progress = self._dlq_progress(len(letters))
+        try:
+            n = await replay(self._connected_js(), letters, actor=self.actor, progress=progress)
+        finally:
+            progress(len(letters))
+            self._maybe_reload_dead(force=True)
+        self.notify(f"replayed {n} dead letter(s)", title="replay")
+
+    @work(name="purge", group="actions", exit_on_error=False)
+    async def purge_dead(self, letters: list[DeadLetter]) -> None:
+        progress = self._dlq_progress(len(letters))
+        try:
+            n = await purge(self._connected_js(), letters, actor=self.actor, progress=progress)
+        finally:
+            progress(len(letters))
+            self._maybe_reload_dead(force=True)
+        self.notify(f"purged {n} dead letter(s)", title="purge")
+
+    @work(name="submit", group="actions", exit_on_error=False)
+    async def submit_jobs(self, req: SubmitRequest, form: SubmitScreen) -> None:
+        js = self._connected_js()
+        jobs = req.jobs()
+        summary = await submit_many(js, jobs, progress=lambda done: form.progress(done, req.count))
+        text = f"accepted {summary.accepted}" + (f" ({summary.duplicates} duplicates)" if summary.duplicates else "")
+        if summary.refused:
+            text += f", refused {len(summary.refused)}: {summary.refused[0][2]}"
+        if req.count == 1 and summary.accepted:
+            text += f"  ·  job {jobs[0].id}"
+        form.status(text, error=bool(summary.refused))
+        self.notify(text, title="submit", severity="error" if summary.refused else "information")
+
+    def action_submit(self) -> None:
+        self.push_screen(SubmitScreen())
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(help_sections()))
+
+    # -- command palette -------------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for b in self.BINDINGS:
+            yield SystemCommand(b.description, f"key {b.key_display or b.key}", partial(self.run_action, b.action))
+        for b in getattr(screen, "BINDINGS", []):
+            if isinstance(b, Binding) and b.description and b.show:
+                yield SystemCommand(f"{screen.sub_title}: {b.description}", f"key {b.key}", partial(screen.run_action, b.action))
+
+
+def help_sections() -> list[tuple[str, list]]:
+    """Every binding, app-wide first, then per screen (the help screen and docs/tui.md use this)."""
+    sections: list[tuple[str, list]] = [("everywhere", CorralApp.BINDINGS)]
+    for cls in SCREENS.values():
+        sections.append((cls.TITLE_TEXT, list(cls.BINDINGS)))
+    sections.append(("confirmation", list(ConfirmScreen.BINDINGS)))
+    return sections
+
+
+def run_dashboard(settings: Settings, monitor_url: str | None = None) -> None:
+    """Run the dashboard until the operator quits (blocking)."""
+    CorralApp(settings, monitor_url).run()

@@ -1,0 +1,108 @@
+"""The dashboard's NATS reads: each function is the body of one long-lived worker.
+
+They post :mod:`tui.messages` through ``post`` and never touch widgets. None of
+them catches broadly: a failure ends the worker, the app's
+``@on(Worker.StateChanged)`` records it, and the app's clock restarts the feed
+while the connection is up (that is also how the KV watcher is recreated after
+a reconnect, NATS-NOTES §7.6).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import anyio
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from textual.message import Message
+
+from core.dlq import list_dead
+from core.history import walk
+from core.messages import event_decoder, heartbeat_decoder
+from core.names import BOTS_BUCKET, EVENTS_STREAM
+from core.status import snapshot
+from tui.messages import BotBeat, BotGone, DeadLettersLoaded, EventArrived, SnapshotTaken
+
+Post = Callable[[Message], object]
+
+EVENTS_SUBJECT = "corral.events.>"
+BACKFILL = 300  #: events read back from the stream when the tail starts
+DEAD_CAP = 500  #: dead letters listed at most
+
+
+async def take_snapshot(js: JetStreamContext, post: Post) -> None:
+    at = time.time()
+    post(SnapshotTaken(await snapshot(js), at))
+
+
+async def watch_bots(js: JetStreamContext, post: Post) -> None:
+    """Follow the liveness bucket: every write is a heartbeat, DEL/PURGE (or an empty value) a departure."""
+    kv = await js.key_value(BOTS_BUCKET)
+    watcher = await kv.watchall()
+    try:
+        async for entry in watcher:
+            if entry is None:  # end of the initial values
+                continue
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                post(BotGone(entry.key, entry.operation or "PURGE"))
+                continue
+            try:
+                post(BotBeat(heartbeat_decoder.decode(entry.value)))
+            except msgspec.DecodeError:
+                continue  # not a heartbeat: someone else's key
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await watcher.stop()
+            except (nats.errors.Error, nats.js.errors.Error):
+                pass  # the connection is already gone; nothing to clean up
+
+
+async def tail_events(nc: NATS, js: JetStreamContext, post: Post) -> None:
+    """Live events on core NATS (resubscribed by nats-py on reconnect), plus the last ones stored.
+
+    Subscribing first and reading back second leaves no gap; the store drops the overlap.
+    """
+
+    def deliver(subject: str, data: bytes) -> None:
+        try:
+            post(EventArrived(subject, event_decoder.decode(data)))
+        except msgspec.DecodeError:
+            pass  # not an Event: ignore, the tail shows corral's vocabulary only
+
+    async def on_msg(msg) -> None:
+        deliver(msg.subject, msg.data)
+
+    sub = await nc.subscribe(EVENTS_SUBJECT, cb=on_msg)
+    try:
+        info = await js.stream_info(EVENTS_STREAM)
+        start = max(info.state.last_seq - BACKFILL + 1, 1)
+        async for msg in walk(js, EVENTS_STREAM, EVENTS_SUBJECT, start_seq=start, limit=BACKFILL):
+            deliver(msg.subject, msg.data or b"")
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error:
+                pass  # connection closed: the subscription is gone with it
+
+
+async def load_dead(js: JetStreamContext, post: Post) -> None:
+    post(DeadLettersLoaded(await list_dead(js, limit=DEAD_CAP)))
+
+
+def read_varz(monitor_url: str, timeout: float = 2.0) -> dict | None:
+    """The server's ``/varz``, or None if the monitoring port does not answer (runs in a thread)."""
+    try:
+        with urllib.request.urlopen(f"{monitor_url.rstrip('/')}/varz", timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None

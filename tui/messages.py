@@ -1,0 +1,69 @@
+"""App-wide messages: what the feed workers learned from NATS, posted to the app.
+
+The feed workers (``tui/feeds.py``) never touch widgets; they post these, the
+app folds them into the :class:`tui.store.Store`, and screens redraw from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+from core.dlq import DeadLetter
+from core.messages import BotHeartbeat, Event
+from core.status import Snapshot
+
+
+@dataclass
+class ConnectionChanged(Message):
+    """The NATS connection went up or down (``detail`` says why, for the banner)."""
+
+    up: bool
+    detail: str = ""
+
+
+@dataclass
+class SnapshotTaken(Message):
+    """A fresh :func:`core.status.snapshot`; ``at`` is Unix seconds when it was started."""
+
+    snapshot: Snapshot
+    at: float
+
+
+@dataclass
+class BotBeat(Message):
+    """A bot's liveness key was written."""
+
+    beat: BotHeartbeat
+
+
+@dataclass
+class BotGone(Message):
+    """A bot's liveness key was deleted (``DEL``: drained) or expired (``PURGE``: TTL)."""
+
+    name: str
+    operation: str
+
+
+@dataclass
+class EventArrived(Message):
+    """One event from ``corral.events.>`` (live or read back at start)."""
+
+    subject: str
+    event: Event
+
+
+@dataclass
+class DeadLettersLoaded(Message):
+    """The dead-letter stream's current contents (capped)."""
+
+    letters: list[DeadLetter]
+
+
+@dataclass
+class ServerStats(Message):
+    """The monitoring endpoint's ``/varz`` (None when unreachable)."""
+
+    varz: dict[str, Any] | None

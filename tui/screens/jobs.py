@@ -1,0 +1,123 @@
+"""Jobs: what is running, what happened lately, and one job in full."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Input, Label
+
+from core.dlq import list_dead
+from core.history import job_events, job_result, walk
+from core.messages import job_decoder
+from core.errors import InvalidJobError
+from core.names import JOBS_STREAM, check_token
+from tui.screens.base import TaskScreen
+from tui.screens.events import TYPE_STYLE, clock
+from tui.widgets.job_inspector import JobInspector, JobRecord
+from tui.widgets.synced_table import SyncedTable
+
+PENDING_SCAN = 5000  #: pending jobs scanned (direct gets, never the bots' consumer) to find a payload
+
+
+async def find_pending(js, job_id: str) -> tuple[bool, object]:
+    """Peek at the jobs stream without consuming: is ``job_id`` still waiting, and its Job."""
+    async for msg in walk(js, JOBS_STREAM, "corral.jobs.>", limit=PENDING_SCAN):
+        if job_id.encode() in (msg.data or b""):
+            try:
+                job = job_decoder.decode(msg.data)
+            except msgspec.DecodeError:
+                continue
+            if job.id == job_id:
+                return True, job
+    return False, None
+
+
+async def read_record(js, job_id: str) -> JobRecord:
+    events = await job_events(js, job_id)
+    result = await job_result(js, job_id)
+    dead = await list_dead(js, match=lambda d: d.job_id == job_id)
+    pending, job = (False, None) if result or dead else await find_pending(js, job_id)
+    if job is None and result is not None:
+        job = result.job
+    if job is None and dead:
+        try:
+            job = job_decoder.decode(dead[0].data)
+        except msgspec.DecodeError:
+            job = None
+    return JobRecord(job_id, job, events, result, dead, pending)
+
+
+class JobsScreen(TaskScreen):
+    TITLE_TEXT = "jobs"
+    BINDINGS = [Binding("slash", "search", "Search id", key_display="/"), Binding("i", "inspect", "Inspect")]
+
+    def compose_body(self) -> ComposeResult:
+        yield Input(placeholder="job id, then Enter to inspect", id="job-search")
+        with Horizontal(id="jobs-body"):
+            with Vertical(id="jobs-lists"):
+                yield Label("in flight (from bot heartbeats)", classes="section")
+                yield SyncedTable([("id", "job"), ("kind", "kind"), ("bot", "bot"), ("for", "running for")], id="inflight-table")
+                yield Label("recent jobs (latest event, newest first)", classes="section")
+                yield SyncedTable([("updated", "updated"), ("id", "job"), ("kind", "kind"), ("queue", "queue"),
+                                   ("last", "last event"), ("attempt", "attempt"), ("bot", "bot")],
+                                  id="jobs-table", sort_column="updated", reverse=True)
+            yield JobInspector(id="inspector")
+
+    def on_mount(self) -> None:
+        self._inspecting: str | None = None
+        self._inspected_at = 0
+        super().on_mount()
+        self.query_one("#jobs-table").focus()
+
+    def redraw(self) -> None:
+        now = time.time()
+        self.query_one("#inflight-table", SyncedTable).sync(
+            (job_id, (job_id, kind, bot, f"{now - since:.1f}s")) for job_id, kind, bot, since in self.store.in_flight()
+        )
+        self.query_one("#jobs-table", SyncedTable).sync(
+            (j.job_id, (clock(j.ts), j.job_id, j.kind, j.queue, Text(j.last, style=TYPE_STYLE.get(j.last, "")), str(j.attempt or ""), j.bot))
+            for j in self.store.jobs.values()
+        )
+        # Follow the inspected job: read it again when a new event for it arrives.
+        job = self.store.jobs.get(self._inspecting or "")
+        if job is not None and job.ts > self._inspected_at:
+            self._inspected_at = job.ts
+            self.inspect(job.job_id)
+
+    @on(Input.Submitted, "#job-search")
+    def _search(self, event: Input.Submitted) -> None:
+        job_id = event.value.strip()
+        try:
+            check_token(job_id, "job id")
+        except InvalidJobError as e:
+            self.notify(str(e), severity="warning")
+            return
+        self.inspect(job_id)
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.inspect(event.row_key.value)
+
+    def action_search(self) -> None:
+        self.query_one("#job-search").focus()
+
+    def action_inspect(self) -> None:
+        table = self.focused if isinstance(self.focused, SyncedTable) else self.query_one("#jobs-table", SyncedTable)
+        if (key := table.selected_key()) is not None:
+            self.inspect(key)
+
+    @work(exclusive=True, group="inspect", exit_on_error=False)
+    async def inspect(self, job_id: str) -> None:
+        js = self.corral.js
+        if js is None:
+            self.notify("not connected to NATS yet", severity="warning")
+            return
+        self._inspecting = job_id
+        self.query_one(JobInspector).show(await read_record(js, job_id))

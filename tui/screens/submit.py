@@ -1,0 +1,111 @@
+"""The submit form: N jobs of one kind, pipelined with progress (``core.submit.submit_many``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, ProgressBar
+
+from core.errors import InvalidJobError
+from core.messages import Job, make_job
+from core.names import DEFAULT_QUEUE, check_token
+
+MAX_COUNT = 100_000
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    kind: str
+    args: dict[str, Any]
+    queue: str
+    count: int
+
+    def jobs(self) -> list[Job]:
+        return [make_job(self.kind, self.args, queue=self.queue) for _ in range(self.count)]
+
+
+def parse_request(kind: str, args: str, queue: str, count: str) -> SubmitRequest:
+    """Validate the form's fields.
+
+    Raises:
+        InvalidJobError: a field is unusable (the message says which).
+    """
+    try:
+        parsed = json.loads(args or "{}")
+    except json.JSONDecodeError as e:
+        raise InvalidJobError(f"args must be a JSON object: {e}") from e
+    if not isinstance(parsed, dict):
+        raise InvalidJobError("args must be a JSON object, like {\"a\": 1}")
+    try:
+        n = int(count)
+    except ValueError as e:
+        raise InvalidJobError(f"count {count!r} is not a whole number") from e
+    if not 1 <= n <= MAX_COUNT:
+        raise InvalidJobError(f"count must be 1-{MAX_COUNT}")
+    if not kind.strip():
+        raise InvalidJobError("kind is required")
+    make_job(kind.strip(), parsed, queue=check_token(queue.strip() or DEFAULT_QUEUE, "queue"))  # validates
+    return SubmitRequest(kind.strip(), parsed, queue.strip() or DEFAULT_QUEUE, n)
+
+
+class SubmitScreen(ModalScreen[None]):
+    """Submits through the app (``CorralApp.submit_jobs``) and shows its progress until done."""
+
+    BINDINGS = [Binding("escape", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="submit-box", classes="modal-box"):
+            yield Label("Submit jobs", classes="section")
+            yield Label("kind (built-in: sum, sleep, fail, echo)")
+            yield Input("sum", id="submit-kind")
+            yield Label("args (JSON object)")
+            yield Input('{"a": 1, "b": 2}', id="submit-args")
+            yield Label("queue")
+            yield Input(DEFAULT_QUEUE, id="submit-queue")
+            yield Label("count")
+            yield Input("1", id="submit-count", type="integer")
+            yield ProgressBar(id="submit-progress", show_eta=False)
+            yield Label("", id="submit-status")
+            with Horizontal(classes="modal-buttons"):
+                yield Button("Submit (Enter)", variant="primary", id="submit-go")
+                yield Button("Close (Esc)", id="submit-close")
+
+    def on_mount(self) -> None:
+        self.query_one("#submit-kind").focus()
+
+    def on_input_submitted(self) -> None:
+        self.go()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "submit-go":
+            self.go()
+        else:
+            self.dismiss()
+
+    def action_close(self) -> None:
+        self.dismiss()
+
+    def go(self) -> None:
+        value = lambda wid: self.query_one(wid, Input).value  # noqa: E731
+        try:
+            req = parse_request(value("#submit-kind"), value("#submit-args"), value("#submit-queue"), value("#submit-count"))
+        except InvalidJobError as e:
+            self.status(str(e), error=True)
+            return
+        self.query_one("#submit-progress", ProgressBar).update(total=req.count, progress=0)
+        self.status(f"submitting {req.count} {req.kind} job(s) to {req.queue}…")
+        self.app.submit_jobs(req, self)  # type: ignore[attr-defined]
+
+    def progress(self, done: int, total: int) -> None:
+        self.query_one("#submit-progress", ProgressBar).update(total=total, progress=done)
+
+    def status(self, text: str, *, error: bool = False) -> None:
+        label = self.query_one("#submit-status", Label)
+        label.update(text)
+        label.set_class(error, "error")

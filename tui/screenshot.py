@@ -1,0 +1,60 @@
+"""Make the README's dashboard screenshot: ``python -m tui.screenshot docs/tui-overview.svg``.
+
+Starts a throwaway nats-server and three bots, submits a mix of jobs (some
+fail for good), lets the dashboard watch them for a few seconds, and saves the
+overview as SVG with ``App.save_screenshot``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from core.cli.up import _provision, start_bots, stop_bots
+from core.messages import make_job
+from core.server import EmbeddedServer
+from core.settings import Settings
+from core.submit import submit_many
+from tui.app import CorralApp
+
+WATCH_SECONDS = 8.0
+
+
+async def shoot(url: str, monitor_url: str, out: Path) -> None:
+    app = CorralApp(Settings(servers=(url,)), monitor_url)
+    async with app.run_test(size=(150, 44)) as pilot:
+        deadline = time.monotonic() + 20
+        while len([b for b in app.store.bots.values() if b.gone_at is None]) < 3 and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        await submit_many(app.js, [make_job("sleep", {"seconds": 30}) for _ in range(2)])
+        for wave in range(int(WATCH_SECONDS * 2)):  # a steady trickle draws a sparkline, not one spike
+            jobs = [make_job("sum", {"a": i, "b": wave}) for i in range(10 + 3 * wave)]
+            if wave % 4 == 1:
+                jobs.append(make_job("fail", {"message": "upstream 503"}, max_attempts=1))
+            await submit_many(app.js, jobs)
+            await pilot.pause(0.5)
+        app.save_screenshot(out.name, str(out.parent))
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0] if argv else "docs/tui-overview.svg").resolve()
+    with tempfile.TemporaryDirectory() as home:
+        server = EmbeddedServer(Path(home)).start()
+        bots = []
+        try:
+            anyio.run(_provision, server.url)
+            bots = start_bots(server.url, 3, Path(home) / "logs")
+            anyio.run(shoot, server.url, server.monitor_url, out)
+        finally:
+            stop_bots(bots, timeout=10)
+            server.kill()
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,185 @@
+"""What the dashboard knows, held in memory: the one place screens read from.
+
+Feed workers post messages; the app applies them here. Everything is capped
+(events, history, dead letters) so a long-running dashboard stays small.
+Times are Unix seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core.dlq import DeadLetter
+from core.messages import BotHeartbeat, Event, EventType
+from core.names import DLQ_STREAM
+from core.status import Snapshot
+
+MAX_EVENTS = 500  #: events kept for the tail and the jobs list
+GONE_LINGER = 8.0  #: seconds a dead or stopped bot stays visible before it drops off
+RATE_WINDOW = 180  #: seconds of per-second throughput kept for the sparklines
+STALE_SNAPSHOT = 3.5  #: seconds without a successful snapshot before the server counts as unreachable
+RATE_TYPES = (EventType.SUCCEEDED, EventType.FAILED, EventType.DEAD)
+
+
+@dataclass
+class BotRow:
+    """A bot as the table shows it: its last heartbeat, and whether its key is gone."""
+
+    beat: BotHeartbeat
+    gone_at: float | None = None
+    gone_why: str = ""  #: "expired" (TTL, the bot died) or "stopped" (deregistered)
+
+
+@dataclass(frozen=True)
+class EventRow:
+    n: int  #: local arrival number, increasing
+    subject: str
+    event: Event
+
+
+@dataclass
+class JobRow:
+    """A job's latest event, for the recent jobs list."""
+
+    job_id: str
+    kind: str
+    queue: str
+    last: str
+    attempt: int
+    bot: str
+    ts: float
+
+
+@dataclass
+class Store:
+    clock: Callable[[], float] = time.time
+    connected: bool = False
+    connection_detail: str = "connecting"
+    snapshot: Snapshot | None = None
+    snapshot_at: float = 0.0
+    snapshot_error: str = ""
+    bots: dict[str, BotRow] = field(default_factory=dict)
+    events: deque[EventRow] = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))
+    events_seen: int = 0
+    jobs: dict[str, JobRow] = field(default_factory=dict)
+    dead: list[DeadLetter] = field(default_factory=list)
+    dead_version: int = 0
+    dlq_history: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=120))
+    varz: dict | None = None
+    _counts: Counter = field(default_factory=Counter)
+    _keys: set = field(default_factory=set)
+    _key_order: deque = field(default_factory=lambda: deque(maxlen=4 * MAX_EVENTS))
+
+    # -- applying feeds ---------------------------------------------------------------
+
+    def take_snapshot(self, snap: Snapshot, at: float) -> None:
+        self.snapshot, self.snapshot_at, self.snapshot_error = snap, at, ""
+        dlq = next((s.messages for s in snap.streams if s.name == DLQ_STREAM), 0)
+        self.dlq_history.append((at, dlq))
+        live = {b.name for b in snap.bots}
+        for name, row in self.bots.items():
+            # The watch can lag after a reconnect (NATS-NOTES §7.6); the snapshot reads the
+            # bucket directly, so a key it no longer holds is gone even if no marker arrived.
+            if row.gone_at is None and name not in live and row.beat.heartbeat_at < at - 2:
+                row.gone_at, row.gone_why = at, "expired"
+
+    def beat(self, hb: BotHeartbeat) -> None:
+        self.bots[hb.name] = BotRow(hb)
+
+    def gone(self, name: str, operation: str) -> None:
+        row = self.bots.get(name)
+        if row is not None and row.gone_at is None:
+            row.gone_at = self.clock()
+            row.gone_why = "stopped" if operation == "DEL" else "expired"
+
+    def prune(self) -> None:
+        now = self.clock()
+        for name in [n for n, r in self.bots.items() if r.gone_at and now - r.gone_at > GONE_LINGER]:
+            del self.bots[name]
+
+    def add_event(self, subject: str, event: Event) -> bool:
+        """Record an event once (the read-back at start and the live tail overlap)."""
+        key = (subject, event.ts, event.type, event.attempt, event.bot, event.detail)
+        if key in self._keys:
+            return False
+        if len(self._key_order) == self._key_order.maxlen:
+            self._keys.discard(self._key_order[0])
+        self._key_order.append(key)
+        self._keys.add(key)
+        self.events_seen += 1
+        self.events.append(EventRow(self.events_seen, subject, event))
+        if event.type in RATE_TYPES:
+            self._counts[(int(event.ts), event.type)] += 1
+        if event.job_id and subject.startswith("corral.events.job."):
+            self._track_job(event)
+        return True
+
+    def _track_job(self, e: Event) -> None:
+        old = self.jobs.pop(e.job_id, None)
+        if old and old.ts > e.ts:  # an older event read back after a newer live one
+            self.jobs[e.job_id] = old
+            return
+        self.jobs[e.job_id] = JobRow(
+            e.job_id, e.kind or (old.kind if old else ""), e.queue or (old.queue if old else ""),
+            str(e.type), e.attempt or (old.attempt if old else 0), e.bot or e.actor or "", e.ts,
+        )
+        while len(self.jobs) > MAX_EVENTS:
+            del self.jobs[next(iter(self.jobs))]
+
+    def set_dead(self, letters: list[DeadLetter]) -> None:
+        if [d.seq for d in letters] != [d.seq for d in self.dead]:
+            self.dead_version += 1
+        self.dead = letters
+
+    # -- derived views ------------------------------------------------------------------
+
+    @property
+    def reachable(self) -> bool:
+        return self.connected and self.clock() - self.snapshot_at < STALE_SNAPSHOT
+
+    def rate_series(self, etype: EventType, seconds: int = 120) -> list[int]:
+        now = int(self.clock())
+        for key in [k for k in self._counts if k[0] < now - RATE_WINDOW]:
+            del self._counts[key]
+        return [self._counts.get((t, etype), 0) for t in range(now - seconds, now)]
+
+    def rate(self, etype: EventType, seconds: int = 10) -> float:
+        return sum(self.rate_series(etype, seconds)) / seconds
+
+    def alerts(self) -> list[str]:
+        """Conditions an operator should act on, most urgent first."""
+        out = []
+        if not self.reachable:
+            out.append(f"NATS server unreachable ({self.connection_detail if not self.connected else self.snapshot_error or 'no answer'})")
+        snap = self.snapshot
+        if snap is None:
+            return out
+        pending = sum(c.pending for c in snap.consumers)
+        live = [r for r in self.bots.values() if r.gone_at is None]
+        if pending and not live and not snap.bots:
+            out.append(f"no live bots while {pending} jobs are pending")
+        for c in snap.consumers:
+            if c.max_ack_pending and c.in_flight >= c.max_ack_pending:
+                out.append(f"{c.name}: in flight {c.in_flight} reached max_ack_pending {c.max_ack_pending}")
+            if c.paused:
+                out.append(f"{c.name} is paused")
+        if self.dlq_growing():
+            out.append(f"dead letters growing: {self.dlq_history[-1][1]} in {DLQ_STREAM}")
+        for s in snap.streams:
+            if not s.present:
+                out.append(f"stream {s.name} missing: run `corral provision`")
+        return out
+
+    def dlq_growing(self, window: float = 60.0) -> bool:
+        if len(self.dlq_history) < 2:
+            return False
+        now_t, now_n = self.dlq_history[-1]
+        past = [n for t, n in self.dlq_history if t >= now_t - window]
+        return now_n > min(past)
+
+    def in_flight(self) -> list[tuple[str, str, str, float]]:
+        """(job id, kind, bot, since) for every job a live bot reports running."""
+        return [(c.id, c.kind, r.beat.name, c.since) for r in self.bots.values() if r.gone_at is None for c in r.beat.current]
