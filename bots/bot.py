@@ -128,6 +128,8 @@ class Bot:
                 await self._flush_outbox()
         if not self._stopping:
             self.sm.to(BotState.READY)
+            if self.inflight:
+                self.sm.to(BotState.PROCESSING)
             self.log.info("breaker.closed")
 
     # -- main --------------------------------------------------------------------------------

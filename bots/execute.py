@@ -11,7 +11,8 @@ The order of effects is what makes a lost ack or a dead bot harmless:
 3. Success publishes the result to ``corral.results.<job_id>`` and waits for
    the stream's acknowledgement, *then* acks the job. The results stream keeps
    one message per subject and refuses a second (``discard_new_per_subject``):
-   that fence holds forever, not just for a dedupe window, so a slow bot that
+   that fence holds as long as the result is kept (the results stream's
+   max_age, 7 days), not just for a dedupe window, so a slow bot that
    finishes a job another bot already completed gets a refusal, acks, and
    records nothing.
 4. Failure naks with a backoff delay until ``max_attempts``, then moves the
@@ -35,7 +36,7 @@ from bots.config import BotConfig
 from bots.outbox import Outbox
 from core.connect import publish_error
 from core.dlq import move_to_dlq
-from core.errors import CorralError, InvalidJobError, ResultAlreadyRecordedError
+from core.errors import CorralError, InvalidJobError, ResultAlreadyRecordedError, StreamFullError
 from core.handlers import JobContext, Registry
 from core.history import deliveries_without_outcome, job_events, job_result
 from core.log import Logger
@@ -75,6 +76,7 @@ class Executor:
     ) -> None:
         self.outbox = outbox
         self._event_seq = itertools.count(1)
+        self.max_payload = js._nc.max_payload or 1024 * 1024
         self.js = js
         self.publisher = publisher
         self.registry = registry
@@ -122,10 +124,14 @@ class Executor:
         try:
             value = await self._run_handler(job, attempt)
             data = encode(self._result(job, attempt, started, value))
+            if len(data) > self.max_payload:
+                raise ValueError(f"result is {len(data)} bytes, over the server's max_payload of {self.max_payload}")
         except TimeoutError:
             await self._failed(msg, job, attempt, f"timed out after {job.timeout}s", log)
         except msgspec.EncodeError as e:
             await self._failed(msg, job, attempt, f"result is not JSON-encodable: {e}", log)
+        except ValueError as e:
+            await self._failed(msg, job, attempt, str(e), log)
         except Exception as e:  # noqa: BLE001 - the worker boundary: any handler error fails the attempt
             await self._failed(msg, job, attempt, f"{type(e).__name__}: {e}", log)
         else:
@@ -146,7 +152,9 @@ class Executor:
             return True
         if attempt > job.max_attempts or attempt >= self.max_deliver:
             limit = min(job.max_attempts, self.max_deliver - 1)
-            reason = f"delivery {attempt} exceeds the {limit} allowed; earlier deliveries died with no outcome"
+            reason = f"delivery {attempt} exceeds the {limit} attempt(s) allowed"
+            if died:
+                reason += f"; {len(died)} earlier deliveries died with no outcome"
             await self._dead_letter(msg, job, reason, attempt, sorted({b for _, b in died}))
             return True
         return False
@@ -174,6 +182,12 @@ class Executor:
             await wait_ack(fut, self.publisher.ack_timeout)
         except Exception as e:  # noqa: BLE001 - translated right here
             err = publish_error(e, subject)
+            if isinstance(err, StreamFullError):
+                # The results stream or store is full: not the job's fault, and not a death.
+                await msg.nak(delay=self.config.backoff_max)
+                await self.emit(job, EventType.FAILED, attempt, detail=f"result not recorded: {err}; retry later")
+                log.error("job.result_refused", error=str(err))
+                return
             if not isinstance(err, ResultAlreadyRecordedError):
                 # Not recorded and not acked. Keep the result on disk and publish it when the server
                 # is back; meanwhile the job is redelivered after its deadline and may run again

@@ -20,6 +20,7 @@ and ``kv.update`` cannot send a TTL) and ``Nats-Expected-Last-Subject-Sequence``
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -88,7 +89,7 @@ class Liveness:
             if last is not None and not _is_tombstone(last.headers):
                 holder = self._decode(last.data)
                 if not self._holder_is_dead(holder):
-                    if holder is not None and holder.host == socket.gethostname() and psutil.pid_exists(holder.pid):
+                    if holder is not None and holder.host == socket.gethostname():
                         raise NameTakenError(self._taken(holder))
                     if watched_seq is not None and watched_seq != last.seq:
                         raise NameTakenError(self._taken(holder))
@@ -117,9 +118,11 @@ class Liveness:
     @staticmethod
     def _holder_is_dead(holder: BotHeartbeat | None) -> bool:
         """Only provable on our own host: the recorded pid no longer runs."""
-        if holder is None:
+        if holder is None or holder.host != socket.gethostname():
             return False
-        return holder.host == socket.gethostname() and not psutil.pid_exists(holder.pid)
+        # Our own pid in the old entry means a previous incarnation (a container restarted
+        # with the same hostname and pid): that process is gone.
+        return holder.pid == os.getpid() or not psutil.pid_exists(holder.pid)
 
     def _taken(self, holder: BotHeartbeat | None) -> str:
         if holder is None:

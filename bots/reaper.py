@@ -11,9 +11,10 @@ if nobody is listening. Two mechanisms catch it:
 * **Sweep**: every ``sweep_interval`` seconds a bot compares the jobs stream's
   message count with what the consumers still account for (pending + ack
   pending). Exhausted messages are in neither, so a surplus means something
-  lingers. Only then does it walk the delivered part of the stream. A message
-  is taken as exhausted when its job's events show at least ``max_deliver``
-  starts.
+  lingers. Only then does it walk the delivered part of the stream. With no
+  delivery in flight every delivered message left is exhausted; otherwise a
+  message is taken as exhausted when its job's events show at least
+  ``max_deliver - 1`` starts (bots dead-letter the last delivery unstarted).
 
 Both are idempotent across bots: the dead letter carries
 ``Nats-Msg-Id: dlq-<seq>`` and deleting an already-deleted message is a no-op.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 import anyio
 import msgspec
@@ -36,8 +38,8 @@ from core.dlq import move_to_dlq
 from core.errors import CorralError
 from core.history import job_events
 from core.log import Logger
-from core.messages import EventType, decode_job
-from core.names import JOBS_STREAM, MAX_DELIVERIES_ADVISORY
+from core.messages import Event, EventType, decode_job, encode
+from core.names import JOBS_STREAM, MAX_DELIVERIES_ADVISORY, job_events_subject
 
 
 class Reaper:
@@ -48,7 +50,7 @@ class Reaper:
         self.interval = interval
         self.reaped = 0
 
-    async def reap(self, seq: int, reason: str) -> bool:
+    async def reap(self, seq: int, reason: str, attempts: int = 0) -> bool:
         """Move the jobs-stream message at ``seq`` to the dead-letter stream; False if it is gone."""
         try:
             msg = await self.js.get_msg(JOBS_STREAM, seq=seq, direct=True)
@@ -58,11 +60,15 @@ class Reaper:
             job = decode_job(msg.data or b"")
             job_id, queue = job.id, job.queue
         except CorralError:
-            job_id, queue = f"invalid-{seq}", msg.subject.split(".")[2]
+            job, job_id, queue = None, f"invalid-{seq}", msg.subject.split(".")[2]
         await move_to_dlq(
-            self.js, data=msg.data or b"", queue=queue, job_id=job_id, reason=reason, attempts=0,
+            self.js, data=msg.data or b"", queue=queue, job_id=job_id, reason=reason, attempts=attempts,
             source_subject=msg.subject, source_seq=seq,
         )
+        if job is not None:
+            event = Event(type=EventType.DEAD, ts=time.time(), job_id=job.id, kind=job.kind, queue=job.queue,
+                          attempt=attempts or None, correlation_id=job.correlation_id, detail=reason, actor="reaper")
+            await self.js.publish(job_events_subject(job.id), encode(event))
         try:
             await self.js.delete_msg(JOBS_STREAM, seq)
         except nats.js.errors.NotFoundError:
@@ -77,7 +83,8 @@ class Reaper:
             async for msg in sub.messages:
                 try:
                     adv = json.loads(msg.data)
-                    await self.reap(int(adv["stream_seq"]), f"server max_deliver exhausted after {adv.get('deliveries')} deliveries")
+                    deliveries = int(adv.get("deliveries") or 0)
+                    await self.reap(int(adv["stream_seq"]), f"server max_deliver exhausted after {deliveries} deliveries", deliveries)
                 except (ValueError, KeyError, CorralError, *TRANSIENT) as e:
                     self.log.warning("advisory.unhandled", error=str(e) or type(e).__name__)
         finally:
@@ -96,6 +103,8 @@ class Reaper:
             max_deliver = c.config.max_deliver or -1
             if max_deliver < 1:
                 continue
+            # Nothing in flight: every delivered message still in the stream is one the server gave up on.
+            all_exhausted = c.num_ack_pending == 0
             seq = stream.state.first_seq
             while seq and seq <= c.delivered.stream_seq:
                 try:
@@ -105,8 +114,8 @@ class Reaper:
                 if msg.seq > c.delivered.stream_seq:
                     break
                 seq = msg.seq + 1
-                if await self._exhausted(msg.data or b"", max_deliver):
-                    moved += await self.reap(msg.seq, f"lingered after max_deliver ({max_deliver}) was exhausted; found by sweep")
+                if all_exhausted or await self._exhausted(msg.data or b"", max_deliver):
+                    moved += await self.reap(msg.seq, f"lingered after max_deliver ({max_deliver}) was exhausted; found by sweep", max_deliver)
         return moved
 
     async def _exhausted(self, data: bytes, max_deliver: int) -> bool:
@@ -115,7 +124,9 @@ class Reaper:
         except CorralError:
             return True  # undecodable and already delivered: no bot will ever finish it
         events = await job_events(self.js, job.id)
-        return sum(e.type == EventType.STARTED for e in events) >= max_deliver
+        # Bots dead-letter the last allowed delivery without starting it, so a job the server gave
+        # up on (its holder died on that last delivery) shows at most max_deliver - 1 starts.
+        return sum(e.type == EventType.STARTED for e in events) >= max_deliver - 1
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:

@@ -39,7 +39,7 @@ class TransportError(CorralError):
     title = "NATS unreachable"
 
 
-class StreamFullError(TransportError):
+class StreamFullError(CorralError):
     """Raised when the jobs stream or the server's store refuses a publish because it is full."""
 
     title = "stream full"

@@ -64,11 +64,15 @@ def deliveries_without_outcome(events: list[Event]) -> list[tuple[int, str]]:
     """(attempt, bot) of each delivery that started and never reported an outcome.
 
     Those are the deliveries whose bot died (or froze past its ack deadline)
-    holding the job: the evidence for quarantining a poison job.
+    holding the job: the evidence for quarantining a poison job. Only
+    deliveries since the job's last replay count.
     """
     outcomes = {EventType.SUCCEEDED, EventType.FAILED, EventType.DEAD, EventType.HANDED_BACK, EventType.DUPLICATE}
     started: dict[tuple[int | None, str | None], str] = {}
     for e in events:
+        if e.type == EventType.REPLAYED:
+            started.clear()  # an operator replayed it: earlier deaths no longer count
+            continue
         key = (e.attempt, e.incarnation)
         if e.type == EventType.STARTED:
             started[key] = e.bot or "?"

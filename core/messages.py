@@ -6,7 +6,9 @@ and decoders are built once here and reused.
 Schema evolution (a rolling upgrade runs old and new bots side by side): every
 field added after v1 gets a default, no field is ever removed or retyped, and
 decoders ignore unknown fields (msgspec's default). ``v`` records the schema a
-payload was written with, for the day a change cannot follow those rules.
+payload was written with, for the day a change cannot follow those rules. Jobs,
+results and heartbeats write every field, defaults included, so a stored job
+keeps the values it was submitted with even if a default changes later.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-class Job(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Job(msgspec.Struct, kw_only=True):
     """One unit of work. Times are Unix seconds; ``timeout`` is in seconds."""
 
     id: str
@@ -82,7 +84,7 @@ class Outcome(StrEnum):
     DEAD = "dead"  #: moved to the dead-letter stream; see its reason
 
 
-class JobResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+class JobResult(msgspec.Struct, kw_only=True):
     """The one recorded result of a job, on ``corral.results.<job_id>``."""
 
     job_id: str
@@ -114,7 +116,11 @@ class EventType(StrEnum):
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One line of the audit trail. ``ts`` is Unix seconds."""
+    """One line of the audit trail. ``ts`` is Unix seconds.
+
+    Unset fields are omitted to keep the trail compact; so is ``v`` while it is
+    1 (an event without ``v`` is version 1).
+    """
 
     type: EventType
     ts: float
@@ -138,7 +144,7 @@ class CurrentJob(msgspec.Struct, kw_only=True):
     since: float
 
 
-class BotHeartbeat(msgspec.Struct, kw_only=True, omit_defaults=True):
+class BotHeartbeat(msgspec.Struct, kw_only=True):
     """A bot's liveness entry, the value of ``$KV.corral_bots.<name>``."""
 
     name: str

@@ -6,7 +6,7 @@ The layout (docs/resources.md has the table and the `nats` commands):
     corral.results.<job_id>                 CORRAL_RESULTS  one message per subject: the result fence
     corral.events.job.<job_id>              CORRAL_EVENTS   a job's lifecycle, read back by `corral job`
     corral.events.bot.<bot>                 CORRAL_EVENTS   bot state transitions
-    corral.events.ops.<action>              CORRAL_EVENTS   operator actions (scale, drain, replay, purge)
+    corral.events.ops.<action>              CORRAL_EVENTS   operator actions (drain, pause, resume, replay, purge, ...)
     corral.dlq.<queue>.<job_id>             CORRAL_DLQ      dead letters: original bytes + reason headers
     $KV.corral_bots.<bot>                   KV_corral_bots  bot liveness, one key per bot name, per-key TTL
     corral.control.bot.<bot>                (core NATS)     request/reply: {"action": "drain"} stops a bot gracefully

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sys
@@ -27,7 +28,8 @@ def register(sub) -> None:
     add_json(p)
     p.add_argument("kind", nargs="?", help="the job kind (built-in: sum, sleep, fail, echo)")
     p.add_argument("args", nargs="*", metavar="KEY=VALUE", help="job arguments; values are JSON when they parse (a=1 is a number)")
-    p.add_argument("--file", type=Path, help="NDJSON file, one job object per line ({\"kind\": ..., \"args\": {...}})")
+    p.add_argument("--file", type=Path, help="NDJSON file, one job object per line ({\"kind\": ..., \"args\": {...}}); "
+                   "lines without an id get one from their line number and text, so resubmitting the file is safe")
     p.add_argument("--queue", default="default")
     p.add_argument("--id", dest="job_id", help="job id (default: random); [A-Za-z0-9_-], at most 128")
     p.add_argument("--idempotency-key", help="dedupe key: a second submit with it inside 10 minutes is the same job")
@@ -82,7 +84,9 @@ def read_ndjson(path: Path, queue: str) -> list[Job]:
             obj = json.loads(line)
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
-            obj.setdefault("id", new_id())
+            # A line without an id gets one derived from its number and text, so submitting the
+            # same file again within the dedupe window (10 minutes) adds no duplicates.
+            obj.setdefault("id", hashlib.sha256(f"{path.name}:{number}:{line}".encode()).hexdigest()[:32])
             obj.setdefault("created_at", now)
             obj.setdefault("queue", queue)
             jobs.append(msgspec.convert(obj, Job).validate())

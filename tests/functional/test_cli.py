@@ -77,3 +77,42 @@ def test_health_fails_when_not_provisioned_and_passes_with_a_probe_once_running(
     report = json.loads(out.stdout)
     assert report["ok"] is True and out.returncode == 0
     assert any(c["check"] == "probe" and c["ok"] for c in report["checks"])
+
+
+def test_resubmitting_the_same_ndjson_file_adds_no_duplicates(provisioned, tmp_path):
+    """Lines without ids get stable ids, so a second submit of the file is all duplicates."""
+    f = tmp_path / "jobs.ndjson"
+    f.write_text("".join(f'{{"kind": "sum", "args": {{"a": {i}, "b": 1}}}}\n' for i in range(20)))
+    first = json.loads(corral("submit", "--file", str(f), "--json", url=provisioned.url).stdout)
+    second = json.loads(corral("submit", "--file", str(f), "--json", url=provisioned.url).stdout)
+    assert (first["accepted"], first["duplicates"]) == (20, 0)
+    assert (second["accepted"], second["duplicates"]) == (20, 20)
+
+
+def test_pause_and_resume_are_applied_and_audited(provisioned):
+    """pause stops delivery on the consumer, resume restarts it, both land in the audit trail."""
+    import anyio
+    import nats
+
+    assert corral("pause", "default", url=provisioned.url).returncode == 0
+
+    async def paused() -> bool:
+        nc = await nats.connect(provisioned.url)
+        info = await nc.jetstream()._jsm._api_request("$JS.API.CONSUMER.INFO.CORRAL_JOBS.work-default-normal", b"")
+        ops = [m async for m in walk(nc.jetstream(), "CORRAL_EVENTS", "corral.events.ops.>")]
+        await nc.close()
+        return bool(info.get("paused")), [json.loads(m.data)["detail"] for m in ops]
+
+    from core.history import walk
+
+    is_paused, details = anyio.run(paused)
+    assert is_paused and details == ["pause queue default/normal"]
+    assert corral("resume", "default", url=provisioned.url).returncode == 0
+    is_paused, details = anyio.run(paused)
+    assert not is_paused and details[-1] == "resume queue default/normal"
+
+
+def test_draining_an_unknown_bot_says_so(provisioned):
+    """A drain for a bot that is not running names it and exits 1."""
+    out = corral("drain", "ghost", url=provisioned.url)
+    assert out.returncode == 1 and "bot 'ghost' did not answer" in out.stderr

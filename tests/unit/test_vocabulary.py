@@ -107,3 +107,16 @@ def test_events_encode_without_empty_fields():
     """Optional fields left unset are not written (compact audit trail)."""
     data = encode(Event(type=EventType.STARTED, ts=1.0, job_id="j"))
     assert msgspec.json.decode(data) == {"type": "started", "ts": 1.0, "job_id": "j"}
+
+
+def test_a_replay_clears_the_poison_evidence():
+    """Deaths before an operator's replay do not count against the replayed job."""
+    ev = lambda t, a, inc: Event(type=t, ts=0, attempt=a, incarnation=inc, bot=inc)  # noqa: E731
+    events = [ev(EventType.STARTED, 1, "i1"), ev(EventType.STARTED, 2, "i2"), ev(EventType.REPLAYED, None, None), ev(EventType.STARTED, 1, "i3")]
+    assert deliveries_without_outcome(events) == [(1, "i3")]
+
+
+def test_a_job_writes_every_field_including_its_schema_version():
+    """Defaults are written too, so a stored job keeps its values if a default changes."""
+    data = msgspec.json.decode(encode(make_job("sum", {"a": 1})))
+    assert data["v"] == 1 and data["max_attempts"] == 3 and data["timeout"] == 60.0

@@ -1,0 +1,164 @@
+"""The fleet's vocabulary: the ``corral_fleet`` bucket, its keys and their values.
+
+    $KV.corral_fleet.desired.<host>      DesiredCount     how many bots <host> should run (set by `corral scale`)
+    $KV.corral_fleet.supervisor.<host>   SupervisorBeat   the supervisor's liveness (per-key TTL, claimed by CAS)
+
+``<host>`` is the fleet's name for a machine (``corral fleet --host NAME``), a
+subject token, not necessarily its hostname. A supervisor's bots are named
+``<host>-<slot>`` with slots 1..N, so a restarted slot reclaims its own name.
+
+These belong with the rest of the vocabulary in ``core/names.py`` and
+``core/messages.py``; they live here until that move (see docs/fleet.md).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import msgspec
+import nats.js.errors
+from nats.js import JetStreamContext
+
+from core.errors import ConfigError, InvalidJobError
+from core.messages import SCHEMA_VERSION, encode
+from core.names import check_token
+
+FLEET_BUCKET = "corral_fleet"
+FLEET_STREAM = f"KV_{FLEET_BUCKET}"
+FLEET_EVENTS_ACTION = "fleet"  #: supervisors report restarts and crash loops on corral.events.ops.fleet
+MAX_BOTS_PER_HOST = 256  #: a typo guard: `corral scale 10000` is refused
+
+
+def desired_key(host: str) -> str:
+    return f"desired.{check_host(host)}"
+
+
+def supervisor_key(host: str) -> str:
+    return f"supervisor.{check_host(host)}"
+
+
+def key_subject(key: str) -> str:
+    return f"$KV.{FLEET_BUCKET}.{key}"
+
+
+def slot_name(host: str, slot: int) -> str:
+    """The bot name of one slot: ``<host>-<slot>``."""
+    return f"{host}-{slot}"
+
+
+def slot_of(host: str, bot_name: str) -> int | None:
+    """The slot number if ``bot_name`` is one of ``host``'s slots, else None."""
+    m = re.fullmatch(re.escape(host) + r"-([1-9][0-9]*)", bot_name)
+    return int(m.group(1)) if m else None
+
+
+def check_host(host: str) -> str:
+    """Return ``host`` if usable as a fleet host name (one subject token).
+
+    Raises:
+        ConfigError: it holds anything but letters, digits, ``_`` and ``-``.
+    """
+    try:
+        return check_token(host, "fleet host")
+    except InvalidJobError as e:  # a bad flag, not a bad job
+        raise ConfigError(str(e)) from e
+
+
+def check_count(count: int) -> int:
+    """Return ``count`` if it is a usable desired bot count.
+
+    Raises:
+        ConfigError: negative or above :data:`MAX_BOTS_PER_HOST`.
+    """
+    if not 0 <= count <= MAX_BOTS_PER_HOST:
+        raise ConfigError(f"bot count {count} must be 0-{MAX_BOTS_PER_HOST}")
+    return count
+
+
+class DesiredCount(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The value of ``desired.<host>``. ``ts`` is Unix seconds; ``by`` is user@host."""
+
+    count: int
+    by: str = ""
+    ts: float = 0.0
+    v: int = SCHEMA_VERSION
+
+
+class SlotStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One slot as its supervisor sees it."""
+
+    slot: int
+    name: str
+    state: str  #: a :class:`bots.fleet_slot.SlotState`
+    pid: int | None = None
+    exits: int = 0  #: unexpected exits since the slot last ran stably
+    last_code: int | None = None  #: the last unexpected exit code (negative: killed by that signal)
+    retry_in: float | None = None  #: seconds until the next start, while backing off
+
+
+class SupervisorBeat(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The value of ``supervisor.<host>``.
+
+    ``host`` and ``pid`` say where the supervisor process runs (the machine's
+    hostname), with the same meaning as in :class:`core.messages.BotHeartbeat`,
+    so :class:`bots.liveness.Liveness` can tell a dead holder from a live one.
+    """
+
+    name: str  #: the fleet host name
+    incarnation: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    desired: int = 0
+    connected: bool = True
+    slots: list[SlotStatus] = []
+    crash_loop: list[str] = []  #: bot names of slots that keep dying, backing off
+    version: str = "0.1.0"
+    v: int = SCHEMA_VERSION
+
+
+desired_decoder = msgspec.json.Decoder(DesiredCount)
+supervisor_decoder = msgspec.json.Decoder(SupervisorBeat)
+
+
+def decode_desired(data: bytes | None) -> DesiredCount | None:
+    """The desired count in a key's value, or None for an empty or foreign value."""
+    try:
+        return desired_decoder.decode(data or b"")
+    except msgspec.DecodeError:
+        return None
+
+
+def decode_supervisor(data: bytes | None) -> SupervisorBeat | None:
+    try:
+        return supervisor_decoder.decode(data or b"")
+    except msgspec.DecodeError:
+        return None
+
+
+def is_tombstone(headers: dict[str, str] | None) -> bool:
+    """A delete, a purge or a TTL-expiry marker: the key is gone."""
+    h = headers or {}
+    return h.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in h
+
+
+async def read_desired(js: JetStreamContext, host: str) -> DesiredCount | None:
+    """The desired count of ``host``, or None if never set (or deleted)."""
+    try:
+        msg = await js.get_msg(FLEET_STREAM, subject=key_subject(desired_key(host)), direct=True)
+    except nats.js.errors.NotFoundError:
+        return None
+    return None if is_tombstone(msg.headers) else decode_desired(msg.data)
+
+
+async def write_desired(js: JetStreamContext, host: str, count: int, by: str) -> DesiredCount:
+    """Set the desired count of ``host`` (last writer wins; every supervisor watches its key).
+
+    Raises:
+        ConfigError: the count is out of range.
+    """
+    desired = DesiredCount(count=check_count(count), by=by, ts=time.time())
+    await js.publish(key_subject(desired_key(host)), encode(desired), timeout=5)
+    return desired
