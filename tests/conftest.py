@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from core.procs import BotProcess
 from core.server import EmbeddedServer
 from core.settings import Settings
 
@@ -81,51 +82,13 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
         time.sleep(interval)
 
 
-class BotProcess:
-    """A real `corral bot` subprocess with its log captured to a file."""
-
-    def __init__(self, url: str, name: str, log_dir: Path, *extra: str) -> None:
-        self.name = name
-        self.log_path = log_dir / f"bot-{name}-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "bot", "--server", url, "--name", name, "--ttl", "3",
-             "--outbox", str(log_dir / f"outbox-{name}"), *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def ready(self) -> bool:
-        return "event=bot.ready" in self.log()
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def wait(self, timeout: float = 30.0) -> int:
-        return self.proc.wait(timeout)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-
-
 @pytest.fixture
 def bots(tmp_path: Path) -> Iterator[Callable[..., BotProcess]]:
     """Factory: ``bots(url, name, *extra_args)`` starts a bot process; all are killed at teardown."""
     started: list[BotProcess] = []
 
     def start(url: str, name: str, *extra: str) -> BotProcess:
-        bot = BotProcess(url, name, tmp_path, *extra)
+        bot = BotProcess(url, name, tmp_path, *extra)  # ttl 3 s: a dead bot disappears quickly
         started.append(bot)
         return bot
 
