@@ -66,7 +66,7 @@ class Bot:
         self.started_at = time.time()
         self._transitions_in, self._transitions_out = anyio.create_memory_object_stream[tuple[BotState, BotState]](math.inf)
         self.sm = StateMachine(self._on_transition)
-        self.inflight: dict[int, InFlight] = {}
+        self.inflight: dict[str, InFlight] = {}
         self.exit_code = 0
         self._stopping = False
         self._force = False
@@ -226,7 +226,10 @@ class Bot:
             job_id, kind = job.id, job.kind
         except CorralError:
             job_id, kind = f"invalid-{seq}", "?"
-        self.inflight[seq] = InFlight(msg, job_id, kind, time.time(), anyio.current_time())
+        # Keyed by the delivery's ack subject, not the stream sequence: after a freeze or a cut the
+        # same job can be redelivered to this bot while its earlier delivery is still running.
+        key = msg.reply
+        self.inflight[key] = InFlight(msg, job_id, kind, time.time(), anyio.current_time())
         if len(self.inflight) == 1 and self.sm.state == BotState.READY:
             self.sm.to(BotState.PROCESSING)
         try:
@@ -238,8 +241,11 @@ class Bot:
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self.executor.hand_back(msg)
             raise
+        except Exception as e:  # noqa: BLE001 - the job-task boundary: a bug here must not take the bot down
+            # The delivery is left unacked, so it is redelivered after its deadline.
+            self.log.error("job.internal_error", job=job_id, error=f"{type(e).__name__}: {e}")
         finally:
-            del self.inflight[seq]
+            del self.inflight[key]
             self._slots.release()
             if not self.inflight and self.sm.state == BotState.PROCESSING:
                 self.sm.to(BotState.READY)
