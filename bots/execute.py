@@ -102,7 +102,7 @@ class Executor:
         try:
             await wait_ack(fut, self.publisher.ack_timeout)
         except Exception as e:  # noqa: BLE001 - an unrecorded event must not stop the job
-            self.log.warning("publish.lost", job=job.id, event=event_type, error=str(e) or type(e).__name__)
+            self.log.warning("publish.lost", job=job.id, event_type=event_type, error=str(e) or type(e).__name__)
 
     async def process(self, msg: Msg) -> None:
         """Take one delivery to its outcome. Cancellation (a drain) propagates to the caller."""

@@ -34,6 +34,10 @@ class Logger:
         return Logger(self.name, fmt=self.fmt, stream=self.stream, **{**self.bound, **fields})
 
     def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        # Positional-only event names above mean a field called "event" cannot raise a TypeError
+        # (a log call must never take a daemon down); it is kept under another key instead.
+        if "event" in fields:
+            fields["event_field"] = fields.pop("event")
         now = time.time()
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
         record = {"ts": ts, "level": level, "logger": self.name, "event": event, **self.bound, **fields}
@@ -49,17 +53,17 @@ class Logger:
         except (ValueError, OSError):  # stream closed at interpreter exit
             pass
 
-    def debug(self, event: str, **fields: Any) -> None:
+    def debug(self, event: str, /, **fields: Any) -> None:
         if self.bound.get("_debug"):
             self._emit("debug", event, fields)
 
-    def info(self, event: str, **fields: Any) -> None:
+    def info(self, event: str, /, **fields: Any) -> None:
         self._emit("info", event, fields)
 
-    def warning(self, event: str, **fields: Any) -> None:
+    def warning(self, event: str, /, **fields: Any) -> None:
         self._emit("warning", event, fields)
 
-    def error(self, event: str, **fields: Any) -> None:
+    def error(self, event: str, /, **fields: Any) -> None:
         self._emit("error", event, fields)
 
 

@@ -120,3 +120,14 @@ def test_a_job_writes_every_field_including_its_schema_version():
     """Defaults are written too, so a stored job keeps its values if a default changes."""
     data = msgspec.json.decode(encode(make_job("sum", {"a": 1})))
     assert data["v"] == 1 and data["max_attempts"] == 3 and data["timeout"] == 60.0
+
+
+def test_a_log_field_named_event_cannot_break_a_log_call():
+    """A field that clashes with the event name is kept, not raised as a TypeError."""
+    import io
+
+    from core.log import Logger
+
+    out = io.StringIO()
+    Logger("t", stream=out).warning("publish.lost", event="started")
+    assert "event=publish.lost" in out.getvalue() and "event_field=started" in out.getvalue()
