@@ -120,14 +120,14 @@ async def test_killing_the_jobs_stream_leader_loses_no_job_and_records_no_second
     election_s = time.monotonic() - killed_at
 
     # Then: all 300 results, one per job, and nothing left in the work queue.
-    await eventually(lambda: _at_least(poll, JOBS), timeout=40, interval=0.1, what=f"all {JOBS} results")
+    await eventually(lambda: _all_done_while_alive(poll, a, b), timeout=40, interval=0.1, what=f"all {JOBS} results")
     stored = [m async for m in walk(js, RESULTS_STREAM, "corral.results.*")]
     assert sorted(m.subject.rsplit(".", 1)[1] for m in stored) == sorted(j.id for j in jobs)
     assert (await js.stream_info(RESULTS_STREAM)).state.messages == JOBS
     await eventually(lambda: _jobs_left(poll, 0), timeout=20, what="an empty work queue")
 
     # Recovery as the results stream saw it (server timestamps), for docs/cluster.md.
-    after = sorted(m.time.timestamp() for m in stored if m.time.timestamp() > killed_wall)
+    after = sorted(m.time.timestamp() for m in stored if m.time.timestamp() > killed_wall) or [killed_wall]
     events = [e async for e in walk(js, EVENTS_STREAM, "corral.events.job.*")]
     duplicates = sum(b'"duplicate"' in (e.data or b"") for e in events)
     print(
@@ -136,6 +136,13 @@ async def test_killing_the_jobs_stream_leader_loses_no_job_and_records_no_second
         f"duplicate deliveries fenced: {duplicates}"
     )
     await nc.close()
+
+
+async def _all_done_while_alive(js, *bots) -> bool:
+    """All results stored; a bot that died meanwhile fails the test at once, with its log."""
+    for bot in bots:
+        assert bot.alive, f"bot {bot.name} died during failover:\n{bot.log()[-4000:]}"
+    return await _at_least(js, JOBS)
 
 
 async def _at_least(js, n: int) -> bool:
