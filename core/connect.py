@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from core.errors import (
+    InvalidJobError,
     MissingResourceError,
     ResultAlreadyRecordedError,
     StreamFullError,
@@ -169,6 +170,11 @@ def publish_error(e: Exception, subject: str) -> Exception:
                 "or free disk space, then submit again"
             )
         return e
+    if isinstance(e, nats.errors.MaxPayloadError):
+        return InvalidJobError(
+            f"the message for {subject} is larger than the server's max_payload (1 MB in nats.conf): "
+            "pass a reference to large data (a path or URL) in the job's args instead"
+        )
     if isinstance(e, nats.js.errors.NoStreamResponseError):
         return TransportError(
             f"no stream answered for {subject}: not provisioned (run `corral provision`), "

@@ -116,3 +116,9 @@ def test_draining_an_unknown_bot_says_so(provisioned):
     """A drain for a bot that is not running names it and exits 1."""
     out = corral("drain", "ghost", url=provisioned.url)
     assert out.returncode == 1 and "bot 'ghost' did not answer" in out.stderr
+
+
+def test_an_unknown_job_id_says_there_is_no_record(provisioned):
+    """`corral job` for an id nobody submitted exits 1 and says why it may be missing."""
+    out = corral("job", "never-submitted", url=provisioned.url)
+    assert out.returncode == 1 and "no record of job never-submitted" in out.stdout
