@@ -38,6 +38,14 @@ populate n="1000":
 bench *args:
     corral bench "$@"
 
+# start the 3-node cluster (cluster/*.conf) on loopback, provisioned R3; Ctrl-C stops it
+cluster *args:
+    corral cluster "$@"
+
+# run the chaos suite: faults injected, every job accounted for
+chaos *args:
+    corral chaos "$@"
+
 # remove the local JetStream store and logs
 clean:
     rm -rf data

@@ -17,13 +17,17 @@ def register(sub) -> None:
     add_server(p)
     add_json(p)
     p.add_argument("--dir", type=Path, default=HERE, help="folder of declarations (default: the installed streams/)")
+    p.add_argument("--replicas", type=int, choices=(1, 3, 5), help="override every stream's num_replicas (3 on a cluster)")
     p.set_defaults(func=cmd)
 
 
 async def _provision(args: argparse.Namespace) -> int:
     nc = await connect(settings(args), get_logger("provision"), wait=False)
     try:
-        reports = await provision(nc, load_declarations(args.dir))
+        decls = load_declarations(args.dir)
+        if args.replicas:
+            decls = [d.with_config(num_replicas=args.replicas) if d.kind == "stream" else d for d in decls]
+        reports = await provision(nc, decls)
     finally:
         await nc.close()
     if args.json:
