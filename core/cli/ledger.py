@@ -29,6 +29,7 @@ from core.cli.common import add_server, positive_float, positive_int, run, setti
 from core.connect import connect
 from core.errors import ConfigError
 from core.ledger import BatchPolicy, Ledger, LedgerConfig, LedgerStore, QueryReply, REPORTS, ask, export_all, rebuild
+from core.ledger.export import ceilings
 from core.ledger.query import run_with_timeout
 from core.log import get_logger
 
@@ -90,13 +91,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if args.rebuild:
         return run(_rebuild, args, log)
     if args.export:
-        store = LedgerStore(args.db, export_dir=args.export)
-        try:
-            files = export_all(store, args.export)
-        finally:
-            store.close()
-        print(f"wrote {len(files)} file(s) under {args.export}")
-        return 0
+        return run(_export, args, log)
     config = LedgerConfig(
         db=args.db, policy=BatchPolicy(batch_size=args.batch, linger=args.linger_ms / 1000),
         query_timeout=args.query_timeout, max_rows=args.max_rows, parquet_dir=args.parquet, parquet_every=args.parquet_every,
@@ -118,6 +113,24 @@ async def _rebuild(args: argparse.Namespace, log) -> int:
     finally:
         await nc.close()
     print(" ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
+async def _export(args: argparse.Namespace, log) -> int:
+    store = LedgerStore(args.db, export_dir=args.export)
+    try:
+        if until := store.meta("until"):
+            raise ConfigError(f"{args.db} is a snapshot as of {until}: export from the live ledger file")
+        # The ack floors of the ledger's consumers bound the export (see core/ledger/export.py).
+        nc = await connect(settings(args), log, wait=False)
+        try:
+            ceiling = await ceilings(nc.jetstream())
+        finally:
+            await nc.close()
+        files = export_all(store, args.export, ceiling)
+    finally:
+        store.close()
+    print(f"wrote {len(files)} file(s) under {args.export}")
     return 0
 
 

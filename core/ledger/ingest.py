@@ -6,8 +6,11 @@ and only after the commit acks them. A crash before the commit loses nothing
 (the messages are redelivered after the consumer's ``ack_wait``); a crash
 between commit and ack redelivers rows already written, which the primary keys
 turn into no-ops. A failed write is not retried here: it propagates, the
-ledger exits, and a restart resumes from the first unacked message, which keeps
-each table's rows committed in stream order (the Parquet export relies on it).
+ledger exits, and a restart resumes from the first unacked message.
+
+Rows are therefore not committed in stream order across a crash: redelivered
+messages arrive after newer ones. Nothing here depends on order; the Parquet
+export bounds itself by the consumer's ack floor for that reason.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
-import nats.errors
 import stamina
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -47,7 +49,9 @@ class Stats:
 
 def _reconnecting(e: Exception) -> bool:
     """Worth retrying a fetch: the connection is down or JetStream is electing (not a plain empty fetch)."""
-    return isinstance(e, TRANSIENT) and not isinstance(e, nats.errors.TimeoutError)
+    # nats-py raises its own TimeoutError for an empty fetch, and sometimes asyncio's bare one
+    # (a builtin TimeoutError in 3.11): both only mean "nothing arrived in time".
+    return isinstance(e, TRANSIENT) and not isinstance(e, TimeoutError)
 
 
 class StreamIngest:
@@ -67,7 +71,7 @@ class StreamIngest:
         self.store = store
         self.stream = stream
         self.consumer = consumer
-        self.log = log.bind(stream=stream)
+        self.log = log.bind(source=stream)
         self.policy = policy
         self.on_committed = on_committed
         self.stats = Stats()
@@ -93,7 +97,7 @@ class StreamIngest:
                 break
             try:
                 msgs = await self._fetch(sub, self.policy.batch_size - len(batch), max(wait, 0.02))
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing arrived in time (see _reconnecting)
                 if batch:
                     break
                 continue

@@ -48,7 +48,7 @@ async def replay_stream(js: JetStreamContext, store: LedgerStore, stream: str, *
         while True:
             try:
                 msgs = await sub.fetch(batch_size, timeout=2.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py's or asyncio's: nothing arrived in time
                 if (await sub.consumer_info()).num_pending == 0:
                     return done
                 continue

@@ -26,7 +26,7 @@ import anyio
 
 from core.connect import connect, wait_for_resources
 from core.ledger.errors import SnapshotError
-from core.ledger.export import export_all
+from core.ledger.export import ceilings, export_all
 from core.ledger.ingest import BatchPolicy, StreamIngest
 from core.ledger.names import CONSUMERS
 from core.ledger.query import QueryService
@@ -88,7 +88,7 @@ class Ledger:
         return 0
 
     async def _serve(self, store: LedgerStore) -> None:
-        nc = await connect(self.settings, self.log)
+        nc = self.nc = await connect(self.settings, self.log)
         queries = QueryService(store, self.log, timeout=self.config.query_timeout, max_rows=self.config.max_rows)
         try:
             js = nc.jetstream()
@@ -105,8 +105,8 @@ class Ledger:
                     for loop in self.ingests:
                         ingest.start_soon(loop.run, self.stopping)
                     if self.config.parquet_dir:
-                        ingest.start_soon(self._export_loop, store)
-                await anyio.to_thread.run_sync(self._export, store)
+                        ingest.start_soon(self._export_loop, js, store)
+                await self._export(js, store)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -128,16 +128,20 @@ class Ledger:
                 self.log.info("ledger.signal", signal=signal.Signals(signum).name)
                 self.stop()
 
-    async def _export_loop(self, store: LedgerStore) -> None:
+    async def _export_loop(self, js, store: LedgerStore) -> None:
         while not self.stopping.is_set():
             with anyio.move_on_after(self.config.parquet_every):
                 await self.stopping.wait()
             if not self.stopping.is_set():
-                await anyio.to_thread.run_sync(self._export, store)
+                await self._export(js, store)
 
-    def _export(self, store: LedgerStore) -> None:
+    async def _export(self, js, store: LedgerStore) -> None:
         if not self.config.parquet_dir:
             return
-        files = export_all(store, self.config.parquet_dir)
+        # A PING/PONG round trip first, so the server has processed the acks we sent (the ceiling is their floor).
+        await self.nc.flush()
+        ceiling = await ceilings(js)
+        dir_ = self.config.parquet_dir
+        files = await anyio.to_thread.run_sync(lambda: export_all(store, dir_, ceiling))
         if files:
             self.log.info("ledger.exported", files=len(files), dir=str(self.config.parquet_dir))
