@@ -44,6 +44,7 @@ from bots.fleet_keys import (
     check_host, decode_desired, decode_supervisor, desired_key, key_subject, slot_name,
     supervisor_key, write_desired,
 )
+from bots.fleet_metrics import FleetMetrics
 from bots.fleet_slot import Backoff, Slot, SlotExit, SlotPolicy, SlotState
 from bots.liveness import Liveness, NameLostError
 from core.connect import TRANSIENT, api, connect, wait_for_resources
@@ -74,6 +75,8 @@ class FleetConfig:
     #: Per-slot log files here (``<host>-<slot>.log``); None: bots inherit the supervisor's stderr.
     log_dir: Path | None = None
     log_format: str = "logfmt"
+    #: Serve Prometheus metrics on this port (``/metrics``); None: no endpoint.
+    metrics_port: int | None = None
 
     @property
     def hung_after(self) -> float:
@@ -165,6 +168,7 @@ class Supervisor:
         self.incarnation = new_id()[:12]
         self.log = log.bind(host=self.host, inc=self.incarnation)
         self.launcher = launcher or BotLauncher(settings, config)
+        self.metrics = FleetMetrics(self.host) if config.metrics_port is not None else None
         self.started_at = time.time()
         self.desired = 0
         self.slots: dict[int, Slot] = {}
@@ -177,6 +181,7 @@ class Supervisor:
         self._heartbeat_done = anyio.Event()
         self._slot_tg: anyio.abc.TaskGroup | None = None
         self._claimed = False
+        self._blind = False  #: the last hung check could not see NATS
 
     # -- what the supervisor reports ---------------------------------------------------------
 
@@ -193,13 +198,12 @@ class Supervisor:
             crash_loop=[s.name for s in slots if s.exits >= self.config.policy.crash_loop_after],
         )
 
-    def running(self) -> int:
-        return sum(1 for s in self.slots.values() if s.state == SlotState.RUNNING)
-
     # -- main ----------------------------------------------------------------------------------
 
     async def run(self) -> int:
         """Run until signalled; returns the process exit code."""
+        if self.metrics is not None:
+            self.metrics.serve(self.config.metrics_port)
         self.nc = await connect(self.settings, self.log, on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)
         self.js = self.nc.jetstream()
         self.publisher = AsyncPublisher(self.js, self.log)
@@ -341,6 +345,8 @@ class Supervisor:
         self._beat_now.set()
         if ex.requested:
             return
+        if self.metrics is not None:
+            self.metrics.exited(ex)
         fields = dict(slot=ex.slot, bot=ex.name, pid=ex.pid, code=ex.code, uptime=round(ex.uptime, 1),
                       exits=ex.exits, retry_in=None if ex.retry_in is None else round(ex.retry_in, 2))
         if ex.crash_loop:
@@ -364,7 +370,6 @@ class Supervisor:
 
     async def _check_hung(self) -> None:
         """Kill bots whose process runs but whose liveness key has been missing for over 2 TTL."""
-        now = anyio.current_time()
         running = [s for s in list(self.slots.values()) if s.state == SlotState.RUNNING and s.pid]
         if not running:
             return
@@ -373,12 +378,17 @@ class Supervisor:
         except (*TRANSIENT, nats.errors.Error):
             entries = None
         if entries is None:
-            # Our own link is down: we cannot tell a hung bot from a partition. Restart nothing,
-            # and restart the clocks, so the bots get a full 2 TTL once we see again.
+            # Our own link is down: we cannot tell a hung bot from a partition. Restart nothing.
             self.log.warning("fleet.hung_check_skipped", reason="supervisor not connected to NATS; restarting nothing")
+            self._blind = True
+            return
+        now = anyio.current_time()  # after the reads, which may have waited on a slow server
+        if self._blind:
+            # The first look after a blind spell: start every bot's clock now, so each gets a
+            # full 2 TTL to re-register (its own heartbeat may still be timing out).
+            self._blind = False
             for s in running:
                 s.last_seen = now
-            return
         for s in running:
             entry = entries[s.name]
             if entry is not None and entry.pid == s.pid:
@@ -443,10 +453,13 @@ class Supervisor:
             self._beat_now = anyio.Event()
             if not self._beating:
                 return
+            beat = self.beat()
+            if self.metrics is not None:
+                self.metrics.observe(beat)
             if not self.nc.is_connected:
                 continue
             try:
-                await self.liveness.beat(self.beat())
+                await self.liveness.beat(beat)
             except NameLostError as e:
                 self.log.error("fleet.host_lost", error=str(e), hint="another supervisor took this host; stopping our bots")
                 self.exit_code = 4

@@ -43,6 +43,7 @@ def register(sub) -> None:
     p.add_argument("--stable-after", type=positive_float, default=30.0, help="a bot up this long resets its backoff (default 30)")
     p.add_argument("--stop-timeout", type=positive_float, default=45.0, help="SIGKILL a draining bot after this many seconds (default 45)")
     p.add_argument("--log-dir", help="write each bot's log to DIR/HOST-N.log (default: inherit the supervisor's stderr)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port at /metrics (default: off)")
     p.add_argument("bot_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_fleet)
 
@@ -76,7 +77,7 @@ def config_from(args: argparse.Namespace) -> FleetConfig:
         policy=SlotPolicy(backoff=Backoff(args.backoff_base, args.backoff_max), stable_after=args.stable_after,
                           stop_timeout=args.stop_timeout),
         bot_args=tuple(bot_args), log_dir=Path(args.log_dir) if args.log_dir else None,
-        log_format=getattr(args, "log_format", "logfmt"),
+        log_format=getattr(args, "log_format", "logfmt"), metrics_port=args.metrics_port,
     )
 
 

@@ -231,12 +231,99 @@ async def test_a_supervisor_cut_off_from_nats_restarts_nothing(js, provisioned, 
         await eventually(lambda: _skipped_checks(sup, 3), timeout=25, what="3 skipped hung checks")
     finally:
         provisioned.resume()
+    resumed = time.time()
 
-    async def same_bot_live():
-        return (await live_pids(js, "h")).get("h-1") == pid
-    await eventually(same_bot_live, what="h-1 (same pid) live again")
+    async def same_bot_beating_well_after_resume():
+        # Keys expired during the freeze; two hung checks (TTL/2 apart) must pass without a kill.
+        bot = next((b for b in await live_bots(js) if b.name == "h-1"), None)
+        return bot is not None and bot.pid == pid and bot.heartbeat_at > resumed + 3.5
+    await eventually(same_bot_beating_well_after_resume, what="h-1 (same pid) beating 3.5 s after the resume")
     assert "event=fleet.hung " not in sup.log() and "event=fleet.exited" not in sup.log()
 
 
 async def _skipped_checks(sup: FleetProcess, n: int) -> bool:
     return sup.log().count("event=fleet.hung_check_skipped") >= n
+
+
+async def test_after_a_server_restart_the_supervisor_follows_new_desired_counts(provisioned, fleet):
+    """Given a supervisor at 1, when the server restarts and h is scaled to 2, then h-2 starts promptly."""
+    import nats
+
+    nc = await nats.connect(provisioned.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    js = nc.jetstream()
+    sup = fleet("h", "--count", "1")
+    await eventually(until_live(js, "h", {"h-1"}), what="h-1")
+
+    provisioned.kill()
+    provisioned.start()
+    await eventually(lambda: _async(sup.log().count("event=nats.reconnected") >= 1), what="the supervisor to reconnect")
+    await write_desired(js, "h", 2, "test@here")
+
+    # Well under the ~17 s an ordered-consumer watch needs to notice a restart by itself.
+    await eventually(until_live(js, "h", {"h-1", "h-2"}), timeout=10, what="h-2 after the restart")
+    await nc.close()
+
+
+async def test_a_killed_supervisor_takes_its_bots_with_it_and_a_new_one_reclaims_the_host(js, provisioned, fleet):
+    """Given 2 bots, when the supervisor is SIGKILLed, then the bots drain away and a new supervisor brings them back."""
+    first = fleet("h", "--count", "2")
+    await eventually(until_live(js, "h", {"h-1", "h-2"}), what="2 live bots")
+
+    first.proc.kill()
+    first.proc.wait()
+    await eventually(until_live(js, "h", set()), what="the orphaned bots to drain away")
+
+    fleet("h")  # no --count: the stored desired count (2) is the authority
+    await eventually(until_live(js, "h", {"h-1", "h-2"}), what="both bots back under a new supervisor")
+
+
+async def _async(value):
+    return value
+
+
+async def test_the_metrics_endpoint_reports_desired_and_running_bots(js, provisioned, fleet):
+    """Given a supervisor with --metrics-port at 2 bots, then /metrics shows desired 2 and 2 running slots."""
+    import urllib.error
+    import urllib.request
+
+    import anyio
+
+    from core.server import free_port
+
+    port = free_port()
+    fleet("m", "--count", "2", "--metrics-port", str(port))
+    await eventually(until_live(js, "m", {"m-1", "m-2"}), what="2 live bots")
+
+    async def scrape():
+        try:
+            body = await anyio.to_thread.run_sync(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode())
+        except (urllib.error.URLError, OSError):
+            return None
+        return body if 'corral_fleet_slots{host="m",state="running"} 2.0' in body else None
+    body = await eventually(scrape, what="2 running slots in /metrics")
+    assert 'corral_fleet_desired_bots{host="m"} 2.0' in body and 'corral_fleet_connected{host="m"} 1.0' in body
+
+
+def test_the_deploy_manifests_parse_and_name_real_resources_and_metrics():
+    """Given deploy/, then manifests parse, KEDA names the real stream and consumer, and alerts use real metrics."""
+    import re
+
+    from bots.fleet_metrics import FleetMetrics
+    from core.names import JOBS_STREAM, consumer_name
+
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    texts = {p.name: p.read_text() for p in deploy.rglob("*.yaml")}
+    try:
+        import yaml
+    except ImportError:
+        yaml = None  # PyYAML is not a dependency; the cross-checks below still run
+    if yaml is not None:
+        for name, text in texts.items():
+            assert list(yaml.safe_load_all(text)), name
+    keda = texts["keda-scaledobject.yaml"]
+    assert f"stream: {JOBS_STREAM}" in keda and f"consumer: {consumer_name('default', 'normal')}" in keda
+    exposed = {m.name for m in FleetMetrics("x").registry.collect()}
+    used = set(re.findall(r"\b(corral_fleet_[a-z_]+)", texts["corral-fleet-rules.yaml"]))
+    assert used and used <= exposed, used - exposed
+    unit = (deploy / "corral-fleet.service").read_text()
+    assert "KillMode=mixed" in unit and "corral fleet --host %i" in unit

@@ -1,0 +1,42 @@
+"""Prometheus metrics for one fleet supervisor (``corral fleet --metrics-port``).
+
+A private registry, so the endpoint shows the fleet's series and the process
+collector's, and nothing a library registered globally. Values are refreshed
+from the supervisor's own report (:class:`bots.fleet_keys.SupervisorBeat`) each
+time it heartbeats, and counters on every unexpected exit.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, start_http_server
+
+from bots.fleet_keys import SupervisorBeat
+from bots.fleet_slot import SlotExit, SlotState
+
+
+class FleetMetrics:
+    def __init__(self, host: str) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        labels = ["host"]
+        self.desired = Gauge("corral_fleet_desired_bots", "Bots this host should run (desired.<host>)", labels, registry=self.registry)
+        self.slots = Gauge("corral_fleet_slots", "Slots by state", [*labels, "state"], registry=self.registry)
+        self.crash_loop = Gauge("corral_fleet_crash_loop_slots", "Slots that keep dying (backing off)", labels, registry=self.registry)
+        self.connected = Gauge("corral_fleet_connected", "1 while the supervisor reaches NATS", labels, registry=self.registry)
+        self.exits = Counter("corral_fleet_unexpected_exits", "Bot exits nobody asked for, by kind", [*labels, "kind"], registry=self.registry)
+        self.host = host
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Start the HTTP endpoint in a daemon thread (``/metrics``)."""
+        start_http_server(port, addr=addr, registry=self.registry)
+
+    def observe(self, beat: SupervisorBeat) -> None:
+        self.desired.labels(self.host).set(beat.desired)
+        self.crash_loop.labels(self.host).set(len(beat.crash_loop))
+        self.connected.labels(self.host).set(1 if beat.connected else 0)
+        for state in SlotState:
+            self.slots.labels(self.host, state.value).set(sum(1 for s in beat.slots if s.state == state))
+
+    def exited(self, ex: SlotExit) -> None:
+        kind = "hung" if ex.hung else "crash_loop" if ex.crash_loop else "exited"
+        self.exits.labels(self.host, kind).inc()
