@@ -1,0 +1,96 @@
+"""A private nats-server per scenario and fsync setting, provisioned from streams/.
+
+The server is the real one (:class:`core.server.EmbeddedServer`) with the
+repository's nats.conf. For the lazy fsync setting a copy of nats.conf with
+only ``sync_interval`` replaced goes into the server's temporary home, so the
+two runs differ in nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.connect import connect
+from core.errors import ConfigError
+from core.log import get_logger
+from core.names import DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
+from core.server import NATS_CONF, EmbeddedServer
+from core.settings import Settings
+from streams import load_declarations
+from streams.provision import provision
+
+#: The shipped setting first: it is the one corral promises.
+SYNC_CHOICES = {"always": ("always",), "2m": ("2m",), "both": ("always", "2m")}
+_SYNC_LINE = re.compile(r"(?m)^(\s*sync_interval:\s*)\S+")
+
+
+def config_with_sync(home: Path, sync: str) -> Path:
+    """nats.conf itself for ``always``; otherwise a copy in ``home`` with ``sync_interval`` replaced.
+
+    Raises:
+        ConfigError: nats.conf has no ``sync_interval`` line to replace.
+    """
+    text = NATS_CONF.read_text()
+    if not _SYNC_LINE.search(text):
+        raise ConfigError(f"{NATS_CONF} has no sync_interval line; cannot benchmark sync={sync}")
+    if _SYNC_LINE.search(text).group(0).split(":", 1)[1].strip().strip('"') == sync:
+        return NATS_CONF
+    path = home / "nats.conf"
+    path.write_text(_SYNC_LINE.sub(lambda m: f'{m.group(1)}"{sync}"', text, count=1))
+    return path
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the record says about the server under test."""
+
+    version: str
+    sync_interval: str
+    sync_always: bool
+
+    @classmethod
+    def read(cls, server: EmbeddedServer) -> "ServerInfo":
+        with urllib.request.urlopen(f"{server.monitor_url}/varz", timeout=5) as resp:
+            varz: dict[str, Any] = json.load(resp)
+        js = varz.get("jetstream", {}).get("config", {})
+        always = bool(js.get("sync_always", False))
+        # /varz gives the interval in nanoseconds and keeps the 2m default beside sync_always.
+        interval = "always" if always else f"{js.get('sync_interval', 0) / 1e9:g}s"
+        return cls(varz.get("version", "?"), interval, always)
+
+
+@contextmanager
+def running_server(sync: str, log_dir: Path) -> Iterator[EmbeddedServer]:
+    """A started server with ``sync_interval`` = ``sync``; stopped and its store removed afterwards."""
+    home = Path(tempfile.mkdtemp(prefix="corral-bench-"))
+    server = EmbeddedServer(home, config=config_with_sync(home, sync), log_file=log_dir / f"nats-server-{sync}.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.resume()
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def provision_for_bench(url: str, **consumer_overrides: Any) -> None:
+    """Apply streams/ (consumer fields overridden as given), then empty the corral streams."""
+    nc = await connect(Settings(servers=(url,)), get_logger("bench"), wait=False)
+    try:
+        decls = [d.with_config(**consumer_overrides) if d.kind == "consumer" and consumer_overrides else d
+                 for d in load_declarations()]
+        await provision(nc, decls)
+        js = nc.jetstream()
+        for stream in (JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM):
+            await js.purge_stream(stream)
+    finally:
+        await nc.close()

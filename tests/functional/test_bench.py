@@ -1,0 +1,75 @@
+"""The benchmark harness at tiny size: every scenario runs once and yields a complete record.
+
+No timing is asserted (the box is shared); only that each record carries the
+keys docs/performance.md is built from, with positive numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import TINY, run_scenario
+from bench.server import config_with_sync
+
+ROOT = Path(__file__).resolve().parents[2]
+
+RECORD_KEYS = {"scenario", "size", "reps", "sync", "server_version", "server_sync_interval", "cpu_count",
+               "load_avg_before", "load_avg_after", "params", "metrics", "targets"}
+
+EXPECTED = {
+    "limit": {"publish_pipelined", "drain_ack", "drain_ack_sync", "publish_to_fetch_p50_ms", "publish_to_fetch_p99_ms"},
+    "throughput": {"limit_drain_ack", *(f"bots_{b}" for b in TINY.bot_counts), *(f"ratio_{b}_bots" for b in TINY.bot_counts)},
+    "submit": {"raw_publish_pipelined", "submit_many", "populate_reported", "populate_wall", "ratio_submit_many",
+               "ratio_populate"},
+    "latency": {"limit_publish_to_fetch_p50_ms", "enqueue_to_start_p50_ms", "enqueue_to_start_p99_ms",
+                "enqueue_to_result_p99_ms", "ratio_start_p50", "ratio_start_p99"},
+    "recovery": {"restarted_after_kill_s", "completed_after_kill_s", "restarted_after_delivery_s",
+                 "dead_shown_after_kill_s", "dead_shown_after_last_beat_s"},
+    "footprint": {"idle_rss_mb", "peak_rss_mb", "after_rss_mb"},
+}
+
+
+@pytest.mark.parametrize("scenario", list(EXPECTED))
+def test_each_scenario_runs_at_tiny_size_and_records_positive_numbers(scenario: str, tmp_path: Path):
+    """Given a tiny size, when a scenario runs once, then its record has every metric, positive."""
+    # Given / When
+    (record,) = run_scenario(scenario, "tiny", reps=1, sync="always", log_dir=tmp_path)
+    # Then
+    assert RECORD_KEYS <= record.keys()
+    assert (record["scenario"], record["size"], record["sync"], record["server_sync_interval"]) == (scenario, "tiny", "always", "always")
+    assert record["cpu_count"] >= 1 and record["server_version"]
+    assert EXPECTED[scenario] <= record["metrics"].keys()
+    for key, m in record["metrics"].items():
+        assert m["min"] > 0 and m["min"] <= m["median"] <= m["max"], key
+    assert all({"target", "value", "bound", "met"} <= v.keys() for v in record["targets"])
+
+
+def test_the_lazy_sync_config_changes_only_sync_interval(tmp_path: Path):
+    """Given nats.conf, when a 2m copy is made, then only its sync_interval line differs."""
+    # Given
+    original = (ROOT / "nats.conf").read_text().splitlines()
+    # When
+    copy = config_with_sync(tmp_path, "2m").read_text().splitlines()
+    # Then
+    changed = [(a, b) for a, b in zip(original, copy) if a != b]
+    assert len(copy) == len(original) and len(changed) == 1
+    assert changed[0][1].strip() == 'sync_interval: "2m"'
+
+
+def test_the_command_runs_both_sync_settings_and_writes_json(tmp_path: Path):
+    """Given --sync both, when `python -m bench submit` runs, then the JSON holds an always and a 2m record."""
+    # Given
+    out = tmp_path / "bench.json"
+    # When
+    done = subprocess.run([sys.executable, "-m", "bench", "submit", "--size", "tiny", "--sync", "both", "--out", str(out),
+                           "--logs", str(tmp_path / "logs")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # Then
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = json.loads(out.read_text())["records"]
+    assert [(r["sync"], r["server_sync_always"]) for r in records] == [("always", True), ("2m", False)]
+    assert "submit_many" in done.stdout
