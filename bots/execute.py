@@ -43,6 +43,9 @@ from core.log import Logger
 from core.messages import Event, EventType, Job, JobResult, decode_job, encode
 from core.names import job_events_subject, result_subject
 from core.publisher import AsyncPublisher, wait_ack
+from core.schedules import firing_id
+from core.submit import submit
+from core import unique
 
 
 @dataclass
@@ -76,6 +79,9 @@ class Executor:
     ) -> None:
         self.outbox = outbox
         self._event_seq = itertools.count(1)
+        self.cancelled: set[str] = set()
+        self.running: dict[str, anyio.CancelScope] = {}
+        self.progress: dict[str, tuple[float, str | None, bool]] = {}
         self.max_payload = js._nc.max_payload or 1024 * 1024
         self.js = js
         self.publisher = publisher
@@ -112,33 +118,96 @@ class Executor:
         except InvalidJobError as e:
             await self._dead_letter(msg, None, f"invalid payload: {e}", attempt)
             return
+        job_id = firing_id(job.id, msg.headers, msg.metadata.sequence.stream)
+        if job_id != job.id:
+            job = msgspec.structs.replace(job, id=job_id)
         log = self.log.bind(job=job.id, kind=job.kind, cid=job.correlation_id, attempt=attempt)
         if attempt > 1 and await self._settled_on_redelivery(msg, job, attempt, log):
+            return
+        if job.id in self.cancelled:
+            await self._ended(msg, job, attempt, EventType.CANCELLED, "cancelled before it ran", log)
+            return
+        if job.expires_at is not None and time.time() > job.expires_at:
+            await self._ended(msg, job, attempt, EventType.EXPIRED, f"expired at {job.expires_at:.3f}, not run", log)
             return
         # On a redelivery the start is confirmed before the handler runs: if this bot dies in the
         # handler, the next delivery must see the death to count it (poison quarantine). First
         # deliveries skip the round trip; that costs at most one uncounted death per job.
         await self.emit(job, EventType.STARTED, attempt, confirm=attempt > 1)
-        log.info("job.started")
+        log.debug("job.started")
         started = time.time()
-        try:
-            value = await self._run_handler(job, attempt)
-            data = encode(self._result(job, attempt, started, value))
-            if len(data) > self.max_payload:
-                raise ValueError(f"result is {len(data)} bytes, over the server's max_payload of {self.max_payload}")
-        except TimeoutError:
-            await self._failed(msg, job, attempt, f"timed out after {job.timeout}s", log)
-        except msgspec.EncodeError as e:
-            await self._failed(msg, job, attempt, f"result is not JSON-encodable: {e}", log)
-        except ValueError as e:
-            await self._failed(msg, job, attempt, str(e), log)
-        except Exception as e:  # noqa: BLE001 - the worker boundary: any handler error fails the attempt
-            await self._failed(msg, job, attempt, f"{type(e).__name__}: {e}", log)
+        with anyio.CancelScope() as scope:
+            self.running[job.id] = scope
+            try:
+                value = await self._run_handler(job, attempt)
+                data = encode(self._result(job, attempt, started, value))
+                if len(data) > self.max_payload:
+                    raise _ResultTooLarge(f"result is {len(data)} bytes, over the server's max_payload of {self.max_payload}")
+            except TimeoutError:
+                error = f"timed out after {job.timeout}s"
+            except msgspec.EncodeError as e:
+                error = f"result is not JSON-encodable: {e}"
+            except _ResultTooLarge as e:
+                error = str(e)
+            except Exception as e:  # noqa: BLE001 - the worker boundary: any handler error fails the attempt
+                error = f"{type(e).__name__}: {e}"
+            else:
+                error = None
+            finally:
+                self.running.pop(job.id, None)
+        if scope.cancelled_caught:
+            await self._ended(msg, job, attempt, EventType.CANCELLED, "cancelled while running", log)
+        elif error is not None:
+            await self._failed(msg, job, attempt, error, log)
         else:
-            await self._succeeded(msg, job, attempt, data, started, log)
+            await self._succeeded(msg, job, attempt, data, started, log, value)
+
+    def cancel(self, job_id: str) -> bool:
+        """Mark a job cancelled; if it is running here, cancel its handler. True if it was running."""
+        self.cancelled.add(job_id)
+        scope = self.running.get(job_id)
+        if scope is not None:
+            scope.cancel()
+        return scope is not None
+
+    def report_progress(self, job_id: str, percent: float, message: str | None) -> None:
+        """Called by handlers (any thread) through ``ctx.progress``; published by the bot's flusher."""
+        self.progress[job_id] = (float(percent), message, True)
+
+    async def _ended(self, msg: Msg, job: Job, attempt: int, kind: EventType, detail: str, log: Logger) -> None:
+        """A job that ends without running to a result (cancelled, expired): terminate and record why."""
+        await msg._client.publish(msg.reply, b"+TERM " + detail.encode())
+        await self.emit(job, kind, attempt, detail=detail)
+        await self._release_unique(job)
+        log.info(f"job.{kind}", detail=detail)
+
+    async def _release_unique(self, job: Job) -> None:
+        if job.unique_key:
+            try:
+                await unique.release(self.js, job)
+            except Exception as e:  # noqa: BLE001 - the key's TTL releases it anyway
+                self.log.warning("unique.release_failed", job=job.id, error=str(e) or type(e).__name__)
+
+    async def _continue(self, job: Job, value, attempt: int) -> None:
+        """Submit the job's ``then`` steps with the result; deterministic ids make a re-run harmless."""
+        if not job.then:
+            return
+        ids = []
+        for i, step in enumerate(job.then):
+            step_id = f"{job.id[:100]}-then{i}"
+            nxt = msgspec.structs.replace(step, id=step_id, args={**step.args, "previous": value},
+                                          created_at=time.time(), correlation_id=step.correlation_id or job.correlation_id or job.id)
+            await submit(self.js, nxt)
+            ids.append(step_id)
+        await self.emit(job, EventType.CHAINED, attempt, detail=",".join(ids))
 
     async def _settled_on_redelivery(self, msg: Msg, job: Job, attempt: int, log: Logger) -> bool:
-        if await job_result(self.js, job.id) is not None:
+        recorded = await job_result(self.js, job.id)
+        if recorded is not None:
+            # The handler is not re-run, but what follows the result is: a bot that died between
+            # recording the result and submitting the next step must not stall a chain.
+            await self._continue(job, recorded.value, attempt)
+            await self._release_unique(job)
             await msg.ack()
             self.counters.duplicates += 1
             await self.emit(job, EventType.DUPLICATE, attempt, detail="result already recorded; not re-run")
@@ -161,7 +230,8 @@ class Executor:
 
     async def _run_handler(self, job: Job, attempt: int):
         fn = self.registry.get(job.kind)
-        ctx = JobContext(job=job, attempt=attempt, bot=self.config.name)
+        ctx = JobContext(job=job, attempt=attempt, bot=self.config.name,
+                         progress=lambda percent, message=None: self.report_progress(job.id, percent, message))
         with anyio.fail_after(job.timeout):
             if Registry.is_async(fn):
                 return await fn(job.args, ctx)
@@ -175,7 +245,7 @@ class Executor:
             attempt=attempt, started_at=started, finished_at=time.time(), value=value, job=job,
         )
 
-    async def _succeeded(self, msg: Msg, job: Job, attempt: int, data: bytes, started: float, log: Logger) -> None:
+    async def _succeeded(self, msg: Msg, job: Job, attempt: int, data: bytes, started: float, log: Logger, value=None) -> None:
         subject = result_subject(job.id)
         fut = await self.publisher.publish(subject, data)
         try:
@@ -196,11 +266,14 @@ class Executor:
                     self.outbox.put(subject, data)
                 log.error("job.result_unrecorded", error=str(err) or type(err).__name__, outbox=self.outbox is not None)
                 return
+            await self._release_unique(job)
             await msg.ack()
             self.counters.duplicates += 1
             await self.emit(job, EventType.DUPLICATE, attempt, detail="finished after another bot recorded the result")
             log.info("job.duplicate", detail="late finisher fenced")
             return
+        await self._continue(job, value, attempt)
+        await self._release_unique(job)
         await msg.ack()
         self.counters.done += 1
         self.on_count("succeeded")
@@ -235,6 +308,8 @@ class Executor:
             await msg.nak(delay=self.config.backoff_max)
             return
         await msg._client.publish(msg.reply, b"+TERM " + reason.encode()[:1000])
+        if job is not None:
+            await self._release_unique(job)
         self.counters.dead += 1
         self.on_count("dead")
         if job is not None:
@@ -253,3 +328,7 @@ class Executor:
 
 
 Processor = Callable[[Msg], Awaitable[None]]
+
+
+class _ResultTooLarge(Exception):
+    """The handler's result does not fit in one message."""

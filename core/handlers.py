@@ -34,25 +34,37 @@ class JobContext:
     job: Job
     attempt: int
     bot: str
-    extend: Callable[[], Any] = field(default=lambda: None, repr=False)
+    #: ``ctx.progress(42, "resizing")``: percent and an optional message, shown live by
+    #: `corral job`, the dashboard and the bot's heartbeat. Safe from sync handlers' threads.
+    progress: Callable[..., None] = field(default=lambda percent, message=None: None, repr=False)
 
 
 Handler = Callable[[dict[str, Any], JobContext], Any]
 
 
-def sum_handler(args: dict[str, Any], ctx: JobContext) -> float:
+# The built-ins are async so they run inline on the event loop: handing a microsecond of work to
+# a worker thread cost about 10% of a bot's loop in the profile (docs/performance.md).
+async def sum_handler(args: dict[str, Any], ctx: JobContext) -> float:
     """``sum``: a + b (the seed's job)."""
     return args["a"] + args["b"]
 
 
 async def sleep_handler(args: dict[str, Any], ctx: JobContext) -> float:
-    """``sleep``: wait ``seconds`` (cancellable), return them."""
+    """``sleep``: wait ``seconds`` (cancellable), reporting progress every ``step`` seconds if given."""
     seconds = float(args.get("seconds", 1.0))
-    await anyio.sleep(seconds)
+    step = float(args.get("step", 0) or 0)
+    if step <= 0:
+        await anyio.sleep(seconds)
+        return seconds
+    waited = 0.0
+    while waited < seconds:
+        await anyio.sleep(min(step, seconds - waited))
+        waited += step
+        ctx.progress(min(100.0, 100 * waited / seconds), f"slept {min(waited, seconds):.1f}s of {seconds:.1f}s")
     return seconds
 
 
-def fail_handler(args: dict[str, Any], ctx: JobContext) -> str:
+async def fail_handler(args: dict[str, Any], ctx: JobContext) -> str:
     """``fail``: raise with probability ``p`` (default 1.0), like the seed's FAILURE_RATE."""
     p = float(args.get("p", 1.0))
     if random.random() < p:
@@ -67,7 +79,7 @@ def crash_handler(args: dict[str, Any], ctx: JobContext) -> None:
     os._exit(int(args.get("code", 70)))
 
 
-def echo_handler(args: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+async def echo_handler(args: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """``echo``: return the args (used by `corral health --probe`)."""
     return args
 

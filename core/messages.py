@@ -44,6 +44,12 @@ class Job(msgspec.Struct, kw_only=True):
     max_attempts: int = 3
     idempotency_key: str | None = None
     correlation_id: str | None = None
+    #: Unix seconds after which the job is dropped (recorded as ``expired``), not run.
+    expires_at: float | None = None
+    #: While a job with this key is pending or running, another with the same key is refused.
+    unique_key: str | None = None
+    #: Jobs to submit when this one succeeds, each receiving ``args["previous"]`` = this result.
+    then: list["Job"] = []
     v: int = SCHEMA_VERSION
 
     def validate(self) -> "Job":
@@ -54,6 +60,10 @@ class Job(msgspec.Struct, kw_only=True):
         """
         check_token(self.id, "job id")
         check_token(self.queue, "queue")
+        if self.unique_key is not None and not 0 < len(self.unique_key) <= 512:
+            raise InvalidJobError("unique_key must be 1-512 characters")
+        for step in self.then:
+            step.validate()
         if self.priority not in PRIORITIES:
             raise InvalidJobError(f"priority {self.priority!r} is not one of {', '.join(PRIORITIES)}")
         if not self.kind or len(self.kind) > 200:
@@ -110,6 +120,10 @@ class EventType(StrEnum):
     DUPLICATE = "duplicate"  #: redelivered but its result was already recorded; acked, not re-run
     HANDED_BACK = "handed_back"  #: a draining bot gave the job back unfinished
     REPLAYED = "replayed"  #: an operator put a dead letter back on the jobs stream
+    EXPIRED = "expired"  #: past its expires_at when delivered; dropped, not run
+    CANCELLED = "cancelled"  #: cancelled by an operator (before it ran, or while running)
+    PROGRESS = "progress"  #: the handler reported progress (``detail``: percent and message)
+    CHAINED = "chained"  #: the job's ``then`` steps were submitted (``detail``: their ids)
     PURGED = "purged"  #: an operator purged dead letters
     BOT_STATE = "bot_state"  #: a bot changed state
     OPERATOR = "operator"  #: any other operator action
@@ -142,6 +156,8 @@ class CurrentJob(msgspec.Struct, kw_only=True):
     id: str
     kind: str
     since: float
+    progress: float | None = None  #: percent, when the handler reports it
+    message: str | None = None
 
 
 class BotHeartbeat(msgspec.Struct, kw_only=True):

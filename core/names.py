@@ -10,6 +10,10 @@ The layout (docs/resources.md has the table and the `nats` commands):
     corral.dlq.<queue>.<job_id>             CORRAL_DLQ      dead letters: original bytes + reason headers
     $KV.corral_bots.<bot>                   KV_corral_bots  bot liveness, one key per bot name, per-key TTL
     corral.control.bot.<bot>                (core NATS)     request/reply: {"action": "drain"} stops a bot gracefully
+    corral.schedules.defs.<name>            CORRAL_SCHEDULES a server message schedule (the job is its body)
+    corral.schedules.fire.<queue>.<prio>    CORRAL_SCHEDULES its firings; CORRAL_JOBS sources them onto corral.jobs.<queue>.<prio>
+    $KV.corral_cancel.<job_id>              KV_corral_cancel cancellation requests, watched by every bot
+    $KV.corral_unique.<sha256(key)>         KV_corral_unique unique-job keys, held while the job is pending or running
 
 Job ids and bot names become subject tokens, so they are restricted to
 ``[A-Za-z0-9_-]`` (see :func:`check_token`): no dots, wildcards or spaces can
@@ -82,6 +86,31 @@ def dlq_subject(queue: str, job_id: str) -> str:
 def control_subject(bot: str) -> str:
     """Core-NATS request subject a bot answers for remote control (``{"action": "drain"}``)."""
     return f"corral.control.bot.{bot}"
+
+
+SCHEDULES_STREAM = "CORRAL_SCHEDULES"
+
+
+def schedule_subject(name: str) -> str:
+    """Where a schedule's definition lives (server schedules must fire into their own stream)."""
+    return f"corral.schedules.defs.{name}"
+
+
+def firing_subject(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
+    """Where a schedule fires; CORRAL_JOBS sources these as ``corral.jobs.<queue>.<priority>``."""
+    return f"corral.schedules.fire.{queue}.{priority}"
+
+
+CANCEL_BUCKET = "corral_cancel"
+UNIQUE_BUCKET = "corral_unique"
+
+
+def cancel_key_subject(job_id: str) -> str:
+    return f"$KV.{CANCEL_BUCKET}.{job_id}"
+
+
+def unique_key_subject(digest: str) -> str:
+    return f"$KV.{UNIQUE_BUCKET}.{digest}"
 
 
 def bot_key_subject(bot: str) -> str:

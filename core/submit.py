@@ -25,6 +25,7 @@ from core.connect import TRANSIENT, publish_error
 from core.errors import CorralError, StreamFullError
 from core.log import get_logger
 from core.messages import Job, encode
+from core import unique
 from core.publisher import AsyncPublisher
 from core.names import JOBS_STREAM, job_subject
 
@@ -64,12 +65,19 @@ async def submit(js: JetStreamContext, job: Job, *, timeout: float = 5.0, retry_
     job.validate()
     data = encode(job)
     subject = job_subject(job.queue, job.priority)
-    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=retry_for, wait_max=1.0):
-        with attempt:
-            try:
-                ack = await js.publish(subject, data, timeout=timeout, headers=_headers(job))
-            except Exception as e:  # noqa: BLE001 - translated once, here
-                raise publish_error(e, subject) from e
+    if job.unique_key:
+        await unique.hold(js, job)
+    try:
+        async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=retry_for, wait_max=1.0):
+            with attempt:
+                try:
+                    ack = await js.publish(subject, data, timeout=timeout, headers=_headers(job))
+                except Exception as e:  # noqa: BLE001 - translated once, here
+                    raise publish_error(e, subject) from e
+    except BaseException:
+        if job.unique_key:
+            await unique.release(js, job)
+        raise
     return Receipt(job.id, ack.seq, bool(ack.duplicate))
 
 
@@ -103,6 +111,13 @@ async def submit_many(
 
     async def send(index: int, job: Job) -> None:
         job.validate()
+        if job.unique_key:
+            try:
+                await unique.hold(js, job)
+            except unique.DuplicateJobError as e:
+                summary.refused.append((index, job.id, str(e)))
+                progress(summary.accepted + len(summary.refused))
+                return
         fut = await publisher.publish(job_subject(job.queue, job.priority), encode(job), _headers(job))
         fut.add_done_callback(functools.partial(settle, index, job))
 

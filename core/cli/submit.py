@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import json
 import random
@@ -19,6 +20,7 @@ from core.connect import connect
 from core.errors import ConfigError, InvalidJobError
 from core.log import get_logger
 from core.messages import Job, make_job, new_id
+from core import schedules
 from core.submit import submit, submit_many
 
 
@@ -36,6 +38,11 @@ def register(sub) -> None:
     p.add_argument("--correlation-id")
     p.add_argument("--timeout", type=positive_float, default=60.0, help="handler timeout in seconds (default 60)")
     p.add_argument("--max-attempts", type=positive_int, default=3, help="attempts before dead-lettering (default 3)")
+    p.add_argument("--unique", metavar="KEY", help="refuse this job while another with the same key is pending or running")
+    p.add_argument("--expires-in", type=positive_float, metavar="SECONDS", help="drop the job (recorded as expired) if not started within this time")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=positive_float, metavar="SECONDS", help="run after this many seconds (a server schedule)")
+    when.add_argument("--at", metavar="TIME", help="run at this RFC3339 UTC time, e.g. 2026-11-23T18:00:00Z")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("populate", help="submit N generated `sum` jobs, pipelined, with progress (the seed's population)")
@@ -101,12 +108,22 @@ async def _submit(args: argparse.Namespace) -> int:
     if args.file is not None:
         return await _submit_many(args, read_ndjson(args.file, args.queue), "submitting")
     fields = dict(queue=args.queue, timeout=args.timeout, max_attempts=args.max_attempts,
-                  idempotency_key=args.idempotency_key, correlation_id=args.correlation_id)
+                  idempotency_key=args.idempotency_key, correlation_id=args.correlation_id, unique_key=args.unique)
     if args.job_id:
         fields["id"] = args.job_id
+    if args.expires_in:
+        fields["expires_at"] = time.time() + args.expires_in
     job = make_job(args.kind, parse_kv(args.args), **fields)
     nc = await connect(settings(args), get_logger("submit"), wait=False)
     try:
+        if args.delay or args.at:
+            when = f"@at {args.at}" if args.at else schedules.spec_at(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=args.delay))
+            await schedules.add(nc.jetstream(), job.id, job, when)
+            if args.json:
+                print_json({"id": job.id, "scheduled": when})
+            else:
+                print(f"{job.id}  (scheduled {when})")
+            return 0
         receipt = await submit(nc.jetstream(), job)
     finally:
         await nc.close()

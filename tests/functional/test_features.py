@@ -1,0 +1,152 @@
+"""Job features on a real server with real bots: schedules, expiry, cancellation, uniqueness, progress, chains."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import nats
+import pytest
+
+from core import schedules
+from core.cancel import request_cancel
+from core.errors import InvalidJobError
+from core.history import job_events, job_result, walk
+from core.messages import EventType, JobResult, encode, make_job
+from core.names import JOBS_STREAM, RESULTS_STREAM, result_subject
+from core.submit import submit
+from core.unique import DuplicateJobError
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.anyio
+
+
+async def _types(js, job_id):
+    return [e.type for e in await job_events(js, job_id)]
+
+
+async def _has_type(js, job_id, etype):
+    return etype in await _types(js, job_id)
+
+
+async def test_a_delayed_job_runs_no_earlier_than_its_time(js, provisioned, bots):
+    """Given a job scheduled 2 s ahead, its handler starts at or after that time, once."""
+    bots(provisioned.url, "b1")
+    at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
+    job = make_job("sum", {"a": 1, "b": 1})
+    await schedules.add(js, job.id, job, schedules.spec_at(at))
+    result = await eventually(lambda: job_result(js, job.id), timeout=15, what="the delayed job's result")
+    assert result.started_at >= at.timestamp() - 0.05
+    assert [s.name for s in await schedules.list_schedules(js)] == []  # an @at schedule removes itself
+
+
+async def test_a_periodic_schedule_fires_as_separate_jobs_and_survives_a_restart(js, provisioned, bots):
+    """Every firing is its own job id; after a server restart it keeps firing; rm stops it."""
+    bots(provisioned.url, "b1")
+    template = make_job("sum", {"a": 2, "b": 3})
+    await schedules.add(js, "every-second", template, "@every 1s")
+    await eventually(lambda: _firings(js, template.id, 2), timeout=15, what="two firings")
+    await js._nc.close()
+    provisioned.kill()
+    provisioned.start()
+    nc = await nats.connect(provisioned.url)
+    js = nc.jetstream()
+    before = len(await _firings(js, template.id, 0))
+    await eventually(lambda: _firings(js, template.id, before + 2), timeout=20, what="firings after the restart")
+    await schedules.remove(js, "every-second")
+    assert await schedules.list_schedules(js) == []
+    ids = await _firings(js, template.id, 0)
+    assert len(ids) == len(set(ids)) and all(i.startswith(template.id + "-") for i in ids)
+    await nc.close()
+
+
+async def _firings(js, base_id, at_least):
+    ids = [m.subject.rsplit(".", 1)[-1] async for m in walk(js, RESULTS_STREAM, "corral.results.>")]
+    ids = [i for i in ids if i.startswith(base_id)]
+    return ids if len(ids) >= at_least else None
+
+
+async def test_a_bad_schedule_spec_is_refused_with_the_accepted_forms(js):
+    """A spec the server would not understand is refused before anything is stored."""
+    with pytest.raises(InvalidJobError, match="@every 10m"):
+        await schedules.add(js, "bad", make_job("sum", {}), "every ten minutes")
+
+
+async def test_an_expired_job_is_dropped_with_a_recorded_reason(js, provisioned, bots):
+    """Given a job past its deadline when delivered, it never runs and its history says expired."""
+    job = make_job("sum", {"a": 1, "b": 1}, expires_at=time.time() - 1)
+    await submit(js, job)
+    bots(provisioned.url, "b1")
+    await eventually(lambda: _has_type(js, job.id, EventType.EXPIRED), what="the expired event")
+    assert await job_result(js, job.id) is None and EventType.STARTED not in await _types(js, job.id)
+
+
+async def test_a_cancelled_pending_job_never_runs(js, provisioned, bots):
+    """Cancelled before any bot takes it: the job ends cancelled and has no result."""
+    job = make_job("sum", {"a": 1, "b": 1})
+    await submit(js, job)
+    await request_cancel(js._nc, job.id, "tester@test")
+    bots(provisioned.url, "b1")
+    await eventually(lambda: _has_type(js, job.id, EventType.CANCELLED), what="the cancelled event")
+    assert await job_result(js, job.id) is None
+    assert (await js.stream_info(JOBS_STREAM)).state.messages == 0
+
+
+async def test_a_running_job_reports_progress_and_stops_when_cancelled(js, provisioned, bots):
+    """A long job reports progress; cancelling it interrupts the handler and the bot carries on."""
+    bot = bots(provisioned.url, "b1")
+    job = make_job("sleep", {"seconds": 60, "step": 0.2})
+    await submit(js, job)
+    await eventually(lambda: _has_type(js, job.id, EventType.PROGRESS), what="a progress event")
+    await request_cancel(js._nc, job.id, "tester@test")
+    await eventually(lambda: _has_type(js, job.id, EventType.CANCELLED), timeout=10, what="the cancelled event")
+    assert await job_result(js, job.id) is None and bot.proc.poll() is None
+    follow_up = make_job("sum", {"a": 1, "b": 2})
+    await submit(js, follow_up)
+    assert (await eventually(lambda: job_result(js, follow_up.id), what="the next job")).value == 3
+
+
+async def test_a_unique_job_is_refused_while_the_first_is_pending_and_accepted_after_it_ends(js, provisioned, bots):
+    """Same unique key: refused while pending, accepted again once the first completed."""
+    first = make_job("sum", {"a": 1, "b": 1}, unique_key="report:2026-11-23")
+    await submit(js, first)
+    with pytest.raises(DuplicateJobError, match=first.id):
+        await submit(js, make_job("sum", {"a": 1, "b": 1}, unique_key="report:2026-11-23"))
+    bots(provisioned.url, "b1")
+    await eventually(lambda: job_result(js, first.id), what="the first job's result")
+    second = make_job("sum", {"a": 1, "b": 1}, unique_key="report:2026-11-23")
+    await eventually(lambda: _submitted(js, second), what="the key to be released")
+
+
+async def _submitted(js, job):
+    try:
+        await submit(js, job)
+    except DuplicateJobError:
+        return False
+    return True
+
+
+async def test_a_chain_passes_each_result_to_the_next_step(js, provisioned, bots):
+    """sum(1, 2) then echo: the echo step receives previous=3."""
+    bots(provisioned.url, "b1")
+    job = make_job("sum", {"a": 1, "b": 2}, then=[make_job("echo", {"step": 2})])
+    await submit(js, job)
+    nxt = await eventually(lambda: job_result(js, f"{job.id}-then0"), what="the second step's result")
+    assert nxt.value == {"step": 2, "previous": 3}
+
+
+async def test_a_chain_continues_when_its_bot_died_after_recording_the_result(js, provisioned, bots):
+    """Result recorded, next step never submitted, bot gone: the redelivery submits the next step without re-running."""
+    job = make_job("sum", {"a": 20, "b": 22}, then=[make_job("echo", {})])
+    await submit(js, job)
+    sub = await js.pull_subscribe_bind(durable="work-default-normal", stream=JOBS_STREAM)
+    (msg,) = await sub.fetch(1, timeout=5)  # a "bot" takes it, records the result, and dies before continuing
+    now = time.time()
+    result = JobResult(job_id=job.id, kind="sum", queue="default", bot="ghost", incarnation="g", attempt=1,
+                       started_at=now, finished_at=now, value=42, job=job)
+    await js.publish(result_subject(job.id), encode(result))
+    await sub.unsubscribe()
+    bots(provisioned.url, "b1")
+    nxt = await eventually(lambda: job_result(js, f"{job.id}-then0"), timeout=20, what="the continuation")
+    assert nxt.value == {"previous": 42}
+    assert EventType.STARTED not in await _types(js, job.id)  # the first step's handler did not run again
