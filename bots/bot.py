@@ -40,6 +40,9 @@ from core.errors import CorralError, TransportError
 from core.handlers import Registry
 from core.log import Logger
 from core.messages import BotHeartbeat, CurrentJob, Event, EventType, decode_job, encode, new_id
+from core.history import walk
+from core.schedules import firing_id
+from core.names import CANCEL_BUCKET, job_events_subject
 from core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_events_subject, consumer_name, control_subject
 from core.publisher import AsyncPublisher
 from core.settings import Settings
@@ -74,6 +77,8 @@ class Bot:
         self._connected = anyio.Event()
         self._connected.set()
         self._slots = anyio.Semaphore(config.concurrency)
+        self._idle = anyio.Event()
+        self._idle_since = 0.0
 
     # -- state -------------------------------------------------------------------------------
 
@@ -88,9 +93,14 @@ class Bot:
             name=self.config.name, incarnation=self.incarnation, host=socket.gethostname(), pid=os.getpid(),
             state=self.sm.state, version=self.config.version, started_at=self.started_at, heartbeat_at=time.time(),
             queues=list(self.config.queues), concurrency=self.config.concurrency,
-            current=[CurrentJob(id=f.job_id, kind=f.kind, since=f.since) for f in list(self.inflight.values())[:20]],
+            current=[self._current(f) for f in list(self.inflight.values())[:20]],
             done=ex.counters.done if ex else 0, failed=ex.counters.failed if ex else 0, dead=ex.counters.dead if ex else 0,
         )
+
+    def _current(self, f: InFlight) -> CurrentJob:
+        ex = getattr(self, "executor", None)
+        percent, message, _ = ex.progress.get(f.job_id, (None, None, False)) if ex else (None, None, False)
+        return CurrentJob(id=f.job_id, kind=f.kind, since=f.since, progress=percent, message=message)
 
     def stop(self, force: bool = False) -> None:
         """Begin a graceful drain (``force``: hand running jobs back at once)."""
@@ -153,6 +163,9 @@ class Bot:
                 tg.start_soon(self._in_progress_loop)
                 tg.start_soon(Reaper(self.nc, self.js, self.log, self.config.sweep_interval).run)
                 tg.start_soon(self._control)
+                tg.start_soon(self._watch_cancellations)
+                tg.start_soon(self._settle_ready)
+                tg.start_soon(self._flush_progress)
                 await self._work()
                 await self._shut_down()
                 tg.cancel_scope.cancel()
@@ -207,7 +220,9 @@ class Bot:
                 free += 1
             try:
                 msgs = [] if self._stopping else await self.sub.fetch(free, timeout=FETCH_TIMEOUT)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
+                # nats-py 2.16 sometimes raises the builtin TimeoutError when the deadline runs out
+                # under load; both mean "no work this time", not a transport failure.
                 msgs = []
             except (nats.js.errors.APIError, *TRANSIENT) as e:
                 msgs = []
@@ -223,7 +238,7 @@ class Bot:
         seq = msg.metadata.sequence.stream
         try:
             job = decode_job(msg.data)
-            job_id, kind = job.id, job.kind
+            job_id, kind = firing_id(job.id, msg.headers, seq), job.kind
         except CorralError:
             job_id, kind = f"invalid-{seq}", "?"
         # Keyed by the delivery's ack subject, not the stream sequence: after a freeze or a cut the
@@ -247,8 +262,9 @@ class Bot:
         finally:
             del self.inflight[key]
             self._slots.release()
-            if not self.inflight and self.sm.state == BotState.PROCESSING:
-                self.sm.to(BotState.READY)
+            if not self.inflight:
+                self._idle_since = anyio.current_time()
+                self._idle.set()
 
     async def _flush_outbox(self) -> None:
         """Publish what waited on disk while the server was away, before claiming new work.
@@ -302,6 +318,52 @@ class Bot:
             async for signum in signals:
                 self.log.info("bot.signal", signal=signal.Signals(signum).name, force=self._stopping)
                 self.stop()
+
+    async def _settle_ready(self, quiet: float = 1.0) -> None:
+        """processing -> ready once nothing has run for ``quiet`` seconds.
+
+        Flipping state on every job made each job at light load cost two state events, two
+        heartbeat writes and two log lines; the state is for operators, so it is debounced.
+        """
+        while True:
+            await self._idle.wait()
+            self._idle = anyio.Event()
+            while self.sm.state == BotState.PROCESSING and not self.inflight:
+                remaining = self._idle_since + quiet - anyio.current_time()
+                if remaining <= 0:
+                    self.sm.to(BotState.READY)
+                    break
+                await anyio.sleep(remaining)
+
+    async def _watch_cancellations(self, interval: float = 0.5) -> None:
+        """Follow the cancel bucket (incremental direct gets, robust to reconnects) and cancel what runs here."""
+        next_seq = 1
+        while True:
+            try:
+                async for msg in walk(self.js, f"KV_{CANCEL_BUCKET}", f"$KV.{CANCEL_BUCKET}.>", start_seq=next_seq):
+                    next_seq = msg.seq + 1
+                    if msg.data:
+                        job_id = msg.subject.rsplit(".", 1)[-1]
+                        if self.executor.cancel(job_id):
+                            self.log.info("job.cancel_requested", job=job_id)
+            except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
+                self.log.debug("cancel_watch.failed", error=str(e) or type(e).__name__)
+            await anyio.sleep(interval)
+
+    async def _flush_progress(self, interval: float = 0.5) -> None:
+        """Publish handlers' progress reports as events, at most one per job per interval."""
+        while True:
+            await anyio.sleep(interval)
+            running = {f.job_id: f for f in self.inflight.values()}
+            for job_id, (percent, message, dirty) in list(self.executor.progress.items()):
+                if job_id not in running:
+                    self.executor.progress.pop(job_id, None)
+                    continue
+                if dirty:
+                    self.executor.progress[job_id] = (percent, message, False)
+                    event = Event(type=EventType.PROGRESS, ts=time.time(), job_id=job_id, bot=self.config.name,
+                                  incarnation=self.incarnation, kind=running[job_id].kind, detail=f"{percent:.0f}% {message or ''}".strip())
+                    await self.publisher.fire(job_events_subject(job_id), encode(event))
 
     async def _control(self) -> None:
         """Answer remote control requests: ``drain`` (graceful stop) and ``ping``."""

@@ -39,6 +39,20 @@ class Declaration:
         """The config the server stores: the body of a stream, ``config`` of a consumer."""
         return self.body["config"] if self.kind == "consumer" else self.body
 
+    def replicated(self, replicas: int) -> "Declaration":
+        """This stream with ``replicas`` replicas; consumers are returned as they are.
+
+        ``persist_mode: async`` (events) is an R1-only setting, so it is dropped above R1:
+        replicated streams already acknowledge before every replica has fsynced.
+        """
+        if self.kind != "stream":
+            return self
+        body = copy.deepcopy(self.body)
+        body["num_replicas"] = replicas
+        if replicas > 1:
+            body.pop("persist_mode", None)
+        return Declaration(self.kind, self.name, body, self.path)
+
     def with_config(self, **changes: Any) -> "Declaration":
         """A copy with config fields replaced (tests and profiles shorten deadlines this way)."""
         body = copy.deepcopy(self.body)

@@ -39,7 +39,7 @@ def healthy(port: int) -> bool:
 async def _provision(urls: str) -> None:
     nc = await connect(Settings.from_env(server=urls), get_logger("cluster"))
     try:
-        decls = [d.with_config(num_replicas=3) if d.kind == "stream" else d for d in load_declarations()]
+        decls = [d.replicated(3) for d in load_declarations()]
         for report in await provision(nc, decls):
             print(report.line(), file=sys.stderr)
     finally:

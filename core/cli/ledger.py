@@ -28,9 +28,7 @@ from rich.table import Table
 from core.cli.common import add_server, positive_float, positive_int, run, settings
 from core.connect import connect
 from core.errors import ConfigError
-from core.ledger import BatchPolicy, Ledger, LedgerConfig, LedgerStore, QueryReply, REPORTS, ask, export_all, rebuild
-from core.ledger.export import ceilings
-from core.ledger.query import run_with_timeout
+from core.ledger.reports import REPORTS
 from core.log import get_logger
 
 FORMATS = ("table", "csv", "json")
@@ -85,6 +83,17 @@ def _iso_time(text: str) -> dt.datetime:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
+    # DuckDB is imported only by the commands that use it: `corral bot` shares this CLI and
+    # would otherwise carry it (about 20 MB per bot).
+    from core.ledger.client import ask  # noqa: F401
+    from core.ledger.export import export_all  # noqa: F401
+    from core.ledger.ingest import BatchPolicy  # noqa: F401
+    from core.ledger.query import QueryReply  # noqa: F401
+    from core.ledger.rebuild import rebuild  # noqa: F401
+    from core.ledger.service import Ledger, LedgerConfig  # noqa: F401
+    from core.ledger.store import LedgerStore  # noqa: F401
+    from core.ledger.export import ceilings  # noqa: F401
+    from core.ledger.query import run_with_timeout  # noqa: F401
     if args.until and not args.rebuild:
         raise ConfigError("--until only applies to --rebuild (time travel builds a snapshot file)")
     log = get_logger("ledger")
@@ -107,6 +116,17 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 async def _rebuild(args: argparse.Namespace, log) -> int:
+    # DuckDB is imported only by the commands that use it: `corral bot` shares this CLI and
+    # would otherwise carry it (about 20 MB per bot).
+    from core.ledger.client import ask  # noqa: F401
+    from core.ledger.export import export_all  # noqa: F401
+    from core.ledger.ingest import BatchPolicy  # noqa: F401
+    from core.ledger.query import QueryReply  # noqa: F401
+    from core.ledger.rebuild import rebuild  # noqa: F401
+    from core.ledger.service import Ledger, LedgerConfig  # noqa: F401
+    from core.ledger.store import LedgerStore  # noqa: F401
+    from core.ledger.export import ceilings  # noqa: F401
+    from core.ledger.query import run_with_timeout  # noqa: F401
     nc = await connect(settings(args), log, wait=False)
     try:
         counts = await rebuild(nc.jetstream(), args.db, log, until=args.until)
@@ -117,6 +137,17 @@ async def _rebuild(args: argparse.Namespace, log) -> int:
 
 
 async def _export(args: argparse.Namespace, log) -> int:
+    # DuckDB is imported only by the commands that use it: `corral bot` shares this CLI and
+    # would otherwise carry it (about 20 MB per bot).
+    from core.ledger.client import ask  # noqa: F401
+    from core.ledger.export import export_all  # noqa: F401
+    from core.ledger.ingest import BatchPolicy  # noqa: F401
+    from core.ledger.query import QueryReply  # noqa: F401
+    from core.ledger.rebuild import rebuild  # noqa: F401
+    from core.ledger.service import Ledger, LedgerConfig  # noqa: F401
+    from core.ledger.store import LedgerStore  # noqa: F401
+    from core.ledger.export import ceilings  # noqa: F401
+    from core.ledger.query import run_with_timeout  # noqa: F401
     store = LedgerStore(args.db, export_dir=args.export)
     try:
         if until := store.meta("until"):
@@ -152,6 +183,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _answer(args: argparse.Namespace, sql: str) -> QueryReply:
     """Ask the service, or read ``--db`` directly (QueryError exits 1 via the CLI's CorralError handler)."""
+    # DuckDB is imported only by the commands that use it: `corral bot` shares this CLI and
+    # would otherwise carry it (about 20 MB per bot).
+    from core.ledger.client import ask  # noqa: F401
+    from core.ledger.export import export_all  # noqa: F401
+    from core.ledger.ingest import BatchPolicy  # noqa: F401
+    from core.ledger.query import QueryReply  # noqa: F401
+    from core.ledger.rebuild import rebuild  # noqa: F401
+    from core.ledger.service import Ledger, LedgerConfig  # noqa: F401
+    from core.ledger.store import LedgerStore  # noqa: F401
+    from core.ledger.export import ceilings  # noqa: F401
+    from core.ledger.query import run_with_timeout  # noqa: F401
     if args.db:
         if not args.db.exists():
             raise ConfigError(f"{args.db} does not exist")

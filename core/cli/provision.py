@@ -26,7 +26,7 @@ async def _provision(args: argparse.Namespace) -> int:
     try:
         decls = load_declarations(args.dir)
         if args.replicas:
-            decls = [d.with_config(num_replicas=args.replicas) if d.kind == "stream" else d for d in decls]
+            decls = [d.replicated(args.replicas) for d in decls]
         reports = await provision(nc, decls)
     finally:
         await nc.close()

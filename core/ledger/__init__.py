@@ -11,15 +11,24 @@ Library entry points (the CLI and the TUI use these):
 docs/analytics.md documents the schema and the design.
 """
 
-from core.ledger.client import ask
-from core.ledger.errors import LedgerLockedError, QueryError, SnapshotError
-from core.ledger.export import export_all
-from core.ledger.ingest import BatchPolicy
-from core.ledger.query import QueryReply
-from core.ledger.rebuild import rebuild
-from core.ledger.reports import REPORTS, Report
-from core.ledger.service import Ledger, LedgerConfig
-from core.ledger.store import LedgerStore, QueryResult
+import importlib
+
+# Names resolve on first use (PEP 562): importing core.ledger.reports must not load DuckDB.
+# Import `rebuild` from core.ledger.rebuild: once that submodule is loaded, the package
+# attribute of the same name is the module, not the function.
+_WHERE = {
+    "ask": "client", "LedgerLockedError": "errors", "QueryError": "errors", "SnapshotError": "errors",
+    "export_all": "export", "BatchPolicy": "ingest", "QueryReply": "query", "rebuild": "rebuild",
+    "REPORTS": "reports", "Report": "reports", "Ledger": "service", "LedgerConfig": "service",
+    "LedgerStore": "store", "QueryResult": "store",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"core.ledger.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'core.ledger' has no attribute {name!r}")
+
 
 __all__ = [
     "BatchPolicy",

@@ -72,7 +72,7 @@ async def provision_r3(nc) -> None:
     from streams.provision import provision
 
     decls = [
-        d.with_config(**FAST) if d.kind == "consumer" else d.with_config(num_replicas=3)
+        d.with_config(**FAST) if d.kind == "consumer" else d.replicated(3)
         for d in load_declarations()
     ]
     await provision(nc, decls)
