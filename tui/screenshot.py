@@ -14,7 +14,7 @@ from pathlib import Path
 
 import anyio
 
-from core.cli.up import _provision, start_bots, stop_bots
+from core.cli.up import _provision, start_fleet, stop_fleet
 from core.messages import make_job
 from core.server import EmbeddedServer
 from core.settings import Settings
@@ -44,13 +44,13 @@ def main(argv: list[str]) -> int:
     out = Path(argv[0] if argv else "docs/tui-overview.svg").resolve()
     with tempfile.TemporaryDirectory() as home:
         server = EmbeddedServer(Path(home)).start()
-        bots = []
+        fleet = None
         try:
             anyio.run(_provision, server.url)
-            bots = start_bots(server.url, 3, Path(home) / "logs")
+            fleet = start_fleet(server.url, 3, Path(home) / "logs")
             anyio.run(shoot, server.url, server.monitor_url, out)
         finally:
-            stop_bots(bots, timeout=10)
+            stop_fleet(fleet, timeout=15)
             server.kill()
     print(out)
     return 0

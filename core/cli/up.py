@@ -1,7 +1,8 @@
 """`corral up`: the whole system on the embedded default, in one command.
 
-Starts nats-server with nats.conf (store under ``--data``), provisions every
-resource, starts ``--bots`` bot processes, then opens the dashboard when one
+Starts nats-server with nats.conf (store under ``--home``/data), provisions
+every resource, starts a fleet supervisor (host ``local``) that keeps ``--bots``
+bot processes running, then opens the dashboard when one
 is available and the terminal is interactive (otherwise it prints a status
 line every few seconds). Ctrl-C or SIGTERM stops everything in order: bots
 drain first, then the server.
@@ -33,34 +34,32 @@ def register(sub) -> None:
     p.add_argument("--home", type=Path, default=Path("."), help="folder whose data/ holds the JetStream store and logs (default: here)")
     p.add_argument("--port", type=int, default=4222)
     p.add_argument("--http-port", type=int, default=8222)
-    p.add_argument("--bots", type=positive_int, default=3, help="bot processes to start (default 3)")
+    p.add_argument("--bots", type=int, default=3, help="bots the local fleet supervisor keeps running (default 3)")
     p.add_argument("--no-tui", action="store_true", help="do not open the dashboard; print status lines instead")
     p.set_defaults(func=cmd)
 
 
-def start_bots(url: str, count: int, logs: Path) -> list[subprocess.Popen]:
+def start_fleet(url: str, count: int, logs: Path) -> subprocess.Popen:
+    """One supervisor for host ``local``: it keeps ``count`` bots (local-1..N) and replaces crashed ones."""
     logs.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for i in range(1, count + 1):
-        out = open(logs / f"bot-{i}.log", "ab")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "bot", "--server", url, "--name", f"local-{i}", "--outbox", str(logs.parent / "outbox" / f"local-{i}")],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        ))
-        out.close()
-    return procs
+    out = open(logs / "fleet.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "fleet", "--server", url, "--host", "local", "--count", str(count), "--log-dir", str(logs)],
+        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    out.close()
+    return proc
 
 
-def stop_bots(procs: list[subprocess.Popen], timeout: float = 35.0) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.wait(max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            p.kill()
+def stop_fleet(proc: subprocess.Popen | None, timeout: float = 45.0) -> None:
+    """SIGTERM the supervisor: it drains its bots (they finish their jobs) and exits."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 async def _provision(url: str) -> None:
@@ -108,11 +107,12 @@ def cmd(args: argparse.Namespace) -> int:
     server = EmbeddedServer(args.home.resolve(), port=args.port, http_port=args.http_port, log_file=data / "logs" / "nats-server.log")
     print(f"starting nats-server on {server.url} (monitoring {server.monitor_url}, store {server.store_dir})", file=sys.stderr)
     server.start()
-    bots: list[subprocess.Popen] = []
+    fleet = None
     try:
         run(_provision, server.url)
-        bots = start_bots(server.url, args.bots, data / "logs")
-        print(f"started {len(bots)} bots (logs in {data / 'logs'}); try: corral submit sum a=1 b=2", file=sys.stderr)
+        fleet = start_fleet(server.url, args.bots, data / "logs")
+        print(f"started a fleet supervisor keeping {args.bots} bots (scale: `corral scale N --host local` or key 6 in "
+              f"the dashboard; logs in {data / 'logs'}); try: corral submit sum a=1 b=2", file=sys.stderr)
         if not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty() and _dashboard_available():
             from tui.app import run_dashboard
 
@@ -123,6 +123,6 @@ def cmd(args: argparse.Namespace) -> int:
         pass
     finally:
         print("stopping: draining bots, then the server", file=sys.stderr)
-        stop_bots(bots)
+        stop_fleet(fleet)
         server.stop()
     return 0
