@@ -14,6 +14,7 @@ a reconnect (NATS-NOTES §7.6).
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -27,21 +28,23 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from bots.fleet_keys import write_desired
 from core.cli.common import actor as default_actor
 from core.connect import connect
-from core.control import drain_bot, pause_queue, resume_queue
+from core.control import drain_bot, pause_queue, record, resume_queue
 from core.dlq import DeadLetter, purge, replay
 from core.log import Logger
 from core.settings import Settings
 from core.submit import submit_many
 from tui import feeds
 from tui.messages import (
-    BotBeat, BotGone, ConnectionChanged, DeadLettersLoaded, EventArrived, ServerStats, SnapshotTaken,
+    BotBeat, BotGone, ConnectionChanged, DeadLettersLoaded, EventArrived, FleetLoaded, ServerStats, SnapshotTaken,
 )
 from tui.screens.bots import BotsScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.dead_letters import DeadLettersScreen
 from tui.screens.events import EventsScreen
+from tui.screens.fleet import FleetScreen
 from tui.screens.help import HelpScreen
 from tui.screens.jobs import JobsScreen
 from tui.screens.overview import OverviewScreen
@@ -59,6 +62,7 @@ SCREENS = {
     "jobs": JobsScreen,
     "dead": DeadLettersScreen,
     "events": EventsScreen,
+    "fleet": FleetScreen,
 }
 
 
@@ -84,6 +88,7 @@ class CorralApp(App):
         Binding("3", "switch_mode('jobs')", "Jobs"),
         Binding("4", "switch_mode('dead')", "Dead letters"),
         Binding("5", "switch_mode('events')", "Events"),
+        Binding("6", "switch_mode('fleet')", "Fleet"),
         Binding("s", "submit", "Submit"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -100,6 +105,7 @@ class CorralApp(App):
         self._feeds: dict[str, Worker] = {}
         self._dead_loaded = (0.0, -1)  #: (when, DLQ message count) of the last dead-letter load
         self._varz_at = 0.0
+        self._scale_lock = asyncio.Lock()  #: scale writes land in key-press order
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -137,6 +143,8 @@ class CorralApp(App):
         self._ensure("bots", lambda: self._run_feed("bots", feeds.watch_bots(js, self.post_message)))
         self._ensure("events", lambda: self._run_feed("events", feeds.tail_events(self.nc, js, self.post_message)))
         self._maybe_reload_dead()
+        if self.current_mode == "fleet":
+            self.refresh_fleet()
         now = anyio.current_time()
         if self.monitor_url and now - self._varz_at >= VARZ_INTERVAL:
             self._varz_at = now
@@ -149,6 +157,13 @@ class CorralApp(App):
 
     def _run_feed(self, name: str, coro) -> Worker:
         return self.run_worker(coro, name=name, group="feeds", exit_on_error=False)
+
+    def refresh_fleet(self) -> None:
+        """Read the fleet's hosts now, unless a read is already running (the clock calls this every
+        second while the Fleet screen is shown)."""
+        js = self.js
+        if js is not None and self.store.connected:
+            self._ensure("fleet", lambda: self._run_feed("fleet", feeds.load_fleet(js, self.post_message)))
 
     def _maybe_reload_dead(self, force: bool = False) -> None:
         dlq = next((s.messages for s in self.store.snapshot.streams if s.name == "CORRAL_DLQ"), 0) if self.store.snapshot else 0
@@ -195,6 +210,10 @@ class CorralApp(App):
     def _dead(self, msg: DeadLettersLoaded) -> None:
         self.store.set_dead(msg.letters)
 
+    @on(FleetLoaded)
+    def _fleet(self, msg: FleetLoaded) -> None:
+        self.store.set_fleet(msg.rows, msg.at)
+
     @on(ServerStats)
     def _varz(self, msg: ServerStats) -> None:
         self.store.varz = msg.varz
@@ -210,6 +229,8 @@ class CorralApp(App):
             self.log.warning(f"feed {event.worker.name} ended: {reason}")
             if event.worker.name == "snapshot":
                 self.store.snapshot_error = reason
+            elif event.worker.name == "fleet":
+                self.store.fleet_error = reason
             return
         title = getattr(error, "title", None) or f"{event.worker.name or 'action'} failed"
         self.notify(reason, title=title, severity="error", timeout=8)
@@ -242,6 +263,27 @@ class CorralApp(App):
         self._connected_js()
         await resume_queue(self.nc, queue, self.actor, priority)
         self.notify(f"queue {queue}/{priority} resumed", title="resume")
+
+    def scale_host(self, host: str, count: int) -> None:
+        """Set ``desired.<host>`` in a worker; that host's supervisor starts or drains bots to match.
+
+        The store shows ``count`` at once, so a second key press builds on this one.
+        """
+        self.store.scale_sent(host, count)
+        self._write_scale(host, count)
+
+    @work(name="scale", group="actions", exit_on_error=False)
+    async def _write_scale(self, host: str, count: int) -> None:
+        ok = False
+        try:
+            async with self._scale_lock:
+                js = self._connected_js()
+                await write_desired(js, host, count, self.actor)
+                ok = True
+        finally:
+            self.store.scale_done(host, count, ok)
+        await record(self.nc, "scale", self.actor, f"scale {host} to {count}")
+        self.notify(f"{host}: desired {count} bot(s)", title="scale")
 
     def _dlq_progress(self, total: int) -> Callable[[int], None]:
         screen = self.screen
@@ -298,7 +340,7 @@ class CorralApp(App):
             yield SystemCommand(b.description, f"key {b.key_display or b.key}", partial(self.run_action, b.action))
         for b in getattr(screen, "BINDINGS", []):
             if isinstance(b, Binding) and b.description and b.show:
-                yield SystemCommand(f"{screen.sub_title}: {b.description}", f"key {b.key}", partial(screen.run_action, b.action))
+                yield SystemCommand(f"{screen.sub_title}: {b.description}", f"key {b.key_display or b.key}", partial(screen.run_action, b.action))
 
 
 def help_sections() -> list[tuple[str, list]]:

@@ -23,12 +23,13 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from textual.message import Message
 
+from core.cli.fleet import fleet_status
 from core.dlq import list_dead
 from core.history import walk
 from core.messages import event_decoder, heartbeat_decoder
 from core.names import BOTS_BUCKET, EVENTS_STREAM
 from core.status import snapshot
-from tui.messages import BotBeat, BotGone, DeadLettersLoaded, EventArrived, SnapshotTaken
+from tui.messages import BotBeat, BotGone, DeadLettersLoaded, EventArrived, FleetLoaded, SnapshotTaken
 
 Post = Callable[[Message], object]
 
@@ -97,6 +98,11 @@ async def tail_events(nc: NATS, js: JetStreamContext, post: Post) -> None:
 
 async def load_dead(js: JetStreamContext, post: Post) -> None:
     post(DeadLettersLoaded(await list_dead(js, limit=DEAD_CAP)))
+
+
+async def load_fleet(js: JetStreamContext, post: Post) -> None:
+    at = time.time()
+    post(FleetLoaded(await fleet_status(js), at))
 
 
 def read_varz(monitor_url: str, timeout: float = 2.0) -> dict | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from textual.message import Message
 
+from core.cli.fleet import HostStatus
 from core.dlq import DeadLetter
 from core.messages import BotHeartbeat, Event
 from core.status import Snapshot
@@ -67,3 +68,11 @@ class ServerStats(Message):
     """The monitoring endpoint's ``/varz`` (None when unreachable)."""
 
     varz: dict[str, Any] | None
+
+
+@dataclass
+class FleetLoaded(Message):
+    """:func:`core.cli.fleet.fleet_status`: one row per fleet host; ``at`` is Unix seconds when the read started."""
+
+    rows: list[HostStatus]
+    at: float

@@ -12,6 +12,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from core.cli.fleet import HostStatus
 from core.dlq import DeadLetter
 from core.messages import BotHeartbeat, Event, EventType
 from core.names import DLQ_STREAM
@@ -69,6 +70,12 @@ class Store:
     dead_version: int = 0
     dlq_history: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=120))
     varz: dict | None = None
+    fleet: list[HostStatus] = field(default_factory=list)
+    fleet_at: float = 0.0  #: when the last fleet read was started (0: never)
+    fleet_error: str = ""
+    #: host -> (count, written at) for scales this dashboard sent; the count is shown until a fleet
+    #: read started after the write landed (``inf`` while it is in flight), so fast key presses add up.
+    _scaled: dict[str, tuple[int, float]] = field(default_factory=dict)
     _counts: Counter = field(default_factory=Counter)
     _keys: set = field(default_factory=set)
     _key_order: deque = field(default_factory=lambda: deque(maxlen=4 * MAX_EVENTS))
@@ -133,6 +140,28 @@ class Store:
         if [d.seq for d in letters] != [d.seq for d in self.dead]:
             self.dead_version += 1
         self.dead = letters
+
+    def set_fleet(self, rows: list[HostStatus], started_at: float) -> None:
+        self.fleet, self.fleet_at, self.fleet_error = rows, started_at, ""
+        for host in [h for h, (_, at) in self._scaled.items() if at < started_at]:
+            del self._scaled[host]
+
+    def scale_sent(self, host: str, count: int) -> None:
+        self._scaled[host] = (count, float("inf"))
+
+    def scale_done(self, host: str, count: int, ok: bool) -> None:
+        """A scale write landed (or failed); a later key press on the same host keeps its own entry."""
+        if self._scaled.get(host, (None,))[0] != count:
+            return
+        if ok:
+            self._scaled[host] = (count, self.clock())
+        else:
+            del self._scaled[host]
+
+    def desired(self, row: HostStatus) -> int | None:
+        """The host's desired count as the operator last set it here, else as last read."""
+        scaled = self._scaled.get(row.host)
+        return scaled[0] if scaled else row.desired
 
     # -- derived views ------------------------------------------------------------------
 

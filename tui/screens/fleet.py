@@ -1,0 +1,176 @@
+"""Fleet: every host's supervisor, desired and live bots (``corral fleet-status``); scale one.
+
+The rows come from :func:`core.cli.fleet.fleet_status`, read once a second by
+the app while this screen is shown. Scaling writes ``desired.<host>`` through
+the app (``CorralApp.scale_host``), so the supervisor on that host starts or
+drains bots; only hosts listed here (a desired count or a live supervisor) can
+be scaled.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.markup import escape
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label
+
+from bots.fleet_keys import MAX_BOTS_PER_HOST, check_count
+from core.cli.fleet import HostStatus
+from core.errors import ConfigError
+from tui.screens.base import TaskScreen
+from tui.widgets.synced_table import SyncedTable
+
+COLUMNS = [
+    ("host", "host"), ("supervisor", "supervisor"), ("desired", "desired"), ("live", "live"), ("bots", "live bots"),
+    ("heartbeat", "supervisor heartbeat"), ("crash_loop", "crash loop"), ("by", "scaled by"),
+]
+STALE_FLEET = 5.0  #: seconds without a fleet read before the status line says so
+
+
+def parse_count(text: str) -> int:
+    """The typed desired count.
+
+    Raises:
+        ConfigError: not a whole number, negative, or above the per-host maximum.
+    """
+    try:
+        n = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{text.strip()!r} is not a whole number: type 0-{MAX_BOTS_PER_HOST}") from None
+    return check_count(n)
+
+
+def host_cells(row: HostStatus, desired: int | None) -> tuple:
+    if row.supervisor:
+        sup = Text("alive", style="green") + Text(f" {row.supervisor}")
+        if row.supervisor_connected is False:
+            sup += Text(" (disconnected)", style="yellow")
+    else:
+        sup = Text("none", style="bold red")
+    live = len(row.live)
+    live_cell = Text(str(live), style="" if desired is None or live == desired else "bold yellow")
+    age = "-" if row.supervisor_age is None else f"{row.supervisor_age:.1f}s ago"
+    return (row.host, sup, "-" if desired is None else str(desired), live_cell, " ".join(row.live) or "-",
+            age, Text(" ".join(row.crash_loop), style="bold red") if row.crash_loop else "-", row.desired_by or "-")
+
+
+class FleetScreen(TaskScreen):
+    TITLE_TEXT = "fleet"
+    BINDINGS = [
+        Binding("plus", "scale_by(1)", "Scale up by 1", key_display="+"),
+        Binding("minus", "scale_by(-1)", "Scale down by 1", key_display="-"),
+        Binding("equals_sign", "scale_to", "Scale to N", key_display="="),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        yield Label("", id="fleet-status", classes="section")
+        yield SyncedTable(COLUMNS, id="fleet-table")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.corral.refresh_fleet()
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.corral.refresh_fleet()
+
+    def redraw(self) -> None:
+        store = self.store
+        rows = store.fleet
+        self.query_one("#fleet-table", SyncedTable).sync((r.host, host_cells(r, store.desired(r))) for r in rows)
+        if not store.fleet_at:
+            status = "reading the fleet…" if not store.fleet_error else f"cannot read the fleet: {escape(store.fleet_error)}"
+        else:
+            status = f"{len(rows)} host(s)  ·  + / - scale the selected host by one, = scale it to N"
+            if not rows:
+                status = "no fleet hosts: start one with `corral fleet --host NAME`"
+            if store.fleet_error and time.time() - store.fleet_at > STALE_FLEET:
+                status += f"  ·  [red]not refreshed for {time.time() - store.fleet_at:.0f}s: {escape(store.fleet_error)}[/]"
+        self.query_one("#fleet-status", Label).update(status)
+
+    def _selected(self) -> HostStatus | None:
+        host = self.query_one("#fleet-table", SyncedTable).selected_key()
+        row = next((r for r in self.store.fleet if r.host == host), None)
+        if row is None:
+            self.notify("select a fleet host first", severity="warning")
+        return row
+
+    def action_scale_by(self, delta: int) -> None:
+        row = self._selected()
+        if row is None:
+            return
+        current = self.store.desired(row) or 0
+        self._scale(row.host, current + delta)
+
+    def action_scale_to(self) -> None:
+        row = self._selected()
+        if row is None:
+            return
+        current = self.store.desired(row)
+
+        def done(n: int | None) -> None:
+            if n is not None:
+                self._scale(row.host, n)
+        self.app.push_screen(ScaleScreen(row.host, current), done)
+
+    def _scale(self, host: str, n: int) -> None:
+        try:
+            check_count(n)
+        except ConfigError as e:
+            self.notify(f"{host}: {e}", title="scale refused", severity="error")
+            return
+        self.corral.scale_host(host, n)
+
+
+class ScaleScreen(ModalScreen[int | None]):
+    """Type a desired count for one host; Enter scales, Esc cancels. Bad input is refused here."""
+
+    BINDINGS = [Binding("escape", "close", "Cancel")]
+
+    def __init__(self, host: str, current: int | None) -> None:
+        super().__init__()
+        self.host = host
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="scale-box", classes="modal-box"):
+            now = "not set" if self.current is None else str(self.current)
+            yield Label(f"Scale [b]{self.host}[/b] to how many bots? (now {now}; 0-{MAX_BOTS_PER_HOST})", id="scale-question")
+            yield Input(value="" if self.current is None else str(self.current), placeholder="N", id="scale-count")
+            yield Label("", id="scale-error", classes="error")
+            with Horizontal(classes="modal-buttons"):
+                yield Button("Scale (Enter)", variant="primary", id="scale-ok")
+                yield Button("Cancel (Esc)", id="scale-cancel")
+
+    def on_mount(self) -> None:
+        box = self.query_one("#scale-count", Input)
+        box.focus()
+        box.select_all()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "scale-ok":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def _submit(self) -> None:
+        text = self.query_one("#scale-count", Input).value
+        try:
+            n = parse_count(text)
+        except ConfigError as e:
+            self.query_one("#scale-error", Label).update(str(e))
+            self.notify(f"{self.host}: {e}", title="scale refused", severity="error")
+            return
+        self.dismiss(n)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
