@@ -12,8 +12,9 @@ from nats.aio.client import Client as NATS
 
 from core.connect import api
 from core.errors import CorralError
-from core.messages import EventType, event_decoder
-from core.names import EVENTS_STREAM, JOBS_STREAM, consumer_name, job_events_subject
+from core.history import walk
+from core.messages import EventType, event_decoder, result_decoder
+from core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, consumer_name, job_events_subject
 
 FAR_FUTURE = "2099-01-01T00:00:00Z"
 
@@ -61,8 +62,11 @@ async def first_claim(js, scan: int = 200) -> float:
             continue
         if event.type == EventType.STARTED:
             times.append(event.ts)
+    if not times:  # bots with --lean-events record no first-delivery start: use the results' own times
+        async for msg in walk(js, RESULTS_STREAM, "corral.results.*", limit=scan):
+            times.append(result_decoder.decode(msg.data or b"").started_at)
     if not times:
-        raise CorralError("no STARTED event recorded")
+        raise CorralError("no STARTED event or result recorded")
     return min(times)
 
 

@@ -30,6 +30,10 @@ class BotConfig:
     #: How often the reaper sweeps the jobs stream for messages past max_deliver.
     sweep_interval: float = 60.0
     handlers: tuple[str, ...] = ()
+    #: Skip the per-job events a result already implies: ``started`` on first deliveries and
+    #: ``succeeded`` (the result records success, with its times). Failures, deaths, retries and
+    #: redeliveries are still recorded; the first delivery's bot is then missing from poison evidence.
+    lean_events: bool = False
     #: Seconds to wait for the stream's ack of a result or event before it goes to the outbox.
     publish_timeout: float = 10.0
     #: Where unpublished results and events wait for the server (None: no outbox).

@@ -133,7 +133,8 @@ class Executor:
         # On a redelivery the start is confirmed before the handler runs: if this bot dies in the
         # handler, the next delivery must see the death to count it (poison quarantine). First
         # deliveries skip the round trip; that costs at most one uncounted death per job.
-        await self.emit(job, EventType.STARTED, attempt, confirm=attempt > 1)
+        if attempt > 1 or not self.config.lean_events:
+            await self.emit(job, EventType.STARTED, attempt, confirm=attempt > 1)
         log.debug("job.started")
         started = time.time()
         with anyio.CancelScope() as scope:
@@ -278,7 +279,8 @@ class Executor:
         self.counters.done += 1
         self.on_count("succeeded")
         duration = time.time() - started
-        await self.emit(job, EventType.SUCCEEDED, attempt, duration=duration)
+        if not self.config.lean_events:
+            await self.emit(job, EventType.SUCCEEDED, attempt, duration=duration)
         log.info("job.succeeded", ms=round(duration * 1000, 2))
 
     async def _failed(self, msg: Msg, job: Job, attempt: int, error: str, log: Logger) -> None:

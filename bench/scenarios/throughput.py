@@ -23,7 +23,7 @@ from core.settings import Settings
 from core.submit import raise_for, submit_many
 
 
-async def drain_with_bots(ctx: Context, bots: int) -> float:
+async def drain_with_bots(ctx: Context, bots: int, *bot_args: str) -> float:
     """jobs/s for ``ctx.size.jobs`` sum jobs and ``bots`` bots (default concurrency)."""
     n = ctx.size.jobs
     await provision_for_bench(ctx.url)  # empty streams, so counts and first claim are this run's
@@ -33,7 +33,7 @@ async def drain_with_bots(ctx: Context, bots: int) -> float:
         await pause_jobs(js)
         raise_for(await submit_many(js, generate("sum", n, "default")))
         names = [f"tp{ctx.rep}-{bots}-{i}" for i in range(bots)]
-        with Fleet(ctx.url, ctx.log_dir, names) as fleet:
+        with Fleet(ctx.url, ctx.log_dir, names, *bot_args) as fleet:
             await fleet.wait_ready()
             await resume_jobs(js)
             state = await wait_for_messages(nc, RESULTS_STREAM, n, timeout=max(60.0, n / 20))
@@ -49,6 +49,9 @@ async def run(ctx: Context) -> dict[str, float]:
         out[f"bots_{bots}"] = await drain_with_bots(ctx, bots)
     for bots in ctx.size.bot_counts:
         out[f"ratio_{bots}_bots"] = out[f"bots_{bots}"] / out["limit_drain_ack"]
+    # The same 4 bots without the events a result already implies (--lean-events).
+    out["bots_4_lean"] = await drain_with_bots(ctx, 4, "--lean-events")
+    out["ratio_4_bots_lean"] = out["bots_4_lean"] / out["limit_drain_ack"]
     return out
 
 
@@ -58,6 +61,8 @@ def _metrics() -> tuple[Metric, ...]:
         Metric("limit_drain_ack", "msg/s", "limit: plain-ack drain, 4 procs (same N)"),
         *(Metric(f"bots_{b}", "jobs/s", f"{b} bot(s), first claim to last result") for b in counts),
         *(Metric(f"ratio_{b}_bots", "x limit", f"{b} bot(s) / limit plain-ack drain") for b in counts),
+        Metric("bots_4_lean", "jobs/s", "4 bot(s) with --lean-events"),
+        Metric("ratio_4_bots_lean", "x limit", "4 bot(s) --lean-events / limit plain-ack drain"),
     )
 
 
