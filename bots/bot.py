@@ -32,6 +32,7 @@ from nats.aio.msg import Msg
 from bots.config import BotConfig
 from bots.execute import Executor
 from bots.liveness import Liveness, NameLostError
+from bots.metrics import BotMetrics
 from bots.outbox import Outbox
 from bots.reaper import Reaper
 from bots.state import BotState, StateMachine
@@ -67,6 +68,8 @@ class Bot:
         self.incarnation = new_id()[:12]
         self.log = log.bind(bot=config.name, inc=self.incarnation)
         self.started_at = time.time()
+        self.metrics = BotMetrics(config.name)
+        self._consumer_seen = 0.0  #: monotonic time of the last successful fetch or consumer check
         self._transitions_in, self._transitions_out = anyio.create_memory_object_stream[tuple[BotState, BotState]](math.inf)
         self.sm = StateMachine(self._on_transition)
         self.inflight: dict[str, InFlight] = {}
@@ -84,6 +87,7 @@ class Bot:
 
     def _on_transition(self, old: BotState, new: BotState) -> None:
         self.log.info("bot.state", old=old, new=new)
+        self.metrics.set_state(new)
         self._transitions_in.send_nowait((old, new))
         self._beat_now.set()
 
@@ -120,6 +124,7 @@ class Bot:
             self.sm.to(BotState.ERROR)
 
     async def _on_reconnect(self) -> None:
+        self.metrics.reconnects.inc()
         self._connected.set()
 
     async def _breaker(self) -> None:
@@ -190,6 +195,7 @@ class Bot:
         self.ack_wait = info.config.ack_wait or 30.0
         self.executor = Executor(
             self.js, self.publisher, self.registry, self.config, self.incarnation, self.log,
+            on_count=self.metrics.count,
             max_deliver=info.config.max_deliver if info.config.max_deliver and info.config.max_deliver > 0 else 1_000_000,
             outbox=self.outbox,
         )
@@ -198,6 +204,10 @@ class Bot:
         except TransportError as e:
             self.log.warning("outbox.flush_deferred", error=str(e))
         self.sub = await self.js.pull_subscribe_bind(durable=self.consumer, stream=JOBS_STREAM)
+        self._consumer_seen = time.monotonic()
+        if self.config.metrics_port is not None:
+            port = self.metrics.serve(self.config.metrics_port, self.config.metrics_addr, self._readiness)
+            self.log.info("bot.metrics", url=f"http://{self.config.metrics_addr}:{port}/metrics")
         self.sm.to(BotState.READY)
         self.log.info("bot.ready", consumer=self.consumer, ack_wait=self.ack_wait, concurrency=self.config.concurrency)
 
@@ -229,6 +239,8 @@ class Bot:
                 self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
                 if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self._stopping:
                     self.sm.to(BotState.ERROR)
+            else:
+                self._consumer_seen = time.monotonic()
             for _ in range(free - len(msgs)):
                 self._slots.release()
             for msg in msgs:
@@ -281,6 +293,19 @@ class Bot:
         await self.outbox.flush(publish)
         if len(self.outbox):
             raise TransportError(f"{len(self.outbox)} outbox entries still unpublished")
+
+    def _readiness(self) -> tuple[bool, str]:
+        """For /readyz (called from the endpoint's thread; reads only)."""
+        if self._stopping:
+            return False, "draining"
+        if not self.nc.is_connected:
+            return False, "not connected to NATS"
+        if self.sm.state not in (BotState.READY, BotState.PROCESSING):
+            return False, f"state {self.sm.state}"
+        age = time.monotonic() - self._consumer_seen if self._consumer_seen else float("inf")
+        if age > 3 * FETCH_TIMEOUT + 5:
+            return False, f"consumer {self.consumer} last answered {age:.0f}s ago"
+        return True, f"state {self.sm.state}, consumer {self.consumer} answering"
 
     async def _close_connection(self) -> None:
         """Hand back jobs delivered to us after the last fetch, then drain and close."""
@@ -423,11 +448,18 @@ class Bot:
                 self.log.warning("heartbeat.failed", error=str(e) or type(e).__name__)
 
     async def _in_progress_loop(self) -> None:
-        """Keep long jobs' ack deadlines alive: +WPI every ack_wait/3 for jobs older than that."""
-        period = max(self.ack_wait / 3, 0.2)
+        """Keep long jobs' ack deadlines alive: +WPI every ack_wait/3 for jobs older than that.
+
+        Also the liveness tick for /healthz and the in-flight and outbox gauges.
+        """
+        period = max(min(self.ack_wait / 3, 2.0), 0.2)
         while True:
             await anyio.sleep(period)
             now = anyio.current_time()
+            self.metrics.last_tick = time.monotonic()
+            self.metrics.in_flight.set(len(self.inflight))
+            if self.outbox is not None:
+                self.metrics.outbox.set(len(self.outbox))
             for f in list(self.inflight.values()):
                 if now - f.started >= period and self.nc.is_connected:
                     try:

@@ -34,6 +34,9 @@ class BotConfig:
     #: ``succeeded`` (the result records success, with its times). Failures, deaths, retries and
     #: redeliveries are still recorded; the first delivery's bot is then missing from poison evidence.
     lean_events: bool = False
+    #: Port for /metrics, /healthz and /readyz (None: no endpoint; 0: any free port).
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
     #: Seconds to wait for the stream's ack of a result or event before it goes to the outbox.
     publish_timeout: float = 10.0
     #: Where unpublished results and events wait for the server (None: no outbox).

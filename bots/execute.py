@@ -74,7 +74,7 @@ class Executor:
         incarnation: str,
         log: Logger,
         max_deliver: int,
-        on_count: Callable[[str], None] = lambda outcome: None,
+        on_count: Callable[..., None] = lambda outcome, kind, seconds=None: None,
         outbox: Outbox | None = None,
     ) -> None:
         self.outbox = outbox
@@ -179,6 +179,7 @@ class Executor:
         """A job that ends without running to a result (cancelled, expired): terminate and record why."""
         await msg._client.publish(msg.reply, b"+TERM " + detail.encode())
         await self.emit(job, kind, attempt, detail=detail)
+        self.on_count(str(kind), job.kind)
         await self._release_unique(job)
         log.info(f"job.{kind}", detail=detail)
 
@@ -211,6 +212,7 @@ class Executor:
             await self._release_unique(job)
             await msg.ack()
             self.counters.duplicates += 1
+            self.on_count("duplicate", job.kind)
             await self.emit(job, EventType.DUPLICATE, attempt, detail="result already recorded; not re-run")
             log.info("job.duplicate")
             return True
@@ -277,15 +279,15 @@ class Executor:
         await self._release_unique(job)
         await msg.ack()
         self.counters.done += 1
-        self.on_count("succeeded")
         duration = time.time() - started
+        self.on_count("succeeded", job.kind, duration)
         if not self.config.lean_events:
             await self.emit(job, EventType.SUCCEEDED, attempt, duration=duration)
         log.info("job.succeeded", ms=round(duration * 1000, 2))
 
     async def _failed(self, msg: Msg, job: Job, attempt: int, error: str, log: Logger) -> None:
         self.counters.failed += 1
-        self.on_count("failed")
+        self.on_count("failed", job.kind)
         if attempt >= job.max_attempts:
             await self.emit(job, EventType.FAILED, attempt, detail=error)
             await self._dead_letter(msg, job, f"failed {attempt} attempt(s); last error: {error}", attempt)
@@ -313,7 +315,7 @@ class Executor:
         if job is not None:
             await self._release_unique(job)
         self.counters.dead += 1
-        self.on_count("dead")
+        self.on_count("dead", job.kind if job else "invalid")
         if job is not None:
             await self.emit(job, EventType.DEAD, attempt, detail=reason)
         self.log.warning("job.dead", job=job_id, reason=reason)

@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--backoff-max", type=positive_float, default=60.0, help="longest retry delay in seconds (default 60)")
     p.add_argument("--poison-after", type=positive_int, default=3, help="deliveries dying with no outcome before quarantine (default 3)")
     p.add_argument("--sweep-interval", type=positive_float, default=60.0, help="seconds between sweeps for lingering jobs (default 60)")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz and /readyz on this port (0: any free port)")
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="address for the endpoint (0.0.0.0 in a pod; default 127.0.0.1)")
     p.add_argument("--lean-events", action="store_true",
                    help="skip the started (first delivery) and succeeded events a result implies: fewer writes per job")
     p.add_argument("--publish-timeout", type=positive_float, default=10.0, help="seconds to wait for a result's ack before keeping it in the outbox (default 10)")
@@ -43,6 +45,7 @@ def config_from(args: argparse.Namespace) -> BotConfig:
         liveness_ttl=args.ttl, drain_timeout=args.drain_timeout, backoff_base=args.backoff_base,
         backoff_max=args.backoff_max, poison_after=args.poison_after, sweep_interval=args.sweep_interval,
         handlers=tuple(args.handler), publish_timeout=args.publish_timeout, lean_events=args.lean_events,
+        metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
     )
     if args.name:
         fields["name"] = check_token(args.name, "bot name")
