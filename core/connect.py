@@ -7,6 +7,7 @@ and log what they wait for, until the server is up and provisioned.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -79,11 +80,14 @@ async def connect(
         await on_reconnect()
 
     connected = False
+    last_error: list[str] = []
 
     async def error(e: Exception) -> None:
         # Permission denials reach the caller as plain timeouts; the reason only arrives here.
         if connected:
             log.warning("nats.error", error=str(e) or type(e).__name__)
+        else:
+            last_error[:] = [str(e) or type(e).__name__]
 
     kwargs: dict[str, Any] = dict(
         servers=list(settings.servers),
@@ -104,16 +108,29 @@ async def connect(
         user_credentials=settings.creds_file,
         nkeys_seed=settings.nkeys_seed,
         inbox_prefix=settings.inbox_prefix,
+        tls=settings.ssl_context(),
     )
     kwargs.update(options)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    # nats-py 2.16 can hang inside connect() after a failed TLS handshake (one error callback,
+    # then nothing), so every first connect has a deadline.
+    deadline = kwargs["connect_timeout"] * 2 * len(settings.servers) + 3
+
+    async def attempt_connect() -> NATS:
+        try:
+            return await asyncio.wait_for(nats.connect(**kwargs), deadline)
+        except asyncio.TimeoutError as e:
+            raise TransportError(f"no connection within {deadline}s: {last_error[0] if last_error else 'no answer'}") from e
+
     if not wait:
         try:
-            nc = await nats.connect(**kwargs)
-        except (nats.errors.NoServersError, OSError, nats.errors.Error, TimeoutError) as e:
+            nc = await attempt_connect()
+        except (nats.errors.NoServersError, OSError, nats.errors.Error, TimeoutError, TransportError) as e:
+            reason = last_error[0] if last_error and not isinstance(e, TransportError) else (str(e) or type(e).__name__)
             raise TransportError(
-                f"cannot reach NATS at {settings.display}: {e or type(e).__name__}. "
-                "Is the server running (`corral up` or `just up`)? Set --server or CORRAL_NATS_URL."
+                f"cannot reach NATS at {settings.display}: {reason}. "
+                "Is the server running (`corral up` or `just up`)? Set --server or CORRAL_NATS_URL "
+                "(and CORRAL_NATS_TLS_CA for a server that requires TLS)."
             ) from e
         nc.options["max_reconnect_attempts"] = -1
         connected = True
@@ -121,8 +138,8 @@ async def connect(
     async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None, wait_max=5.0):
         with attempt:
             if attempt.num > 1:
-                log.info("nats.waiting", servers=settings.display, attempt=attempt.num)
-            nc = await nats.connect(**kwargs)
+                log.info("nats.waiting", servers=settings.display, attempt=attempt.num, last_error=last_error[0] if last_error else None)
+            nc = await attempt_connect()
     nc.options["max_reconnect_attempts"] = -1
     connected = True
     log.info("nats.connected", servers=settings.display)

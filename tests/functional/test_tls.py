@@ -1,0 +1,50 @@
+"""TLS is one setting away: a server with a certificate, corral connecting with CORRAL_NATS_TLS_CA."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from core.server import EmbeddedServer
+from tests.conftest import wait_for
+
+
+def openssl(*args: str, cwd) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def certs(tmp_path):
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    d = tmp_path / "certs"
+    d.mkdir()
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=corral-test-ca", cwd=d)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "ext.cnf", cwd=d)
+    return d
+
+
+def corral(*args: str, env: dict) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+
+
+def test_corral_works_over_tls_with_the_ca_setting_and_fails_clearly_without_it(certs, tmp_path):
+    """With CORRAL_NATS_TLS_CA the CLI provisions and submits over TLS; without it the error says why."""
+    server = EmbeddedServer(tmp_path / "tls", extra=["--tls", "--tlscert", str(certs / "server.pem"), "--tlskey", str(certs / "server.key")]).start()
+    try:
+        url = f"tls://127.0.0.1:{server.port}"
+        ok = {"CORRAL_NATS_URL": url, "CORRAL_NATS_TLS_CA": str(certs / "ca.pem")}
+        assert corral("provision", env=ok).returncode == 0
+        out = corral("submit", "sum", "a=1", "b=2", "--id", "over-tls", env=ok)
+        assert out.returncode == 0 and out.stdout.strip() == "over-tls"
+        refused = corral("status", env={"CORRAL_NATS_URL": url, "CORRAL_NATS_TLS_CA": ""})
+        assert refused.returncode == 1 and "cannot reach NATS" in refused.stderr
+        missing = corral("status", env={**ok, "CORRAL_NATS_TLS_CA": str(tmp_path / "nope.pem")})
+        assert missing.returncode == 2 and "TLS settings unusable" in missing.stderr
+    finally:
+        server.kill()
