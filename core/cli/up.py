@@ -2,7 +2,8 @@
 
 Starts nats-server with nats.conf (store under ``--home``/data), provisions
 every resource, starts a fleet supervisor (host ``local``) that keeps ``--bots``
-bot processes running, then opens the dashboard when one
+bot processes running and the analytics ledger (``data/ledger.duckdb``), then
+opens the dashboard when one
 is available and the terminal is interactive (otherwise it prints a status
 line every few seconds). Ctrl-C or SIGTERM stops everything in order: bots
 drain first, then the server.
@@ -45,6 +46,18 @@ def start_fleet(url: str, count: int, logs: Path) -> subprocess.Popen:
     out = open(logs / "fleet.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "core.cli", "fleet", "--server", url, "--host", "local", "--count", str(count), "--log-dir", str(logs)],
+        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    out.close()
+    return proc
+
+
+def start_ledger(url: str, data: Path) -> subprocess.Popen:
+    """The analytics ledger: owns data/ledger.duckdb, answers `corral query`, exports Parquet to data/lake."""
+    out = open(data / "logs" / "ledger.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "ledger", "--server", url, "--db", str(data / "ledger.duckdb"),
+         "--parquet", str(data / "lake")],
         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
     out.close()
@@ -107,12 +120,15 @@ def cmd(args: argparse.Namespace) -> int:
     server = EmbeddedServer(args.home.resolve(), port=args.port, http_port=args.http_port, log_file=data / "logs" / "nats-server.log")
     print(f"starting nats-server on {server.url} (monitoring {server.monitor_url}, store {server.store_dir})", file=sys.stderr)
     server.start()
-    fleet = None
+    fleet = ledger = None
     try:
         run(_provision, server.url)
         fleet = start_fleet(server.url, args.bots, data / "logs")
+        ledger = start_ledger(server.url, data)
         print(f"started a fleet supervisor keeping {args.bots} bots (scale: `corral scale N --host local` or key 6 in "
               f"the dashboard; logs in {data / 'logs'}); try: corral submit sum a=1 b=2", file=sys.stderr)
+        print("started the ledger (data/ledger.duckdb); try: corral report rates-by-kind, "
+              "corral query \"SELECT kind, count(*) FROM results GROUP BY kind\"", file=sys.stderr)
         if not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty() and _dashboard_available():
             from tui.app import run_dashboard
 
@@ -124,5 +140,6 @@ def cmd(args: argparse.Namespace) -> int:
     finally:
         print("stopping: draining bots, then the server", file=sys.stderr)
         stop_fleet(fleet)
+        stop_fleet(ledger, timeout=15)  # the same SIGTERM-then-wait: it finishes its batch and closes DuckDB
         server.stop()
     return 0
