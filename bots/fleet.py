@@ -47,6 +47,7 @@ from bots.fleet_keys import (
 from bots.fleet_metrics import FleetMetrics
 from bots.fleet_slot import Backoff, Slot, SlotExit, SlotPolicy, SlotState
 from bots.liveness import Liveness, NameLostError
+from core.backlog import backlog
 from core.connect import TRANSIENT, api, connect, wait_for_resources
 from core.errors import CorralError, TransportError
 from core.log import Logger
@@ -215,6 +216,8 @@ class Supervisor:
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._watch_desired)
                 tg.start_soon(self._hung_check_loop)
+                if self.metrics is not None:
+                    tg.start_soon(self._backlog_loop)
                 async with anyio.create_task_group() as slots:
                     self._slot_tg = slots
                     self._reconcile()
@@ -438,6 +441,18 @@ class Supervisor:
                 else:
                     for slot in list(self.slots.values()):
                         slot.signal(signal.SIGTERM)  # a bot's second signal: hand jobs back now
+
+    async def _backlog_loop(self, interval: float = 5.0) -> None:
+        """Export the backlog an external autoscaler (KEDA, an HPA) would scale on."""
+        while True:
+            if self.nc.is_connected:
+                try:
+                    for b in await backlog(self.js):
+                        self.metrics.backlog.labels(b.consumer).set(b.total)
+                        self.metrics.oldest.labels(b.consumer).set(b.oldest_age)
+                except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
+                    self.log.warning("fleet.backlog_failed", error=str(e) or type(e).__name__)
+            await anyio.sleep(interval)
 
     async def _heartbeat_loop(self) -> None:
         """Refresh the supervisor key every ttl/3, and at once after a change."""

@@ -327,3 +327,30 @@ def test_the_deploy_manifests_parse_and_name_real_resources_and_metrics():
     assert used and used <= exposed, used - exposed
     unit = (deploy / "corral-fleet.service").read_text()
     assert "KillMode=mixed" in unit and "corral fleet --host %i" in unit
+
+
+async def test_the_supervisor_exports_the_backlog_an_autoscaler_scales_on(js, provisioned, fleet):
+    """Given 5 jobs and no bots, /metrics shows a backlog of 5 and a positive oldest-job age."""
+    import urllib.error
+    import urllib.request
+
+    import anyio
+
+    from core.messages import make_job
+    from core.server import free_port
+    from core.submit import submit_many
+
+    await submit_many(js, [make_job("sum", {"a": i, "b": 1}) for i in range(5)])
+    port = free_port()
+    fleet("bk", "--count", "0", "--metrics-port", str(port))
+
+    async def scrape():
+        try:
+            body = await anyio.to_thread.run_sync(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode())
+        except (urllib.error.URLError, OSError):
+            return None
+        return body if 'corral_backlog_jobs{consumer="work-default-normal"} 5.0' in body else None
+
+    body = await eventually(scrape, timeout=20, what="the backlog gauge")
+    age = next(line for line in body.splitlines() if line.startswith('corral_backlog_oldest_seconds{consumer="work-default-normal"}'))
+    assert float(age.split()[-1]) > 0

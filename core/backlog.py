@@ -1,0 +1,43 @@
+"""The backlog signal an autoscaler acts on: per consumer, pending + in flight, and the oldest job's age.
+
+The same number KEDA's NATS JetStream scaler computes (``num_pending +
+num_ack_pending`` of the consumer), plus the age of the oldest unfinished job,
+which tells a slow queue from a long one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.js import JetStreamContext
+
+from core.names import JOBS_STREAM
+
+
+@dataclass(frozen=True)
+class Backlog:
+    consumer: str
+    pending: int
+    in_flight: int
+    oldest_age: float  #: seconds since the oldest unfinished job was stored; 0 when none
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.in_flight
+
+
+async def backlog(js: JetStreamContext) -> list[Backlog]:
+    out = []
+    now = dt.datetime.now(dt.timezone.utc)
+    for c in await js.consumers_info(JOBS_STREAM):
+        age = 0.0
+        if c.num_pending + c.num_ack_pending:
+            try:
+                oldest = await js.get_msg(JOBS_STREAM, seq=1, subject=c.config.filter_subject, next=True, direct=True)
+                age = max((now - oldest.time).total_seconds(), 0.0) if oldest.time else 0.0
+            except nats.js.errors.NotFoundError:
+                pass
+        out.append(Backlog(c.name, c.num_pending, c.num_ack_pending, age))
+    return out
