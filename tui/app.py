@@ -40,6 +40,7 @@ from tui import feeds
 from tui.messages import (
     BotBeat, BotGone, ConnectionChanged, DeadLettersLoaded, EventArrived, FleetLoaded, ServerStats, SnapshotTaken,
 )
+from tui.screens.analytics import AnalyticsScreen
 from tui.screens.bots import BotsScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.dead_letters import DeadLettersScreen
@@ -63,6 +64,7 @@ SCREENS = {
     "dead": DeadLettersScreen,
     "events": EventsScreen,
     "fleet": FleetScreen,
+    "analytics": AnalyticsScreen,
 }
 
 
@@ -89,6 +91,7 @@ class CorralApp(App):
         Binding("4", "switch_mode('dead')", "Dead letters"),
         Binding("5", "switch_mode('events')", "Events"),
         Binding("6", "switch_mode('fleet')", "Fleet"),
+        Binding("7", "switch_mode('analytics')", "Analytics"),
         Binding("s", "submit", "Submit"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
