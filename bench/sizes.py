@@ -26,15 +26,26 @@ class Size:
     ttl: float
     #: recovery: how long the victim's `sleep` job runs.
     job_seconds: float
+    #: dashboard: pending jobs (consumer paused) and idle bots the TUI shows while its RSS is sampled.
+    dash_jobs: int = 0
+    dash_bots: int = 0
+    #: dashboard: seconds the headless TUI spends visiting its screens.
+    dash_seconds: float = 20.0
+    #: ledger: `sum` jobs 4 fleet-supervised bots drain while the ledger ingests.
+    ledger_jobs: int = 0
+    #: ledger: results the ledger holds when the canned reports are timed (synthetic ones top it up).
+    report_results: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
 TINY = Size("tiny", messages=500, latency_samples=20, jobs=100, bot_counts=(1, 2), submit_jobs=300,
-            ack_wait=1.0, ttl=1.0, job_seconds=0.2)
+            ack_wait=1.0, ttl=1.0, job_seconds=0.2,
+            dash_jobs=500, dash_bots=3, dash_seconds=3.0, ledger_jobs=200, report_results=2_000)
 #: Shipped deadlines (ack_wait 10 s, TTL 10 s); counts kept moderate for a shared 2-core box.
 FULL = Size("full", messages=20_000, latency_samples=200, jobs=5_000, bot_counts=(1, 2, 4, 8), submit_jobs=20_000,
-            ack_wait=None, ttl=10.0, job_seconds=0.5)
+            ack_wait=None, ttl=10.0, job_seconds=0.5,
+            dash_jobs=100_000, dash_bots=100, dash_seconds=20.0, ledger_jobs=20_000, report_results=1_000_000)
 
 SIZES = {s.name: s for s in (TINY, FULL)}

@@ -45,6 +45,12 @@ TARGETS = (
            lambda p: p["ack_wait_s"] + 1),
     Target("recovery", "dead_shown_after_kill_s", "dead bot shown dead within TTL + 1 s", True, lambda p: p["ttl_s"] + 1),
     Target("footprint", "peak_rss_mb", "bot peak RSS < 60 MB", True, _const(60.0)),
+    Target("dashboard", "tui_peak_rss_mb", "TUI peak RSS < 200 MB (issue: 100,000 pending jobs, 100 bots)", True,
+           _const(200.0)),
+    *(Target("ledger", f"report_{name}_ms", f"report {name} within the shipped 10 s query timeout", True,
+             lambda p: 1000 * p["shipped_query_timeout_s"])
+      for name in ("operator-actions", "throughput", "rates-by-kind", "rates-by-bot", "durations", "slowest",
+                   "retries", "dead-reasons")),
 )
 
 

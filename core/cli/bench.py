@@ -20,7 +20,7 @@ from rich.table import Table
 from core.cli.common import positive_int
 from core.errors import ConfigError
 
-SCENARIO_NAMES = ("limit", "throughput", "submit", "latency", "recovery", "footprint")
+from bench.scenarios import NAMES as SCENARIO_NAMES  # noqa: E402 - one list, defined with the scenarios
 
 
 def register(sub) -> None:

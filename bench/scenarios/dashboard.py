@@ -1,0 +1,134 @@
+"""dashboard: the TUI's resident memory with a big backlog pending and many live bots.
+
+The job consumer is paused, ``dash_jobs`` `sum` jobs are submitted (so they
+stay pending) and ``dash_bots`` real `corral bot` processes are started in
+batches of 10 (each batch ready before the next, so a 2-core box copes); they
+idle, the consumer being paused. Once ``core.status.live_bots`` lists them
+all, the real Textual app runs headless in its own process
+(:mod:`bench.tui_runner`): it waits until it shows every bot, then visits each
+screen key in turn for ``dash_seconds``. Its peak RSS is sampled both inside
+(a 50 ms thread) and from here (psutil on its pid); the larger is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import anyio
+import psutil
+
+from bench.corral_io import pause_jobs, stream_state
+from bench.fleet import BotProc
+from bench.scenarios import Context, Metric, Scenario
+from core.cli.submit import generate
+from core.connect import connect
+from core.errors import CorralError
+from core.log import get_logger
+from core.names import JOBS_STREAM
+from core.settings import Settings
+from core.status import live_bots
+from core.submit import raise_for, submit_many
+
+MB = 1024 * 1024
+BATCH = 10  #: bots started at once
+SAMPLE_EVERY = 0.05
+
+
+async def wait_live(js, count: int, timeout: float) -> float:
+    """Seconds until ``live_bots`` lists ``count`` bots.
+
+    Raises:
+        CorralError: not within ``timeout`` seconds.
+    """
+    t0 = time.monotonic()
+    while len(await live_bots(js)) < count:
+        if time.monotonic() - t0 > timeout:
+            raise CorralError(f"only {len(await live_bots(js))} of {count} bots live after {timeout}s")
+        await anyio.sleep(0.2)
+    return time.monotonic() - t0
+
+
+async def run_tui(url: str, seconds: float, bots: int, log_dir) -> dict[str, float]:
+    """Run bench.tui_runner; sample its RSS from outside too. Returns its JSON plus ``outside_peak_rss_mb``."""
+    out_path, err_path = log_dir / "tui-runner.out", log_dir / "tui-runner.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.tui_runner", url, "--seconds", str(seconds),
+                                 "--bots", str(bots)], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        ps, peak = psutil.Process(proc.pid), 0
+        with anyio.fail_after(seconds + 240):
+            while proc.poll() is None:
+                try:
+                    peak = max(peak, ps.memory_info().rss)
+                except psutil.Error:
+                    pass
+                await anyio.sleep(SAMPLE_EVERY)
+    lines = [ln for ln in out_path.read_text(errors="replace").splitlines() if ln.startswith("{")]
+    result = json.loads(lines[-1]) if lines else {"error": f"no result; stderr: {err_path.read_text()[-1500:]}"}
+    if "error" in result or proc.returncode:
+        raise CorralError(f"tui runner failed ({proc.returncode}): {result.get('error')}")
+    result["outside_peak_rss_mb"] = peak / MB
+    return result
+
+
+async def run(ctx: Context) -> dict[str, float]:
+    n, b = ctx.size.dash_jobs, ctx.size.dash_bots
+    nc = await connect(Settings(servers=(ctx.url,)), get_logger("bench"), wait=False)
+    procs: list[BotProc] = []
+    try:
+        js = nc.jetstream()
+        await pause_jobs(js)
+        raise_for(await submit_many(js, generate("sum", n, "default")))
+        for start in range(0, b, BATCH):
+            batch = [BotProc(ctx.url, f"dash{ctx.rep}-{i}", ctx.log_dir) for i in range(start, min(b, start + BATCH))]
+            procs += batch
+            with anyio.fail_after(120):
+                while not all(p.ready() for p in batch):
+                    await anyio.sleep(0.1)
+        live_s = await wait_live(js, b, timeout=60)
+        bots_rss = sum(p.rss() for p in procs) / MB
+        tui = await run_tui(ctx.url, ctx.size.dash_seconds, b, ctx.log_dir)
+        pending = (await stream_state(nc, JOBS_STREAM))["messages"]
+    finally:
+        for p in procs:
+            if p.proc.poll() is None:
+                p.proc.terminate()
+        await anyio.to_thread.run_sync(lambda: [p.stop() for p in procs])
+        await nc.close()
+    if pending < n:
+        raise CorralError(f"only {pending} of {n} jobs pending during the run: the consumer was not held")
+    return {
+        "tui_peak_rss_mb": max(tui["peak_rss_mb"], tui["outside_peak_rss_mb"]),
+        "tui_rss_after_mb": tui["rss_after_mb"],
+        "tui_max_pause_ms": tui["max_pause_ms"],
+        "tui_p50_pause_ms": tui["p50_pause_ms"],
+        "tui_ready_s": tui["ready_s"],
+        "screen_visits": tui["visits"],
+        "bots_shown": tui["seen_bots"],
+        "pending_jobs": pending,
+        "bots_total_rss_mb": bots_rss,
+        "live_after_ready_s": live_s,  # the last batch ready -> live_bots listing every bot
+    }
+
+
+SCENARIO = Scenario(
+    name="dashboard",
+    summary="the headless TUI's peak RSS with a pending backlog and many idle live bots, visiting every screen",
+    run=run,
+    metrics=(
+        Metric("tui_peak_rss_mb", "MB", "TUI peak RSS (its own process)"),
+        Metric("tui_rss_after_mb", "MB", "TUI RSS after the screen visits"),
+        Metric("tui_max_pause_ms", "ms", "slowest key-press round trip (pilot.pause)"),
+        Metric("tui_p50_pause_ms", "ms", "median key-press round trip"),
+        Metric("tui_ready_s", "s", "TUI start to every bot shown"),
+        Metric("screen_visits", "", "screen switches made"),
+        Metric("bots_shown", "", "live bots the TUI showed at the end"),
+        Metric("pending_jobs", "", "jobs pending on the jobs stream"),
+        Metric("bots_total_rss_mb", "MB", "all idle bots' RSS, summed"),
+        Metric("live_after_ready_s", "s", "last bot ready to live_bots listing all"),
+    ),
+    params=lambda size: {"pending_jobs": size.dash_jobs, "bots": size.dash_bots, "visit_seconds": size.dash_seconds,
+                         "terminal": "120x40", "bot_start_batch": BATCH, "sample_every_s": SAMPLE_EVERY},
+)
