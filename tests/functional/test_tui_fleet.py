@@ -22,6 +22,8 @@ from core.status import live_bots
 from tui.app import CorralApp
 from tui.widgets.synced_table import SyncedTable
 
+from tests.functional.test_tui import until  # noqa: E402 - one Pilot polling helper for the TUI tests
+
 pytestmark = pytest.mark.anyio
 
 SIZE = (160, 48)
@@ -52,18 +54,6 @@ def supervisor(provisioned, tmp_path: Path) -> Iterator[subprocess.Popen]:
                 proc.wait()
             if os.environ.get("FLEET_TEST_LOGS"):
                 print(log_path.read_text(errors="replace"))
-
-
-async def until(pilot, check: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
-    """Let the app run until ``check()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.05)
 
 
 async def until_async(pilot, check: Callable[[], Awaitable[object]], timeout: float = 15.0, what: str = "condition") -> object:
