@@ -82,6 +82,8 @@ class _TextualLogStream(io.TextIOBase):
 class CorralApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "corral"
+    #: Below 36 rows (an 80x24 terminal) the overview compacts so the consumers table stays visible.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
     MODES = SCREENS
     DEFAULT_MODE = "overview"
     BINDINGS = [
