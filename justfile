@@ -46,6 +46,10 @@ cluster *args:
 chaos *args:
     corral chaos "$@"
 
+# the job features together against a running system (./dev up in another terminal)
+demo:
+    demo/features.sh
+
 # remove the local JetStream store and logs
 clean:
     rm -rf data

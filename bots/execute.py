@@ -190,6 +190,24 @@ class Executor:
             except Exception as e:  # noqa: BLE001 - the key's TTL releases it anyway
                 self.log.warning("unique.release_failed", job=job.id, error=str(e) or type(e).__name__)
 
+    async def _compensate(self, job: Job, reason: str, attempt: int) -> None:
+        """Saga: the job died, so undo the completed steps in reverse order, as a chain.
+
+        The first compensation gets a deterministic id (``<job id>-comp0``) and the rest follow as
+        its ``then`` steps, so a bot that dies here and a redelivery that repeats it submit the same
+        jobs once (Nats-Msg-Id, then the result fence).
+        """
+        if not job.compensations:
+            return
+        first, *rest = job.compensations
+        comp = msgspec.structs.replace(
+            first, id=f"{job.id[:100]}-comp0", then=rest, compensations=[], created_at=time.time(),
+            args={**first.args, "failed_job": job.id, "failure": reason[:500]},
+            correlation_id=first.correlation_id or job.correlation_id or job.id,
+        )
+        await submit(self.js, comp)
+        await self.emit(job, EventType.COMPENSATING, attempt, detail=comp.id)
+
     async def _continue(self, job: Job, value, attempt: int) -> None:
         """Submit the job's ``then`` steps with the result; deterministic ids make a re-run harmless."""
         if not job.then:
@@ -197,7 +215,9 @@ class Executor:
         ids = []
         for i, step in enumerate(job.then):
             step_id = f"{job.id[:100]}-then{i}"
-            nxt = msgspec.structs.replace(step, id=step_id, args={**step.args, "previous": value},
+            # Saga: what undoes the steps done so far travels with the chain, most recent first.
+            undo = ([job.compensate] if job.compensate else []) + list(job.compensations)
+            nxt = msgspec.structs.replace(step, id=step_id, args={**step.args, "previous": value}, compensations=undo,
                                           created_at=time.time(), correlation_id=step.correlation_id or job.correlation_id or job.id)
             await submit(self.js, nxt)
             ids.append(step_id)
@@ -311,6 +331,8 @@ class Executor:
             self.log.error("job.dead_letter_failed", job=job_id, error=str(e))
             await msg.nak(delay=self.config.backoff_max)
             return
+        if job is not None:
+            await self._compensate(job, reason, attempt)  # before the term: a redelivery repeats it harmlessly
         await msg._client.publish(msg.reply, b"+TERM " + reason.encode()[:1000])
         if job is not None:
             await self._release_unique(job)

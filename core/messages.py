@@ -34,8 +34,9 @@ def new_id() -> str:
 class Job(msgspec.Struct, kw_only=True):
     """One unit of work. Times are Unix seconds; ``timeout`` is in seconds."""
 
-    id: str
     kind: str
+    #: Required on a submitted job; steps nested in ``then``/``compensate`` get theirs when they run.
+    id: str = ""
     args: dict[str, Any] = {}
     queue: str = DEFAULT_QUEUE
     priority: str = DEFAULT_PRIORITY
@@ -50,20 +51,25 @@ class Job(msgspec.Struct, kw_only=True):
     unique_key: str | None = None
     #: Jobs to submit when this one succeeds, each receiving ``args["previous"]`` = this result.
     then: list["Job"] = []
+    #: Saga: the job that undoes this step, run if a later step of the chain dies.
+    compensate: "Job | None" = None
+    #: Saga: undo jobs of the steps completed before this one, most recent first (filled by bots).
+    compensations: list["Job"] = []
     v: int = SCHEMA_VERSION
 
-    def validate(self) -> "Job":
-        """Return self if every field is usable.
+    def validate(self, nested: bool = False) -> "Job":
+        """Return self if every field is usable (``nested``: a step inside another job, id optional).
 
         Raises:
             InvalidJobError: a field is out of range or unsafe for a subject.
         """
-        check_token(self.id, "job id")
+        if self.id or not nested:
+            check_token(self.id, "job id")
         check_token(self.queue, "queue")
         if self.unique_key is not None and not 0 < len(self.unique_key) <= 512:
             raise InvalidJobError("unique_key must be 1-512 characters")
-        for step in self.then:
-            step.validate()
+        for step in (*self.then, *self.compensations, *([self.compensate] if self.compensate else [])):
+            step.validate(nested=True)
         if self.priority not in PRIORITIES:
             raise InvalidJobError(f"priority {self.priority!r} is not one of {', '.join(PRIORITIES)}")
         if not self.kind or len(self.kind) > 200:
@@ -124,6 +130,7 @@ class EventType(StrEnum):
     CANCELLED = "cancelled"  #: cancelled by an operator (before it ran, or while running)
     PROGRESS = "progress"  #: the handler reported progress (``detail``: percent and message)
     CHAINED = "chained"  #: the job's ``then`` steps were submitted (``detail``: their ids)
+    COMPENSATING = "compensating"  #: the job died; its saga's compensations were submitted (``detail``: the first id)
     PURGED = "purged"  #: an operator purged dead letters
     BOT_STATE = "bot_state"  #: a bot changed state
     OPERATOR = "operator"  #: any other operator action

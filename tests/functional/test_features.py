@@ -150,3 +150,21 @@ async def test_a_chain_continues_when_its_bot_died_after_recording_the_result(js
     nxt = await eventually(lambda: job_result(js, f"{job.id}-then0"), timeout=20, what="the continuation")
     assert nxt.value == {"previous": 42}
     assert EventType.STARTED not in await _types(js, job.id)  # the first step's handler did not run again
+
+
+async def test_a_saga_whose_last_step_dies_runs_the_compensations_in_reverse_order(js, provisioned, bots):
+    """reserve -> charge -> ship(fails): undo-charge runs, then undo-reserve; each gets the failure."""
+    from core.messages import Job
+
+    bots(provisioned.url, "b1")
+    ship = Job(kind="fail", args={"message": "shipping failed"}, max_attempts=1)
+    charge = Job(kind="echo", args={"step": "charge"}, compensate=Job(kind="echo", args={"undo": "charge"}), then=[ship])
+    saga = make_job("echo", {"step": "reserve"}, compensate=Job(kind="echo", args={"undo": "reserve"}), then=[charge])
+    await submit(js, saga)
+    ship_id = f"{saga.id}-then0-then0"
+    undo_charge = await eventually(lambda: job_result(js, f"{ship_id}-comp0"), timeout=30, what="the first compensation")
+    undo_reserve = await eventually(lambda: job_result(js, f"{ship_id}-comp0-then0"), timeout=30, what="the second compensation")
+    assert undo_charge.value["undo"] == "charge" and "shipping failed" in undo_charge.value["failure"]
+    assert undo_reserve.value["undo"] == "reserve" and undo_reserve.started_at >= undo_charge.finished_at
+    assert EventType.COMPENSATING in await _types(js, ship_id)
+    assert await job_result(js, ship_id) is None
