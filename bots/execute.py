@@ -253,7 +253,7 @@ class Executor:
 
     async def _run_handler(self, job: Job, attempt: int):
         fn = self.registry.get(job.kind)
-        ctx = JobContext(job=job, attempt=attempt, bot=self.config.name,
+        ctx = JobContext(job=job, attempt=attempt, bot=self.config.name, js=self.js,
                          progress=lambda percent, message=None: self.report_progress(job.id, percent, message))
         with anyio.fail_after(job.timeout):
             if Registry.is_async(fn):

@@ -37,6 +37,14 @@ class JobContext:
     #: ``ctx.progress(42, "resizing")``: percent and an optional message, shown live by
     #: `corral job`, the dashboard and the bot's heartbeat. Safe from sync handlers' threads.
     progress: Callable[..., None] = field(default=lambda percent, message=None: None, repr=False)
+    #: The bot's JetStream context (for ``lock``); None outside a bot.
+    js: Any = field(default=None, repr=False)
+
+    def lock(self, name: str, *, lease: float = 30.0, wait: float = 30.0):
+        """``async with ctx.lock("invoices"):``: a fleet-wide leased lock (core/locks.py)."""
+        from core.locks import lock
+
+        return lock(self.js, name, owner=f"{self.bot}/{self.job.id}", lease=lease, wait=wait)
 
 
 Handler = Callable[[dict[str, Any], JobContext], Any]
@@ -84,7 +92,15 @@ async def echo_handler(args: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     return args
 
 
+async def locked_sleep_handler(args: dict[str, Any], ctx: JobContext) -> float:
+    """``locked_sleep``: hold lock ``lock`` while sleeping ``seconds`` (demos and tests of ctx.lock)."""
+    async with ctx.lock(args.get("lock", "demo"), lease=float(args.get("lease", 5)), wait=float(args.get("wait", 60))):
+        await anyio.sleep(float(args.get("seconds", 1.0)))
+    return float(args.get("seconds", 1.0))
+
+
 BUILTINS: dict[str, Handler] = {
+    "locked_sleep": locked_sleep_handler,
     "sum": sum_handler,
     "sleep": sleep_handler,
     "fail": fail_handler,

@@ -168,3 +168,38 @@ async def test_a_saga_whose_last_step_dies_runs_the_compensations_in_reverse_ord
     assert undo_reserve.value["undo"] == "reserve" and undo_reserve.started_at >= undo_charge.finished_at
     assert EventType.COMPENSATING in await _types(js, ship_id)
     assert await job_result(js, ship_id) is None
+
+
+async def test_a_leased_lock_serialises_holders_across_bots(js, provisioned, bots):
+    """Two jobs want the same lock (on one bot or two): their locked sections do not overlap."""
+    bots(provisioned.url, "b1")
+    bots(provisioned.url, "b2")
+    jobs = [make_job("locked_sleep", {"lock": "ledger", "seconds": 1.0, "lease": 3}) for _ in range(2)]
+    for job in jobs:
+        await submit(js, job)
+    a, b = [await eventually(lambda j=j: job_result(js, j.id), timeout=30, what="both results") for j in jobs]
+    assert abs(a.finished_at - b.finished_at) >= 0.95  # the second sleep began after the first released
+
+
+async def test_a_lock_held_by_a_dead_bot_frees_itself_after_its_lease(js, provisioned, bots):
+    """Bot 1 dies holding the lock; bot 2's job gets it once the 2 s lease lapses, not never."""
+    holder = bots(provisioned.url, "holder")
+    long = make_job("locked_sleep", {"lock": "l2", "seconds": 60, "lease": 2}, max_attempts=1)
+    await submit(js, long)
+    await eventually(lambda: _has_type(js, long.id, EventType.STARTED), what="the holder to start")
+    await eventually(lambda: _lock_held(js, "l2"), what="the lock to be taken")
+    holder.kill()
+    bots(provisioned.url, "waiter")
+    short = make_job("locked_sleep", {"lock": "l2", "seconds": 0.1, "lease": 2, "wait": 30})
+    await submit(js, short)
+    assert (await eventually(lambda: job_result(js, short.id), timeout=30, what="the waiter's result")).bot == "waiter"
+
+
+async def _lock_held(js, name):
+    import nats.js.errors
+
+    try:
+        msg = await js.get_msg("KV_corral_locks", subject=f"$KV.corral_locks.{name}", direct=True)
+    except nats.js.errors.NotFoundError:
+        return False
+    return bool(msg.data)
