@@ -45,7 +45,7 @@ from core.names import job_events_subject, result_subject
 from core.publisher import AsyncPublisher, wait_ack
 from core.schedules import firing_id
 from core.submit import submit
-from core import unique
+from core import groups, unique
 
 
 @dataclass
@@ -208,8 +208,23 @@ class Executor:
         await submit(self.js, comp)
         await self.emit(job, EventType.COMPENSATING, attempt, detail=comp.id)
 
+    async def _fan_in(self, job: Job, outcome: str, detail, attempt: int) -> None:
+        """Record a group member's end; the member that completes the group submits the callback."""
+        if not job.group or job.on_complete is None:
+            return
+        members = await groups.member_done(self.js, job, outcome, detail)
+        if members is None:
+            return
+        done = msgspec.structs.replace(
+            job.on_complete, id=f"{job.group}-done", args={**job.on_complete.args, "group": job.group, "members": members},
+            created_at=time.time(), correlation_id=job.on_complete.correlation_id or job.correlation_id or job.group,
+        )
+        await submit(self.js, done)
+        await self.emit(job, EventType.FAN_IN, attempt, detail=done.id)
+
     async def _continue(self, job: Job, value, attempt: int) -> None:
         """Submit the job's ``then`` steps with the result; deterministic ids make a re-run harmless."""
+        await self._fan_in(job, "succeeded", value, attempt)
         if not job.then:
             return
         ids = []
@@ -333,6 +348,7 @@ class Executor:
             return
         if job is not None:
             await self._compensate(job, reason, attempt)  # before the term: a redelivery repeats it harmlessly
+            await self._fan_in(job, "dead", reason, attempt)
         await msg._client.publish(msg.reply, b"+TERM " + reason.encode()[:1000])
         if job is not None:
             await self._release_unique(job)

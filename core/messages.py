@@ -55,6 +55,10 @@ class Job(msgspec.Struct, kw_only=True):
     compensate: "Job | None" = None
     #: Saga: undo jobs of the steps completed before this one, most recent first (filled by bots).
     compensations: list["Job"] = []
+    #: Fan-in (core/groups.py): the group this job belongs to, its size, and the callback.
+    group: str | None = None
+    group_size: int = 0
+    on_complete: "Job | None" = None
     v: int = SCHEMA_VERSION
 
     def validate(self, nested: bool = False) -> "Job":
@@ -68,7 +72,12 @@ class Job(msgspec.Struct, kw_only=True):
         check_token(self.queue, "queue")
         if self.unique_key is not None and not 0 < len(self.unique_key) <= 512:
             raise InvalidJobError("unique_key must be 1-512 characters")
-        for step in (*self.then, *self.compensations, *([self.compensate] if self.compensate else [])):
+        if self.group is not None:
+            check_token(self.group, "group id")
+            if self.group_size < 1 or self.on_complete is None:
+                raise InvalidJobError("a group member needs group_size >= 1 and an on_complete callback")
+        for step in (*self.then, *self.compensations, *([self.compensate] if self.compensate else []),
+                     *([self.on_complete] if self.on_complete else [])):
             step.validate(nested=True)
         if self.priority not in PRIORITIES:
             raise InvalidJobError(f"priority {self.priority!r} is not one of {', '.join(PRIORITIES)}")
@@ -130,6 +139,7 @@ class EventType(StrEnum):
     CANCELLED = "cancelled"  #: cancelled by an operator (before it ran, or while running)
     PROGRESS = "progress"  #: the handler reported progress (``detail``: percent and message)
     CHAINED = "chained"  #: the job's ``then`` steps were submitted (``detail``: their ids)
+    FAN_IN = "fan_in"  #: the last member of a group finished; the group's callback was submitted
     COMPENSATING = "compensating"  #: the job died; its saga's compensations were submitted (``detail``: the first id)
     PURGED = "purged"  #: an operator purged dead letters
     BOT_STATE = "bot_state"  #: a bot changed state

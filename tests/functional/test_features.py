@@ -203,3 +203,22 @@ async def _lock_held(js, name):
     except nats.js.errors.NotFoundError:
         return False
     return bool(msg.data)
+
+
+async def test_a_group_runs_its_callback_once_when_every_member_has_finished(js, provisioned, bots):
+    """5 members (one dies) fan in: the callback runs once, with each member's outcome, after the last."""
+    from core.groups import make_group
+
+    bots(provisioned.url, "b1")
+    bots(provisioned.url, "b2")
+    members = [make_job("sum", {"a": i, "b": 1}) for i in range(4)] + [make_job("fail", {}, max_attempts=1)]
+    callback = make_job("echo", {"report": "batch"})
+    grouped = make_group(members, callback, group="batch-42")
+    for job in grouped:
+        await submit(js, job)
+    done = await eventually(lambda: job_result(js, "batch-42-done"), timeout=30, what="the group's callback")
+    outcomes = {k: v["outcome"] for k, v in done.value["members"].items()}
+    assert outcomes == {**{m.id: "succeeded" for m in members[:4]}, members[4].id: "dead"}
+    last_member = max([(await job_result(js, m.id)).finished_at for m in members[:4]])
+    assert done.started_at >= last_member
+    assert len([m async for m in walk(js, RESULTS_STREAM, "corral.results.batch-42-done")]) == 1
