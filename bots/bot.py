@@ -40,9 +40,8 @@ from core.connect import TRANSIENT, connect, wait_for_resources
 from core.errors import CorralError, TransportError
 from core.handlers import Registry
 from core.log import Logger
-from core.messages import BotHeartbeat, CurrentJob, Event, EventType, decode_job, encode, new_id
+from core.messages import BotHeartbeat, CurrentJob, Event, EventType, encode, new_id
 from core.history import walk
-from core.schedules import firing_id
 from core.names import CANCEL_BUCKET, job_events_subject
 from core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_events_subject, consumer_name, control_subject
 from core.publisher import AsyncPublisher
@@ -247,12 +246,12 @@ class Bot:
                 jobs.start_soon(self._run_job, msg)
 
     async def _run_job(self, msg: Msg) -> None:
-        seq = msg.metadata.sequence.stream
-        try:
-            job = decode_job(msg.data)
-            job_id, kind = firing_id(job.id, msg.headers, seq), job.kind
-        except CorralError:
-            job_id, kind = f"invalid-{seq}", "?"
+        # Decoded once here; the executor takes the same answer.
+        job = Executor.decode(msg)
+        if isinstance(job, CorralError):
+            job_id, kind = f"invalid-{msg.metadata.sequence.stream}", "?"
+        else:
+            job_id, kind = job.id, job.kind
         # Keyed by the delivery's ack subject, not the stream sequence: after a freeze or a cut the
         # same job can be redelivered to this bot while its earlier delivery is still running.
         key = msg.reply
@@ -260,7 +259,7 @@ class Bot:
         if len(self.inflight) == 1 and self.sm.state == BotState.READY:
             self.sm.to(BotState.PROCESSING)
         try:
-            await self.executor.process(msg)
+            await self.executor.process(msg, job)
         except (nats.errors.Error, *TRANSIENT) as e:
             self.log.warning("job.interrupted", job=job_id, error=str(e) or type(e).__name__)
         except anyio.get_cancelled_exc_class():

@@ -110,17 +110,26 @@ class Executor:
         except Exception as e:  # noqa: BLE001 - an unrecorded event must not stop the job
             self.log.warning("publish.lost", job=job.id, event_type=event_type, error=str(e) or type(e).__name__)
 
-    async def process(self, msg: Msg) -> None:
-        """Take one delivery to its outcome. Cancellation (a drain) propagates to the caller."""
-        attempt = msg.metadata.num_delivered
+    @staticmethod
+    def decode(msg: Msg) -> Job | InvalidJobError:
+        """The delivery's job, under the id it runs as (a periodic firing gets its own), or why not."""
         try:
             job = decode_job(msg.data)
         except InvalidJobError as e:
-            await self._dead_letter(msg, None, f"invalid payload: {e}", attempt)
-            return
+            return e
         job_id = firing_id(job.id, msg.headers, msg.metadata.sequence.stream)
-        if job_id != job.id:
-            job = msgspec.structs.replace(job, id=job_id)
+        return job if job_id == job.id else msgspec.structs.replace(job, id=job_id)
+
+    async def process(self, msg: Msg, decoded: Job | InvalidJobError | None = None) -> None:
+        """Take one delivery to its outcome (``decoded``: :meth:`decode`'s answer, if the caller has it).
+
+        Cancellation (a drain) propagates to the caller.
+        """
+        attempt = msg.metadata.num_delivered
+        job = self.decode(msg) if decoded is None else decoded
+        if isinstance(job, InvalidJobError):
+            await self._dead_letter(msg, None, f"invalid payload: {job}", attempt)
+            return
         log = self.log.bind(job=job.id, kind=job.kind, cid=job.correlation_id, attempt=attempt)
         if attempt > 1 and await self._settled_on_redelivery(msg, job, attempt, log):
             return
