@@ -206,7 +206,11 @@ class ChaosRun:
         async def find():
             for hb in await live_bots(js):
                 if hb.current and (bot is None or hb.name == bot) and hb.name != exclude:
-                    return hb.name, [c.id for c in hb.current]
+                    # A heartbeat is up to ttl/3 old: keep only jobs still unfinished, so the
+                    # recovery measured is from the fault, not from a job that already ended.
+                    held = [c.id for c in hb.current if not await self._any_done(js, [c.id])]
+                    if held:
+                        return hb.name, held
             return None
 
         return await _until(lambda: _quiet(find), 30, f"a bot holding a job ({bot or 'any'})")
