@@ -8,6 +8,7 @@ and store directory.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,9 +40,20 @@ def binary() -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free right now, chosen below Linux's ephemeral range (32768+).
+
+    Port 0 would hand out an ephemeral port, which any outbound connection (a bot's, a
+    client's) may take between this check and the server's bind.
+    """
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise TransportError("no free port found in 20000-32000")
 
 
 class EmbeddedServer:
@@ -56,6 +68,7 @@ class EmbeddedServer:
                  config: Path = NATS_CONF, extra: list[str] = (), log_file: Path | None = None) -> None:
         self.home = Path(home)
         self.store_dir = self.home / "data" / "jetstream"
+        self._auto_ports = port is None and http_port is None
         self.port = port or free_port()
         self.http_port = http_port or free_port()
         self.config = config
@@ -90,8 +103,13 @@ class EmbeddedServer:
         while time.monotonic() < deadline:
             text = self.log_file.read_bytes()[offset:].decode(errors="replace")
             if "Server is ready" in text:
+                self._auto_ports = False  # restarts must come back on the same URL
                 return self
             if self.proc.poll() is not None:
+                if self._auto_ports and "address already in use" in text:
+                    # Someone took a port between our check and the bind: pick others and retry.
+                    self.port, self.http_port = free_port(), free_port()
+                    return self.start(timeout)
                 raise TransportError(f"nats-server exited with {self.proc.returncode}:\n{text[-2000:]}")
             time.sleep(0.02)
         self.stop()
