@@ -14,6 +14,10 @@ up *args:
 test *args:
     pytest -q "$@"
 
+# the 3-node cluster failover test (left out of `test`; see pyproject.toml)
+test-cluster *args:
+    pytest -q -m slow "$@"
+
 # open the dashboard against a running server
 tui *args:
     corral tui "$@"

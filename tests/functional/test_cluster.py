@@ -120,7 +120,7 @@ async def test_killing_the_jobs_stream_leader_loses_no_job_and_records_no_second
     election_s = time.monotonic() - killed_at
 
     # Then: all 300 results, one per job, and nothing left in the work queue.
-    await eventually(lambda: _all_done_while_alive(poll, a, b), timeout=40, interval=0.1, what=f"all {JOBS} results")
+    await eventually(lambda: _all_done_while_alive(poll, a, b), timeout=90, interval=0.1, what=f"all {JOBS} results")
     stored = [m async for m in walk(js, RESULTS_STREAM, "corral.results.*")]
     assert sorted(m.subject.rsplit(".", 1)[1] for m in stored) == sorted(j.id for j in jobs)
     assert (await js.stream_info(RESULTS_STREAM)).state.messages == JOBS
