@@ -31,6 +31,7 @@ from nats.aio.msg import Msg
 
 from bots.config import BotConfig
 from bots.execute import Executor
+from bots.feeds import Feed, Feeds
 from bots.liveness import Liveness, NameLostError
 from bots.metrics import BotMetrics
 from bots.outbox import Outbox
@@ -43,11 +44,14 @@ from core.log import Logger
 from core.messages import BotHeartbeat, CurrentJob, Event, EventType, encode, new_id
 from core.history import walk
 from core.names import CANCEL_BUCKET, job_events_subject
-from core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_events_subject, consumer_name, control_subject
+from core.names import (
+    BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, PRIORITIES, RESULTS_STREAM, bot_events_subject, consumer_name,
+    control_subject,
+)
 from core.publisher import AsyncPublisher
 from core.settings import Settings
 
-FETCH_TIMEOUT = 1.0  #: seconds a fetch waits for work; also bounds how long a drain waits for the pull loop
+FETCH_TIMEOUT = 1.0  #: seconds an idle bot's long-poll waits for work; also bounds how long a drain waits for the pull loop
 
 
 @dataclass
@@ -138,7 +142,8 @@ class Bot:
                     return
                 if self.sm.state == BotState.ERROR:
                     self.sm.to(BotState.HEALTH_CHECK)
-                await self.js.consumer_info(JOBS_STREAM, self.consumer)
+                for consumer in self.consumers:
+                    await self.js.consumer_info(JOBS_STREAM, consumer)
                 await self._flush_outbox()
         if not self._stopping:
             self.sm.to(BotState.READY)
@@ -156,7 +161,8 @@ class Bot:
         self.publisher = AsyncPublisher(
             self.js, self.log, ack_timeout=self.config.publish_timeout, on_lost=self.outbox.put if self.outbox else None
         )
-        self.consumer = consumer_name(self.config.queues[0], self.config.priority)
+        # Highest priority first; within a priority, queues in the order given.
+        self.consumers = [consumer_name(q, p) for p in self.config.priorities for q in self.config.queues]
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals)
@@ -184,31 +190,40 @@ class Bot:
 
     async def _start_up(self) -> None:
         await wait_for_resources(
-            self.js, self.log, [JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, BOTS_STREAM], [(JOBS_STREAM, self.consumer)]
+            self.js, self.log, [JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, BOTS_STREAM],
+            [(JOBS_STREAM, c) for c in self.consumers],
         )
         self.sm.to(BotState.REGISTERING)
         self.liveness = Liveness(self.js, self.config.name, self.config.liveness_ttl, self.log)
         await self.liveness.claim(self.heartbeat())
         self.sm.to(BotState.HEALTH_CHECK)
-        info = await self.js.consumer_info(JOBS_STREAM, self.consumer)
-        self.ack_wait = info.config.ack_wait or 30.0
+        infos = [await self.js.consumer_info(JOBS_STREAM, c) for c in self.consumers]
+        self.ack_wait = min(i.config.ack_wait or 30.0 for i in infos)
+        max_deliver = min((i.config.max_deliver for i in infos if i.config.max_deliver and i.config.max_deliver > 0), default=1_000_000)
         self.executor = Executor(
             self.js, self.publisher, self.registry, self.config, self.incarnation, self.log,
             on_count=self.metrics.count,
-            max_deliver=info.config.max_deliver if info.config.max_deliver and info.config.max_deliver > 0 else 1_000_000,
+            max_deliver=max_deliver,
             outbox=self.outbox,
         )
         try:
             await self._flush_outbox()  # what a previous incarnation of this name left behind
         except TransportError as e:
             self.log.warning("outbox.flush_deferred", error=str(e))
-        self.sub = await self.js.pull_subscribe_bind(durable=self.consumer, stream=JOBS_STREAM)
+        self.feeds = Feeds(
+            [Feed(self.nc, JOBS_STREAM, consumer_name(q, p), PRIORITIES.index(p), self.log, self._on_arrival)
+             for p in self.config.priorities for q in self.config.queues],
+            self.config.fair_every,
+        )
+        for feed in self.feeds.feeds:
+            await feed.start()
         self._consumer_seen = time.monotonic()
         if self.config.metrics_port is not None:
             port = self.metrics.serve(self.config.metrics_port, self.config.metrics_addr, self._readiness)
             self.log.info("bot.metrics", url=f"http://{self.config.metrics_addr}:{port}/metrics")
         self.sm.to(BotState.READY)
-        self.log.info("bot.ready", consumer=self.consumer, ack_wait=self.ack_wait, concurrency=self.config.concurrency)
+        self.log.info("bot.ready", consumers=",".join(self.consumers), ack_wait=self.ack_wait, concurrency=self.config.concurrency,
+                      fair_every=self.config.fair_every)
 
     async def _work(self) -> None:
         async with anyio.create_task_group() as jobs:
@@ -219,7 +234,12 @@ class Bot:
             else:
                 jobs.cancel_scope.deadline = anyio.current_time() + self.config.drain_timeout
 
+    def _on_arrival(self) -> None:
+        self._consumer_seen = time.monotonic()
+        self.feeds.arrived()
+
     async def _pull_loop(self, jobs: anyio.abc.TaskGroup) -> None:
+        """Claim jobs for free slots, highest priority first (bots/feeds.py has the rules)."""
         while not self._stopping:
             await self._breaker()
             await self._slots.acquire()
@@ -227,19 +247,20 @@ class Bot:
             while free < self.config.concurrency and self._slots.value > 0:
                 self._slots.acquire_nowait()
                 free += 1
+            msgs = []
             try:
-                msgs = [] if self._stopping else await self.sub.fetch(free, timeout=FETCH_TIMEOUT)
-            except (nats.errors.TimeoutError, TimeoutError):
-                # nats-py 2.16 sometimes raises the builtin TimeoutError when the deadline runs out
-                # under load; both mean "no work this time", not a transport failure.
-                msgs = []
-            except (nats.js.errors.APIError, *TRANSIENT) as e:
-                msgs = []
+                if not self._stopping:
+                    msgs = await self.feeds.claim(free)
+                    if not msgs:
+                        await self.feeds.wait(FETCH_TIMEOUT)
+                        if not self._stopping:
+                            msgs = await self.feeds.claim(free)
+            except TRANSIENT as e:
                 self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
                 if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self._stopping:
                     self.sm.to(BotState.ERROR)
-            else:
-                self._consumer_seen = time.monotonic()
+            if self.feeds.answered > self._consumer_seen:
+                self._consumer_seen = self.feeds.answered
             for _ in range(free - len(msgs)):
                 self._slots.release()
             for msg in msgs:
@@ -303,24 +324,19 @@ class Bot:
             return False, f"state {self.sm.state}"
         age = time.monotonic() - self._consumer_seen if self._consumer_seen else float("inf")
         if age > 3 * FETCH_TIMEOUT + 5:
-            return False, f"consumer {self.consumer} last answered {age:.0f}s ago"
-        return True, f"state {self.sm.state}, consumer {self.consumer} answering"
+            return False, f"consumers {', '.join(self.consumers)} last answered {age:.0f}s ago"
+        return True, f"state {self.sm.state}, consumers {', '.join(self.consumers)} answering"
 
     async def _close_connection(self) -> None:
-        """Hand back jobs delivered to us after the last fetch, then drain and close."""
-        sub = getattr(getattr(self, "sub", None), "_sub", None)
-        if sub is not None and self.nc.is_connected:
-            # A fetch that returned early leaves its pull request open on the server, which may
-            # still deliver into our inbox; nobody will process those, so give them back now
-            # instead of letting them wait out the ack deadline.
-            while not sub._pending_queue.empty():
-                msg = sub._pending_queue.get_nowait()
-                sub._pending_queue.task_done()
-                if msg.reply and msg.reply.startswith("$JS.ACK"):
-                    await msg.nak()
-            # nats-py's fetch never marks its messages done, so draining this subscription
-            # would wait forever: drop it instead (everything in it has been handed back).
-            await self.sub.unsubscribe()
+        """Hand back jobs claimed but never started, then drain and close."""
+        feeds = getattr(self, "feeds", None)
+        if feeds is not None and self.nc.is_connected:
+            # Stop our pull requests' inboxes first, then give back what they brought: a late
+            # long-poll answer must not sit out its ack deadline in a bot that is leaving.
+            for feed in feeds.feeds:
+                await feed.stop()
+            for msg in feeds.take_all_buffered():
+                await msg.nak()
         with anyio.move_on_after(5):
             if self.nc.is_connected:
                 await self.nc.drain()
@@ -459,12 +475,15 @@ class Bot:
             self.metrics.in_flight.set(len(self.inflight))
             if self.outbox is not None:
                 self.metrics.outbox.set(len(self.outbox))
-            for f in list(self.inflight.values()):
-                if now - f.started >= period and self.nc.is_connected:
+            # Running jobs, and jobs claimed but waiting for a slot (bots/feeds.py).
+            held = [(f.msg, f.started, f.job_id) for f in list(self.inflight.values())]
+            held += [(b.msg, b.arrived - time.monotonic() + now, "(claimed)") for b in self.feeds.buffered()]
+            for msg, since, job_id in held:
+                if now - since >= period and self.nc.is_connected:
                     try:
-                        await f.msg.in_progress()
+                        await msg.in_progress()
                     except (nats.errors.Error, *TRANSIENT) as e:
-                        self.log.warning("job.in_progress_failed", job=f.job_id, error=str(e) or type(e).__name__)
+                        self.log.warning("job.in_progress_failed", job=job_id, error=str(e) or type(e).__name__)
 
 
 def anyio_retry():

@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.names import DEFAULT_PRIORITY, DEFAULT_QUEUE
+from core.names import DEFAULT_QUEUE, PRIORITIES
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,10 @@ class BotConfig:
 
     name: str = field(default_factory=lambda: f"{socket.gethostname().split('.')[0]}-{os.getpid()}")
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
-    priority: str = DEFAULT_PRIORITY
+    #: Priorities served, highest first (bots/feeds.py: strict order plus the fairness rule).
+    priorities: tuple[str, ...] = PRIORITIES
+    #: Every fair_every-th start is offered to the lower priorities first (0: strict priority, starvation allowed).
+    fair_every: int = 10
     concurrency: int = 8
     #: Liveness key TTL; the heartbeat refreshes it every ttl/3.
     liveness_ttl: float = 10.0

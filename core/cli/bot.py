@@ -19,8 +19,11 @@ def register(sub) -> None:
     p = sub.add_parser("bot", help="run a bot: claim jobs, run handlers, record results (SIGTERM drains)")
     add_server(p)
     p.add_argument("--name", help="unique bot name (default: HOST-PID); a restarted bot reuses its name")
-    p.add_argument("--queue", default="default")
-    p.add_argument("--priority", default="normal", choices=PRIORITIES)
+    p.add_argument("--queue", action="append", metavar="QUEUE", help="queue to serve (repeatable; default: default)")
+    p.add_argument("--priority", action="append", choices=PRIORITIES,
+                   help="priority to serve (repeatable; default: all three, highest first)")
+    p.add_argument("--fair-every", type=int, default=10, metavar="N",
+                   help="every Nth start goes to lower priorities first, so they are not starved (default 10; 0: strict)")
     p.add_argument("--concurrency", type=positive_int, default=8, help="jobs run at once (default 8)")
     p.add_argument("--ttl", type=positive_float, default=10.0, help="liveness key TTL in seconds (default 10)")
     p.add_argument("--drain-timeout", type=positive_float, default=30.0, help="seconds a draining bot lets jobs finish (default 30)")
@@ -35,13 +38,17 @@ def register(sub) -> None:
     p.add_argument("--publish-timeout", type=positive_float, default=10.0, help="seconds to wait for a result's ack before keeping it in the outbox (default 10)")
     p.add_argument("--outbox", type=Path, help="folder for results/events awaiting an unreachable server "
                    "(default: $XDG_STATE_HOME or ~/.local/state, /corral/outbox/NAME); 'none' disables it")
-    p.add_argument("--handler", action="append", default=[], metavar="KIND=MODULE:FUNCTION", help="register a handler (repeatable)")
+    p.add_argument("--handler", action="append", default=[], metavar="KIND=MODULE:FUNCTION[@process]",
+                   help="register a handler (repeatable); @process runs a sync one in a child process that "
+                   "cancel, timeout and drain really stop (docs/features.md#cancellation)")
     p.set_defaults(func=cmd)
 
 
 def config_from(args: argparse.Namespace) -> BotConfig:
     fields = dict(
-        queues=(check_token(args.queue, "queue"),), priority=args.priority, concurrency=args.concurrency,
+        queues=tuple(check_token(q, "queue") for q in args.queue or ["default"]),
+        priorities=tuple(p for p in PRIORITIES if p in (args.priority or PRIORITIES)),
+        fair_every=max(args.fair_every, 0), concurrency=args.concurrency,
         liveness_ttl=args.ttl, drain_timeout=args.drain_timeout, backoff_base=args.backoff_base,
         backoff_max=args.backoff_max, poison_after=args.poison_after, sweep_interval=args.sweep_interval,
         handlers=tuple(args.handler), publish_timeout=args.publish_timeout, lean_events=args.lean_events,

@@ -1,0 +1,214 @@
+"""Pulling several work consumers in priority order.
+
+A bot serves one consumer per queue and priority (``work-<queue>-<priority>``;
+a work-queue stream allows no overlapping filters, so priorities cannot share a
+consumer). nats-py's ``fetch`` serves one consumer and long-polls it, so a bot
+waiting on ``high`` would not see ``low`` work, and cancelling a fetch leaves a
+pull request whose messages nobody reads. So the bot sends its own pull
+requests (``$JS.API.CONSUMER.MSG.NEXT``) to an inbox per consumer, and keeps
+what arrives in a small local buffer per consumer:
+
+* **Taking work** (:meth:`Feeds.claim`): for each free slot, look at the
+  consumers in priority order; ask an empty one for what it has right now
+  (``no_wait``: the server answers at once, with messages or ``404``), and
+  take from the first that has something. So a bot always starts the highest
+  priority work the server holds.
+* **Fairness** (the starvation rule): every ``fair_every``-th start offers the
+  slot to the lower priorities first, taking turns among them (``low``, then
+  ``normal``, ...). Under a flood of ``high`` work a bot still gives at least
+  one start in ``fair_every`` to lower priorities that have work; with no
+  lower work waiting the turn goes back to ``high`` at once.
+* **Waiting** (:meth:`Feeds.wait`): when every consumer is empty, one
+  long-poll (``batch`` 1, ``expires``) per consumer is left open and the bot
+  sleeps until any of them delivers. So idle bots cost one request per
+  consumer per ``FETCH_TIMEOUT``, and a job of any priority starts within a
+  round trip of being stored.
+
+A message in a buffer is claimed but not started (at most one per consumer
+beyond the free slots, from a long-poll that answered late): the bot keeps its
+ack deadline alive with in-progress acks like a running job's, and hands it back
+(``nak``) when it stops.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from core.log import Logger
+
+#: Seconds a no_wait request may take to answer before it is given up on (a lost request).
+ANSWER_TIMEOUT = 2.0
+
+
+@dataclass
+class _Request:
+    batch: int
+    deadline: float  #: monotonic; a request not answered by then is forgotten
+    got: int = 0
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+@dataclass
+class Buffered:
+    msg: Msg
+    arrived: float  #: monotonic
+
+
+class Feed:
+    """One work consumer: our pull requests and the messages they brought."""
+
+    def __init__(self, nc: Client, stream: str, consumer: str, rank: int, log: Logger, on_arrival: Callable[[], None]) -> None:
+        self.nc = nc
+        self.consumer = consumer
+        self.rank = rank
+        self.log = log
+        self.buffer: deque[Buffered] = deque()
+        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._prefix = nc.new_inbox()
+        self._requests: dict[str, _Request] = {}
+        self._tokens = itertools.count(1)
+        self._on_arrival = on_arrival
+        self._sub = None
+        self.answered = 0.0  #: monotonic time the server last answered this consumer
+        self.long_poll: _Request | None = None
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(f"{self._prefix}.*", cb=self._on_msg)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self.answered = time.monotonic()
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None and msg.reply:
+            # A job. The server fills pull requests in the order it got them.
+            self.buffer.append(Buffered(msg, time.monotonic()))
+            for token, req in list(self._requests.items()):
+                req.got += 1
+                if req.got >= req.batch:
+                    self._finish(token)
+                break
+            self._on_arrival()
+            return
+        if status == "100":  # idle heartbeat
+            return
+        if status not in ("404", "408"):
+            # 409: max waiting exceeded, consumer deleted or paused, leadership change...
+            self.log.warning("pull.refused", consumer=self.consumer, status=status, detail=msg.headers.get("Description", ""))
+        self._finish(msg.subject.rsplit(".", 1)[-1])
+
+    def _finish(self, token: str) -> None:
+        req = self._requests.pop(token, None)
+        if req is not None:
+            req.done.set()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for token, req in list(self._requests.items()):
+            if now > req.deadline:
+                self._finish(token)
+
+    async def request(self, batch: int, *, expires: float | None = None) -> _Request:
+        """Ask for up to ``batch`` jobs: at once (``no_wait``) or waiting up to ``expires`` seconds."""
+        self._expire()
+        token = str(next(self._tokens))
+        body: dict = {"batch": batch}
+        if expires is None:
+            body["no_wait"] = True
+            req = _Request(batch, time.monotonic() + ANSWER_TIMEOUT)
+        else:
+            body["expires"] = int(expires * 1e9)
+            req = _Request(batch, time.monotonic() + expires + ANSWER_TIMEOUT)
+        self._requests[token] = req
+        await self.nc.publish(self._api, json.dumps(body).encode(), reply=f"{self._prefix}.{token}")
+        return req
+
+    async def pull_now(self, batch: int) -> None:
+        """Fill the buffer with up to ``batch`` jobs the consumer holds now."""
+        req = await self.request(batch)
+        with anyio.move_on_after(ANSWER_TIMEOUT):
+            await req.done.wait()
+
+    async def ensure_long_poll(self, expires: float) -> None:
+        """Keep one long-poll open, so a job arriving on this consumer wakes the bot."""
+        self._expire()
+        if self.long_poll is None or self.long_poll.done.is_set():
+            self.long_poll = await self.request(1, expires=expires)
+
+
+class Feeds:
+    """The consumers a bot serves, highest priority first."""
+
+    def __init__(self, feeds: list[Feed], fair_every: int) -> None:
+        self.feeds = sorted(feeds, key=lambda f: f.rank)
+        self.fair_every = fair_every
+        self._starts = 0
+        self._arrival = anyio.Event()
+
+    def arrived(self) -> None:
+        self._arrival.set()
+
+    def _order(self) -> tuple[list[Feed], bool]:
+        """The consumers to offer the next start to, and whether it is a fair turn (lower ones first)."""
+        top = self.feeds[0].rank
+        lower = [f for f in self.feeds if f.rank != top]
+        if not self.fair_every or not lower or self._starts % self.fair_every != self.fair_every - 1:
+            return self.feeds, False
+        turn = (self._starts // self.fair_every) % len(lower)
+        rotated = lower[::-1][turn:] + lower[::-1][:turn]  # low first, then normal, then low...
+        return rotated + [f for f in self.feeds if f.rank == top], True
+
+    async def claim(self, free: int) -> list[Msg]:
+        """Up to ``free`` jobs, each taken from the first consumer in :meth:`_order` that has one."""
+        taken: list[Msg] = []
+        asked: set[str] = set()
+        while len(taken) < free:
+            order, fair = self._order()
+            for feed in order:
+                if not feed.buffer and feed.consumer not in asked:
+                    asked.add(feed.consumer)
+                    # A fair turn asks a lower priority for one job only: more would sit in this
+                    # bot's buffer behind the higher work, out of other bots' reach.
+                    await feed.pull_now(1 if fair and feed.rank != self.feeds[0].rank else free - len(taken))
+                if feed.buffer:
+                    taken.append(feed.buffer.popleft().msg)
+                    self._starts += 1
+                    break
+            else:
+                break
+        return taken
+
+    async def wait(self, timeout: float) -> None:
+        """Sleep until a long-poll brings a job, or ``timeout``."""
+        self._arrival = anyio.Event()
+        if any(f.buffer for f in self.feeds):
+            return
+        for feed in self.feeds:
+            await feed.ensure_long_poll(timeout)
+        with anyio.move_on_after(timeout):
+            await self._arrival.wait()
+
+    def buffered(self) -> list[Buffered]:
+        return [b for f in self.feeds for b in f.buffer]
+
+    def take_all_buffered(self) -> list[Msg]:
+        out = [b.msg for f in self.feeds for b in f.buffer]
+        for f in self.feeds:
+            f.buffer.clear()
+        return out
+
+    @property
+    def answered(self) -> float:
+        return max((f.answered for f in self.feeds), default=0.0)

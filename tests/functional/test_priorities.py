@@ -1,0 +1,57 @@
+"""Priorities on a real server with real bots: strict order, the fairness rule, idle wake-ups."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from core.history import walk
+from core.messages import JobResult, make_job
+from core.names import RESULTS_STREAM
+from core.submit import raise_for, submit, submit_many
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.anyio
+
+
+async def _results(js, at_least: int) -> list[JobResult] | None:
+    found = [msgspec.json.decode(m.data, type=JobResult) async for m in walk(js, RESULTS_STREAM, "corral.results.>")]
+    return sorted(found, key=lambda r: r.started_at) if len(found) >= at_least else None
+
+
+async def _submit(js, priority: str, n: int) -> None:
+    raise_for(await submit_many(js, [make_job("sum", {"a": i, "b": 1}, priority=priority) for i in range(n)]))
+
+
+async def test_a_bot_takes_higher_priority_work_first(js, provisioned, bots):
+    """Given low, then normal, then high jobs waiting, a one-slot bot runs every high before any normal, then low."""
+    for priority in ("low", "normal", "high"):  # stored oldest-first in the opposite order
+        await _submit(js, priority, 8)
+    bots(provisioned.url, "b1", "--concurrency", "1", "--fair-every", "0")
+    results = await eventually(lambda: _results(js, 24), what="24 results")
+    assert [r.job.priority for r in results] == ["high"] * 8 + ["normal"] * 8 + ["low"] * 8
+
+
+async def test_lower_priorities_get_every_nth_start_under_a_flood_of_high_work(js, provisioned, bots):
+    """With --fair-every 4, every 4th start goes to a lower priority, taking turns: low, then normal."""
+    await _submit(js, "high", 16)
+    await _submit(js, "normal", 2)
+    await _submit(js, "low", 2)
+    bots(provisioned.url, "b1", "--concurrency", "1", "--fair-every", "4")
+    results = await eventually(lambda: _results(js, 20), what="20 results")
+    order = [r.job.priority for r in results]
+    assert [(i, p) for i, p in enumerate(order) if p != "high"] == [(3, "low"), (7, "normal"), (11, "low"), (15, "normal")]
+
+
+async def test_an_idle_bot_starts_work_of_any_priority_at_once(js, provisioned, bots):
+    """An idle bot long-polls every consumer, so a job on any priority wakes it, without waiting on the others."""
+    bot = bots(provisioned.url, "b1")
+    await eventually(lambda: _ready(bot), what="bot ready")
+    for i, priority in enumerate(("low", "high", "normal")):
+        await submit(js, make_job("sum", {"a": i, "b": 0}, priority=priority))
+        results = await eventually(lambda: _results(js, i + 1), timeout=10, what=f"the {priority} job's result")
+        assert results[-1].job.priority == priority
+
+
+async def _ready(bot) -> bool:
+    return bot.ready()
