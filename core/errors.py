@@ -57,6 +57,12 @@ class NameTakenError(CorralError):
     title = "bot name taken"
 
 
+class HandlerProcessError(JobError):
+    """Raised when a ``@process`` handler's child process dies, or its exception cannot be rebuilt in the bot."""
+
+    title = "handler process failed"
+
+
 class ResultAlreadyRecordedError(JobError):
     """Raised when a job's result subject already holds a result (the fence refused a second)."""
 
