@@ -17,6 +17,11 @@ The order of effects is what makes a lost ack or a dead bot harmless:
    records nothing.
 4. Failure naks with a backoff delay until ``max_attempts``, then moves the
    job's original bytes to the dead-letter stream and terminates the delivery.
+5. A job over its kind's fleet-wide limits (core/limits.py) is not run: it is
+   nak'd with a delay and recorded ``throttled``. Throttled deliveries are not
+   attempts: a delivery's attempt number is ``num_delivered`` minus the
+   throttled deliveries its events show. A concurrency slot is held (renewed)
+   for the whole handler run and released however the run ends.
 """
 
 from __future__ import annotations
@@ -26,19 +31,23 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import msgspec
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from bots.config import BotConfig
+from bots.isolation import run_isolated
 from bots.outbox import Outbox
-from core.connect import publish_error
+from core.connect import TRANSIENT, publish_error
 from core.dlq import move_to_dlq
 from core.errors import CorralError, InvalidJobError, ResultAlreadyRecordedError, StreamFullError
 from core.handlers import JobContext, Registry
-from core.history import deliveries_without_outcome, job_events, job_result
+from core.history import deliveries_without_outcome, job_events, job_result, throttled_deliveries
+from core.limits import Admitted, Limiter, Throttled, throttle_delay
 from core.log import Logger
 from core.messages import Event, EventType, Job, JobResult, decode_job, encode
 from core.names import job_events_subject, result_subject
@@ -76,8 +85,10 @@ class Executor:
         max_deliver: int,
         on_count: Callable[..., None] = lambda outcome, kind, seconds=None: None,
         outbox: Outbox | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.outbox = outbox
+        self.limits = limiter or Limiter(js)
         self._event_seq = itertools.count(1)
         self.cancelled: set[str] = set()
         self.running: dict[str, anyio.CancelScope] = {}
@@ -125,27 +136,67 @@ class Executor:
 
         Cancellation (a drain) propagates to the caller.
         """
-        attempt = msg.metadata.num_delivered
+        delivered = msg.metadata.num_delivered
         job = self.decode(msg) if decoded is None else decoded
         if isinstance(job, InvalidJobError):
-            await self._dead_letter(msg, None, f"invalid payload: {job}", attempt)
+            await self._dead_letter(msg, None, f"invalid payload: {job}", delivered)
             return
+        attempt, throttles = delivered, 0
+        if delivered > 1:
+            counted = await self._settled_on_redelivery(msg, job, delivered)
+            if counted is None:
+                return
+            attempt, throttles = counted
         log = self.log.bind(job=job.id, kind=job.kind, cid=job.correlation_id, attempt=attempt)
-        if attempt > 1 and await self._settled_on_redelivery(msg, job, attempt, log):
-            return
         if job.id in self.cancelled:
             await self._ended(msg, job, attempt, EventType.CANCELLED, "cancelled before it ran", log)
             return
         if job.expires_at is not None and time.time() > job.expires_at:
             await self._ended(msg, job, attempt, EventType.EXPIRED, f"expired at {job.expires_at:.3f}, not run", log)
             return
+        admitted = await self._admit(msg, job, attempt, throttles, log)
+        if admitted is None:
+            return
+        async with admitted.held() as slot:
+            ran = await self._attempt(job, attempt, delivered > 1, log)
+        if slot is not None and slot.lost:
+            log.warning("limit.slot_lost", detail="the slot's lease lapsed while the job ran; the kind's cap may have been exceeded")
+        if ran.cancelled:
+            await self._ended(msg, job, attempt, EventType.CANCELLED, "cancelled while running", log)
+        elif ran.error is not None:
+            await self._failed(msg, job, attempt, ran.error, log)
+        else:
+            await self._succeeded(msg, job, attempt, ran.data, ran.started, log, ran.value)
+
+    async def _admit(self, msg: Msg, job: Job, attempt: int, throttles: int, log: Logger) -> Admitted | None:
+        """Admit the job against its kind's limits, or throttle it and return None.
+
+        A throttled delivery is nak'd with a delay and is not an attempt. Its ``throttled`` event is
+        confirmed before the nak, so the redelivery finds it when it numbers its attempt. Limits
+        that cannot be read throttle too: a limit that fails open would not be a limit.
+        """
+        try:
+            verdict = await self.limits.admit(job.kind, f"{self.config.name}/{job.id}", throttles)
+        except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
+            verdict = Throttled(f"limits unreadable ({str(e) or type(e).__name__})", throttle_delay(throttles))
+        if isinstance(verdict, Admitted):
+            return verdict
+        await self.emit(job, EventType.THROTTLED, attempt, confirm=True, detail=f"{verdict.reason}; retry in {verdict.delay:.1f}s")
+        await msg.nak(delay=verdict.delay)
+        self.on_count("throttled", job.kind)
+        log.info("job.throttled", reason=verdict.reason, retry_in=round(verdict.delay, 2))
+        return None
+
+    async def _attempt(self, job: Job, attempt: int, redelivered: bool, log: Logger) -> _Ran:
+        """Run the handler once; what happened, for the caller to record (after the slot is released)."""
         # On a redelivery the start is confirmed before the handler runs: if this bot dies in the
         # handler, the next delivery must see the death to count it (poison quarantine). First
         # deliveries skip the round trip; that costs at most one uncounted death per job.
-        if attempt > 1 or not self.config.lean_events:
-            await self.emit(job, EventType.STARTED, attempt, confirm=attempt > 1)
+        if redelivered or not self.config.lean_events:
+            await self.emit(job, EventType.STARTED, attempt, confirm=redelivered)
         log.debug("job.started")
         started = time.time()
+        error: str | None = None  # stays None when the scope is cancelled mid-handler
         with anyio.CancelScope() as scope:
             self.running[job.id] = scope
             try:
@@ -166,11 +217,10 @@ class Executor:
             finally:
                 self.running.pop(job.id, None)
         if scope.cancelled_caught:
-            await self._ended(msg, job, attempt, EventType.CANCELLED, "cancelled while running", log)
-        elif error is not None:
-            await self._failed(msg, job, attempt, error, log)
-        else:
-            await self._succeeded(msg, job, attempt, data, started, log, value)
+            return _Ran(started, True, None)
+        if error is not None:
+            return _Ran(started, False, error)
+        return _Ran(started, False, None, data, value)
 
     def cancel(self, job_id: str) -> bool:
         """Mark a job cancelled; if it is running here, cancel its handler. True if it was running."""
@@ -247,33 +297,51 @@ class Executor:
             ids.append(step_id)
         await self.emit(job, EventType.CHAINED, attempt, detail=",".join(ids))
 
-    async def _settled_on_redelivery(self, msg: Msg, job: Job, attempt: int, log: Logger) -> bool:
+    async def _settled_on_redelivery(self, msg: Msg, job: Job, delivered: int) -> tuple[int, int] | None:
+        """Settle a redelivery that must not run (duplicate, poison, out of attempts) and return None.
+
+        Otherwise return (attempt, throttles): the delivery's attempt number, which leaves out the
+        deliveries a limit throttled, and how many of those there were.
+        """
+        log = self.log.bind(job=job.id, kind=job.kind, cid=job.correlation_id, attempt=delivered)
         recorded = await job_result(self.js, job.id)
         if recorded is not None:
             # The handler is not re-run, but what follows the result is: a bot that died between
             # recording the result and submitting the next step must not stall a chain.
-            await self._continue(job, recorded.value, attempt)
+            await self._continue(job, recorded.value, delivered)
             await self._release_unique(job)
             await msg.ack()
             self.counters.duplicates += 1
             self.on_count("duplicate", job.kind)
-            await self.emit(job, EventType.DUPLICATE, attempt, detail="result already recorded; not re-run")
+            await self.emit(job, EventType.DUPLICATE, delivered, detail="result already recorded; not re-run")
             log.info("job.duplicate")
-            return True
-        died = deliveries_without_outcome(await job_events(self.js, job.id))
+            return None
+        events = await job_events(self.js, job.id)
+        throttles = throttled_deliveries(events)
+        attempt = delivered - throttles
+        died = deliveries_without_outcome(events)
         if len(died) >= self.config.poison_after:
             bots = sorted({bot for _, bot in died})
             reason = f"quarantined: {len(died)} deliveries died with no outcome (bots: {', '.join(bots)})"
             await self._dead_letter(msg, job, reason, attempt, bots)
-            return True
-        if attempt > job.max_attempts or attempt >= self.max_deliver:
-            limit = min(job.max_attempts, self.max_deliver - 1)
-            reason = f"delivery {attempt} exceeds the {limit} attempt(s) allowed"
+            return None
+        # max_deliver counts every delivery, throttled or not: the server's backstop (docs/features.md).
+        if attempt > job.max_attempts or delivered >= self.max_deliver:
+            reason = self._exhausted(job, attempt, delivered, throttles)
             if died:
                 reason += f"; {len(died)} earlier deliveries died with no outcome"
             await self._dead_letter(msg, job, reason, attempt, sorted({b for _, b in died}))
-            return True
-        return False
+            return None
+        return attempt, throttles
+
+    def _exhausted(self, job: Job, attempt: int, delivered: int, throttles: int) -> str:
+        """Why a redelivery is out of attempts (or deliveries)."""
+        if not throttles:
+            return f"delivery {delivered} exceeds the {min(job.max_attempts, self.max_deliver - 1)} attempt(s) allowed"
+        if attempt > job.max_attempts:
+            return f"attempt {attempt} exceeds the {job.max_attempts} attempt(s) allowed ({throttles} throttled deliveries not counted)"
+        return (f"delivery {delivered} reached the consumer's max_deliver ({self.max_deliver}) after {throttles} throttled "
+                f"deliveries: kind {job.kind} stayed over its limits")
 
     async def _run_handler(self, job: Job, attempt: int):
         fn = self.registry.get(job.kind)
@@ -282,8 +350,13 @@ class Executor:
         with anyio.fail_after(job.timeout):
             if Registry.is_async(fn):
                 return await fn(job.args, ctx)
-            # A sync handler runs in a thread; on timeout or drain the thread is abandoned (it
-            # cannot be interrupted) and finishes in the background. See docs/jobs.md.
+            spec = self.registry.isolated.get(job.kind)
+            if spec is not None:
+                # Registered @process: a child process, stopped for real (SIGTERM, then SIGKILL)
+                # before a cancel, the timeout or a drain lets the job end. bots/isolation.py.
+                return await run_isolated(spec, job.args, ctx)
+            # A sync handler runs in a thread; on cancel, timeout or drain the thread is abandoned
+            # (it cannot be interrupted) and finishes in the background. See docs/jobs.md.
             return await anyio.to_thread.run_sync(fn, job.args, ctx, abandon_on_cancel=True)
 
     def _result(self, job: Job, attempt: int, started: float, value) -> JobResult:
@@ -370,15 +443,32 @@ class Executor:
     async def hand_back(self, msg: Msg) -> None:
         """Give an unfinished job back for immediate redelivery (a drain ran out of time)."""
         await msg.nak()
-        try:
-            job = decode_job(msg.data)
-        except InvalidJobError:
+        job = self.decode(msg)
+        if isinstance(job, InvalidJobError):
             return
-        await self.emit(job, EventType.HANDED_BACK, msg.metadata.num_delivered, detail="bot drained before it finished")
+        # Numbered like its `started` event (throttled deliveries left out), which it settles.
+        attempt = msg.metadata.num_delivered
+        if attempt > 1:
+            try:
+                attempt -= throttled_deliveries(await job_events(self.js, job.id))
+            except CorralError as e:  # the hand-back is done; only its record is approximate
+                self.log.warning("job.hand_back_unnumbered", job=job.id, error=str(e))
+        await self.emit(job, EventType.HANDED_BACK, attempt, detail="bot drained before it finished")
         self.log.info("job.handed_back", job=job.id)
 
 
 Processor = Callable[[Msg], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Ran:
+    """What one handler run came to: cancelled, failed with ``error``, or ``value`` encoded as ``data``."""
+
+    started: float  #: Unix seconds
+    cancelled: bool
+    error: str | None
+    data: bytes = b""
+    value: Any = None
 
 
 class _ResultTooLarge(Exception):

@@ -60,12 +60,29 @@ async def job_result(js: JetStreamContext, job_id: str) -> JobResult | None:
     return result_decoder.decode(msg.data or b"")
 
 
+def throttled_deliveries(events: list[Event]) -> int:
+    """How many of the job's deliveries were throttled by its kind's limits (since its last replay).
+
+    Those deliveries never ran, so they are not attempts: a delivery's attempt number is
+    ``num_delivered`` minus this count. A replayed job is a new message whose deliveries count
+    from 1 again, so throttles before the replay are not subtracted.
+    """
+    count = 0
+    for e in events:
+        if e.type == EventType.REPLAYED:
+            count = 0
+        elif e.type == EventType.THROTTLED:
+            count += 1
+    return count
+
+
 def deliveries_without_outcome(events: list[Event]) -> list[tuple[int, str]]:
     """(attempt, bot) of each delivery that started and never reported an outcome.
 
     Those are the deliveries whose bot died (or froze past its ack deadline)
     holding the job: the evidence for quarantining a poison job. Only
-    deliveries since the job's last replay count.
+    deliveries since the job's last replay count. A throttled delivery records
+    ``throttled`` and never ``started``, so it is never counted here.
     """
     outcomes = {EventType.SUCCEEDED, EventType.FAILED, EventType.DEAD, EventType.HANDED_BACK, EventType.DUPLICATE}
     started: dict[tuple[int | None, str | None], str] = {}

@@ -141,6 +141,7 @@ class EventType(StrEnum):
     CHAINED = "chained"  #: the job's ``then`` steps were submitted (``detail``: their ids)
     FAN_IN = "fan_in"  #: the last member of a group finished; the group's callback was submitted
     COMPENSATING = "compensating"  #: the job died; its saga's compensations were submitted (``detail``: the first id)
+    THROTTLED = "throttled"  #: over its kind's limits (core/limits.py): nak'd with a delay, not run, not an attempt
     PURGED = "purged"  #: an operator purged dead letters
     BOT_STATE = "bot_state"  #: a bot changed state
     OPERATOR = "operator"  #: any other operator action

@@ -14,6 +14,9 @@ The layout (docs/resources.md has the table and the `nats` commands):
     corral.schedules.fire.<queue>.<prio>    CORRAL_SCHEDULES its firings; CORRAL_JOBS sources them onto corral.jobs.<queue>.<prio>
     $KV.corral_cancel.<job_id>              KV_corral_cancel cancellation requests, watched by every bot
     $KV.corral_unique.<sha256(key)>         KV_corral_unique unique-job keys, held while the job is pending or running
+    $KV.corral_limits.def.<kind>            KV_corral_limits a kind's fleet-wide limits (concurrency cap, rate)
+    $KV.corral_limits.slot.<kind>.<i>       KV_corral_limits concurrency slot i, leased (TTL) while a job of the kind runs
+    $KV.corral_limits.rate.<kind>.<window>  KV_corral_limits starts counted in one fixed rate window (TTL 2 windows)
 
 Job ids and bot names become subject tokens, so they are restricted to
 ``[A-Za-z0-9_-]`` (see :func:`check_token`): no dots, wildcards or spaces can
@@ -103,6 +106,7 @@ def firing_subject(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
 
 CANCEL_BUCKET = "corral_cancel"
 UNIQUE_BUCKET = "corral_unique"
+LIMITS_BUCKET = "corral_limits"
 
 
 def cancel_key_subject(job_id: str) -> str:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-import nats.js.errors
 from nats.js import JetStreamContext
 
+from core import leases
 from core.errors import JobError
 from core.messages import Job
 from core.names import UNIQUE_BUCKET, unique_key_subject
 
-WRONG_LAST_SEQUENCE = 10071
 DEFAULT_UNIQUE_FOR = 24 * 3600
 
 
@@ -31,39 +30,29 @@ class DuplicateJobError(JobError):
     title = "duplicate job"
 
 
-def _subject(key: str) -> str:
-    return unique_key_subject(hashlib.sha256(key.encode()).hexdigest())
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 async def hold(js: JetStreamContext, job: Job, unique_for: float = DEFAULT_UNIQUE_FOR) -> None:
-    """Take the job's unique key.
+    """Take the job's unique key (compare-and-set on "absent", with a TTL: core/leases.py).
 
     Raises:
         DuplicateJobError: another job holds the key.
     """
-    subject = _subject(job.unique_key)
-    expected = 0
-    try:
-        last = await js.get_msg(f"KV_{UNIQUE_BUCKET}", subject=subject, direct=True)
-        h = last.headers or {}
-        if not (h.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in h):
-            holder = json.loads(last.data or b"{}").get("job_id", "?")
-            if holder != job.id:
-                raise DuplicateJobError(f"a job with unique key {job.unique_key!r} is pending or running (job {holder})")
-            return  # a retried submit of the same job
-        expected = last.seq
-    except nats.js.errors.NotFoundError:
-        pass
+    key = _digest(job.unique_key)
+    last = await leases.read(js, UNIQUE_BUCKET, key)
+    if last is not None and not leases.is_gone(last):
+        holder = json.loads(last.data or b"{}").get("job_id", "?")
+        if holder != job.id:
+            raise DuplicateJobError(f"a job with unique key {job.unique_key!r} is pending or running (job {holder})")
+        return  # a retried submit of the same job
     body = json.dumps({"job_id": job.id, "key": job.unique_key}).encode()
-    try:
-        await js.publish(subject, body, headers={"Nats-Expected-Last-Subject-Sequence": str(expected), "Nats-TTL": f"{int(unique_for)}s"})
-    except nats.js.errors.APIError as e:
-        if e.err_code == WRONG_LAST_SEQUENCE:
-            raise DuplicateJobError(f"a job with unique key {job.unique_key!r} was submitted concurrently") from e
-        raise
+    if await leases.put_if(js, UNIQUE_BUCKET, key, body, last.seq if last else 0, unique_for) is None:
+        raise DuplicateJobError(f"a job with unique key {job.unique_key!r} was submitted concurrently")
 
 
 async def release(js: JetStreamContext, job: Job) -> None:
     """Free the key (the job has ended)."""
     if job.unique_key:
-        await js.publish(_subject(job.unique_key), b"", headers={"KV-Operation": "DEL"})
+        await js.publish(unique_key_subject(_digest(job.unique_key)), b"", headers={"KV-Operation": "DEL"})

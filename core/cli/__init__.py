@@ -8,12 +8,12 @@ import sys
 import stamina
 from collections.abc import Sequence
 
-from core.cli import backup, bench, bot, chaos, cluster, control, dlq, features, fleet, health, inspect, ledger, provision, submit, up
+from core.cli import backup, bench, bot, chaos, cluster, control, dlq, features, fleet, health, inspect, ledger, limits, provision, submit, up
 from core.errors import ConfigError, CorralError
 from core.log import configure
 from tui import cli as tui_cli
 
-COMMANDS = (up, provision, submit, bot, inspect, dlq, health, control, features, fleet, chaos, backup, cluster, ledger, bench, tui_cli)
+COMMANDS = (up, provision, submit, bot, inspect, dlq, health, control, features, limits, fleet, chaos, backup, cluster, ledger, bench, tui_cli)
 
 
 def parser() -> argparse.ArgumentParser:

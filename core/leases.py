@@ -1,0 +1,133 @@
+"""Keys written with compare-and-set and a per-message TTL: the primitive under locks and limits.
+
+A key is the subject ``$KV.<bucket>.<key>`` of a KV bucket declared with
+``allow_msg_ttl`` (``streams/kv-*.json``). Every write here is a raw publish
+carrying ``Nats-Expected-Last-Subject-Sequence`` (compare-and-set: the server
+refuses it with err_code 10071 if anyone wrote the key since) and ``Nats-TTL``
+(the server removes the value after that long and leaves a delete marker).
+
+* :func:`take` creates a key only if it is absent, deleted or expired.
+* :func:`put_if` overwrites a key only if it is still at the sequence we read.
+* :func:`keep` holds a taken key while a body runs: it renews every ttl/3 by
+  compare-and-set *keeping the TTL*, then deletes it by compare-and-set.
+  nats-py's ``kv.update`` carries no TTL; renewing through it would make the key
+  immortal. So a held key can neither be stolen (anyone else's CAS fails) nor
+  outlive a dead holder by more than its TTL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
+
+from core.connect import TRANSIENT
+
+WRONG_LAST_SEQUENCE = 10071
+#: The server's TTL is kept in whole milliseconds but expires keys on a roughly 1 s tick.
+MIN_TTL = 1.0
+
+
+def ttl_header(seconds: float) -> str:
+    """A ``Nats-TTL`` value. nats-py's ``msg_ttl`` sends ``str(int(ttl))``, which turns 1.5 into "1"."""
+    return f"{int(seconds * 1000)}ms"
+
+
+def is_gone(msg: RawStreamMsg) -> bool:
+    """True for a tombstone (``DEL``/``PURGE``) or the server's expiry marker: the key holds nothing."""
+    h = msg.headers or {}
+    return h.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in h
+
+
+async def read(js: JetStreamContext, bucket: str, key: str) -> RawStreamMsg | None:
+    """The key's last message (a value, a tombstone or a marker), or None if it never had one.
+
+    A missing bucket reads as None too: callers treat "never written" and "not provisioned" alike.
+    """
+    try:
+        return await js.get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}", direct=True)
+    except nats.js.errors.NotFoundError:
+        return None
+
+
+async def put_if(js: JetStreamContext, bucket: str, key: str, body: bytes, expected: int, ttl: float | None) -> int | None:
+    """Write ``body`` if the key's last sequence is still ``expected`` (0: never written).
+
+    Returns the new sequence, or None if someone else wrote first. ``ttl`` in seconds (None: no TTL).
+    """
+    headers = {"Nats-Expected-Last-Subject-Sequence": str(expected)}
+    if ttl is not None:
+        headers["Nats-TTL"] = ttl_header(max(ttl, MIN_TTL))
+    try:
+        ack = await js.publish(f"$KV.{bucket}.{key}", body, headers=headers)
+    except nats.js.errors.APIError as e:
+        if e.err_code == WRONG_LAST_SEQUENCE:
+            return None
+        raise
+    return ack.seq
+
+
+async def take(js: JetStreamContext, bucket: str, key: str, body: bytes, ttl: float) -> int | None:
+    """Create the key with a TTL if it holds nothing; returns its sequence, or None if it is held."""
+    last = await read(js, bucket, key)
+    if last is not None and not is_gone(last):
+        return None
+    return await put_if(js, bucket, key, body, last.seq if last else 0, ttl)
+
+
+async def delete_if(js: JetStreamContext, bucket: str, key: str, expected: int) -> None:
+    """Delete the key if it is still at ``expected`` (a lapsed key is left to its new holder)."""
+    with contextlib.suppress(nats.js.errors.APIError, *TRANSIENT):
+        await js.publish(f"$KV.{bucket}.{key}", b"", headers={"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(expected)})
+
+
+@dataclass
+class Lease:
+    """A key held by :func:`keep`. ``lost``: a renewal found it rewritten (the TTL had lapsed)."""
+
+    key: str
+    seq: int
+    lost: bool = False
+
+
+@contextlib.asynccontextmanager
+async def keep(js: JetStreamContext, bucket: str, key: str, body: bytes, seq: int, ttl: float) -> AsyncIterator[Lease]:
+    """Hold a key taken at ``seq`` while the body runs: renew every ttl/3, delete on exit.
+
+    A renewal that cannot reach the server is retried at the next period (two are left before
+    the TTL runs out); one that finds the key rewritten marks the lease ``lost`` and stops. The
+    delete on exit is shielded, so a cancelled body (a drain) still releases the key.
+    """
+    lease = Lease(key, seq)
+    error: Exception | None = None
+
+    async def renew() -> None:
+        while True:
+            await anyio.sleep(ttl / 3)
+            try:
+                new = await put_if(js, bucket, key, body, lease.seq, ttl)
+            except (nats.js.errors.APIError, *TRANSIENT):
+                continue
+            if new is None:
+                lease.lost = True
+                return
+            lease.seq = new
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(renew)
+        try:
+            yield lease
+        except Exception as e:  # noqa: BLE001 - re-raised below, unwrapped by the task group
+            error = e
+        finally:
+            tg.cancel_scope.cancel()
+            if not lease.lost:
+                with anyio.CancelScope(shield=True):
+                    await delete_if(js, bucket, key, lease.seq)
+    if error is not None:
+        raise error
