@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 
 from core.connect import api
-from core.messages import Job, new_id
-from core.names import check_token
+from core.dlq import list_dead
+from core.history import job_events, job_result, walk
+from core.messages import EventType, Job, job_decoder, new_id
+from core.names import JOBS_STREAM, check_token
 
 BUCKET = "corral_groups"
 
@@ -53,3 +57,156 @@ async def member_done(js: JetStreamContext, job: Job, outcome: str, detail: Any)
         members[msg.subject.rsplit(".", 1)[-1]] = json.loads(msg.data or b"{}")
         seq = msg.seq + 1
     return members
+
+
+# -- reading a group back (`corral group show`, the dashboard's Features screen) -------------------
+
+PENDING_SCAN = 5000  #: pending jobs peeked at (direct gets, never the bots' consumer) to size an unfinished group
+
+
+def callback_id(group: str) -> str:
+    """The id the group's callback runs under (the member that completes the group submits it)."""
+    return f"{group}-done"
+
+
+@dataclass(frozen=True)
+class MemberOutcome:
+    """One finished member, as its bot recorded it in the groups bucket (``ts`` in Unix seconds)."""
+
+    job_id: str
+    outcome: str  #: "succeeded" or "dead"
+    ts: float
+    detail: Any = None
+
+
+@dataclass(frozen=True)
+class GroupShape:
+    """What every member carries and never changes: the group's size and its callback."""
+
+    size: int
+    callback: Job
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    """What `corral group show` prints: the finished members, the group's shape, the callback's state."""
+
+    group: str
+    finished: list[MemberOutcome]
+    shape: GroupShape | None  #: None when no member's job could be read back
+    callback_state: str  #: see :func:`callback_state`
+
+    @property
+    def done(self) -> int:
+        return len(self.finished)
+
+
+def _outcome(msg: RawStreamMsg) -> MemberOutcome:
+    try:
+        value = json.loads(msg.data or b"{}")
+    except ValueError:
+        value = {}
+    return MemberOutcome(msg.subject.rsplit(".", 1)[-1], str(value.get("outcome", "?")), float(value.get("ts", 0.0)), value.get("detail"))
+
+
+async def finished_members(js: JetStreamContext, group: str) -> list[MemberOutcome]:
+    """Every finished member of ``group``, in the order they finished.
+
+    Raises:
+        TransportError: the server did not answer.
+    """
+    check_token(group, "group id")
+    return [_outcome(msg) async for msg in walk(js, f"KV_{BUCKET}", f"$KV.{BUCKET}.{group}.*")]
+
+
+async def finished_count(js: JetStreamContext, group: str) -> int:
+    """How many distinct members of ``group`` have finished (one request, as the bots count)."""
+    info = await api(js._nc, f"STREAM.INFO.KV_{BUCKET}", {"subjects_filter": f"$KV.{BUCKET}.{check_token(group, 'group id')}.*"})
+    return int(info["state"].get("num_subjects", 0))
+
+
+async def recent_groups(js: JetStreamContext, *, window: int = 300, limit: int = 20) -> dict[str, list[MemberOutcome]]:
+    """Groups with a member among the bucket's last ``window`` writes, newest first (at most ``limit``),
+    each with the members finished within that window.
+
+    Raises:
+        TransportError: the server did not answer.
+    """
+    info = await js.stream_info(f"KV_{BUCKET}")
+    start = max(info.state.last_seq - window + 1, 1)
+    seen: dict[str, list[MemberOutcome]] = {}
+    async for msg in walk(js, f"KV_{BUCKET}", f"$KV.{BUCKET}.>", start_seq=start, limit=window):
+        group = msg.subject.split(".")[-2]
+        seen.setdefault(group, []).append(_outcome(msg))
+        seen[group] = seen.pop(group)  # most recent write last
+    return dict(list(reversed(seen.items()))[:limit])
+
+
+def _shape(job: Job | None, group: str) -> GroupShape | None:
+    if job is None or job.group != group or job.on_complete is None:
+        return None
+    return GroupShape(job.group_size, job.on_complete)
+
+
+async def read_shape(js: JetStreamContext, group: str, finished: list[MemberOutcome], *, scan_pending: bool = True) -> GroupShape | None:
+    """The group's size and callback, read from a member's job: the job stored with a succeeded
+    member's result, else a dead member's letter, else (``scan_pending``) a member still waiting.
+
+    Raises:
+        TransportError: the server did not answer.
+    """
+    for m in [m for m in finished if m.outcome == "succeeded"][:3]:
+        result = await job_result(js, m.job_id)
+        if shape := _shape(result.job if result else None, group):
+            return shape
+    dead_ids = {m.job_id for m in finished if m.outcome != "succeeded"}
+    if dead_ids:
+        for letter in await list_dead(js, match=lambda d: d.job_id in dead_ids, limit=1):
+            if shape := _decoded_shape(letter.data, group):
+                return shape
+    return await _pending_shape(js, group) if scan_pending else None
+
+
+def _decoded_shape(data: bytes | None, group: str) -> GroupShape | None:
+    try:
+        return _shape(job_decoder.decode(data or b""), group)
+    except msgspec.DecodeError:
+        return None
+
+
+async def _pending_shape(js: JetStreamContext, group: str) -> GroupShape | None:
+    """Peek at the first :data:`PENDING_SCAN` pending jobs for a member of ``group``.
+
+    The byte search is a cheap pre-filter; the callback, which names the group in its args, decodes
+    to a job outside the group and is skipped.
+    """
+    needle = f'"group":"{group}"'.encode()
+    async for msg in walk(js, JOBS_STREAM, "corral.jobs.>", limit=PENDING_SCAN):
+        if needle in (msg.data or b"") and (shape := _decoded_shape(msg.data, group)):
+            return shape
+    return None
+
+
+async def callback_state(js: JetStreamContext, group: str, done: int, size: int | None) -> str:
+    """Where the callback is: ``waiting`` (members still running), ``pending`` (every member finished,
+    so the last one submitted it; not started yet), or the callback job's latest event
+    (``started``, ``failed``, ``succeeded``, ``dead``…).
+    """
+    if await job_result(js, callback_id(group)) is not None:
+        return "succeeded"
+    events = [e for e in await job_events(js, callback_id(group)) if e.type != EventType.PROGRESS]
+    if events:
+        return str(events[-1].type)
+    return "pending" if size is not None and done >= size else "waiting"
+
+
+async def group_status(js: JetStreamContext, group: str) -> GroupStatus:
+    """Everything recorded about ``group``: finished members, size and callback, the callback's state.
+
+    Raises:
+        TransportError: the server did not answer.
+    """
+    finished = await finished_members(js, group)
+    shape = await read_shape(js, group, finished)
+    state = await callback_state(js, group, len(finished), shape.size if shape else None)
+    return GroupStatus(group, finished, shape, state)

@@ -3,8 +3,9 @@
 Data flow: long-lived feed workers (``tui/feeds.py``) read NATS and post
 :mod:`tui.messages`; the app folds them into one :class:`tui.store.Store`;
 screens redraw from the store on a clock tick. Operator actions (drain, replay,
-purge, pause, submit) run as app workers too, so no NATS call ever blocks the UI,
-and every worker error lands in :meth:`CorralApp.worker_state`.
+purge, pause, submit, scale, add or remove a schedule) run as app workers too,
+so no NATS call ever blocks the UI, and every worker error lands in
+:meth:`CorralApp.worker_state`.
 
 The dashboard outlives the server: the client reconnects forever
 (``core.connect``), the banner says when the server is unreachable, and the
@@ -30,6 +31,7 @@ from textual.worker import Worker, WorkerState
 
 from bots.fleet_keys import write_desired
 from core.cli.common import actor as default_actor
+from core.cli.features import add_schedule, remove_schedule
 from core.connect import connect
 from core.control import drain_bot, pause_queue, record, resume_queue
 from core.dlq import DeadLetter, purge, replay
@@ -37,24 +39,29 @@ from core.log import Logger
 from core.settings import Settings
 from core.submit import submit_many
 from tui import feeds
+from tui.features import FeaturesReader
 from tui.messages import (
-    BotBeat, BotGone, ConnectionChanged, DeadLettersLoaded, EventArrived, FleetLoaded, ServerStats, SnapshotTaken,
+    BotBeat, BotGone, ConnectionChanged, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, ServerStats,
+    SnapshotTaken,
 )
 from tui.screens.analytics import AnalyticsScreen
 from tui.screens.bots import BotsScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.dead_letters import DeadLettersScreen
 from tui.screens.events import EventsScreen
+from tui.screens.features import FeaturesScreen
 from tui.screens.fleet import FleetScreen
 from tui.screens.help import HelpScreen
 from tui.screens.jobs import JobsScreen
 from tui.screens.overview import OverviewScreen
+from tui.screens.schedule_form import ScheduleRequest
 from tui.screens.submit import SubmitRequest, SubmitScreen
 from tui.store import Store
 
 CLOCK_INTERVAL = 1.0  #: seconds between snapshots (and feed health checks)
 DEAD_RELOAD = 10.0  #: seconds between dead-letter reloads when the DLQ count did not change
 VARZ_INTERVAL = 5.0  #: seconds between reads of the monitoring endpoint
+FEATURES_INTERVAL = 2.0  #: seconds between reads of schedules, groups and locks while the Features screen is shown
 JS_TIMEOUT = 2.0  #: seconds a JetStream API request may take before the server counts as not answering
 
 SCREENS = {
@@ -65,6 +72,7 @@ SCREENS = {
     "events": EventsScreen,
     "fleet": FleetScreen,
     "analytics": AnalyticsScreen,
+    "features": FeaturesScreen,
 }
 
 
@@ -94,6 +102,7 @@ class CorralApp(App):
         Binding("5", "switch_mode('events')", "Events"),
         Binding("6", "switch_mode('fleet')", "Fleet"),
         Binding("7", "switch_mode('analytics')", "Analytics"),
+        Binding("8", "switch_mode('features')", "Features"),
         Binding("s", "submit", "Submit"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -111,6 +120,8 @@ class CorralApp(App):
         self._dead_loaded = (0.0, -1)  #: (when, DLQ message count) of the last dead-letter load
         self._varz_at = 0.0
         self._scale_lock = asyncio.Lock()  #: scale writes land in key-press order
+        self._features = FeaturesReader()
+        self._features_read = 0.0  #: monotonic time the last features read was started
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -150,6 +161,8 @@ class CorralApp(App):
         self._maybe_reload_dead()
         if self.current_mode == "fleet":
             self.refresh_fleet()
+        if self.current_mode == "features":
+            self.refresh_features()
         now = anyio.current_time()
         if self.monitor_url and now - self._varz_at >= VARZ_INTERVAL:
             self._varz_at = now
@@ -169,6 +182,17 @@ class CorralApp(App):
         js = self.js
         if js is not None and self.store.connected:
             self._ensure("fleet", lambda: self._run_feed("fleet", feeds.load_fleet(js, self.post_message)))
+
+    def refresh_features(self, force: bool = False) -> None:
+        """Read schedules, groups and locks, at most every FEATURES_INTERVAL unless ``force`` (the clock
+        calls this while the Features screen is shown; a read already running is never doubled)."""
+        js, now = self.js, anyio.current_time()
+        if js is None or not self.store.connected or (not force and now - self._features_read < FEATURES_INTERVAL):
+            return
+        worker = self._feeds.get("features")
+        if worker is None or worker.is_finished:
+            self._features_read = now
+            self._feeds["features"] = self._run_feed("features", feeds.load_features(js, self._features, self.post_message))
 
     def _maybe_reload_dead(self, force: bool = False) -> None:
         dlq = next((s.messages for s in self.store.snapshot.streams if s.name == "CORRAL_DLQ"), 0) if self.store.snapshot else 0
@@ -219,6 +243,10 @@ class CorralApp(App):
     def _fleet(self, msg: FleetLoaded) -> None:
         self.store.set_fleet(msg.rows, msg.at)
 
+    @on(FeaturesLoaded)
+    def _features_loaded(self, msg: FeaturesLoaded) -> None:
+        self.store.set_features(msg.features, msg.at)
+
     @on(ServerStats)
     def _varz(self, msg: ServerStats) -> None:
         self.store.varz = msg.varz
@@ -236,6 +264,8 @@ class CorralApp(App):
                 self.store.snapshot_error = reason
             elif event.worker.name == "fleet":
                 self.store.fleet_error = reason
+            elif event.worker.name == "features":
+                self.store.features_error = reason
             return
         title = getattr(error, "title", None) or f"{event.worker.name or 'action'} failed"
         self.notify(reason, title=title, severity="error", timeout=8)
@@ -330,6 +360,22 @@ class CorralApp(App):
             text += f"  ·  job {jobs[0].id}"
         form.status(text, error=bool(summary.refused))
         self.notify(text, title="submit", severity="error" if summary.refused else "information")
+
+    @work(name="schedule", group="actions", exit_on_error=False)
+    async def add_schedule(self, req: ScheduleRequest) -> None:
+        """Create or replace a schedule (``corral schedule add``), recorded as this operator."""
+        self._connected_js()
+        s = await add_schedule(self.nc, req.name, req.job, req.spec, self.actor)
+        self.refresh_features(force=True)
+        self.notify(f"schedule {s.name}: {req.job.kind} {s.spec}", title="schedule added")
+
+    @work(name="unschedule", group="actions", exit_on_error=False)
+    async def remove_schedule(self, name: str) -> None:
+        """Remove a schedule (``corral schedule rm``), recorded as this operator."""
+        self._connected_js()
+        await remove_schedule(self.nc, name, self.actor)
+        self.refresh_features(force=True)
+        self.notify(f"schedule {name} removed", title="schedule removed")
 
     def action_submit(self) -> None:
         self.push_screen(SubmitScreen())

@@ -29,7 +29,8 @@ from core.history import walk
 from core.messages import event_decoder, heartbeat_decoder
 from core.names import BOTS_BUCKET, EVENTS_STREAM
 from core.status import snapshot
-from tui.messages import BotBeat, BotGone, DeadLettersLoaded, EventArrived, FleetLoaded, SnapshotTaken
+from tui.features import FeaturesReader
+from tui.messages import BotBeat, BotGone, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, SnapshotTaken
 
 Post = Callable[[Message], object]
 
@@ -103,6 +104,11 @@ async def load_dead(js: JetStreamContext, post: Post) -> None:
 async def load_fleet(js: JetStreamContext, post: Post) -> None:
     at = time.time()
     post(FleetLoaded(await fleet_status(js), at))
+
+
+async def load_features(js: JetStreamContext, reader: FeaturesReader, post: Post) -> None:
+    at = time.time()
+    post(FeaturesLoaded(await reader.read(js), at))
 
 
 def read_varz(monitor_url: str, timeout: float = 2.0) -> dict | None:

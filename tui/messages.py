@@ -15,6 +15,7 @@ from core.cli.fleet import HostStatus
 from core.dlq import DeadLetter
 from core.messages import BotHeartbeat, Event
 from core.status import Snapshot
+from tui.features import Features
 
 
 @dataclass
@@ -75,4 +76,12 @@ class FleetLoaded(Message):
     """:func:`core.cli.fleet.fleet_status`: one row per fleet host; ``at`` is Unix seconds when the read started."""
 
     rows: list[HostStatus]
+    at: float
+
+
+@dataclass
+class FeaturesLoaded(Message):
+    """Schedules, groups and locks (:mod:`tui.features`); ``at`` is Unix seconds when the read started."""
+
+    features: Features
     at: float

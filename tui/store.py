@@ -17,6 +17,7 @@ from core.dlq import DeadLetter
 from core.messages import BotHeartbeat, Event, EventType
 from core.names import DLQ_STREAM
 from core.status import Snapshot
+from tui.features import Features
 
 MAX_EVENTS = 500  #: events kept for the tail and the jobs list
 GONE_LINGER = 8.0  #: seconds a dead or stopped bot stays visible before it drops off
@@ -73,6 +74,9 @@ class Store:
     fleet: list[HostStatus] = field(default_factory=list)
     fleet_at: float = 0.0  #: when the last fleet read was started (0: never)
     fleet_error: str = ""
+    features: Features = field(default_factory=Features)  #: schedules, groups, locks (the Features screen)
+    features_at: float = 0.0  #: when the last features read was started (0: never)
+    features_error: str = ""
     #: host -> (count, written at) for scales this dashboard sent; the count is shown until a fleet
     #: read started after the write landed (``inf`` while it is in flight), so fast key presses add up.
     _scaled: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -145,6 +149,9 @@ class Store:
         self.fleet, self.fleet_at, self.fleet_error = rows, started_at, ""
         for host in [h for h, (_, at) in self._scaled.items() if at < started_at]:
             del self._scaled[host]
+
+    def set_features(self, features: Features, started_at: float) -> None:
+        self.features, self.features_at, self.features_error = features, started_at, ""
 
     def scale_sent(self, host: str, count: int) -> None:
         self._scaled[host] = (count, float("inf"))
