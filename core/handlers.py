@@ -7,6 +7,13 @@ fails the attempt (the job is retried with backoff, then dead-lettered).
 Register your own on the bot's command line as import strings::
 
     corral bot --handler resize=myapp.images:resize
+    corral bot --handler resize=myapp.images:resize@process
+
+A sync handler runs in a thread of the bot, which nothing can interrupt: on a
+cancellation, a timeout or a drain the thread is abandoned and runs on. With
+``@process`` it runs in a child process instead (bots/isolation.py), which those
+stop for real: :class:`HandlerCancelled` is raised inside the handler, and the
+process is killed if it has not ended shortly after.
 
 Kinds are only ever resolved from the bot's own registry, never from a job
 payload, so a submitter cannot make a bot import arbitrary code.
@@ -23,8 +30,20 @@ from typing import Any
 
 import anyio
 
-from core.errors import ConfigError, UnknownKindError
+from core.errors import ConfigError, JobError, UnknownKindError
 from core.messages import Job
+
+#: The ``--handler`` suffix that runs a sync kind in a child process.
+PROCESS_SUFFIX = "@process"
+
+
+class HandlerCancelled(BaseException):
+    """Raised inside a ``@process`` handler when its job is cancelled, times out or its bot drains.
+
+    A BaseException, like anyio's cancellation, so ``except Exception`` does not swallow it. The
+    handler may clean up in ``finally``; its process is killed soon after regardless
+    (``bots.isolation.KILL_GRACE``).
+    """
 
 
 @dataclass
@@ -35,15 +54,23 @@ class JobContext:
     attempt: int
     bot: str
     #: ``ctx.progress(42, "resizing")``: percent and an optional message, shown live by
-    #: `corral job`, the dashboard and the bot's heartbeat. Safe from sync handlers' threads.
+    #: `corral job`, the dashboard and the bot's heartbeat. Safe from sync handlers' threads,
+    #: and from ``@process`` handlers (it travels to the bot over the child's pipe).
     progress: Callable[..., None] = field(default=lambda percent, message=None: None, repr=False)
-    #: The bot's JetStream context (for ``lock``); None outside a bot.
+    #: The bot's JetStream context (for ``lock``); None outside a bot and in ``@process`` handlers.
     js: Any = field(default=None, repr=False)
 
     def lock(self, name: str, *, lease: float = 30.0, wait: float = 30.0):
-        """``async with ctx.lock("invoices"):``: a fleet-wide leased lock (core/locks.py)."""
+        """``async with ctx.lock("invoices"):``: a fleet-wide leased lock (core/locks.py).
+
+        Raises:
+            JobError: there is no connection to lock with (outside a bot, or a ``@process`` handler).
+        """
         from core.locks import lock
 
+        if self.js is None:
+            raise JobError("ctx.lock needs the bot's connection, which handlers registered @process "
+                           "(and code outside a bot) do not have; use an async handler")
         return lock(self.js, name, owner=f"{self.bot}/{self.job.id}", lease=lease, wait=wait)
 
 
@@ -99,7 +126,35 @@ async def locked_sleep_handler(args: dict[str, Any], ctx: JobContext) -> float:
     return float(args.get("seconds", 1.0))
 
 
+POPULATE_KINDS = {
+    "sum": lambda: {"a": random.randint(0, 1000), "b": random.randint(0, 1000)},
+    "sleep": lambda: {"seconds": round(random.uniform(0.1, 2.0), 2)},
+    "fail": lambda: {"p": 0.1},
+    "echo": lambda: {"n": random.randint(0, 1_000_000)},
+}
+
+
+async def populate_handler(args: dict[str, Any], ctx: JobContext) -> dict[str, int]:
+    """``populate``: submit ``count`` generated jobs of ``kind`` (the seed's periodic population).
+
+    The jobs' ids are ``<this job's id>-<i>``: a redelivery after this bot died part-way submits
+    the same ids, which the jobs stream drops as duplicates, so a firing never populates twice.
+    """
+    from core.messages import make_job
+    from core.submit import raise_for, submit_many
+
+    kind, count = args.get("kind", "sum"), int(args.get("count", 100))
+    if kind not in POPULATE_KINDS or not 1 <= count <= 100_000:
+        raise ValueError(f"populate needs kind in {sorted(POPULATE_KINDS)} and 1 <= count <= 100000, got {kind!r}, {count}")
+    fields = {"queue": args.get("queue", "default"), "priority": args.get("priority", "normal")}
+    jobs = [make_job(kind, POPULATE_KINDS[kind](), id=f"{ctx.job.id[:100]}-{i}", **fields) for i in range(count)]
+    summary = await submit_many(ctx.js, jobs)
+    raise_for(summary)
+    return {"accepted": summary.accepted, "duplicates": summary.duplicates}
+
+
 BUILTINS: dict[str, Handler] = {
+    "populate": populate_handler,
     "locked_sleep": locked_sleep_handler,
     "sum": sum_handler,
     "sleep": sleep_handler,
@@ -132,17 +187,34 @@ class Registry:
     """kind -> handler, fixed when the bot starts."""
 
     handlers: dict[str, Handler]
+    #: kind -> ``module:function`` for the kinds registered ``@process``: the child process
+    #: imports the handler from this string (bots/isolation.py).
+    isolated: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, specs: list[str] = ()) -> "Registry":
-        """The built-ins plus ``kind=module:function`` specs from the command line."""
-        handlers = dict(BUILTINS)
+        """The built-ins plus ``kind=module:function[@process]`` specs from the command line.
+
+        Raises:
+            ConfigError: a spec is malformed, its handler cannot be loaded, or ``@process``
+                names an async handler (anyio cancellation already stops those where they run).
+        """
+        handlers, isolated = dict(BUILTINS), {}
         for spec in specs:
             kind, sep, target = spec.partition("=")
             if not sep or not kind:
-                raise ConfigError(f"--handler {spec!r} must look like kind=package.module:function")
+                raise ConfigError(f"--handler {spec!r} must look like kind=package.module:function[{PROCESS_SUFFIX}]")
+            target, at, mode = target.partition("@")
+            if at and at + mode != PROCESS_SUFFIX:
+                raise ConfigError(f"--handler {spec!r}: the only suffix is {PROCESS_SUFFIX}")
             handlers[kind] = import_handler(target)
-        return cls(handlers)
+            isolated.pop(kind, None)  # a later spec for the same kind replaces an earlier one
+            if at:
+                if cls.is_async(handlers[kind]):
+                    raise ConfigError(f"--handler {spec!r}: {PROCESS_SUFFIX} is for sync handlers; "
+                                      "an async handler is cancelled where it runs")
+                isolated[kind] = target
+        return cls(handlers, isolated)
 
     def get(self, kind: str) -> Handler:
         try:

@@ -6,7 +6,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -18,8 +17,10 @@ from core.cli.common import add_json, add_server, positive_float, positive_int, 
 from core.cli.progress import progress
 from core.connect import connect
 from core.errors import ConfigError, InvalidJobError
+from core.handlers import POPULATE_KINDS
 from core.log import get_logger
 from core.messages import Job, make_job, new_id
+from core.names import DEFAULT_PRIORITY, PRIORITIES
 from core import schedules
 from core.submit import submit, submit_many
 
@@ -33,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--file", type=Path, help="NDJSON file, one job object per line ({\"kind\": ..., \"args\": {...}}); "
                    "lines without an id get one from their line number and text, so resubmitting the file is safe")
     p.add_argument("--queue", default="default")
+    p.add_argument("--priority", default="normal", choices=PRIORITIES, help="high, normal (default) or low; bots take higher first")
     p.add_argument("--id", dest="job_id", help="job id (default: random); [A-Za-z0-9_-], at most 128")
     p.add_argument("--idempotency-key", help="dedupe key: a second submit with it inside 10 minutes is the same job")
     p.add_argument("--correlation-id")
@@ -49,8 +51,9 @@ def register(sub) -> None:
     add_server(p)
     add_json(p)
     p.add_argument("count", type=positive_int, metavar="N")
-    p.add_argument("--kind", default="sum", choices=("sum", "sleep", "fail", "echo"))
+    p.add_argument("--kind", default="sum", choices=sorted(POPULATE_KINDS))
     p.add_argument("--queue", default="default")
+    p.add_argument("--priority", default="normal", choices=PRIORITIES)
     p.set_defaults(func=cmd_populate)
 
 
@@ -107,7 +110,7 @@ async def _submit(args: argparse.Namespace) -> int:
         raise ConfigError("give a KIND (corral submit sum a=1 b=2) or --file jobs.ndjson")
     if args.file is not None:
         return await _submit_many(args, read_ndjson(args.file, args.queue), "submitting")
-    fields = dict(queue=args.queue, timeout=args.timeout, max_attempts=args.max_attempts,
+    fields = dict(queue=args.queue, priority=args.priority, timeout=args.timeout, max_attempts=args.max_attempts,
                   idempotency_key=args.idempotency_key, correlation_id=args.correlation_id, unique_key=args.unique)
     if args.job_id:
         fields["id"] = args.job_id
@@ -161,16 +164,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return run(_submit, args)
 
 
-def generate(kind: str, count: int, queue: str) -> list[Job]:
+def generate(kind: str, count: int, queue: str, priority: str = DEFAULT_PRIORITY) -> list[Job]:
     now = time.time()
-    args = {
-        "sum": lambda: {"a": random.randint(0, 1000), "b": random.randint(0, 1000)},
-        "sleep": lambda: {"seconds": round(random.uniform(0.1, 2.0), 2)},
-        "fail": lambda: {"p": 0.1},
-        "echo": lambda: {"n": random.randint(0, 1_000_000)},
-    }[kind]
-    return [Job(id=new_id(), kind=kind, args=args(), queue=queue, created_at=now) for _ in range(count)]
+    args = POPULATE_KINDS[kind]
+    return [Job(id=new_id(), kind=kind, args=args(), queue=queue, priority=priority, created_at=now) for _ in range(count)]
 
 
 def cmd_populate(args: argparse.Namespace) -> int:
-    return run(_submit_many, args, generate(args.kind, args.count, args.queue), "populating")
+    return run(_submit_many, args, generate(args.kind, args.count, args.queue, args.priority), "populating")

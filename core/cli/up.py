@@ -20,9 +20,11 @@ from pathlib import Path
 
 import anyio
 
+from core import schedules
 from core.cli.common import positive_int, run
 from core.connect import connect
 from core.log import get_logger
+from core.messages import make_job
 from core.server import EmbeddedServer
 from core.settings import Settings
 from core.status import snapshot
@@ -37,7 +39,14 @@ def register(sub) -> None:
     p.add_argument("--http-port", type=int, default=8222)
     p.add_argument("--bots", type=int, default=3, help="bots the local fleet supervisor keeps running (default 3)")
     p.add_argument("--no-tui", action="store_true", help="do not open the dashboard; print status lines instead")
+    p.add_argument("--populate-every", default="10m", metavar="PERIOD",
+                   help="the seed's automatic population: a `populate` schedule submitting --populate-count sum jobs "
+                   "every PERIOD (default 10m; 'off' removes it)")
+    p.add_argument("--populate-count", type=positive_int, default=100, metavar="N")
     p.set_defaults(func=cmd)
+
+
+POPULATE_SCHEDULE = "populate"
 
 
 def start_fleet(url: str, count: int, logs: Path) -> subprocess.Popen:
@@ -75,15 +84,28 @@ def stop_fleet(proc: subprocess.Popen | None, timeout: float = 45.0) -> None:
         proc.kill()
 
 
-async def _provision(url: str) -> None:
+async def _provision(url: str, populate_every: str = "off", populate_count: int = 100) -> None:
     nc = await connect(Settings(servers=(url,)), get_logger("up"))
     try:
         for report in await provision(nc, load_declarations()):
             print(report.line(), file=sys.stderr)
             if report.action == Action.CONFLICT:
                 print("warning: a live resource differs from streams/ and was left as it is", file=sys.stderr)
+        await _populate_schedule(nc.jetstream(), populate_every, populate_count)
     finally:
         await nc.close()
+
+
+async def _populate_schedule(js, every: str, count: int) -> None:
+    """The seed's population as a server message schedule: one `populate` job per period, fleet-wide once."""
+    if every == "off":
+        if any(s.name == POPULATE_SCHEDULE for s in await schedules.list_schedules(js)):
+            await schedules.remove(js, POPULATE_SCHEDULE)
+            print(f"removed schedule {POPULATE_SCHEDULE}", file=sys.stderr)
+        return
+    job = make_job("populate", {"kind": "sum", "count": count}, id=POPULATE_SCHEDULE)
+    s = await schedules.add(js, POPULATE_SCHEDULE, job, f"@every {every}")
+    print(f"schedule {s.name}: {count} sum jobs {s.spec} (`corral schedule rm {s.name}` or --populate-every off stops it)", file=sys.stderr)
 
 
 async def _status_lines(url: str) -> None:
@@ -122,7 +144,7 @@ def cmd(args: argparse.Namespace) -> int:
     server.start()
     fleet = ledger = None
     try:
-        run(_provision, server.url)
+        run(_provision, server.url, args.populate_every, args.populate_count)
         fleet = start_fleet(server.url, args.bots, data / "logs")
         ledger = start_ledger(server.url, data)
         print(f"started a fleet supervisor keeping {args.bots} bots (scale: `corral scale N --host local` or key 6 in "

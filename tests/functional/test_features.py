@@ -222,3 +222,28 @@ async def test_a_group_runs_its_callback_once_when_every_member_has_finished(js,
     last_member = max([(await job_result(js, m.id)).finished_at for m in members[:4]])
     assert done.started_at >= last_member
     assert len([m async for m in walk(js, RESULTS_STREAM, "corral.results.batch-42-done")]) == 1
+
+
+async def test_the_seeds_population_is_a_schedule_whose_firings_each_submit_their_jobs_once(js, provisioned, bots):
+    """`corral up`'s populate schedule: every firing submits `count` jobs under ids derived from the firing,
+    and a re-run of a firing (a redelivery) adds nothing."""
+    from core.cli.up import POPULATE_SCHEDULE, _populate_schedule
+    from core.handlers import JobContext, populate_handler
+
+    await _populate_schedule(js, "1s", 3)
+    bots(provisioned.url, "b1")
+    ids = await eventually(lambda: _populated(js, 6), timeout=20, what="two firings' jobs")
+    firings = {i.rsplit("-", 1)[0] for i in ids}
+    assert len(firings) >= 2 and all(f.startswith(f"{POPULATE_SCHEDULE}-") for f in firings)
+    await _populate_schedule(js, "off", 3)
+    assert await schedules.list_schedules(js) == []
+
+    firing = make_job("populate", {"kind": "sum", "count": 3}, id=sorted(firings)[0])
+    again = await populate_handler(firing.args, JobContext(job=firing, attempt=2, bot="test", js=js))
+    assert again == {"accepted": 3, "duplicates": 3}
+
+
+async def _populated(js, at_least):
+    ids = [m.subject.rsplit(".", 1)[-1] async for m in walk(js, RESULTS_STREAM, "corral.results.>")]
+    ids = [i for i in ids if i.startswith("populate-") and i.count("-") == 2]
+    return ids if len(ids) >= at_least else None
