@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The job features working together against a running system (`./dev up` in another terminal):
-# a scheduled job, a saga that compensates, a unique job refused, a cancelled running job.
-# Each step is also a test in tests/functional/test_features.py.
+# a scheduled job, a saga that compensates, a unique job refused, a cancelled running job, and a
+# fleet-wide concurrency cap. Each step is also a test (tests/functional/test_features.py,
+# test_limits.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -38,4 +39,25 @@ wait_for "progress" has_event "$id" progress
 corral cancel "$id"
 wait_for "the cancellation" has_event "$id" cancelled
 corral job "$id"
+
+echo "== 5. a fleet-wide cap of 1 on sleep: three jobs run one at a time across every bot"
+corral limit set sleep --concurrency 1
+run=$(date +%s)
+jobs=$(mktemp)
+for n in 1 2 3; do echo "{\"id\": \"capped-$run-$n\", \"kind\": \"sleep\", \"args\": {\"seconds\": 1}}"; done > "$jobs"
+corral submit --file "$jobs"        # all three at once
+wait_for "a capped job running" sh -c "corral limit list --json | grep -q '\"slots_held\": 1'"
+corral limit list                   # running 1 of 1
+for n in 1 2 3; do wait_for "capped job $n" has_result "capped-$run-$n"; done
+for n in 1 2 3; do corral job "capped-$run-$n" --json; done | python3 -c '
+import json, sys
+dec = json.JSONDecoder(); text = sys.stdin.read().strip(); jobs = []
+while text:
+    job, end = dec.raw_decode(text); jobs.append(job); text = text[end:].strip()
+spans = sorted((r["started_at"], r["finished_at"]) for r in (j["result"] for j in jobs))
+throttled = sum(e["type"] == "throttled" for j in jobs for e in j["events"])
+assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "capped jobs overlapped"
+print(f"3 jobs ran one after another; {throttled} deliveries were throttled (not counted as attempts)")'
+rm -f "$jobs"
+corral limit rm sleep
 echo "== done"
