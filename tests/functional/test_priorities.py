@@ -55,3 +55,25 @@ async def test_an_idle_bot_starts_work_of_any_priority_at_once(js, provisioned, 
 
 async def _ready(bot) -> bool:
     return bot.ready()
+
+
+async def test_jobs_a_bot_held_when_it_died_are_run_by_another_bot_once(js, provisioned, bots):
+    """Given a bot SIGKILLed while running high jobs with more of every priority waiting, another bot
+    finishes every job, each with exactly one result, the dead bot's after their ack deadline."""
+    from core.history import job_events
+    from core.messages import EventType
+
+    jobs = {p: [make_job("sleep", {"seconds": 0.3}, priority=p) for _ in range(3)] for p in ("low", "normal", "high")}
+    raise_for(await submit_many(js, [j for p in ("low", "normal", "high") for j in jobs[p]]))
+    doomed = bots(provisioned.url, "doomed", "--concurrency", "2")
+
+    async def two_running():
+        started = [j.id for j in jobs["high"] if any(e.type == EventType.STARTED for e in await job_events(js, j.id))]
+        return started if len(started) == 2 else None
+
+    held = await eventually(two_running, what="the doomed bot running two high jobs")
+    doomed.kill()
+    bots(provisioned.url, "heir", "--concurrency", "2")
+    results = await eventually(lambda: _results(js, 9), timeout=30, what="all 9 results")
+    assert sorted(r.job_id for r in results) == sorted(j.id for p in jobs.values() for j in p)
+    assert {r.bot for r in results if r.job_id in held} == {"heir"}
