@@ -44,7 +44,7 @@ from bots.isolation import run_isolated
 from bots.outbox import Outbox
 from core.connect import TRANSIENT, publish_error
 from core.dlq import move_to_dlq
-from core.errors import CorralError, InvalidJobError, ResultAlreadyRecordedError, StreamFullError
+from core.errors import CorralError, InvalidJobError, ResultAlreadyRecordedError, StreamFullError, TransportError
 from core.handlers import JobContext, Registry
 from core.history import deliveries_without_outcome, job_events, job_result, throttled_deliveries
 from core.limits import Admitted, Limiter, Throttled, throttle_delay
@@ -55,6 +55,11 @@ from core.publisher import AsyncPublisher, wait_ack
 from core.schedules import firing_id
 from core.submit import submit
 from core import groups, unique
+
+
+#: Seconds a bot holds a finished job while its result cannot be recorded, before leaving it to
+#: the outbox and a redelivery.
+RESULT_HOLD = 60.0
 
 
 @dataclass
@@ -365,13 +370,42 @@ class Executor:
             attempt=attempt, started_at=started, finished_at=time.time(), value=value, job=job,
         )
 
+    async def _record_result(self, subject: str, data: bytes, log: Logger) -> tuple[Exception | None, bool]:
+        """Publish a result, retrying while the results stream cannot answer.
+
+        A leader election, a reconnect, or subject interest not yet propagated through a cluster
+        makes the stream unreachable for seconds. Leaving the job unacked then would have it
+        redelivered and run again, and every such delivery counts as an attempt, so a job that
+        succeeded could be dead-lettered for "exceeding its attempts". Instead the job is held
+        (the bot's in-progress acks keep its deadline alive) and the result retried for up to
+        :data:`RESULT_HOLD` seconds.
+
+        Returns (None or the error that ended the retries, whether a retry was made).
+        """
+        deadline = anyio.current_time() + RESULT_HOLD
+        delay, retried, kept = 0.1, False, None
+        while True:
+            fut = await self.publisher.publish(subject, data)
+            try:
+                await wait_ack(fut, self.publisher.ack_timeout)
+                err = None
+            except Exception as e:  # noqa: BLE001 - translated right here
+                err = publish_error(e, subject)
+            if not isinstance(err, TransportError) or anyio.current_time() + delay > deadline:
+                if kept is not None and (err is None or isinstance(err, ResultAlreadyRecordedError)):
+                    self.outbox.discard(kept)  # recorded after all: nothing left to flush
+                return err, retried
+            if kept is None and self.outbox is not None:
+                # Write-ahead: if this bot dies while it holds the job, the result survives on disk.
+                kept = self.outbox.put(subject, data)
+            log.warning("job.result_retry", error=str(err), retry_in=round(delay, 2))
+            await anyio.sleep(delay)
+            delay, retried = min(delay * 2, 2.0), True
+
     async def _succeeded(self, msg: Msg, job: Job, attempt: int, data: bytes, started: float, log: Logger, value=None) -> None:
         subject = result_subject(job.id)
-        fut = await self.publisher.publish(subject, data)
-        try:
-            await wait_ack(fut, self.publisher.ack_timeout)
-        except Exception as e:  # noqa: BLE001 - translated right here
-            err = publish_error(e, subject)
+        err, retried = await self._record_result(subject, data, log)  # on a drain, the result stays in the outbox
+        if err is not None:
             if isinstance(err, StreamFullError):
                 # The results stream or store is full: not the job's fault, and not a death.
                 await msg.nak(delay=self.config.backoff_max)
@@ -379,13 +413,17 @@ class Executor:
                 log.error("job.result_refused", error=str(err))
                 return
             if not isinstance(err, ResultAlreadyRecordedError):
-                # Not recorded and not acked. Keep the result on disk and publish it when the server
-                # is back; meanwhile the job is redelivered after its deadline and may run again
-                # elsewhere, in which case the fence drops this copy (at-least-once execution).
-                if self.outbox is not None:
+                # Not recorded and not acked. The result is on disk (written when the first retry
+                # began) and is published when the server is back; meanwhile the job is redelivered
+                # after its deadline and may run again elsewhere, in which case the fence drops
+                # this copy (at-least-once execution).
+                if self.outbox is not None and not retried:
                     self.outbox.put(subject, data)
                 log.error("job.result_unrecorded", error=str(err) or type(err).__name__, outbox=self.outbox is not None)
                 return
+            if retried:
+                # The fenced copy may be our own first publish, acknowledged too late: the chain must go on.
+                await self._continue(job, value, attempt)
             await self._release_unique(job)
             await msg.ack()
             self.counters.duplicates += 1

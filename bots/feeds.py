@@ -47,6 +47,8 @@ from core.log import Logger
 
 #: Seconds a no_wait request may take to answer before it is given up on (a lost request).
 ANSWER_TIMEOUT = 2.0
+#: Seconds between two log lines for the same refusal status on one consumer.
+REFUSAL_LOG_EVERY = 10.0
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Feed:
         self._sub = None
         self.answered = 0.0  #: monotonic time the server last answered this consumer
         self.long_poll: _Request | None = None
+        self._refusals_logged: dict[str, float] = {}
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(f"{self._prefix}.*", cb=self._on_msg)
@@ -105,8 +108,13 @@ class Feed:
         if status == "100":  # idle heartbeat
             return
         if status not in ("404", "408"):
-            # 409: max waiting exceeded, consumer deleted or paused, leadership change...
-            self.log.warning("pull.refused", consumer=self.consumer, status=status, detail=msg.headers.get("Description", ""))
+            # 409: max waiting exceeded, consumer deleted, leadership change; 503: no consumer leader
+            # (an election, or interest not yet propagated). Logged once per REFUSAL_LOG_EVERY per status.
+            now = time.monotonic()
+            if now - self._refusals_logged.get(status, -REFUSAL_LOG_EVERY) >= REFUSAL_LOG_EVERY:
+                self._refusals_logged[status] = now
+                self.log.warning("pull.refused", consumer=self.consumer, status=status,
+                                 detail=(msg.headers.get("Description") or "").strip() or "no responders")
         self._finish(msg.subject.rsplit(".", 1)[-1])
 
     def _finish(self, token: str) -> None:

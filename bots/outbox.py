@@ -67,6 +67,10 @@ class Outbox:
         self.log.warning("outbox.stored", subject=subject)
         return final
 
+    def discard(self, path: Path) -> None:
+        """Forget an entry that was published some other way (the bot's own retry succeeded)."""
+        path.unlink(missing_ok=True)
+
     def entries(self) -> list[Entry]:
         out = []
         for path in sorted(self.folder.glob("*.json")):

@@ -263,3 +263,28 @@ async def _result_or_none(js, job_id):
         return await job_result(js, job_id)
     except Exception:  # noqa: BLE001 - the server is still coming back
         return None
+
+
+async def test_a_result_the_results_stream_cannot_take_yet_is_held_and_recorded_without_a_rerun(provisioned, bots):
+    """Given the results stream gone while a job runs (as in a leader election), the bot holds the
+    finished job, keeping its ack deadline alive, and records the result once the stream is back:
+    one run, one attempt, nothing left in the outbox."""
+    from tests.conftest import provision_async
+
+    bot = bots(provisioned.url, "holder")
+    nc = await nats.connect(provisioned.url)
+    js = nc.jetstream()
+    job = make_job("sleep", {"seconds": 1})
+    await submit(js, job)
+    await eventually(lambda: _started_by(js, job.id, "holder"), what="the job to start")
+    await js.delete_stream(RESULTS_STREAM)
+    await eventually(lambda: _async(lambda: "job.result_retry" in bot.log()), what="the bot retrying the result")
+    await eventually(lambda: _async(lambda: bot.log().count("job.result_retry") >= 6), what="a hold past the 2 s ack deadline")
+    await provision_async(provisioned.url)
+    result = await eventually(lambda: _result_or_none(js, job.id), timeout=20, what="the held result")
+    assert result.attempt == 1 and result.bot == "holder"
+    events = [e.type for e in await job_events(js, job.id)]
+    assert events.count(EventType.STARTED) == 1 and EventType.DUPLICATE not in events
+    await eventually(lambda: _async(lambda: not list((bot.log_path.parent / "outbox-holder").glob("*.json"))),
+                     what="the write-ahead outbox entry discarded")
+    await nc.close()
