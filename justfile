@@ -14,9 +14,9 @@ up *args:
 test *args:
     pytest -q "$@"
 
-# the 3-node cluster failover test (left out of `test`; see pyproject.toml)
+# the 3-node cluster failover test alone (it is also part of `test`)
 test-cluster *args:
-    pytest -q -m slow "$@"
+    pytest -q -m cluster "$@"
 
 # open the dashboard against a running server
 tui *args:

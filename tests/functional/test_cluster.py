@@ -26,7 +26,7 @@ from core.server import ROOT, EmbeddedServer, free_port
 from core.submit import submit_many
 from tests.conftest import FAST, eventually, wait_for
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 NODES = ("n1", "n2", "n3")
 JOBS = 300
