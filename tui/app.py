@@ -3,7 +3,7 @@
 Data flow: long-lived feed workers (``tui/feeds.py``) read NATS and post
 :mod:`tui.messages`; the app folds them into one :class:`tui.store.Store`;
 screens redraw from the store on a clock tick. Operator actions (drain, replay,
-purge, pause, submit, scale, add or remove a schedule) run as app workers too,
+purge, pause, submit, scale, cancel a job, add or remove a schedule) run as app workers too,
 so no NATS call ever blocks the UI, and every worker error lands in
 :meth:`CorralApp.worker_state`.
 
@@ -30,6 +30,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from bots.fleet_keys import write_desired
+from core.cancel import request_cancel
 from core.cli.common import actor as default_actor
 from core.cli.features import add_schedule, remove_schedule
 from core.connect import connect
@@ -272,9 +273,9 @@ class CorralApp(App):
 
     # -- operator actions ---------------------------------------------------------------------
 
-    def confirm_then(self, question: str, then: Callable[[], object], *, yes: str = "Yes") -> None:
+    def confirm_then(self, question: str, then: Callable[[], object], *, yes: str = "Yes", no: str = "Cancel") -> None:
         """Ask first; run ``then`` only on yes."""
-        self.push_screen(ConfirmScreen(question, yes=yes), lambda ok: then() if ok else None)
+        self.push_screen(ConfirmScreen(question, yes=yes, no=no), lambda ok: then() if ok else None)
 
     def _connected_js(self) -> JetStreamContext:
         if self.js is None or self.nc is None or not self.nc.is_connected:
@@ -298,6 +299,13 @@ class CorralApp(App):
         self._connected_js()
         await resume_queue(self.nc, queue, self.actor, priority)
         self.notify(f"queue {queue}/{priority} resumed", title="resume")
+
+    @work(name="cancel", group="actions", exit_on_error=False)
+    async def cancel_job(self, job_id: str) -> None:
+        """Ask every bot to cancel a job (``corral cancel``; ``request_cancel`` records it as this operator)."""
+        self._connected_js()
+        await request_cancel(self.nc, job_id, self.actor)
+        self.notify(f"job {job_id}: cancel requested, the bots act on it within a second", title="cancel")
 
     def scale_host(self, host: str, count: int) -> None:
         """Set ``desired.<host>`` in a worker; that host's supervisor starts or drains bots to match.

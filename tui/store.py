@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from core.cli.fleet import HostStatus
 from core.dlq import DeadLetter
-from core.messages import BotHeartbeat, Event, EventType
+from core.messages import BotHeartbeat, CurrentJob, Event, EventType
 from core.names import DLQ_STREAM
 from core.status import Snapshot
 from tui.features import Features
@@ -24,6 +24,8 @@ GONE_LINGER = 8.0  #: seconds a dead or stopped bot stays visible before it drop
 RATE_WINDOW = 180  #: seconds of per-second throughput kept for the sparklines
 STALE_SNAPSHOT = 3.5  #: seconds without a successful snapshot before the server counts as unreachable
 RATE_TYPES = (EventType.SUCCEEDED, EventType.FAILED, EventType.DEAD)
+#: A job whose latest event is one of these has ended (there is nothing left to cancel).
+ENDED = frozenset({EventType.SUCCEEDED, EventType.DEAD, EventType.CANCELLED, EventType.EXPIRED, EventType.DUPLICATE})
 
 
 @dataclass
@@ -130,7 +132,9 @@ class Store:
 
     def _track_job(self, e: Event) -> None:
         old = self.jobs.pop(e.job_id, None)
-        if old and old.ts > e.ts:  # an older event read back after a newer live one
+        # An older event read back after a newer live one; or a progress report the bot flushed
+        # just after the job ended (it flushes them every half second), which would hide the end.
+        if old and (old.ts > e.ts or (e.type == EventType.PROGRESS and old.last in ENDED)):
             self.jobs[e.job_id] = old
             return
         self.jobs[e.job_id] = JobRow(
@@ -216,6 +220,6 @@ class Store:
         past = [n for t, n in self.dlq_history if t >= now_t - window]
         return now_n > min(past)
 
-    def in_flight(self) -> list[tuple[str, str, str, float]]:
-        """(job id, kind, bot, since) for every job a live bot reports running."""
-        return [(c.id, c.kind, r.beat.name, c.since) for r in self.bots.values() if r.gone_at is None for c in r.beat.current]
+    def in_flight(self) -> list[tuple[str, CurrentJob]]:
+        """(bot, job) for every job a live bot reports running, with the progress its handler last reported."""
+        return [(r.beat.name, c) for r in self.bots.values() if r.gone_at is None for c in r.beat.current]

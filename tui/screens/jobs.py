@@ -1,4 +1,4 @@
-"""Jobs: what is running, what happened lately, and one job in full."""
+"""Jobs: what is running (with its progress), what happened lately, and one job in full; cancel one."""
 
 from __future__ import annotations
 
@@ -14,15 +14,18 @@ from textual.widgets import DataTable, Input, Label
 
 from core.dlq import list_dead
 from core.history import job_events, job_result, walk
-from core.messages import job_decoder
+from core.messages import CurrentJob, job_decoder
 from core.errors import InvalidJobError
 from core.names import JOBS_STREAM, check_token
 from tui.screens.base import TaskScreen
 from tui.screens.events import TYPE_STYLE, clock
+from tui.store import ENDED
 from tui.widgets.job_inspector import JobInspector, JobRecord
 from tui.widgets.synced_table import SyncedTable
 
 PENDING_SCAN = 5000  #: pending jobs scanned (direct gets, never the bots' consumer) to find a payload
+SHORT_ID = 12  #: job id characters the in-flight table shows (the row key, used to inspect and cancel, is the whole id)
+PROGRESS_WIDTH = 28  #: characters of a handler's progress message shown before it is cut with "…"
 
 
 async def find_pending(js, job_id: str) -> tuple[bool, object]:
@@ -53,16 +56,30 @@ async def read_record(js, job_id: str) -> JobRecord:
     return JobRecord(job_id, job, events, result, dead, pending)
 
 
+def progress_cell(job: CurrentJob) -> str:
+    """``42% resizing`` (the handler's ``ctx.progress``, as the bot's heartbeat carries it), or ``-``."""
+    if job.progress is None:
+        return "-"
+    text = f"{job.progress:.0f}% {job.message or ''}".strip()
+    return text if len(text) <= PROGRESS_WIDTH else text[:PROGRESS_WIDTH - 1] + "…"
+
+
 class JobsScreen(TaskScreen):
     TITLE_TEXT = "jobs"
-    BINDINGS = [Binding("slash", "search", "Search id", key_display="/"), Binding("i", "inspect", "Inspect")]
+    BINDINGS = [
+        Binding("slash", "search", "Search id", key_display="/"),
+        Binding("i", "inspect", "Inspect"),
+        Binding("c", "cancel_job", "Cancel job"),
+    ]
 
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="job id, then Enter to inspect", id="job-search")
         with Horizontal(id="jobs-body"):
             with Vertical(id="jobs-lists"):
                 yield Label("in flight (from bot heartbeats)", classes="section")
-                yield SyncedTable([("id", "job"), ("kind", "kind"), ("bot", "bot"), ("for", "running for")], id="inflight-table")
+                # Progress comes second so that it stays in view on an 80-column terminal.
+                yield SyncedTable([("id", "job"), ("progress", "progress"), ("kind", "kind"), ("for", "running for"), ("bot", "bot")],
+                                  id="inflight-table")
                 yield Label("recent jobs (latest event, newest first)", classes="section")
                 yield SyncedTable([("updated", "updated"), ("id", "job"), ("kind", "kind"), ("queue", "queue"),
                                    ("last", "last event"), ("attempt", "attempt"), ("bot", "bot")],
@@ -78,7 +95,8 @@ class JobsScreen(TaskScreen):
     def redraw(self) -> None:
         now = time.time()
         self.query_one("#inflight-table", SyncedTable).sync(
-            (job_id, (job_id, kind, bot, f"{now - since:.1f}s")) for job_id, kind, bot, since in self.store.in_flight()
+            (c.id, (c.id[:SHORT_ID], progress_cell(c), c.kind, f"{now - c.since:.1f}s", bot))
+            for bot, c in self.store.in_flight()
         )
         self.query_one("#jobs-table", SyncedTable).sync(
             (j.job_id, (clock(j.ts), j.job_id, j.kind, j.queue, Text(j.last, style=TYPE_STYLE.get(j.last, "")), str(j.attempt or ""), j.bot))
@@ -112,6 +130,29 @@ class JobsScreen(TaskScreen):
         table = self.focused if isinstance(self.focused, SyncedTable) else self.query_one("#jobs-table", SyncedTable)
         if (key := table.selected_key()) is not None:
             self.inspect(key)
+
+    def _target(self) -> str | None:
+        """The job under the cursor of the focused table, else the one in the inspector."""
+        if isinstance(self.focused, SyncedTable) and (key := self.focused.selected_key()) is not None:
+            return key
+        return self._inspecting
+
+    def action_cancel_job(self) -> None:
+        job_id = self._target()
+        if job_id is None:
+            self.notify("select a job in a table (or inspect one) to cancel it", severity="warning")
+            return
+        known = self.store.jobs.get(job_id)
+        if known is not None and known.last in ENDED:
+            self.notify(f"job {job_id} already ended ({known.last}): nothing to cancel", severity="warning")
+            return
+        bot = next((bot for bot, c in self.store.in_flight() if c.id == job_id), None)
+        where = f"running on {bot}: its handler is stopped" if bot else "not running: it is dropped when next delivered"
+        self.corral.confirm_then(f"Cancel job {job_id}? It is {where}.", lambda: self._cancel(job_id), yes="Cancel job", no="Keep it")
+
+    def _cancel(self, job_id: str) -> None:
+        self.corral.cancel_job(job_id)
+        self.inspect(job_id)  # the inspector follows the job, so the `cancelled` event shows when a bot acts
 
     @work(exclusive=True, group="inspect", exit_on_error=False)
     async def inspect(self, job_id: str) -> None:

@@ -1,4 +1,4 @@
-"""The submit form: N jobs of one kind, pipelined with progress (``core.submit.submit_many``)."""
+"""The submit form: N jobs of one kind, queue and priority, pipelined with progress (``core.submit.submit_many``)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, ProgressBar
+from textual.widgets import Button, Input, Label, ProgressBar, Select
 
 from core.errors import InvalidJobError
 from core.messages import Job, make_job
-from core.names import DEFAULT_QUEUE, check_token
+from core.names import DEFAULT_PRIORITY, DEFAULT_QUEUE, PRIORITIES, check_token
 
 MAX_COUNT = 100_000
 
@@ -25,12 +25,13 @@ class SubmitRequest:
     args: dict[str, Any]
     queue: str
     count: int
+    priority: str = DEFAULT_PRIORITY
 
     def jobs(self) -> list[Job]:
-        return [make_job(self.kind, self.args, queue=self.queue) for _ in range(self.count)]
+        return [make_job(self.kind, self.args, queue=self.queue, priority=self.priority) for _ in range(self.count)]
 
 
-def parse_request(kind: str, args: str, queue: str, count: str) -> SubmitRequest:
+def parse_request(kind: str, args: str, queue: str, count: str, priority: str = DEFAULT_PRIORITY) -> SubmitRequest:
     """Validate the form's fields.
 
     Raises:
@@ -50,8 +51,9 @@ def parse_request(kind: str, args: str, queue: str, count: str) -> SubmitRequest
         raise InvalidJobError(f"count must be 1-{MAX_COUNT}")
     if not kind.strip():
         raise InvalidJobError("kind is required")
-    make_job(kind.strip(), parsed, queue=check_token(queue.strip() or DEFAULT_QUEUE, "queue"))  # validates
-    return SubmitRequest(kind.strip(), parsed, queue.strip() or DEFAULT_QUEUE, n)
+    queue = check_token(queue.strip() or DEFAULT_QUEUE, "queue")
+    make_job(kind.strip(), parsed, queue=queue, priority=priority)  # validates, the priority included
+    return SubmitRequest(kind.strip(), parsed, queue, n, priority)
 
 
 class SubmitScreen(ModalScreen[None]):
@@ -60,16 +62,22 @@ class SubmitScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Close")]
 
     def compose(self) -> ComposeResult:
+        # Labelled rows, two fields to a row, so that the whole form fits an 80x24 terminal.
         with Vertical(id="submit-box", classes="modal-box"):
-            yield Label("Submit jobs", classes="section")
-            yield Label("kind (built-in: sum, sleep, fail, echo)")
-            yield Input("sum", id="submit-kind")
-            yield Label("args (JSON object)")
-            yield Input('{"a": 1, "b": 2}', id="submit-args")
-            yield Label("queue")
-            yield Input(DEFAULT_QUEUE, id="submit-queue")
-            yield Label("count")
-            yield Input("1", id="submit-count", type="integer")
+            yield Label("Submit jobs (built-in kinds: sum, sleep, fail, echo)", classes="section")
+            with Horizontal(classes="form-row"):
+                yield Label("kind")
+                yield Input("sum", id="submit-kind")
+                yield Label("count")
+                yield Input("1", id="submit-count", type="integer")
+            with Horizontal(classes="form-row"):
+                yield Label("args")
+                yield Input('{"a": 1, "b": 2}', placeholder="a JSON object", id="submit-args")
+            with Horizontal(classes="form-row"):
+                yield Label("queue")
+                yield Input(DEFAULT_QUEUE, id="submit-queue")
+                yield Label("priority")
+                yield Select([(p, p) for p in PRIORITIES], value=DEFAULT_PRIORITY, allow_blank=False, id="submit-priority")
             yield ProgressBar(id="submit-progress", show_eta=False)
             yield Label("", id="submit-status")
             with Horizontal(classes="modal-buttons"):
@@ -94,12 +102,13 @@ class SubmitScreen(ModalScreen[None]):
     def go(self) -> None:
         value = lambda wid: self.query_one(wid, Input).value  # noqa: E731
         try:
-            req = parse_request(value("#submit-kind"), value("#submit-args"), value("#submit-queue"), value("#submit-count"))
+            req = parse_request(value("#submit-kind"), value("#submit-args"), value("#submit-queue"), value("#submit-count"),
+                                str(self.query_one("#submit-priority", Select).value))
         except InvalidJobError as e:
             self.status(str(e), error=True)
             return
         self.query_one("#submit-progress", ProgressBar).update(total=req.count, progress=0)
-        self.status(f"submitting {req.count} {req.kind} job(s) to {req.queue}…")
+        self.status(f"submitting {req.count} {req.kind} job(s) to {req.queue}/{req.priority}…")
         self.app.submit_jobs(req, self)  # type: ignore[attr-defined]
 
     def progress(self, done: int, total: int) -> None:

@@ -1,19 +1,20 @@
-"""One job in full: payload, event history, result, dead letter."""
+"""One job in full: queue and priority, payload, latest progress, event history, result, dead letter."""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 from dataclasses import dataclass
 
 import msgspec
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from core.dlq import DeadLetter
-from core.messages import Event, Job, JobResult
+from core.messages import Event, EventType, Job, JobResult
 
 
 @dataclass(frozen=True)
@@ -36,24 +37,56 @@ def _ts(t: float) -> str:
     return dt.datetime.fromtimestamp(t).strftime("%H:%M:%S.%f")[:-3]
 
 
+def _fold_progress(events: list[Event]) -> list[Event]:
+    """The events with only the latest progress report: a handler may report every half second,
+    and the earlier reports would push everything else out of view."""
+    last = max((i for i, e in enumerate(events) if e.type == EventType.PROGRESS), default=None)
+    return [e for i, e in enumerate(events) if e.type != EventType.PROGRESS or i == last]
+
+
+class EventLog:
+    """A job's events: a table where there is room, else one line per event (the inspector has
+    half of an 80-column terminal, where five table columns would wrap every cell)."""
+
+    WIDE = 64  #: columns from which the events are a table
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        rows = [(_ts(e.ts), str(e.type), str(e.attempt or ""), e.bot or e.actor or "",
+                 e.detail or (f"{e.duration * 1000:.1f} ms" if e.duration else "")) for e in self.events]
+        if options.max_width >= self.WIDE:
+            t = Table(title="events", expand=True)
+            for col in ("time", "event", "attempt", "bot", "detail"):
+                t.add_column(col)
+            for row in rows:
+                t.add_row(*row)
+            yield t
+            return
+        yield Text("events", style="bold")
+        for ts, etype, attempt, who, detail in rows:
+            yield Text.assemble((ts[:8], "dim"), " ", (etype, "bold"), f" #{attempt}" if attempt else "",
+                                f" {who}" if who else "", f": {detail}" if detail else "")
+
+
 def render_record(rec: JobRecord) -> Group:
     parts: list = [Text(f"job {rec.job_id}", style="bold")]
     if not rec.known:
         parts.append(Text("no record of this job (unknown id, or past the streams' retention)", style="yellow"))
         return Group(*parts)
-    status = "succeeded" if rec.result else "dead" if rec.dead else "pending" if rec.pending else (rec.events[-1].type if rec.events else "?")
+    lifecycle = [e for e in rec.events if e.type != EventType.PROGRESS]
+    # A running job is still on the jobs stream (it leaves when acked), so its events come before `pending`.
+    status = "succeeded" if rec.result else "dead" if rec.dead else lifecycle[-1].type if lifecycle else "pending" if rec.pending else "?"
     parts.append(Text(f"status: {status}", style={"succeeded": "green", "dead": "bold red"}.get(str(status), "cyan")))
     if rec.job:
         parts.append(Text(f"kind {rec.job.kind}  queue {rec.job.queue}/{rec.job.priority}  max attempts {rec.job.max_attempts}  timeout {rec.job.timeout:g}s"))
         parts.append(Text("payload: " + msgspec.json.encode(rec.job.args).decode()))
+    reports = [e for e in rec.events if e.type == EventType.PROGRESS]
+    if reports:
+        parts.append(Text(f"progress: {reports[-1].detail or '?'}  (at {_ts(reports[-1].ts)}, {len(reports)} report(s))", style="cyan"))
     if rec.events:
-        t = Table(title="events", expand=True)
-        for col in ("time", "event", "attempt", "bot", "detail"):
-            t.add_column(col)
-        for e in rec.events:
-            detail = e.detail or (f"{e.duration * 1000:.1f} ms" if e.duration else "")
-            t.add_row(_ts(e.ts), str(e.type), str(e.attempt or ""), e.bot or e.actor or "", detail)
-        parts.append(t)
+        parts.append(EventLog(_fold_progress(rec.events)))
     if rec.result:
         r = rec.result
         parts.append(Text(f"result: {msgspec.json.encode(r.value).decode()}  (bot {r.bot}, attempt {r.attempt}, "
@@ -68,13 +101,19 @@ class JobInspector(VerticalScroll):
     JobInspector { height: 1fr; border: round $primary; padding: 0 1; }
     """
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._shown: RenderableType = "Enter a job id above, or press Enter on a row, to inspect it."
+
     def compose(self):
-        yield Static("Enter a job id above, or press Enter on a row, to inspect it.", id="inspector-body")
+        yield Static(self._shown, id="inspector-body")
 
     def show(self, rec: JobRecord) -> None:
-        self.query_one("#inspector-body", Static).update(render_record(rec))
+        self._shown = render_record(rec)
+        self.query_one("#inspector-body", Static).update(self._shown)
 
     def text(self) -> str:
-        """What the inspector currently shows, as plain text."""
-        body = self.query_one("#inspector-body", Static)
-        return str(body.render())
+        """What the inspector currently shows, as plain text wrapped at its width."""
+        console = Console(file=io.StringIO(), width=max(self.scrollable_content_region.width, 20), color_system=None, record=True)
+        console.print(self._shown)
+        return console.export_text()
