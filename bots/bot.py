@@ -399,7 +399,7 @@ class Bot:
                 if job_id not in running:
                     self.executor.progress.pop(job_id, None)
                     continue
-                if dirty:
+                if dirty and job_id in self.executor.running:  # not after the handler ended (a cancel)
                     self.executor.progress[job_id] = (percent, message, False)
                     event = Event(type=EventType.PROGRESS, ts=time.time(), job_id=job_id, bot=self.config.name,
                                   incarnation=self.incarnation, kind=running[job_id].kind, detail=f"{percent:.0f}% {message or ''}".strip())
