@@ -247,3 +247,36 @@ async def _populated(js, at_least):
     ids = [m.subject.rsplit(".", 1)[-1] async for m in walk(js, RESULTS_STREAM, "corral.results.>")]
     ids = [i for i in ids if i.startswith("populate-") and i.count("-") == 2]
     return ids if len(ids) >= at_least else None
+
+
+async def test_a_job_cancelled_after_its_bot_died_is_not_run_again(js, provisioned, bots):
+    """The running job's bot is SIGKILLed, then the job is cancelled: the redelivery on another bot
+    ends it cancelled without running it, because the request lives in KV, not in the dead bot."""
+    doomed = bots(provisioned.url, "doomed")
+    job = make_job("sleep", {"seconds": 60, "step": 0.2})
+    await submit(js, job)
+    await eventually(lambda: _has_type(js, job.id, EventType.PROGRESS), what="the job running")
+    doomed.kill()
+    await request_cancel(js._nc, job.id, "tester@test")
+    bots(provisioned.url, "heir")
+    await eventually(lambda: _has_type(js, job.id, EventType.CANCELLED), timeout=15, what="the cancelled event")
+    ended = [e for e in await job_events(js, job.id) if e.type == EventType.CANCELLED]
+    assert [(e.bot, e.detail) for e in ended] == [("heir", "cancelled before it ran")]
+    assert await job_result(js, job.id) is None
+
+
+async def test_a_unique_key_held_by_a_job_whose_bot_died_is_released_when_it_ends_elsewhere(js, provisioned, bots):
+    """The bot running a unique job is SIGKILLed: the key stays held (the job is still pending),
+    another bot completes the redelivery and releases it, and the key is accepted again."""
+    doomed = bots(provisioned.url, "doomed")
+    first = make_job("sleep", {"seconds": 30, "step": 0.2}, unique_key="nightly", max_attempts=3)
+    await submit(js, first)
+    await eventually(lambda: _has_type(js, first.id, EventType.PROGRESS), what="the job running")
+    doomed.kill()
+    with pytest.raises(DuplicateJobError):
+        await submit(js, make_job("sum", {"a": 1, "b": 1}, unique_key="nightly"))
+    await request_cancel(js._nc, first.id, "tester@test")  # end it quickly on the heir
+    bots(provisioned.url, "heir")
+    await eventually(lambda: _has_type(js, first.id, EventType.CANCELLED), timeout=15, what="the redelivery ending")
+    second = make_job("sum", {"a": 1, "b": 1}, unique_key="nightly")
+    await eventually(lambda: _submitted(js, second), what="the key released by the heir")
