@@ -149,6 +149,11 @@ class Feed:
         with anyio.move_on_after(ANSWER_TIMEOUT):
             await req.done.wait()
 
+    def polling(self) -> bool:
+        """A long-poll is open: the server would have delivered any job into it, so an empty buffer
+        means an empty consumer, without asking again."""
+        return self.long_poll is not None and not self.long_poll.done.is_set() and time.monotonic() < self.long_poll.deadline
+
     async def ensure_long_poll(self, expires: float) -> None:
         """Keep one long-poll open, so a job arriving on this consumer wakes the bot."""
         self._expire()
@@ -185,7 +190,7 @@ class Feeds:
         while len(taken) < free:
             order, fair = self._order()
             for feed in order:
-                if not feed.buffer and feed.consumer not in asked:
+                if not feed.buffer and feed.consumer not in asked and not feed.polling():
                     asked.add(feed.consumer)
                     # A fair turn asks a lower priority for one job only: more would sit in this
                     # bot's buffer behind the higher work, out of other bots' reach.
