@@ -25,6 +25,7 @@ from core.control import record
 from core.errors import ConfigError
 from core.log import get_logger
 from core.messages import Job, make_job
+from core.names import PRIORITIES
 from core.submit import submit_many
 
 
@@ -48,6 +49,7 @@ def register(sub) -> None:
     when.add_argument("--cron", help="6-field cron: 'sec min hour day month weekday'")
     when.add_argument("--at", help="once, at an RFC3339 UTC time: 2026-11-23T18:00:00Z")
     q.add_argument("--queue", default="default")
+    q.add_argument("--priority", default="normal", choices=PRIORITIES, help="priority of every firing (default normal)")
     q.add_argument("--timeout", type=positive_float, default=60.0)
     q.add_argument("--max-attempts", type=positive_int, default=3)
     q.set_defaults(func=cmd_schedule, action="add")
@@ -120,7 +122,8 @@ async def _schedule(args: argparse.Namespace) -> int:
     try:
         if args.action == "add":
             spec = schedule_spec(every=args.every, cron=args.cron, at=args.at)
-            job = make_job(args.kind, parse_kv(args.args), queue=args.queue, timeout=args.timeout, max_attempts=args.max_attempts)
+            job = make_job(args.kind, parse_kv(args.args), queue=args.queue, priority=args.priority,
+                           timeout=args.timeout, max_attempts=args.max_attempts)
             rows = [await add_schedule(nc, args.name, job, spec, actor())]
         elif args.action == "rm":
             await remove_schedule(nc, args.name, actor())

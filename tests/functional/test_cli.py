@@ -122,3 +122,14 @@ def test_an_unknown_job_id_says_there_is_no_record(provisioned):
     """`corral job` for an id nobody submitted exits 1 and says why it may be missing."""
     out = corral("job", "never-submitted", url=provisioned.url)
     assert out.returncode == 1 and "no record of job never-submitted" in out.stdout
+
+
+def test_a_schedule_added_with_a_priority_fires_onto_that_priority(provisioned):
+    """`schedule add --priority high` targets the high subject; `schedule list --json` says so."""
+    added = corral("schedule", "add", "hourly-high", "sum", "a=1", "b=1", "--every", "1h", "--priority", "high", "--json",
+                   url=provisioned.url)
+    assert added.returncode == 0, added.stderr
+    listed = json.loads(corral("schedule", "list", "--json", url=provisioned.url).stdout)
+    assert [(s["name"], s["target"]) for s in listed] == [("hourly-high", "corral.schedules.fire.default.high")]
+    refused = corral("schedule", "add", "x", "sum", "--every", "1h", "--priority", "urgent", url=provisioned.url)
+    assert refused.returncode == 2 and "invalid choice: 'urgent'" in refused.stderr
