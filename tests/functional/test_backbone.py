@@ -253,7 +253,8 @@ async def test_a_result_finished_while_the_server_is_down_survives_in_the_outbox
     again = bots(url, "solo")
     result = await eventually(lambda: _result_or_none(js, job.id), timeout=30, what="the outboxed result")
     assert result.attempt == 1 and f"inc={result.incarnation}" not in again.log()  # the killed incarnation's result
-    assert "outbox.published" in again.log()
+    # The stored result can be read before the bot has logged its publish: wait for the line.
+    await eventually(lambda: _async(lambda: "outbox.published" in again.log()), what="the outbox flush logged")
     assert await count_results(js, job.id) == 1
     await nc.close()
 
