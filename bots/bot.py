@@ -45,7 +45,7 @@ from core.messages import BotHeartbeat, CurrentJob, Event, EventType, encode, ne
 from core.history import walk
 from core.names import CANCEL_BUCKET, job_events_subject
 from core.names import (
-    BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, PRIORITIES, RESULTS_STREAM, bot_events_subject, consumer_name,
+    BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, LIMITS_BUCKET, PRIORITIES, RESULTS_STREAM, bot_events_subject, consumer_name,
     control_subject,
 )
 from core.publisher import AsyncPublisher
@@ -190,7 +190,8 @@ class Bot:
 
     async def _start_up(self) -> None:
         await wait_for_resources(
-            self.js, self.log, [JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, BOTS_STREAM],
+            # The limits bucket too: without it every job would be throttled (limits fail closed).
+            self.js, self.log, [JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, BOTS_STREAM, f"KV_{LIMITS_BUCKET}"],
             [(JOBS_STREAM, c) for c in self.consumers],
         )
         self.sm.to(BotState.REGISTERING)

@@ -35,6 +35,7 @@ from typing import Any
 
 import anyio
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -183,7 +184,10 @@ class Executor:
         try:
             verdict = await self.limits.admit(job.kind, f"{self.config.name}/{job.id}", throttles)
         except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
-            verdict = Throttled(f"limits unreadable ({str(e) or type(e).__name__})", throttle_delay(throttles))
+            why = str(e) or type(e).__name__
+            if isinstance(e, nats.errors.NoRespondersError):
+                why = "the corral_limits bucket is missing: run `corral provision`"
+            verdict = Throttled(f"limits unreadable ({why})", throttle_delay(throttles))
         if isinstance(verdict, Admitted):
             return verdict
         await self.emit(job, EventType.THROTTLED, attempt, confirm=True, detail=f"{verdict.reason}; retry in {verdict.delay:.1f}s")

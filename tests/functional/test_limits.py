@@ -208,3 +208,27 @@ def test_removing_a_limit_that_is_not_set_says_so(provisioned):
     """rm of a kind without limits exits 1 naming the kind."""
     out = corral("limit", "rm", "nothing", url=provisioned.url)
     assert out.returncode == 1 and "no limit is set for kind 'nothing'" in out.stderr
+
+
+async def test_a_bot_waits_for_a_missing_limits_bucket_instead_of_throttling_everything(nats_server, bots):
+    """An upgrade that skipped `corral provision`: the bot waits at start-up, naming the bucket, then
+    runs jobs once it exists (limits fail closed, so running without the bucket would throttle all)."""
+    import nats
+
+    from streams import load_declarations
+    from streams.provision import provision
+    from tests.conftest import FAST
+
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    decls = [d.with_config(**FAST) if d.kind == "consumer" else d for d in load_declarations()]
+    await provision(nc, [d for d in decls if d.name != "KV_corral_limits"])
+    bot = bots(nats_server.url, "early")
+    job = make_job("sum", {"a": 2, "b": 2})
+    await submit(js, job)
+    wait_for(lambda: "resources.waiting" in bot.log() and "KV_corral_limits" in bot.log(), what="the bot waiting for the bucket")
+    assert not bot.ready()
+    await provision(nc, [d for d in decls if d.name == "KV_corral_limits"])
+    assert (await eventually(lambda: job_result(js, job.id), timeout=30, what="the job's result")).value == 4
+    assert EventType.THROTTLED not in await _types(js, job.id)
+    await nc.close()
