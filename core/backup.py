@@ -14,7 +14,9 @@ server timestamps are new (every payload carries its own times: a job's
 for the jobs stream is right, since it only ever holds unfinished jobs. The bot
 liveness bucket is not backed up: it is rebuilt within seconds by live bots;
 restore creates it (and any other declared resource still missing) from
-streams/ at the end.
+streams/ at the end. Schedules keep their definitions (not past firings), limits
+their definitions (not the leased slots and rate counters), and fan-in groups
+every member outcome, so a workflow half-way through goes on after a restore.
 
 Why not the JetStream snapshot API: it is per stream, chunked with flow
 control, and restores into a stream of the same name only when that stream is
@@ -36,10 +38,18 @@ from nats.aio.client import Client as NATS
 from core.connect import api, publish_error
 from core.errors import ConfigError, MissingResourceError
 from core.history import walk
-from core.names import DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
+from core.names import (
+    DLQ_STREAM, EVENTS_STREAM, GROUPS_BUCKET, JOBS_STREAM, LIMITS_BUCKET, RESULTS_STREAM, SCHEDULES_STREAM, schedule_subject,
+)
 
-#: Streams that hold state worth keeping, in restore order (the jobs' consumers last).
-BACKED_UP = (RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, "KV_corral_fleet", JOBS_STREAM)
+#: Streams that hold state worth keeping, in restore order (schedules before the jobs stream that
+#: sources them; the jobs' consumers last).
+BACKED_UP = (RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, "KV_corral_fleet", f"KV_{GROUPS_BUCKET}", f"KV_{LIMITS_BUCKET}",
+             SCHEDULES_STREAM, JOBS_STREAM)
+#: What of a stream is kept, where not everything: schedule definitions but not their past firings
+#: (already sourced into the jobs stream; restoring them would run them again under new ids), and
+#: limit definitions but not the leased slots and rate counters, which are live state with TTLs.
+KEPT_SUBJECTS = {SCHEDULES_STREAM: schedule_subject("*"), f"KV_{LIMITS_BUCKET}": f"$KV.{LIMITS_BUCKET}.def.*"}
 _SKIP_HEADERS = {"Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Stream", "Nats-Last-Sequence", "Nats-Num-Pending"}
 
 
@@ -69,7 +79,7 @@ async def backup(nc: NATS, folder: Path, progress: Callable[[str, int], None] = 
         (target / "consumers.json").write_text(json.dumps([c["config"] for c in consumers], indent=2))
         n = 0
         with open(target / "messages.ndjson", "w") as f:
-            async for msg in walk(js, stream, ">"):
+            async for msg in walk(js, stream, KEPT_SUBJECTS.get(stream, ">")):
                 headers = {k: v for k, v in (msg.headers or {}).items() if k not in _SKIP_HEADERS}
                 f.write(json.dumps({
                     "seq": msg.seq, "subject": msg.subject, "time": msg.time.isoformat() if msg.time else None,

@@ -28,9 +28,9 @@ from core.connect import api
 from core.dlq import list_dead
 from core.history import job_events, job_result, walk
 from core.messages import EventType, Job, job_decoder, new_id
-from core.names import JOBS_STREAM, check_token
+from core.names import GROUPS_BUCKET, JOBS_STREAM, check_token
 
-BUCKET = "corral_groups"
+BUCKET = GROUPS_BUCKET
 
 
 def make_group(members: list[Job], callback: Job, group: str | None = None) -> list[Job]:

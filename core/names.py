@@ -107,6 +107,7 @@ def firing_subject(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
 CANCEL_BUCKET = "corral_cancel"
 UNIQUE_BUCKET = "corral_unique"
 LIMITS_BUCKET = "corral_limits"
+GROUPS_BUCKET = "corral_groups"
 
 
 def cancel_key_subject(job_id: str) -> str:

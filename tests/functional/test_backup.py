@@ -9,7 +9,9 @@ import sys
 import nats
 import pytest
 
+from core import schedules
 from core.dlq import list_dead
+from core.limits import LimitDef, list_limits, set_limit
 from core.history import job_events, job_result
 from core.messages import make_job
 from core.names import JOBS_STREAM
@@ -38,6 +40,8 @@ async def test_a_destroyed_store_is_restored_with_every_job_result_and_dead_lett
     bot.kill()
     pending = [make_job("sum", {"a": 100, "b": i}) for i in range(5)]
     await submit_many(js, pending)
+    await schedules.add(js, "nightly", make_job("sum", {"a": 1, "b": 1}), "0 0 3 * * *")
+    await set_limit(js, "sleep", LimitDef(concurrency=2))
 
     backup_dir = tmp_path / "backup"
     out = corral("backup", str(backup_dir), "--server", url)
@@ -56,6 +60,8 @@ async def test_a_destroyed_store_is_restored_with_every_job_result_and_dead_lett
     assert [d.job_id for d in await list_dead(js)] == [doomed.id]
     assert [e.type for e in await job_events(js, done[0].id)][-1] == "succeeded"
     assert (await js.stream_info(JOBS_STREAM)).state.messages == 5
+    assert [(s.name, s.spec) for s in await schedules.list_schedules(js)] == [("nightly", "0 0 3 * * *")]
+    assert [(r.kind, r.limit.concurrency) for r in await list_limits(js)] == [("sleep", 2)]
     bots(url, "b2")
     assert (await eventually(lambda: _all_results(js, pending), what="pending jobs after restore"))
     await nc.close()
