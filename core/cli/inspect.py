@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
+import anyio
 import msgspec
 from rich.console import Console
 from rich.table import Table
@@ -14,6 +15,7 @@ from core.connect import connect
 from core.dlq import list_dead
 from core.history import job_events, job_result
 from core.log import get_logger
+from core.messages import Event, EventType
 from core.names import check_token
 from core.status import snapshot
 
@@ -27,7 +29,12 @@ def register(sub) -> None:
     add_server(p)
     add_json(p)
     p.add_argument("job_id", metavar="ID")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="print events (progress included) as they happen until the job ends; with --json, one object per line")
     p.set_defaults(func=cmd_job)
+
+
+FOLLOW_INTERVAL = 0.5  #: seconds between reads of a followed job's events
 
 
 def _ts(t: float | None) -> str:
@@ -65,8 +72,46 @@ async def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Event types after which a job does nothing more (with --lean-events a result is the end instead).
+ENDED = {EventType.SUCCEEDED, EventType.DEAD, EventType.CANCELLED, EventType.EXPIRED}
+
+
+def _event_row(e: Event) -> tuple[str, str, str, str, str]:
+    return (_ts(e.ts), e.type, str(e.attempt or ""), e.bot or e.actor or "",
+            e.detail or (f"{e.duration * 1000:.1f} ms" if e.duration else ""))
+
+
+async def _follow(args: argparse.Namespace, job_id: str) -> int:
+    """Print the job's events as they are stored, until it ends (Ctrl-C stops earlier)."""
+    nc = await connect(settings(args), get_logger("job"), wait=False)
+    seen, result = 0, None
+    try:
+        js = nc.jetstream()
+        if not args.json:
+            print(f"following job {job_id} (Ctrl-C stops)", flush=True)
+        while True:
+            events = await job_events(js, job_id)
+            for e in events[seen:]:
+                if args.json:
+                    print(msgspec.json.encode(e).decode(), flush=True)
+                else:
+                    print("  ".join(c for c in _event_row(e) if c), flush=True)
+            seen = len(events)
+            result = await job_result(js, job_id)
+            if result is not None or any(e.type in ENDED for e in events):
+                break
+            await anyio.sleep(FOLLOW_INTERVAL)
+    finally:
+        await nc.close()
+    if result is not None and not args.json:
+        print(f"result: {msgspec.json.encode(result.value).decode()}  (bot {result.bot}, attempt {result.attempt})")
+    return 0
+
+
 async def _job(args: argparse.Namespace) -> int:
     job_id = check_token(args.job_id, "job id")
+    if args.follow:
+        return await _follow(args, job_id)
     nc = await connect(settings(args), get_logger("job"), wait=False)
     try:
         js = nc.jetstream()
@@ -91,7 +136,7 @@ async def _job(args: argparse.Namespace) -> int:
     for col in ("time (UTC)", "event", "attempt", "bot", "detail"):
         t.add_column(col)
     for e in events:
-        t.add_row(_ts(e.ts), e.type, str(e.attempt or ""), e.bot or e.actor or "", e.detail or (f"{e.duration * 1000:.1f} ms" if e.duration else ""))
+        t.add_row(*_event_row(e))
     console.print(t)
     if result:
         console.print(f"result: {msgspec.json.encode(result.value).decode()}  (bot {result.bot}, attempt {result.attempt}, {(result.finished_at - result.started_at) * 1000:.1f} ms)")
