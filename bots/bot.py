@@ -72,7 +72,7 @@ class Bot:
         self.log = log.bind(bot=config.name, inc=self.incarnation)
         self.started_at = time.time()
         self.metrics = BotMetrics(config.name)
-        self._consumer_seen = 0.0  #: monotonic time of the last successful fetch or consumer check
+        self._consumer_seen = 0.0  #: monotonic time the consumers were last checked (start-up); see Feeds.answered
         self._transitions_in, self._transitions_out = anyio.create_memory_object_stream[tuple[BotState, BotState]](math.inf)
         self.sm = StateMachine(self._on_transition)
         self.inflight: dict[str, InFlight] = {}
@@ -161,8 +161,9 @@ class Bot:
         self.publisher = AsyncPublisher(
             self.js, self.log, ack_timeout=self.config.publish_timeout, on_lost=self.outbox.put if self.outbox else None
         )
-        # Highest priority first; within a priority, queues in the order given.
-        self.consumers = [consumer_name(q, p) for p in self.config.priorities for q in self.config.queues]
+        # Highest priority first; within a priority, queues in the order given: (consumer, rank).
+        self.lanes = [(consumer_name(q, p), PRIORITIES.index(p)) for p in self.config.priorities for q in self.config.queues]
+        self.consumers = [consumer for consumer, _ in self.lanes]
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals)
@@ -212,8 +213,7 @@ class Bot:
         except TransportError as e:
             self.log.warning("outbox.flush_deferred", error=str(e))
         self.feeds = Feeds(
-            [Feed(self.nc, JOBS_STREAM, consumer_name(q, p), PRIORITIES.index(p), self.log, self._on_arrival)
-             for p in self.config.priorities for q in self.config.queues],
+            [Feed(self.nc, JOBS_STREAM, consumer, rank, self.log, self._on_arrival) for consumer, rank in self.lanes],
             self.config.fair_every,
         )
         for feed in self.feeds.feeds:
@@ -236,7 +236,6 @@ class Bot:
                 jobs.cancel_scope.deadline = anyio.current_time() + self.config.drain_timeout
 
     def _on_arrival(self) -> None:
-        self._consumer_seen = time.monotonic()
         self.feeds.arrived()
 
     async def _pull_loop(self, jobs: anyio.abc.TaskGroup) -> None:
@@ -260,8 +259,6 @@ class Bot:
                 self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
                 if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self._stopping:
                     self.sm.to(BotState.ERROR)
-            if self.feeds.answered > self._consumer_seen:
-                self._consumer_seen = self.feeds.answered
             for _ in range(free - len(msgs)):
                 self._slots.release()
             for msg in msgs:
@@ -323,7 +320,8 @@ class Bot:
             return False, "not connected to NATS"
         if self.sm.state not in (BotState.READY, BotState.PROCESSING):
             return False, f"state {self.sm.state}"
-        age = time.monotonic() - self._consumer_seen if self._consumer_seen else float("inf")
+        seen = max(self._consumer_seen, self.feeds.answered if hasattr(self, "feeds") else 0.0)
+        age = time.monotonic() - seen if seen else float("inf")
         if age > 3 * FETCH_TIMEOUT + 5:
             return False, f"consumers {', '.join(self.consumers)} last answered {age:.0f}s ago"
         return True, f"state {self.sm.state}, consumers {', '.join(self.consumers)} answering"
@@ -478,7 +476,7 @@ class Bot:
                 self.metrics.outbox.set(len(self.outbox))
             # Running jobs, and jobs claimed but waiting for a slot (bots/feeds.py).
             held = [(f.msg, f.started, f.job_id) for f in list(self.inflight.values())]
-            held += [(b.msg, b.arrived - time.monotonic() + now, "(claimed)") for b in self.feeds.buffered()]
+            held += [(b.msg, b.arrived, "(claimed)") for b in self.feeds.buffered()]
             for msg, since, job_id in held:
                 if now - since >= period and self.nc.is_connected:
                     try:

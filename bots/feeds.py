@@ -62,7 +62,7 @@ class _Request:
 @dataclass
 class Buffered:
     msg: Msg
-    arrived: float  #: monotonic
+    arrived: float  #: anyio.current_time(), the clock running jobs' ``started`` uses
 
 
 class Feed:
@@ -97,7 +97,7 @@ class Feed:
         status = msg.headers.get("Status") if msg.headers else None
         if status is None and msg.reply:
             # A job. The server fills pull requests in the order it got them.
-            self.buffer.append(Buffered(msg, time.monotonic()))
+            self.buffer.append(Buffered(msg, anyio.current_time()))
             for token, req in list(self._requests.items()):
                 req.got += 1
                 if req.got >= req.batch:
