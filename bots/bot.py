@@ -320,7 +320,7 @@ class Bot:
             return False, "not connected to NATS"
         if self.sm.state not in (BotState.READY, BotState.PROCESSING):
             return False, f"state {self.sm.state}"
-        seen = max(self._consumer_seen, self.feeds.answered if hasattr(self, "feeds") else 0.0)
+        seen = max(self._consumer_seen, self.feeds.answered)  # served only once the feeds exist
         age = time.monotonic() - seen if seen else float("inf")
         if age > 3 * FETCH_TIMEOUT + 5:
             return False, f"consumers {', '.join(self.consumers)} last answered {age:.0f}s ago"
