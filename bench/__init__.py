@@ -4,7 +4,7 @@ Run it as ``corral bench SCENARIO`` (or ``python -m bench SCENARIO``); from
 Python, :func:`run_scenario` returns the records. docs/performance.md has the
 scenarios, the full-size numbers and the targets.
 
-Nothing heavy is imported here: :mod:`bench.drainer` processes start from this
+Nothing heavy is imported here: :mod:`corral.bench.drainer` processes start from this
 package and must start fast.
 """
 
@@ -17,15 +17,15 @@ __all__ = ["run_scenario", "SCENARIOS", "SIZES", "TINY", "FULL", "Size"]
 
 def __getattr__(name: str) -> Any:
     if name == "run_scenario":
-        from bench.runner import run_scenario
+        from corral.bench.runner import run_scenario
 
         return run_scenario
     if name == "SCENARIOS":
-        from bench.scenarios import NAMES
+        from corral.bench.scenarios import NAMES
 
         return NAMES
     if name in ("SIZES", "TINY", "FULL", "Size"):
-        from bench import sizes
+        from corral.bench import sizes
 
         return getattr(sizes, name)
     raise AttributeError(name)

@@ -3,9 +3,9 @@
 import argparse
 import sys
 
-from core.cli import bench
-from core.errors import CorralError
-from core.log import configure
+from corral.cli import bench
+from corral.core.errors import CorralError
+from corral.core.log import configure
 
 
 def main(argv: list[str] | None = None) -> int:

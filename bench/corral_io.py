@@ -10,11 +10,11 @@ import msgspec
 import nats.js.errors
 from nats.aio.client import Client as NATS
 
-from core.connect import api
-from core.errors import CorralError
-from core.history import walk
-from core.messages import EventType, event_decoder, result_decoder
-from core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, consumer_name, job_events_subject
+from corral.core.connect import api
+from corral.core.errors import CorralError
+from corral.core.history import walk
+from corral.core.messages import EventType, event_decoder, result_decoder
+from corral.core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, consumer_name, job_events_subject
 
 FAR_FUTURE = "2099-01-01T00:00:00Z"
 

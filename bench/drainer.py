@@ -1,4 +1,4 @@
-"""One drain process for the limit: ``python -m bench.drainer URL MODE``.
+"""One drain process for the limit: ``python -m corral.bench.drainer URL MODE``.
 
 Protocol on stdio, so the parent's start-up cost never leaks into the timing:
 the process connects and binds, prints ``ready``, waits for a line on stdin

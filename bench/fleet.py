@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import psutil
 
-from core.errors import CorralError
+from corral.core.errors import CorralError
 
 
 class BotProc:
@@ -24,7 +24,7 @@ class BotProc:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "core.cli", "bot", "--server", url, "--name", name, *extra],
+                [sys.executable, "-m", "corral.cli", "bot", "--server", url, "--name", name, *extra],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             )
         self.ps = psutil.Process(self.proc.pid)

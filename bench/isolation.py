@@ -1,4 +1,4 @@
-"""What ``@process`` costs next to a thread: ``python -m bench.isolation [JOBS]``.
+"""What ``@process`` costs next to a thread: ``python -m corral.bench.isolation [JOBS]``.
 
 Prints, for a handler that does nothing: the per-job round trip in a thread and in a warm child
 process, the first job on a fresh child (interpreter start plus imports), how long a cancelled
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import anyio
 
-from bots import isolation
-from bots.isolation import ChildPool, run_isolated
-from core.handlers import HandlerCancelled, JobContext
-from core.messages import make_job
+from corral.bots import isolation
+from corral.bots.isolation import ChildPool, run_isolated
+from corral.core.handlers import HandlerCancelled, JobContext
+from corral.core.messages import make_job
 
-SPEC = "bench.isolation:noop"
+SPEC = "corral.bench.isolation:noop"
 
 
 def noop(args: dict, ctx: JobContext) -> int:
@@ -70,7 +70,7 @@ async def _stop_latency(stubborn: bool) -> float:
     """Seconds from the cancel to the job's end, the child gone."""
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run_isolated, "bench.isolation:spin", {"stubborn": stubborn}, _ctx())
+            tg.start_soon(run_isolated, "corral.bench.isolation:spin", {"stubborn": stubborn}, _ctx())
             await anyio.sleep(0.5)  # a benchmark, not a test: give the child time to start
             started = time.perf_counter()
             scope.cancel()

@@ -1,4 +1,4 @@
-"""Profile a bot under the throughput scenario: ``python -m bench.profile [--bots 4] [--jobs N] [--seconds S]``.
+"""Profile a bot under the throughput scenario: ``python -m corral.bench.profile [--bots 4] [--jobs N] [--seconds S]``.
 
 Builds a backlog of `sum` jobs with the consumer paused, starts the bots,
 attaches py-spy (non-blocking sampling, idle frames dropped) to the first one,
@@ -19,16 +19,16 @@ from pathlib import Path
 
 import anyio
 
-from bench.corral_io import pause_jobs, resume_jobs, wait_for_messages
-from bench.fleet import Fleet
-from bench.server import provision_for_bench, running_server
-from core.cli.submit import generate
-from core.connect import connect
-from core.errors import ConfigError
-from core.log import get_logger
-from core.names import RESULTS_STREAM
-from core.settings import Settings
-from core.submit import raise_for, submit_many
+from corral.bench.corral_io import pause_jobs, resume_jobs, wait_for_messages
+from corral.bench.fleet import Fleet
+from corral.bench.server import provision_for_bench, running_server
+from corral.cli.submit import generate
+from corral.core.connect import connect
+from corral.core.errors import ConfigError
+from corral.core.log import get_logger
+from corral.core.names import RESULTS_STREAM
+from corral.core.settings import Settings
+from corral.core.submit import raise_for, submit_many
 
 
 def py_spy() -> str:
@@ -95,7 +95,7 @@ def _short(frame: str) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.profile")
+    p = argparse.ArgumentParser(prog="python -m corral.bench.profile")
     p.add_argument("--bots", type=int, default=4)
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--seconds", type=float, default=15)

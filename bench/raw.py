@@ -24,12 +24,12 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-ROOT = Path(__file__).resolve().parent.parent  #: so `-m bench.drainer` resolves without an install
+ROOT = Path(__file__).resolve().parent.parent  #: so `-m corral.bench.drainer` resolves without an install
 STREAM = "BENCH_LIMIT"
 SUBJECT = "bench.limit.work"
 DURABLE = "drain"
 PAYLOAD = b"x" * 117  #: the notes' reference message size (NATS-NOTES.md section 8)
-FETCH_BATCH = 100  #: as bench.drainer fetches
+FETCH_BATCH = 100  #: as corral.bench.drainer fetches
 
 
 async def drain_baseline(url: str, count: int, processes: int = 4, mode: str = "ack") -> DrainResult:
@@ -109,13 +109,13 @@ class DrainResult:
 def drain(url: str, processes: int, mode: str, expected: int) -> DrainResult:
     """Drain the stream with ``processes`` processes (``mode`` "ack" or "ack_sync"); blocking.
 
-    The processes (:mod:`bench.drainer`) connect and bind first; the clock
+    The processes (:mod:`corral.bench.drainer`) connect and bind first; the clock
     starts when all are waiting and stops at the last ack any of them sent.
 
     Raises:
         RuntimeError: one failed, or they did not receive exactly ``expected`` messages.
     """
-    procs = [subprocess.Popen([sys.executable, "-m", "bench.drainer", url, mode], stdin=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-m", "corral.bench.drainer", url, mode], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(processes)]
     try:
         for p in procs:

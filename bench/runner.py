@@ -20,11 +20,11 @@ from typing import Any
 
 import anyio
 
-from bench.scenarios import Context, Scenario, get
-from bench.server import SYNC_CHOICES, ServerInfo, provision_for_bench, running_server
-from bench.sizes import SIZES, Size
-from bench.stats import Spread
-from bench.targets import verdicts
+from corral.bench.scenarios import Context, Scenario, get
+from corral.bench.server import SYNC_CHOICES, ServerInfo, provision_for_bench, running_server
+from corral.bench.sizes import SIZES, Size
+from corral.bench.stats import Spread
+from corral.bench.targets import verdicts
 
 
 async def _one(scenario: Scenario, ctx: Context) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """A private nats-server per scenario and fsync setting, provisioned from streams/.
 
-The server is the real one (:class:`core.server.EmbeddedServer`) with the
+The server is the real one (:class:`corral.harness.server.EmbeddedServer`) with the
 repository's nats.conf. For the lazy fsync setting a copy of nats.conf with
 only ``sync_interval`` replaced goes into the server's temporary home, so the
 two runs differ in nothing else.
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.connect import connect
-from core.errors import ConfigError
-from core.log import get_logger
-from core.names import DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
-from core.server import NATS_CONF, EmbeddedServer
-from core.settings import Settings
-from streams import load_declarations
-from streams.provision import provision
+from corral.core.connect import connect
+from corral.core.errors import ConfigError
+from corral.core.log import get_logger
+from corral.core.names import DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
+from corral.harness.server import NATS_CONF, EmbeddedServer
+from corral.core.settings import Settings
+from corral.streams import load_declarations
+from corral.streams.provision import provision
 
 #: The shipped setting first: it is the one corral promises.
 SYNC_CHOICES = {"always": ("always",), "2m": ("2m",), "both": ("always", "2m")}

@@ -1,6 +1,6 @@
-"""The real dashboard, headless, in its own process: ``python -m bench.tui_runner URL [--seconds S] [--bots B]``.
+"""The real dashboard, headless, in its own process: ``python -m corral.bench.tui_runner URL [--seconds S] [--bots B]``.
 
-Runs :class:`tui.app.CorralApp` under Textual's ``run_test`` (no terminal),
+Runs :class:`corral.tui.app.CorralApp` under Textual's ``run_test`` (no terminal),
 waits until it is connected and (with ``--bots``) shows that many live bots,
 then presses every screen key (1..7, those bound) in turn for ``--seconds``.
 A thread samples this process's RSS every 50 ms. Prints one JSON line:
@@ -48,8 +48,8 @@ class RssSampler:
 
 
 async def drive(url: str, seconds: float, bots: int, ready_timeout: float) -> dict[str, float]:
-    from core.settings import Settings
-    from tui.app import CorralApp
+    from corral.core.settings import Settings
+    from corral.tui.app import CorralApp
 
     app = CorralApp(Settings(servers=(url,)), actor="bench@bench")
     keys = [b.key for b in app.BINDINGS if b.key in "1234567"]
@@ -78,7 +78,7 @@ async def drive(url: str, seconds: float, bots: int, ready_timeout: float) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.tui_runner")
+    p = argparse.ArgumentParser(prog="python -m corral.bench.tui_runner")
     p.add_argument("url")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--bots", type=int, default=0, help="wait until the dashboard shows this many live bots")

@@ -29,27 +29,27 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
-from bots.config import BotConfig
-from bots.execute import Executor
-from bots.feeds import Feed, Feeds
-from bots.liveness import Liveness, NameLostError
-from bots.metrics import BotMetrics
-from bots.outbox import Outbox
-from bots.reaper import Reaper
-from bots.state import BotState, StateMachine
-from core.connect import TRANSIENT, connect, wait_for_resources
-from core.errors import CorralError, TransportError
-from core.handlers import Registry
-from core.log import Logger
-from core.messages import BotHeartbeat, CurrentJob, Event, EventType, encode, new_id
-from core.history import walk
-from core.names import CANCEL_BUCKET, job_events_subject
-from core.names import (
+from corral.bots.config import BotConfig
+from corral.bots.execute import Executor
+from corral.bots.feeds import Feed, Feeds
+from corral.bots.liveness import Liveness, NameLostError
+from corral.bots.metrics import BotMetrics
+from corral.bots.outbox import Outbox
+from corral.bots.reaper import Reaper
+from corral.bots.state import BotState, StateMachine
+from corral.core.connect import TRANSIENT, connect, wait_for_resources
+from corral.core.errors import CorralError, TransportError
+from corral.core.handlers import Registry
+from corral.core.log import Logger
+from corral.core.messages import BotHeartbeat, CurrentJob, Event, EventType, encode, new_id
+from corral.core.history import walk
+from corral.core.names import CANCEL_BUCKET, job_events_subject
+from corral.core.names import (
     BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, LIMITS_BUCKET, PRIORITIES, RESULTS_STREAM, bot_events_subject, consumer_name,
     control_subject,
 )
-from core.publisher import AsyncPublisher
-from core.settings import Settings
+from corral.core.publisher import AsyncPublisher
+from corral.core.settings import Settings
 
 FETCH_TIMEOUT = 1.0  #: seconds an idle bot's long-poll waits for work; also bounds how long a drain waits for the pull loop
 

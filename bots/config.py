@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.names import DEFAULT_QUEUE, PRIORITIES
+from corral.core.names import DEFAULT_QUEUE, PRIORITIES
 
 
 @dataclass(frozen=True)

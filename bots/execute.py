@@ -40,22 +40,22 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from bots.config import BotConfig
-from bots.isolation import run_isolated
-from bots.outbox import Outbox
-from core.connect import TRANSIENT, publish_error
-from core.dlq import move_to_dlq
-from core.errors import CorralError, InvalidJobError, ResultAlreadyRecordedError, StreamFullError, TransportError
-from core.handlers import JobContext, Registry
-from core.history import deliveries_without_outcome, job_events, job_result, throttled_deliveries
-from core.limits import Admitted, Limiter, Throttled, throttle_delay
-from core.log import Logger
-from core.messages import Event, EventType, Job, JobResult, decode_job, encode
-from core.names import job_events_subject, result_subject
-from core.publisher import AsyncPublisher, wait_ack
-from core.schedules import firing_id
-from core.submit import submit
-from core import groups, unique
+from corral.bots.config import BotConfig
+from corral.bots.isolation import run_isolated
+from corral.bots.outbox import Outbox
+from corral.core.connect import TRANSIENT, publish_error
+from corral.core.dlq import move_to_dlq
+from corral.core.errors import CorralError, InvalidJobError, ResultAlreadyRecordedError, StreamFullError, TransportError
+from corral.core.handlers import JobContext, Registry
+from corral.core.history import deliveries_without_outcome, job_events, job_result, throttled_deliveries
+from corral.core.limits import Admitted, Limiter, Throttled, throttle_delay
+from corral.core.log import Logger
+from corral.core.messages import Event, EventType, Job, JobResult, decode_job, encode
+from corral.core.names import job_events_subject, result_subject
+from corral.core.publisher import AsyncPublisher, wait_ack
+from corral.core.schedules import firing_id
+from corral.core.submit import submit
+from corral.core import groups, unique
 
 
 #: Seconds a bot holds a finished job while its result cannot be recorded, before leaving it to

@@ -43,7 +43,7 @@ import anyio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from core.log import Logger
+from corral.core.log import Logger
 
 #: Seconds a no_wait request may take to answer before it is given up on (a lost request).
 ANSWER_TIMEOUT = 2.0

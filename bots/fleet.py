@@ -4,7 +4,7 @@ One anyio task group holds the signal task, the supervisor's own heartbeat
 (``supervisor.<host>`` in ``corral_fleet``, claimed by compare-and-set so a
 second supervisor for the same host is refused), the watch on
 ``desired.<host>``, the hung-bot check, and one task per slot
-(:mod:`bots.fleet_slot`). Bots are ``corral bot`` child processes named
+(:mod:`corral.bots.fleet_slot`). Bots are ``corral bot`` child processes named
 ``<host>-<slot>``.
 
 Stop order on SIGTERM/SIGINT:
@@ -39,22 +39,22 @@ import anyio.abc
 import nats.errors
 import nats.js.errors
 
-from bots.fleet_keys import (
+from corral.bots.fleet_keys import (
     FLEET_BUCKET, FLEET_EVENTS_ACTION, FLEET_STREAM, MAX_BOTS_PER_HOST, SlotStatus, SupervisorBeat,
     check_host, decode_desired, decode_supervisor, desired_key, key_subject, slot_name,
     supervisor_key, write_desired,
 )
-from bots.fleet_metrics import FleetMetrics
-from bots.fleet_slot import Backoff, Slot, SlotExit, SlotPolicy, SlotState
-from bots.liveness import Liveness, NameLostError
-from core.backlog import backlog
-from core.connect import TRANSIENT, api, connect, wait_for_resources
-from core.errors import CorralError, TransportError
-from core.log import Logger
-from core.messages import BotHeartbeat, Event, EventType, encode, heartbeat_decoder, new_id
-from core.names import BOTS_STREAM, bot_key_subject, ops_events_subject
-from core.publisher import AsyncPublisher
-from core.settings import Settings
+from corral.bots.fleet_metrics import FleetMetrics
+from corral.bots.fleet_slot import Backoff, Slot, SlotExit, SlotPolicy, SlotState
+from corral.bots.liveness import Liveness, NameLostError
+from corral.core.backlog import backlog
+from corral.core.connect import TRANSIENT, api, connect, wait_for_resources
+from corral.core.errors import CorralError, TransportError
+from corral.core.log import Logger
+from corral.core.messages import BotHeartbeat, Event, EventType, encode, heartbeat_decoder, new_id
+from corral.core.names import BOTS_STREAM, bot_key_subject, ops_events_subject
+from corral.core.publisher import AsyncPublisher
+from corral.core.settings import Settings
 
 LAUNCH_SCRIPT = Path(__file__).with_name("fleet_launch.py")
 
@@ -89,7 +89,7 @@ class FleetConfig:
 
 
 class SupervisorLiveness(Liveness):
-    """:class:`bots.liveness.Liveness` on ``$KV.corral_fleet.supervisor.<host>``.
+    """:class:`corral.bots.liveness.Liveness` on ``$KV.corral_fleet.supervisor.<host>``.
 
     The claim, refresh and release logic is the bots'; only the key, the bucket
     and the value type differ. (Liveness could take those three as arguments;
@@ -131,14 +131,14 @@ class SupervisorLiveness(Liveness):
 
 
 class BotLauncher:
-    """Starts ``corral bot --name <name>`` through :mod:`bots.fleet_launch` (dies with the supervisor)."""
+    """Starts ``corral bot --name <name>`` through :mod:`corral.bots.fleet_launch` (dies with the supervisor)."""
 
     def __init__(self, settings: Settings, config: FleetConfig) -> None:
         self.settings = settings
         self.config = config
 
     def command(self, name: str) -> list[str]:
-        bot = [sys.executable, "-m", "core.cli", "--log-format", self.config.log_format, "bot",
+        bot = [sys.executable, "-m", "corral.cli", "--log-format", self.config.log_format, "bot",
                "--name", name, "--ttl", f"{self.config.bot_ttl:g}", *self.config.bot_args]
         return [sys.executable, str(LAUNCH_SCRIPT), str(os.getpid()), *bot]
 

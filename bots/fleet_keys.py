@@ -20,9 +20,9 @@ import msgspec
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from core.errors import ConfigError, InvalidJobError
-from core.messages import SCHEMA_VERSION, encode
-from core.names import check_token
+from corral.core.errors import ConfigError, InvalidJobError
+from corral.core.messages import SCHEMA_VERSION, encode
+from corral.core.names import check_token
 
 FLEET_BUCKET = "corral_fleet"
 FLEET_STREAM = f"KV_{FLEET_BUCKET}"
@@ -90,7 +90,7 @@ class SlotStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     slot: int
     name: str
-    state: str  #: a :class:`bots.fleet_slot.SlotState`
+    state: str  #: a :class:`corral.bots.fleet_slot.SlotState`
     pid: int | None = None
     exits: int = 0  #: unexpected exits since the slot last ran stably
     last_code: int | None = None  #: the last unexpected exit code (negative: killed by that signal)
@@ -101,8 +101,8 @@ class SupervisorBeat(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The value of ``supervisor.<host>``.
 
     ``host`` and ``pid`` say where the supervisor process runs (the machine's
-    hostname), with the same meaning as in :class:`core.messages.BotHeartbeat`,
-    so :class:`bots.liveness.Liveness` can tell a dead holder from a live one.
+    hostname), with the same meaning as in :class:`corral.core.messages.BotHeartbeat`,
+    so :class:`corral.bots.liveness.Liveness` can tell a dead holder from a live one.
     """
 
     name: str  #: the fleet host name

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, start_http_server
 
-from bots.fleet_keys import SupervisorBeat
-from bots.fleet_slot import SlotExit, SlotState
+from corral.bots.fleet_keys import SupervisorBeat
+from corral.bots.fleet_slot import SlotExit, SlotState
 
 
 class FleetMetrics:

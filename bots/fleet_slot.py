@@ -26,7 +26,7 @@ from typing import Protocol
 import anyio
 import anyio.abc
 
-from core.log import Logger
+from corral.core.log import Logger
 
 
 class SlotState(StrEnum):

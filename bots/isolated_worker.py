@@ -1,6 +1,6 @@
 """The child side of process isolation: run a bot's ``@process`` handlers, one job at a time.
 
-bots/isolation.py starts this as ``python -u -m bots.isolated_worker BOT_PID``. The bot and the
+bots/isolation.py starts this as ``python -u -m corral.bots.isolated_worker BOT_PID``. The bot and the
 child speak length-prefixed msgpack frames over the child's stdin and stdout:
 
     bot -> child    Init (first frame only), then Run per job
@@ -26,8 +26,8 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-from core.handlers import Handler, HandlerCancelled, JobContext, import_handler
-from core.messages import Job
+from corral.core.handlers import Handler, HandlerCancelled, JobContext, import_handler
+from corral.core.messages import Job
 
 
 class Init(msgspec.Struct, tag="init"):

@@ -4,7 +4,7 @@ A sync handler normally runs in a thread, and Python cannot interrupt a thread: 
 the thread is abandoned and runs on. A kind registered ``--handler kind=module:function@process``
 runs in a child process (bots/isolated_worker.py) instead. When the job's scope is cancelled
 (`corral cancel`, the job's ``timeout``, a drain) the child gets SIGTERM, which raises
-:class:`~core.handlers.HandlerCancelled` inside the handler so its ``finally`` blocks run, then
+:class:`~corral.core.handlers.HandlerCancelled` inside the handler so its ``finally`` blocks run, then
 SIGKILL if it is still there :data:`KILL_GRACE` seconds later. The job ends only once the process
 is gone, and then ends as any cancelled job does (cancelled, retried after a timeout, handed back).
 
@@ -17,7 +17,7 @@ no timer task (the pool lives outside the bot's task group): a child idle for ov
 does (their stdin closes); on Linux a busy one dies with its bot too, even a SIGKILLed one.
 
 Why not ``anyio.to_process``: its workers re-run the parent's ``__main__`` (as multiprocessing's
-spawn does), and ``python -m core.cli``, which is how fleets start bots, has no main guard, so
+spawn does), and ``python -m corral.cli``, which is how fleets start bots, has no main guard, so
 every worker would fail to start; it also sends its workers' stderr to /dev/null, caps them at the
 CPU count, has no channel for ``ctx.progress``, and gives handlers no chance to clean up.
 """
@@ -36,9 +36,9 @@ from anyio.abc import Process
 from anyio.lowlevel import RunVar
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from bots.isolated_worker import HEADER, TO_PARENT, Init, Progress, Raised, Returned, Run, ToParent, frame
-from core.errors import HandlerProcessError
-from core.handlers import JobContext
+from corral.bots.isolated_worker import HEADER, TO_PARENT, Init, Progress, Raised, Returned, Run, ToParent, frame
+from corral.core.errors import HandlerProcessError
+from corral.core.handlers import JobContext
 
 KILL_GRACE = 2.0  #: seconds a cancelled handler has to unwind after SIGTERM, before SIGKILL
 IDLE_SECONDS = 300.0  #: an idle child older than this is retired when the pool is next used
@@ -56,7 +56,7 @@ class _Child:
     @classmethod
     async def spawn(cls) -> "_Child":
         # stderr is inherited: the handler's output and any traceback land in the bot's log.
-        command = [sys.executable, "-u", "-m", "bots.isolated_worker", str(os.getpid())]
+        command = [sys.executable, "-u", "-m", "corral.bots.isolated_worker", str(os.getpid())]
         return cls(await anyio.open_process(command, stderr=None))
 
     async def call(self, run: Run, ctx: JobContext) -> Returned | Raised:

@@ -31,11 +31,11 @@ import nats.js.errors
 import psutil
 from nats.js import JetStreamContext
 
-from core.connect import TRANSIENT
-from core.errors import CorralError, NameTakenError, TransportError
-from core.log import Logger
-from core.messages import BotHeartbeat, encode, heartbeat_decoder
-from core.names import BOTS_STREAM, bot_key_subject
+from corral.core.connect import TRANSIENT
+from corral.core.errors import CorralError, NameTakenError, TransportError
+from corral.core.log import Logger
+from corral.core.messages import BotHeartbeat, encode, heartbeat_decoder
+from corral.core.names import BOTS_STREAM, bot_key_subject
 
 WRONG_LAST_SEQUENCE = 10071
 

@@ -24,7 +24,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, make_wsgi_app
 
-from bots.state import BotState
+from corral.bots.state import BotState
 
 Check = Callable[[], tuple[bool, str]]
 

@@ -27,9 +27,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.connect import publish_error
-from core.errors import ResultAlreadyRecordedError
-from core.log import Logger
+from corral.core.connect import publish_error
+from corral.core.errors import ResultAlreadyRecordedError
+from corral.core.log import Logger
 
 Publish = Callable[[str, bytes, dict[str, str] | None], Awaitable[object]]
 

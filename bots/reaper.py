@@ -33,13 +33,13 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from core.connect import TRANSIENT
-from core.dlq import move_to_dlq
-from core.errors import CorralError
-from core.history import job_events
-from core.log import Logger
-from core.messages import Event, EventType, decode_job, encode
-from core.names import JOBS_STREAM, MAX_DELIVERIES_ADVISORY, job_events_subject
+from corral.core.connect import TRANSIENT
+from corral.core.dlq import move_to_dlq
+from corral.core.errors import CorralError
+from corral.core.history import job_events
+from corral.core.log import Logger
+from corral.core.messages import Event, EventType, decode_job, encode
+from corral.core.names import JOBS_STREAM, MAX_DELIVERIES_ADVISORY, job_events_subject
 
 
 class Reaper:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 
-from core.errors import IllegalTransitionError
+from corral.core.errors import IllegalTransitionError
 
 
 class BotState(StrEnum):

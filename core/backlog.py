@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from core.names import JOBS_STREAM
+from corral.core.names import JOBS_STREAM
 
 
 @dataclass(frozen=True)

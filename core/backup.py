@@ -35,10 +35,10 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
-from core.connect import api, publish_error
-from core.errors import ConfigError, MissingResourceError
-from core.history import walk
-from core.names import (
+from corral.core.connect import api, publish_error
+from corral.core.errors import ConfigError, MissingResourceError
+from corral.core.history import walk
+from corral.core.names import (
     DLQ_STREAM, EVENTS_STREAM, GROUPS_BUCKET, JOBS_STREAM, LIMITS_BUCKET, RESULTS_STREAM, SCHEDULES_STREAM, schedule_subject,
 )
 
@@ -143,8 +143,8 @@ async def restore(nc: NATS, folder: Path, progress: Callable[[str, int], None] =
 
 async def _create_missing(nc: NATS) -> None:
     """Create declared resources the backup did not hold (the liveness bucket); never update."""
-    from streams import load_declarations
-    from streams.provision import apply, live_config
+    from corral.streams import load_declarations
+    from corral.streams.provision import apply, live_config
 
     for decl in load_declarations():
         if await live_config(nc, decl) is None:

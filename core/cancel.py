@@ -16,8 +16,8 @@ import time
 
 from nats.aio.client import Client as NATS
 
-from core.control import record
-from core.names import cancel_key_subject, check_token
+from corral.core.control import record
+from corral.core.names import cancel_key_subject, check_token
 
 
 async def request_cancel(nc: NATS, job_id: str, actor: str) -> None:

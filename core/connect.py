@@ -19,15 +19,15 @@ import stamina
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from core.errors import (
+from corral.core.errors import (
     InvalidJobError,
     MissingResourceError,
     ResultAlreadyRecordedError,
     StreamFullError,
     TransportError,
 )
-from core.log import Logger
-from core.settings import Settings
+from corral.core.log import Logger
+from corral.core.settings import Settings
 
 #: Exceptions that mean "NATS did not answer (yet)": worth a retry with backoff.
 TRANSIENT = (

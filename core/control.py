@@ -9,9 +9,9 @@ import time
 import nats.errors
 from nats.aio.client import Client as NATS
 
-from core.errors import CorralError
-from core.messages import Event, EventType, encode
-from core.names import JOBS_STREAM, consumer_name, control_subject, ops_events_subject
+from corral.core.errors import CorralError
+from corral.core.messages import Event, EventType, encode
+from corral.core.names import JOBS_STREAM, consumer_name, control_subject, ops_events_subject
 
 
 async def record(nc: NATS, action: str, actor: str, detail: str) -> None:

@@ -18,11 +18,11 @@ import msgspec
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from core.connect import publish_error
-from core.history import walk
-from core.messages import DeadLetterHeaders as H
-from core.messages import Event, EventType, encode, job_decoder
-from core.names import DLQ_STREAM, JOBS_STREAM, dlq_subject, job_events_subject, ops_events_subject
+from corral.core.connect import publish_error
+from corral.core.history import walk
+from corral.core.messages import DeadLetterHeaders as H
+from corral.core.messages import Event, EventType, encode, job_decoder
+from corral.core.names import DLQ_STREAM, JOBS_STREAM, dlq_subject, job_events_subject, ops_events_subject
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from core.connect import api
-from core.dlq import list_dead
-from core.history import job_events, job_result, walk
-from core.messages import EventType, Job, job_decoder, new_id
-from core.names import GROUPS_BUCKET, JOBS_STREAM, check_token
+from corral.core.connect import api
+from corral.core.dlq import list_dead
+from corral.core.history import job_events, job_result, walk
+from corral.core.messages import EventType, Job, job_decoder, new_id
+from corral.core.names import GROUPS_BUCKET, JOBS_STREAM, check_token
 
 BUCKET = GROUPS_BUCKET
 

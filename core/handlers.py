@@ -30,8 +30,8 @@ from typing import Any
 
 import anyio
 
-from core.errors import ConfigError, JobError, UnknownKindError
-from core.messages import Job
+from corral.core.errors import ConfigError, JobError, UnknownKindError
+from corral.core.messages import Job
 
 #: The ``--handler`` suffix that runs a sync kind in a child process.
 PROCESS_SUFFIX = "@process"
@@ -42,7 +42,7 @@ class HandlerCancelled(BaseException):
 
     A BaseException, like anyio's cancellation, so ``except Exception`` does not swallow it. The
     handler may clean up in ``finally``; its process is killed soon after regardless
-    (``bots.isolation.KILL_GRACE``).
+    (``corral.bots.isolation.KILL_GRACE``).
     """
 
 
@@ -66,7 +66,7 @@ class JobContext:
         Raises:
             JobError: there is no connection to lock with (outside a bot, or a ``@process`` handler).
         """
-        from core.locks import lock
+        from corral.core.locks import lock
 
         if self.js is None:
             raise JobError("ctx.lock needs the bot's connection, which handlers registered @process "
@@ -140,8 +140,8 @@ async def populate_handler(args: dict[str, Any], ctx: JobContext) -> dict[str, i
     The jobs' ids are ``<this job's id>-<i>``: a redelivery after this bot died part-way submits
     the same ids, which the jobs stream drops as duplicates, so a firing never populates twice.
     """
-    from core.messages import make_job
-    from core.submit import raise_for, submit_many
+    from corral.core.messages import make_job
+    from corral.core.submit import raise_for, submit_many
 
     kind, count = args.get("kind", "sum"), int(args.get("count", 100))
     if kind not in POPULATE_KINDS or not 1 <= count <= 100_000:

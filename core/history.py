@@ -14,9 +14,9 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from core.errors import TransportError
-from core.messages import Event, EventType, JobResult, event_decoder, result_decoder
-from core.names import EVENTS_STREAM, RESULTS_STREAM, job_events_subject, result_subject
+from corral.core.errors import TransportError
+from corral.core.messages import Event, EventType, JobResult, event_decoder, result_decoder
+from corral.core.names import EVENTS_STREAM, RESULTS_STREAM, job_events_subject, result_subject
 
 
 async def walk(js: JetStreamContext, stream: str, subject: str, start_seq: int = 1, limit: int | None = None) -> AsyncIterator[RawStreamMsg]:

@@ -26,7 +26,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from core.connect import TRANSIENT
+from corral.core.connect import TRANSIENT
 
 WRONG_LAST_SEQUENCE = 10071
 #: The server's TTL is kept in whole milliseconds but expires keys on a roughly 1 s tick.

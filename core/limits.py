@@ -1,7 +1,7 @@
 """Fleet-wide limits per job kind: a concurrency cap and a rate, held across every bot.
 
 Everything lives in the KV bucket ``corral_limits`` (``streams/kv-limits.json``),
-written with compare-and-set and per-message TTLs through :mod:`core.leases`,
+written with compare-and-set and per-message TTLs through :mod:`corral.core.leases`,
 the same technique as the leased locks:
 
 * ``def.<kind>``: the kind's :class:`LimitDef`, set by `corral limit set`.
@@ -37,11 +37,11 @@ import msgspec
 import nats.errors
 from nats.js import JetStreamContext
 
-from core import leases
-from core.connect import TRANSIENT
-from core.errors import ConfigError, InvalidJobError, MissingResourceError
-from core.history import walk
-from core.names import LIMITS_BUCKET, check_token
+from corral.core import leases
+from corral.core.connect import TRANSIENT
+from corral.core.errors import ConfigError, InvalidJobError, MissingResourceError
+from corral.core.history import walk
+from corral.core.names import LIMITS_BUCKET, check_token
 
 __all__ = ["LimitDef", "Limiter", "Admitted", "Throttled", "LimitStatus", "parse_rate", "throttle_delay",
            "set_limit", "remove_limit", "list_limits"]

@@ -1,6 +1,6 @@
 """Leased locks for handlers: ``async with ctx.lock("invoices", lease=30):``.
 
-A lock is the key ``$KV.corral_locks.<name>``, held through :mod:`core.leases`:
+A lock is the key ``$KV.corral_locks.<name>``, held through :mod:`corral.core.leases`:
 taking it succeeds only if the key is absent (or a tombstone), and while held
 it is renewed every lease/3 by a compare-and-set that keeps the TTL. So a lock
 can neither be stolen (the CAS fails for anyone but the holder) nor outlive a
@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 import anyio
 from nats.js import JetStreamContext
 
-from core import leases
-from core.errors import CorralError
-from core.names import check_token
+from corral.core import leases
+from corral.core.errors import CorralError
+from corral.core.names import check_token
 
 BUCKET = "corral_locks"
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import msgspec
 
-from core.errors import InvalidJobError
-from core.names import DEFAULT_PRIORITY, DEFAULT_QUEUE, PRIORITIES, check_token
+from corral.core.errors import InvalidJobError
+from corral.core.names import DEFAULT_PRIORITY, DEFAULT_QUEUE, PRIORITIES, check_token
 
 SCHEMA_VERSION = 1
 

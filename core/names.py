@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from core.errors import InvalidJobError
+from corral.core.errors import InvalidJobError
 
 JOBS_STREAM = "CORRAL_JOBS"
 RESULTS_STREAM = "CORRAL_RESULTS"

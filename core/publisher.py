@@ -14,7 +14,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
-from core.log import Logger
+from corral.core.log import Logger
 
 
 class AsyncPublisher:

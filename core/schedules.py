@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from core.connect import publish_error
-from core.errors import InvalidJobError
-from core.history import walk
-from core.messages import Job, decode_job, encode
-from core.names import SCHEDULES_STREAM, check_token, firing_subject, schedule_subject
+from corral.core.connect import publish_error
+from corral.core.errors import InvalidJobError
+from corral.core.history import walk
+from corral.core.messages import Job, decode_job, encode
+from corral.core.names import SCHEDULES_STREAM, check_token, firing_subject, schedule_subject
 
 _EVERY = re.compile(r"^@every \d+(ms|s|m|h)$")
 _NAMED = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}

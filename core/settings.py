@@ -66,7 +66,7 @@ class Settings:
             return None
         import ssl
 
-        from core.errors import ConfigError
+        from corral.core.errors import ConfigError
 
         try:
             ctx = ssl.create_default_context(cafile=self.tls_ca)

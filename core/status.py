@@ -9,9 +9,9 @@ import msgspec
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from core.history import walk
-from core.messages import BotHeartbeat, heartbeat_decoder
-from core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
+from corral.core.history import walk
+from corral.core.messages import BotHeartbeat, heartbeat_decoder
+from corral.core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
 
 STREAMS = (JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, BOTS_STREAM)
 

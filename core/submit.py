@@ -21,13 +21,13 @@ import anyio
 import stamina
 from nats.js import JetStreamContext
 
-from core.connect import TRANSIENT, publish_error
-from core.errors import CorralError, StreamFullError
-from core.log import get_logger
-from core.messages import Job, encode
-from core import unique
-from core.publisher import AsyncPublisher
-from core.names import JOBS_STREAM, job_subject
+from corral.core.connect import TRANSIENT, publish_error
+from corral.core.errors import CorralError, StreamFullError
+from corral.core.log import get_logger
+from corral.core.messages import Job, encode
+from corral.core import unique
+from corral.core.publisher import AsyncPublisher
+from corral.core.names import JOBS_STREAM, job_subject
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ import json
 
 from nats.js import JetStreamContext
 
-from core import leases
-from core.errors import JobError
-from core.messages import Job
-from core.names import UNIQUE_BUCKET, unique_key_subject
+from corral.core import leases
+from corral.core.errors import JobError
+from corral.core.messages import Job
+from corral.core.names import UNIQUE_BUCKET, unique_key_subject
 
 DEFAULT_UNIQUE_FOR = 24 * 3600
 

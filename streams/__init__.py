@@ -3,7 +3,7 @@
 Each ``stream-*.json`` / ``kv-*.json`` is a StreamConfig and each
 ``consumer-*.json`` a CreateConsumer request, exactly as the JetStream API and
 ``nats stream add --config`` take them (durations in nanoseconds). They are the
-single source of truth; :mod:`streams.provision` applies them.
+single source of truth; :mod:`corral.streams.provision` applies them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
+from corral.core.errors import ConfigError
 
 HERE = Path(__file__).parent
 

@@ -14,9 +14,9 @@ from typing import Any
 import nats.js.errors
 from nats.aio.client import Client as NATS
 
-from core.connect import api
-from core.errors import MissingResourceError
-from streams import Declaration
+from corral.core.connect import api
+from corral.core.errors import MissingResourceError
+from corral.streams import Declaration
 
 
 class Action(StrEnum):

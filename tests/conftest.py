@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from core.procs import BotProcess
-from core.server import EmbeddedServer
-from core.settings import Settings
+from corral.harness.procs import BotProcess
+from corral.harness.server import EmbeddedServer
+from corral.core.settings import Settings
 
 NS = 1_000_000_000
 #: Consumer overrides for tests: a 2 s ack deadline so crash recovery is quick.
@@ -46,10 +46,10 @@ def settings(nats_server: EmbeddedServer) -> Settings:
 
 async def provision_async(url: str, **consumer_overrides) -> None:
     """Apply streams/ with the test consumer overrides (FAST plus any given)."""
-    from core.connect import connect
-    from core.log import get_logger
-    from streams import load_declarations
-    from streams.provision import provision
+    from corral.core.connect import connect
+    from corral.core.log import get_logger
+    from corral.streams import load_declarations
+    from corral.streams.provision import provision
 
     nc = await connect(Settings(servers=(url,)), get_logger("test"), wait=False)
     decls = [d.with_config(**{**FAST, **consumer_overrides}) if d.kind == "consumer" else d for d in load_declarations()]

@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from core.handlers import HandlerCancelled, JobContext
+from corral.core.handlers import HandlerCancelled, JobContext
 
 
 def add(args: dict, ctx: JobContext) -> dict:

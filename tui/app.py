@@ -1,14 +1,14 @@
 """The corral dashboard: a Textual app with one screen (mode) per operator task.
 
 Data flow: long-lived feed workers (``tui/feeds.py``) read NATS and post
-:mod:`tui.messages`; the app folds them into one :class:`tui.store.Store`;
+:mod:`corral.tui.messages`; the app folds them into one :class:`corral.tui.store.Store`;
 screens redraw from the store on a clock tick. Operator actions (drain, replay,
 purge, pause, submit, scale, cancel a job, add or remove a schedule) run as app workers too,
 so no NATS call ever blocks the UI, and every worker error lands in
 :meth:`CorralApp.worker_state`.
 
 The dashboard outlives the server: the client reconnects forever
-(``core.connect``), the banner says when the server is unreachable, and the
+(``corral.core.connect``), the banner says when the server is unreachable, and the
 clock restarts any feed that ended, which also recreates the KV watcher after
 a reconnect (NATS-NOTES §7.6).
 """
@@ -29,35 +29,35 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from bots.fleet_keys import write_desired
-from core.cancel import request_cancel
-from core.cli.common import actor as default_actor
-from core.cli.features import add_schedule, remove_schedule
-from core.connect import connect
-from core.control import drain_bot, pause_queue, record, resume_queue
-from core.dlq import DeadLetter, purge, replay
-from core.log import Logger
-from core.settings import Settings
-from core.submit import submit_many
-from tui import feeds
-from tui.features import FeaturesReader
-from tui.messages import (
+from corral.bots.fleet_keys import write_desired
+from corral.core.cancel import request_cancel
+from corral.cli.common import actor as default_actor
+from corral.cli.features import add_schedule, remove_schedule
+from corral.core.connect import connect
+from corral.core.control import drain_bot, pause_queue, record, resume_queue
+from corral.core.dlq import DeadLetter, purge, replay
+from corral.core.log import Logger
+from corral.core.settings import Settings
+from corral.core.submit import submit_many
+from corral.tui import feeds
+from corral.tui.features import FeaturesReader
+from corral.tui.messages import (
     BotBeat, BotGone, ConnectionChanged, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, ServerStats,
     SnapshotTaken,
 )
-from tui.screens.analytics import AnalyticsScreen
-from tui.screens.bots import BotsScreen
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.dead_letters import DeadLettersScreen
-from tui.screens.events import EventsScreen
-from tui.screens.features import FeaturesScreen
-from tui.screens.fleet import FleetScreen
-from tui.screens.help import HelpScreen
-from tui.screens.jobs import JobsScreen
-from tui.screens.overview import OverviewScreen
-from tui.screens.schedule_form import ScheduleRequest
-from tui.screens.submit import SubmitRequest, SubmitScreen
-from tui.store import Store
+from corral.tui.screens.analytics import AnalyticsScreen
+from corral.tui.screens.bots import BotsScreen
+from corral.tui.screens.confirm import ConfirmScreen
+from corral.tui.screens.dead_letters import DeadLettersScreen
+from corral.tui.screens.events import EventsScreen
+from corral.tui.screens.features import FeaturesScreen
+from corral.tui.screens.fleet import FleetScreen
+from corral.tui.screens.help import HelpScreen
+from corral.tui.screens.jobs import JobsScreen
+from corral.tui.screens.overview import OverviewScreen
+from corral.tui.screens.schedule_form import ScheduleRequest
+from corral.tui.screens.submit import SubmitRequest, SubmitScreen
+from corral.tui.store import Store
 
 CLOCK_INTERVAL = 1.0  #: seconds between snapshots (and feed health checks)
 DEAD_RELOAD = 10.0  #: seconds between dead-letter reloads when the DLQ count did not change
@@ -78,7 +78,7 @@ SCREENS = {
 
 
 class _TextualLogStream(io.TextIOBase):
-    """core.log writes to a stream; on a full-screen terminal that stream must not be stderr."""
+    """corral.core.log writes to a stream; on a full-screen terminal that stream must not be stderr."""
 
     def __init__(self, app: App) -> None:
         self.app = app

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
 
-from core import groups, leases, limits, locks
-from core.history import walk
-from core.names import SCHEDULES_STREAM, firing_subject
-from core.schedules import Schedule, list_schedules
+from corral.core import groups, leases, limits, locks
+from corral.core.history import walk
+from corral.core.names import SCHEDULES_STREAM, firing_subject
+from corral.core.schedules import Schedule, list_schedules
 
 FIRINGS_WINDOW = 200  #: latest CORRAL_SCHEDULES messages read for the next firing of each schedule
 TERMINAL = {"succeeded"}  #: a callback state that never changes again (a dead one may be replayed)
@@ -49,7 +49,7 @@ class GroupRow:
     done: int  #: distinct members finished
     size: int | None  #: None when no finished member's job could be read back
     callback_kind: str | None
-    callback_state: str  #: :func:`core.groups.callback_state`: waiting, pending, or the callback's latest event
+    callback_state: str  #: :func:`corral.core.groups.callback_state`: waiting, pending, or the callback's latest event
 
 
 @dataclass(frozen=True)

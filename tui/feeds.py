@@ -1,6 +1,6 @@
 """The dashboard's NATS reads: each function is the body of one long-lived worker.
 
-They post :mod:`tui.messages` through ``post`` and never touch widgets. None of
+They post :mod:`corral.tui.messages` through ``post`` and never touch widgets. None of
 them catches broadly: a failure ends the worker, the app's
 ``@on(Worker.StateChanged)`` records it, and the app's clock restarts the feed
 while the connection is up (that is also how the KV watcher is recreated after
@@ -23,14 +23,14 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from textual.message import Message
 
-from core.cli.fleet import fleet_status
-from core.dlq import list_dead
-from core.history import walk
-from core.messages import event_decoder, heartbeat_decoder
-from core.names import BOTS_BUCKET, EVENTS_STREAM
-from core.status import snapshot
-from tui.features import FeaturesReader
-from tui.messages import BotBeat, BotGone, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, SnapshotTaken
+from corral.cli.fleet import fleet_status
+from corral.core.dlq import list_dead
+from corral.core.history import walk
+from corral.core.messages import event_decoder, heartbeat_decoder
+from corral.core.names import BOTS_BUCKET, EVENTS_STREAM
+from corral.core.status import snapshot
+from corral.tui.features import FeaturesReader
+from corral.tui.messages import BotBeat, BotGone, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, SnapshotTaken
 
 Post = Callable[[Message], object]
 

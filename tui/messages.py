@@ -1,7 +1,7 @@
 """App-wide messages: what the feed workers learned from NATS, posted to the app.
 
 The feed workers (``tui/feeds.py``) never touch widgets; they post these, the
-app folds them into the :class:`tui.store.Store`, and screens redraw from it.
+app folds them into the :class:`corral.tui.store.Store`, and screens redraw from it.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from typing import Any
 
 from textual.message import Message
 
-from core.cli.fleet import HostStatus
-from core.dlq import DeadLetter
-from core.messages import BotHeartbeat, Event
-from core.status import Snapshot
-from tui.features import Features
+from corral.cli.fleet import HostStatus
+from corral.core.dlq import DeadLetter
+from corral.core.messages import BotHeartbeat, Event
+from corral.core.status import Snapshot
+from corral.tui.features import Features
 
 
 @dataclass
@@ -28,7 +28,7 @@ class ConnectionChanged(Message):
 
 @dataclass
 class SnapshotTaken(Message):
-    """A fresh :func:`core.status.snapshot`; ``at`` is Unix seconds when it was started."""
+    """A fresh :func:`corral.core.status.snapshot`; ``at`` is Unix seconds when it was started."""
 
     snapshot: Snapshot
     at: float
@@ -73,7 +73,7 @@ class ServerStats(Message):
 
 @dataclass
 class FleetLoaded(Message):
-    """:func:`core.cli.fleet.fleet_status`: one row per fleet host; ``at`` is Unix seconds when the read started."""
+    """:func:`corral.cli.fleet.fleet_status`: one row per fleet host; ``at`` is Unix seconds when the read started."""
 
     rows: list[HostStatus]
     at: float
@@ -81,7 +81,7 @@ class FleetLoaded(Message):
 
 @dataclass
 class FeaturesLoaded(Message):
-    """Schedules, groups and locks (:mod:`tui.features`); ``at`` is Unix seconds when the read started."""
+    """Schedules, groups and locks (:mod:`corral.tui.features`); ``at`` is Unix seconds when the read started."""
 
     features: Features
     at: float

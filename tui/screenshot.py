@@ -1,4 +1,4 @@
-"""Make the README's dashboard screenshot: ``python -m tui.screenshot docs/tui-overview.svg``.
+"""Make the README's dashboard screenshot: ``python -m corral.tui.screenshot docs/tui-overview.svg``.
 
 Starts a throwaway nats-server and three bots, submits a mix of jobs (some
 fail for good), lets the dashboard watch them for a few seconds, and saves the
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import anyio
 
-from core.cli.up import _provision, start_fleet, stop_fleet
-from core.messages import make_job
-from core.server import EmbeddedServer
-from core.settings import Settings
-from core.submit import submit_many
-from tui.app import CorralApp
+from corral.cli.up import _provision, start_fleet, stop_fleet
+from corral.core.messages import make_job
+from corral.harness.server import EmbeddedServer
+from corral.core.settings import Settings
+from corral.core.submit import submit_many
+from corral.tui.app import CorralApp
 
 WATCH_SECONDS = 8.0
 

@@ -12,12 +12,12 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from core.cli.fleet import HostStatus
-from core.dlq import DeadLetter
-from core.messages import BotHeartbeat, CurrentJob, Event, EventType
-from core.names import DLQ_STREAM
-from core.status import Snapshot
-from tui.features import Features
+from corral.cli.fleet import HostStatus
+from corral.core.dlq import DeadLetter
+from corral.core.messages import BotHeartbeat, CurrentJob, Event, EventType
+from corral.core.names import DLQ_STREAM
+from corral.core.status import Snapshot
+from corral.tui.features import Features
 
 MAX_EVENTS = 500  #: events kept for the tail and the jobs list
 GONE_LINGER = 8.0  #: seconds a dead or stopped bot stays visible before it drops off

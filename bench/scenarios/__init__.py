@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.sizes import Size
+from corral.bench.sizes import Size
 
 
 @dataclass(frozen=True)
@@ -58,4 +58,4 @@ def get(name: str) -> Scenario:
     """
     if name not in NAMES:
         raise KeyError(f"unknown scenario {name!r}; choose from {', '.join(NAMES)}")
-    return importlib.import_module(f"bench.scenarios.{name}").SCENARIO
+    return importlib.import_module(f"corral.bench.scenarios.{name}").SCENARIO

@@ -3,9 +3,9 @@
 The job consumer is paused, ``dash_jobs`` `sum` jobs are submitted (so they
 stay pending) and ``dash_bots`` real `corral bot` processes are started in
 batches of 10 (each batch ready before the next, so a 2-core box copes); they
-idle, the consumer being paused. Once ``core.status.live_bots`` lists them
+idle, the consumer being paused. Once ``corral.core.status.live_bots`` lists them
 all, the real Textual app runs headless in its own process
-(:mod:`bench.tui_runner`): it waits until it shows every bot, then visits each
+(:mod:`corral.bench.tui_runner`): it waits until it shows every bot, then visits each
 screen key in turn for ``dash_seconds``. Its peak RSS is sampled both inside
 (a 50 ms thread) and from here (psutil on its pid); the larger is reported.
 """
@@ -20,17 +20,17 @@ import time
 import anyio
 import psutil
 
-from bench.corral_io import pause_jobs, stream_state
-from bench.fleet import BotProc
-from bench.scenarios import Context, Metric, Scenario
-from core.cli.submit import generate
-from core.connect import connect
-from core.errors import CorralError
-from core.log import get_logger
-from core.names import JOBS_STREAM
-from core.settings import Settings
-from core.status import live_bots
-from core.submit import raise_for, submit_many
+from corral.bench.corral_io import pause_jobs, stream_state
+from corral.bench.fleet import BotProc
+from corral.bench.scenarios import Context, Metric, Scenario
+from corral.cli.submit import generate
+from corral.core.connect import connect
+from corral.core.errors import CorralError
+from corral.core.log import get_logger
+from corral.core.names import JOBS_STREAM
+from corral.core.settings import Settings
+from corral.core.status import live_bots
+from corral.core.submit import raise_for, submit_many
 
 MB = 1024 * 1024
 BATCH = 10  #: bots started at once
@@ -52,10 +52,10 @@ async def wait_live(js, count: int, timeout: float) -> float:
 
 
 async def run_tui(url: str, seconds: float, bots: int, log_dir) -> dict[str, float]:
-    """Run bench.tui_runner; sample its RSS from outside too. Returns its JSON plus ``outside_peak_rss_mb``."""
+    """Run corral.bench.tui_runner; sample its RSS from outside too. Returns its JSON plus ``outside_peak_rss_mb``."""
     out_path, err_path = log_dir / "tui-runner.out", log_dir / "tui-runner.err"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.tui_runner", url, "--seconds", str(seconds),
+        proc = subprocess.Popen([sys.executable, "-m", "corral.bench.tui_runner", url, "--seconds", str(seconds),
                                  "--bots", str(bots)], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         ps, peak = psutil.Process(proc.pid), 0
         with anyio.fail_after(seconds + 240):

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import anyio
 
-from bench.corral_io import pause_jobs, resume_jobs, stream_state
-from bench.fleet import Fleet
-from bench.scenarios import Context, Metric, Scenario
-from core.cli.submit import generate
-from core.connect import connect
-from core.errors import CorralError
-from core.log import get_logger
-from core.names import RESULTS_STREAM
-from core.settings import Settings
-from core.submit import raise_for, submit_many
+from corral.bench.corral_io import pause_jobs, resume_jobs, stream_state
+from corral.bench.fleet import Fleet
+from corral.bench.scenarios import Context, Metric, Scenario
+from corral.cli.submit import generate
+from corral.core.connect import connect
+from corral.core.errors import CorralError
+from corral.core.log import get_logger
+from corral.core.names import RESULTS_STREAM
+from corral.core.settings import Settings
+from corral.core.submit import raise_for, submit_many
 
 MB = 1024 * 1024
 SAMPLE_EVERY = 0.05  #: seconds between RSS samples

@@ -14,16 +14,16 @@ import time
 import anyio
 import nats
 
-from bench import raw
-from bench.fleet import Fleet
-from bench.scenarios import Context, Metric, Scenario, latency_metrics
-from bench.stats import latency_summary
-from core.connect import connect
-from core.log import get_logger
-from core.messages import EventType, event_decoder, make_job
-from core.names import job_events_subject, result_subject
-from core.settings import Settings
-from core.submit import submit
+from corral.bench import raw
+from corral.bench.fleet import Fleet
+from corral.bench.scenarios import Context, Metric, Scenario, latency_metrics
+from corral.bench.stats import latency_summary
+from corral.core.connect import connect
+from corral.core.log import get_logger
+from corral.core.messages import EventType, event_decoder, make_job
+from corral.core.names import job_events_subject, result_subject
+from corral.core.settings import Settings
+from corral.core.submit import submit
 
 TIMEOUT = 10.0  #: seconds one job may take before the run fails
 

@@ -12,9 +12,9 @@ alone, not its bots).
 
 Part 2, reports: synthetic results (and one SUCCEEDED event each, so the
 event-based reports have rows too) are published pipelined with
-:class:`core.publisher.AsyncPublisher` until the ledger holds
+:class:`corral.core.publisher.AsyncPublisher` until the ledger holds
 ``report_results`` results; once it caught up, every canned report in
-``core.ledger.reports.REPORTS`` is run once through ``core.ledger.client.ask``
+``corral.ledger.reports.REPORTS`` is run once through ``corral.ledger.client.ask``
 (1,000 rows at most, as `corral report` asks) and timed. The ledger runs with
 ``--query-timeout 300`` so a slow report is measured, not cut off at the
 shipped 10 s; the docs compare against the shipped value.
@@ -34,21 +34,21 @@ import anyio
 import msgspec
 import psutil
 
-from bench.corral_io import pause_jobs, resume_jobs, stream_state
-from bench.scenarios import Context, Metric, Scenario
-from core.cli.submit import generate
-from core.connect import connect
-from core.errors import CorralError
-from core.ledger.client import ask
-from core.ledger.names import CONSUMERS
-from core.ledger.reports import REPORTS
-from core.log import get_logger
-from core.messages import Event, EventType, JobResult, new_id
-from core.names import EVENTS_STREAM, RESULTS_STREAM, job_events_subject, result_subject
-from core.publisher import AsyncPublisher
-from core.settings import Settings
-from core.status import live_bots
-from core.submit import raise_for, submit_many
+from corral.bench.corral_io import pause_jobs, resume_jobs, stream_state
+from corral.bench.scenarios import Context, Metric, Scenario
+from corral.cli.submit import generate
+from corral.core.connect import connect
+from corral.core.errors import CorralError
+from corral.ledger.client import ask
+from corral.ledger.names import CONSUMERS
+from corral.ledger.reports import REPORTS
+from corral.core.log import get_logger
+from corral.core.messages import Event, EventType, JobResult, new_id
+from corral.core.names import EVENTS_STREAM, RESULTS_STREAM, job_events_subject, result_subject
+from corral.core.publisher import AsyncPublisher
+from corral.core.settings import Settings
+from corral.core.status import live_bots
+from corral.core.submit import raise_for, submit_many
 
 MB = 1024 * 1024
 FLEET_BOTS = 4
@@ -62,7 +62,7 @@ class Proc:
     def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
         self.name, self.log_path = name, log_dir / f"{name}.log"
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "core.cli", *args], stdout=log,
+            self.proc = subprocess.Popen([sys.executable, "-m", "corral.cli", *args], stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.ps = psutil.Process(self.proc.pid)

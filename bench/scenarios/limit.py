@@ -5,9 +5,9 @@ from __future__ import annotations
 import anyio
 import nats
 
-from bench import raw
-from bench.scenarios import Context, Metric, Scenario, latency_metrics
-from bench.stats import latency_summary
+from corral.bench import raw
+from corral.bench.scenarios import Context, Metric, Scenario, latency_metrics
+from corral.bench.stats import latency_summary
 
 DRAINERS = 4
 

@@ -20,16 +20,16 @@ import anyio
 import msgspec
 from nats.js.kv import KeyValue
 
-from bench.fleet import Fleet
-from bench.scenarios import Context, Metric, Scenario
-from core.connect import connect
-from core.errors import CorralError
-from core.log import get_logger
-from core.messages import EventType, event_decoder, heartbeat_decoder, make_job
-from core.names import BOTS_BUCKET, job_events_subject, result_subject
-from core.settings import Settings
-from core.submit import submit
-from streams import load_declarations
+from corral.bench.fleet import Fleet
+from corral.bench.scenarios import Context, Metric, Scenario
+from corral.core.connect import connect
+from corral.core.errors import CorralError
+from corral.core.log import get_logger
+from corral.core.messages import EventType, event_decoder, heartbeat_decoder, make_job
+from corral.core.names import BOTS_BUCKET, job_events_subject, result_subject
+from corral.core.settings import Settings
+from corral.core.submit import submit
+from corral.streams import load_declarations
 
 NS = 1_000_000_000
 

@@ -16,16 +16,16 @@ import time
 
 import nats
 
-from bench import raw
-from bench.scenarios import Context, Metric, Scenario
-from bench.server import provision_for_bench
-from core.cli.submit import generate
-from core.connect import connect
-from core.errors import CorralError
-from core.log import get_logger
-from core.messages import encode
-from core.settings import Settings
-from core.submit import raise_for, submit_many
+from corral.bench import raw
+from corral.bench.scenarios import Context, Metric, Scenario
+from corral.bench.server import provision_for_bench
+from corral.cli.submit import generate
+from corral.core.connect import connect
+from corral.core.errors import CorralError
+from corral.core.log import get_logger
+from corral.core.messages import encode
+from corral.core.settings import Settings
+from corral.core.submit import raise_for, submit_many
 
 
 async def raw_rate(url: str, n: int, payload: bytes) -> float:
@@ -56,7 +56,7 @@ def populate_rates(url: str, n: int) -> tuple[float, float]:
         CorralError: populate failed.
     """
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "core.cli", "populate", str(n), "--json", "--server", url],
+    done = subprocess.run([sys.executable, "-m", "corral.cli", "populate", str(n), "--json", "--server", url],
                           capture_output=True, text=True, timeout=300)
     wall = time.perf_counter() - start
     if done.returncode != 0:

@@ -10,17 +10,17 @@ server, in the same repetition.
 
 from __future__ import annotations
 
-from bench import raw
-from bench.corral_io import first_claim, pause_jobs, resume_jobs, wait_for_messages, parse_ts
-from bench.fleet import Fleet
-from bench.scenarios import Context, Metric, Scenario
-from bench.server import provision_for_bench
-from core.cli.submit import generate
-from core.connect import connect
-from core.log import get_logger
-from core.names import RESULTS_STREAM
-from core.settings import Settings
-from core.submit import raise_for, submit_many
+from corral.bench import raw
+from corral.bench.corral_io import first_claim, pause_jobs, resume_jobs, wait_for_messages, parse_ts
+from corral.bench.fleet import Fleet
+from corral.bench.scenarios import Context, Metric, Scenario
+from corral.bench.server import provision_for_bench
+from corral.cli.submit import generate
+from corral.core.connect import connect
+from corral.core.log import get_logger
+from corral.core.names import RESULTS_STREAM
+from corral.core.settings import Settings
+from corral.core.submit import raise_for, submit_many
 
 
 async def drain_with_bots(ctx: Context, bots: int, *bot_args: str) -> float:

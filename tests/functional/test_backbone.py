@@ -7,13 +7,13 @@ import signal
 import nats
 import pytest
 
-from core.dlq import list_dead
-from core.errors import ResultAlreadyRecordedError
-from core.history import job_events, job_result, walk
-from core.messages import EventType, make_job
-from core.names import RESULTS_STREAM, job_subject, result_subject
-from core.connect import publish_error
-from core.submit import submit, submit_many
+from corral.core.dlq import list_dead
+from corral.core.errors import ResultAlreadyRecordedError
+from corral.core.history import job_events, job_result, walk
+from corral.core.messages import EventType, make_job
+from corral.core.names import RESULTS_STREAM, job_subject, result_subject
+from corral.core.connect import publish_error
+from corral.core.submit import submit, submit_many
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
@@ -216,7 +216,7 @@ async def _async(fn):
 
 async def test_a_bot_started_before_the_server_waits_then_works(tmp_path, bots):
     """Given no server yet, the bot logs that it waits; once the server is up and provisioned, it completes a job."""
-    from core.server import EmbeddedServer
+    from corral.harness.server import EmbeddedServer
     from tests.conftest import provision_async
 
     server = EmbeddedServer(tmp_path / "late")

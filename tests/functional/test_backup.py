@@ -9,20 +9,20 @@ import sys
 import nats
 import pytest
 
-from core import schedules
-from core.dlq import list_dead
-from core.limits import LimitDef, list_limits, set_limit
-from core.history import job_events, job_result
-from core.messages import make_job
-from core.names import JOBS_STREAM
-from core.submit import submit, submit_many
+from corral.core import schedules
+from corral.core.dlq import list_dead
+from corral.core.limits import LimitDef, list_limits, set_limit
+from corral.core.history import job_events, job_result
+from corral.core.messages import make_job
+from corral.core.names import JOBS_STREAM
+from corral.core.submit import submit, submit_many
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
 
 
 def corral(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "corral.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 async def test_a_destroyed_store_is_restored_with_every_job_result_and_dead_letter(provisioned, bots, tmp_path):

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.dlq import list_dead
-from core.errors import InvalidJobError
-from core.history import job_result
-from core.messages import encode, make_job
-from core.names import job_subject
-from core.submit import submit
+from corral.core.dlq import list_dead
+from corral.core.errors import InvalidJobError
+from corral.core.history import job_result
+from corral.core.messages import encode, make_job
+from corral.core.names import job_subject
+from corral.core.submit import submit
 from tests.conftest import eventually, provision_sync, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -54,8 +54,8 @@ def test_fuzzed_payloads_through_a_live_bot_are_all_accounted_for(tmp_path_facto
     """Random bytes on the jobs subject: each one is dead-lettered or run; the bot keeps running."""
     import anyio
 
-    from core.procs import BotProcess
-    from core.server import EmbeddedServer
+    from corral.harness.procs import BotProcess
+    from corral.harness.server import EmbeddedServer
 
     home = tmp_path_factory.mktemp("fuzz")
     server = EmbeddedServer(home).start()

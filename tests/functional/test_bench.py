@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import TINY, run_scenario
-from bench.server import config_with_sync
-from core.ledger.reports import REPORTS
+from corral.bench import TINY, run_scenario
+from corral.bench.server import config_with_sync
+from corral.ledger.reports import REPORTS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 
-from core.messages import make_job
-from core.server import free_port
-from core.submit import submit
+from corral.core.messages import make_job
+from corral.harness.server import free_port
+from corral.core.submit import submit
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.chaos import FAULTS, ChaosConfig, run_chaos
-from core.log import get_logger
+from corral.harness.chaos import FAULTS, ChaosConfig, run_chaos
+from corral.core.log import get_logger
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ from tests.conftest import wait_for
 
 
 def corral(*args: str, url: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "core.cli", *args]
+    cmd = [sys.executable, "-m", "corral.cli", *args]
     if url:
         cmd += ["--server", url]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, input=stdin)
@@ -103,7 +103,7 @@ def test_pause_and_resume_are_applied_and_audited(provisioned):
         await nc.close()
         return bool(info.get("paused")), [json.loads(m.data)["detail"] for m in ops]
 
-    from core.history import walk
+    from corral.core.history import walk
 
     is_paused, details = anyio.run(paused)
     assert is_paused and details == ["pause queue default/normal"]

@@ -19,11 +19,11 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from core.history import walk
-from core.messages import make_job
-from core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
-from core.server import ROOT, EmbeddedServer, free_port
-from core.submit import submit_many
+from corral.core.history import walk
+from corral.core.messages import make_job
+from corral.core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
+from corral.harness.server import CLUSTER_CONF, EmbeddedServer, free_port
+from corral.core.submit import submit_many
 from tests.conftest import FAST, eventually, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
@@ -50,7 +50,7 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, EmbeddedServer]]:
     routes = ",".join(f"nats-route://127.0.0.1:{p}" for p in route_ports)
     servers = {
         name: EmbeddedServer(
-            tmp_path / name, config=ROOT / "cluster" / f"{name}.conf",
+            tmp_path / name, config=CLUSTER_CONF / f"{name}.conf",
             extra=["--cluster", f"nats://127.0.0.1:{port}", "--routes", routes],
         )
         for name, port in zip(NODES, route_ports)
@@ -68,8 +68,8 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, EmbeddedServer]]:
 
 async def provision_r3(nc) -> None:
     """streams/ with every stream at three replicas (consumers follow their stream) and FAST consumers."""
-    from streams import load_declarations
-    from streams.provision import provision
+    from corral.streams import load_declarations
+    from corral.streams.provision import provision
 
     decls = [
         d.with_config(**FAST) if d.kind == "consumer" else d.replicated(3)

@@ -8,14 +8,14 @@ import time
 import nats
 import pytest
 
-from core import schedules
-from core.cancel import request_cancel
-from core.errors import InvalidJobError
-from core.history import job_events, job_result, walk
-from core.messages import EventType, JobResult, encode, make_job
-from core.names import JOBS_STREAM, RESULTS_STREAM, result_subject
-from core.submit import submit
-from core.unique import DuplicateJobError
+from corral.core import schedules
+from corral.core.cancel import request_cancel
+from corral.core.errors import InvalidJobError
+from corral.core.history import job_events, job_result, walk
+from corral.core.messages import EventType, JobResult, encode, make_job
+from corral.core.names import JOBS_STREAM, RESULTS_STREAM, result_subject
+from corral.core.submit import submit
+from corral.core.unique import DuplicateJobError
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
@@ -154,7 +154,7 @@ async def test_a_chain_continues_when_its_bot_died_after_recording_the_result(js
 
 async def test_a_saga_whose_last_step_dies_runs_the_compensations_in_reverse_order(js, provisioned, bots):
     """reserve -> charge -> ship(fails): undo-charge runs, then undo-reserve; each gets the failure."""
-    from core.messages import Job
+    from corral.core.messages import Job
 
     bots(provisioned.url, "b1")
     ship = Job(kind="fail", args={"message": "shipping failed"}, max_attempts=1)
@@ -207,7 +207,7 @@ async def _lock_held(js, name):
 
 async def test_a_group_runs_its_callback_once_when_every_member_has_finished(js, provisioned, bots):
     """5 members (one dies) fan in: the callback runs once, with each member's outcome, after the last."""
-    from core.groups import make_group
+    from corral.core.groups import make_group
 
     bots(provisioned.url, "b1")
     bots(provisioned.url, "b2")
@@ -227,8 +227,8 @@ async def test_a_group_runs_its_callback_once_when_every_member_has_finished(js,
 async def test_the_seeds_population_is_a_schedule_whose_firings_each_submit_their_jobs_once(js, provisioned, bots):
     """`corral up`'s populate schedule: every firing submits `count` jobs under ids derived from the firing,
     and a re-run of a firing (a redelivery) adds nothing."""
-    from core.cli.up import POPULATE_SCHEDULE, _populate_schedule
-    from core.handlers import JobContext, populate_handler
+    from corral.cli.up import POPULATE_SCHEDULE, _populate_schedule
+    from corral.core.handlers import JobContext, populate_handler
 
     await _populate_schedule(js, "1s", 3)
     bots(provisioned.url, "b1")

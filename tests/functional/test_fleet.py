@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bots.fleet_keys import FLEET_STREAM, decode_supervisor, key_subject, read_desired, supervisor_key, write_desired
-from core.history import walk
-from core.messages import event_decoder
-from core.names import EVENTS_STREAM, ops_events_subject
-from core.status import live_bots
+from corral.bots.fleet_keys import FLEET_STREAM, decode_supervisor, key_subject, read_desired, supervisor_key, write_desired
+from corral.core.history import walk
+from corral.core.messages import event_decoder
+from corral.core.names import EVENTS_STREAM, ops_events_subject
+from corral.core.status import live_bots
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +33,7 @@ class FleetProcess:
         self.log_path = log_dir / f"fleet-{host}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli.fleet", "fleet", "--server", url, "--host", host, *FAST, *extra],
+            [sys.executable, "-m", "corral.cli.fleet", "fleet", "--server", url, "--host", host, *FAST, *extra],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -100,7 +100,7 @@ async def fleet_events(js) -> list:
 
 
 def run_cli(url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.cli.fleet", *args, "--server", url],
+    return subprocess.run([sys.executable, "-m", "corral.cli.fleet", *args, "--server", url],
                           capture_output=True, text=True, timeout=20)
 
 
@@ -288,7 +288,7 @@ async def test_the_metrics_endpoint_reports_desired_and_running_bots(js, provisi
 
     import anyio
 
-    from core.server import free_port
+    from corral.harness.server import free_port
 
     port = free_port()
     fleet("m", "--count", "2", "--metrics-port", str(port))
@@ -308,8 +308,8 @@ def test_the_deploy_manifests_parse_and_name_real_resources_and_metrics():
     """Given deploy/, then manifests parse, KEDA names the real stream and consumer, and alerts use real metrics."""
     import re
 
-    from bots.fleet_metrics import FleetMetrics
-    from core.names import JOBS_STREAM, consumer_name
+    from corral.bots.fleet_metrics import FleetMetrics
+    from corral.core.names import JOBS_STREAM, consumer_name
 
     deploy = Path(__file__).resolve().parents[2] / "deploy"
     texts = {p.name: p.read_text() for p in deploy.rglob("*.yaml")}
@@ -336,9 +336,9 @@ async def test_the_supervisor_exports_the_backlog_an_autoscaler_scales_on(js, pr
 
     import anyio
 
-    from core.messages import make_job
-    from core.server import free_port
-    from core.submit import submit_many
+    from corral.core.messages import make_job
+    from corral.harness.server import free_port
+    from corral.core.submit import submit_many
 
     await submit_many(js, [make_job("sum", {"a": i, "b": 1}) for i in range(5)])
     port = free_port()

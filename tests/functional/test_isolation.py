@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.cancel import request_cancel
-from core.history import job_events, job_result
-from core.messages import EventType, make_job
-from core.submit import submit
+from corral.core.cancel import request_cancel
+from corral.core.history import job_events, job_result
+from corral.core.messages import EventType, make_job
+from corral.core.submit import submit
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio

@@ -13,20 +13,20 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from core.errors import TransportError
-from core.ledger import QueryError, ask
-from core.messages import make_job
-from core.names import DLQ_STREAM, EVENTS_STREAM, RESULTS_STREAM
-from core.submit import submit_many
+from corral.core.errors import TransportError
+from corral.ledger import QueryError, ask
+from corral.core.messages import make_job
+from corral.core.names import DLQ_STREAM, EVENTS_STREAM, RESULTS_STREAM
+from corral.core.submit import submit_many
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
 
 TABLES = ("jobs", "results", "events", "dead_letters", "bots")
-#: Until core/cli/__init__.py lists the ledger module, `python -m core.cli.ledger` is the same CLI plus it.
-CLI = ["-m", "core.cli"] if "ledger" in subprocess.run(
-    [sys.executable, "-m", "core.cli", "--help"], capture_output=True, text=True
-).stdout else ["-m", "core.cli.ledger"]
+#: Until cli/__init__.py lists the ledger module, `python -m corral.cli.ledger` is the same CLI plus it.
+CLI = ["-m", "corral.cli"] if "ledger" in subprocess.run(
+    [sys.executable, "-m", "corral.cli", "--help"], capture_output=True, text=True
+).stdout else ["-m", "corral.cli.ledger"]
 
 
 class LedgerProcess:

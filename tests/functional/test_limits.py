@@ -9,13 +9,13 @@ import time
 import msgspec
 import pytest
 
-from core.cancel import request_cancel
-from core.dlq import list_dead
-from core.history import job_events, job_result, walk
-from core.limits import LimitDef, Limiter, list_limits, set_limit
-from core.messages import EventType, event_decoder, make_job
-from core.names import EVENTS_STREAM, ops_events_subject
-from core.submit import submit
+from corral.core.cancel import request_cancel
+from corral.core.dlq import list_dead
+from corral.core.history import job_events, job_result, walk
+from corral.core.limits import LimitDef, Limiter, list_limits, set_limit
+from corral.core.messages import EventType, event_decoder, make_job
+from corral.core.names import EVENTS_STREAM, ops_events_subject
+from corral.core.submit import submit
 from tests.conftest import eventually, wait_for
 from tests.functional.test_cli import corral
 
@@ -215,8 +215,8 @@ async def test_a_bot_waits_for_a_missing_limits_bucket_instead_of_throttling_eve
     runs jobs once it exists (limits fail closed, so running without the bucket would throttle all)."""
     import nats
 
-    from streams import load_declarations
-    from streams.provision import provision
+    from corral.streams import load_declarations
+    from corral.streams.provision import provision
     from tests.conftest import FAST
 
     nc = await nats.connect(nats_server.url)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from core.history import walk
-from core.messages import JobResult, make_job
-from core.names import RESULTS_STREAM
-from core.submit import raise_for, submit, submit_many
+from corral.core.history import walk
+from corral.core.messages import JobResult, make_job
+from corral.core.names import RESULTS_STREAM
+from corral.core.submit import raise_for, submit, submit_many
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
@@ -60,8 +60,8 @@ async def _ready(bot) -> bool:
 async def test_jobs_a_bot_held_when_it_died_are_run_by_another_bot_once(js, provisioned, bots):
     """Given a bot SIGKILLed while running high jobs with more of every priority waiting, another bot
     finishes every job, each with exactly one result, the dead bot's after their ack deadline."""
-    from core.history import job_events
-    from core.messages import EventType
+    from corral.core.history import job_events
+    from corral.core.messages import EventType
 
     jobs = {p: [make_job("sleep", {"seconds": 0.3}, priority=p) for _ in range(3)] for p in ("low", "normal", "high")}
     raise_for(await submit_many(js, [j for p in ("low", "normal", "high") for j in jobs[p]]))

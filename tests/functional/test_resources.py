@@ -8,16 +8,16 @@ import nats
 import nats.errors
 import pytest
 
-from core.dlq import list_dead
-from core.errors import StreamFullError
-from core.history import job_result
-from core.log import get_logger
-from core.messages import Event, EventType, encode, make_job
-from core.names import JOBS_STREAM, job_events_subject
-from core.submit import submit, submit_many
-from bots.reaper import Reaper
-from streams import load_declarations
-from streams.provision import Action, provision
+from corral.core.dlq import list_dead
+from corral.core.errors import StreamFullError
+from corral.core.history import job_result
+from corral.core.log import get_logger
+from corral.core.messages import Event, EventType, encode, make_job
+from corral.core.names import JOBS_STREAM, job_events_subject
+from corral.core.submit import submit, submit_many
+from corral.bots.reaper import Reaper
+from corral.streams import load_declarations
+from corral.streams.provision import Action, provision
 from tests.conftest import NS, eventually
 
 pytestmark = pytest.mark.anyio

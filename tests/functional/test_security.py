@@ -15,18 +15,18 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from core.control import drain_bot
-from core.dlq import list_dead
-from core.history import job_result
-from core.messages import heartbeat_decoder, make_job
-from core.names import BOTS_STREAM, DLQ_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_key_subject
-from core.server import ROOT, EmbeddedServer
-from core.submit import submit
+from corral.core.control import drain_bot
+from corral.core.dlq import list_dead
+from corral.core.history import job_result
+from corral.core.messages import heartbeat_decoder, make_job
+from corral.core.names import BOTS_STREAM, DLQ_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_key_subject
+from corral.harness.server import SECURE_CONF, EmbeddedServer
+from corral.core.submit import submit
 from tests.conftest import FAST, eventually
 
 pytestmark = pytest.mark.anyio
 
-SECURE_CONF = ROOT / "nats-secure.conf"
+
 PASSWORDS = {
     "admin": "pAdminS3cret",
     "ledger": "pLedgerS3cret",
@@ -79,8 +79,8 @@ async def login(url: str, user: str | None, *, inbox_prefix: str | None = None, 
 
 async def provision_as_admin(url: str) -> None:
     """streams/ applied by the admin user, with the test consumer overrides (tests/conftest.FAST)."""
-    from streams import load_declarations
-    from streams.provision import provision
+    from corral.streams import load_declarations
+    from corral.streams.provision import provision
 
     admin = await login(url, "admin")
     decls = [d.with_config(**FAST) if d.kind == "consumer" else d for d in load_declarations()]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from core.server import EmbeddedServer
+from corral.harness.server import EmbeddedServer
 from tests.conftest import wait_for
 
 
@@ -30,7 +30,7 @@ def certs(tmp_path):
 def corral(*args: str, env: dict) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    return subprocess.run([sys.executable, "-m", "corral.cli", *args], capture_output=True, text=True, timeout=60, env={**os.environ, **env})
 
 
 def test_corral_works_over_tls_with_the_ca_setting_and_fails_clearly_without_it(certs, tmp_path):

@@ -12,13 +12,13 @@ from collections.abc import Callable
 
 import pytest
 
-from core.messages import make_job
-from core.server import free_port
-from core.settings import Settings
-from core.submit import submit
-from tui.app import CorralApp
-from tui.widgets.banner import ConnectionBanner
-from tui.widgets.synced_table import SyncedTable
+from corral.core.messages import make_job
+from corral.harness.server import free_port
+from corral.core.settings import Settings
+from corral.core.submit import submit
+from corral.tui.app import CorralApp
+from corral.tui.widgets.banner import ConnectionBanner
+from corral.tui.widgets.synced_table import SyncedTable
 
 pytestmark = pytest.mark.anyio
 

@@ -2,7 +2,7 @@
 
 The ledger subprocess folds the streams into its DuckDB file; the dashboard only
 asks it over NATS (``corral.ledger.query``). No sleeps: the ledger is polled with
-:func:`core.ledger.client.ask` until it holds every result, and Pilot runs the app
+:func:`corral.ledger.client.ask` until it holds every result, and Pilot runs the app
 until what the operator reads shows up (:func:`tests.functional.test_tui.until`).
 """
 
@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, OptionList, Sparkline, TextArea
 
-from core.errors import TransportError
-from core.ledger.client import ask
-from core.messages import make_job
-from core.server import free_port
-from core.settings import Settings
-from core.submit import submit_many
+from corral.core.errors import TransportError
+from corral.ledger.client import ask
+from corral.core.messages import make_job
+from corral.harness.server import free_port
+from corral.core.settings import Settings
+from corral.core.submit import submit_many
 from tests.conftest import eventually
 from tests.functional.test_tui import SIZE, until
-from tui.app import CorralApp
-from tui.screens.analytics import AnalyticsScreen
+from corral.tui.app import CorralApp
+from corral.tui.screens.analytics import AnalyticsScreen
 
 pytestmark = pytest.mark.anyio
 
@@ -38,7 +38,7 @@ def ledger(provisioned, tmp_path: Path) -> Iterator[subprocess.Popen]:
     """A real `corral ledger --db tmp/ledger.duckdb` subprocess, killed at teardown."""
     with open(tmp_path / "ledger.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "ledger", "--db", str(tmp_path / "ledger.duckdb"),
+            [sys.executable, "-m", "corral.cli", "ledger", "--db", str(tmp_path / "ledger.duckdb"),
              "--server", provisioned.url, "--linger-ms", "50"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )

@@ -10,16 +10,16 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input
 
-from core import schedules
-from core.groups import make_group
-from core.history import walk
-from core.messages import Event, event_decoder, make_job
-from core.names import EVENTS_STREAM, ops_events_subject
-from core.server import free_port
-from core.submit import submit
+from corral.core import schedules
+from corral.core.groups import make_group
+from corral.core.history import walk
+from corral.core.messages import Event, event_decoder, make_job
+from corral.core.names import EVENTS_STREAM, ops_events_subject
+from corral.harness.server import free_port
+from corral.core.submit import submit
 from tests.functional.test_tui import SIZE, cell, dashboard, table, until
 from tests.functional.test_tui_fleet import until_async
-from tui.widgets.banner import ConnectionBanner
+from corral.tui.widgets.banner import ConnectionBanner
 
 pytestmark = pytest.mark.anyio
 
@@ -145,7 +145,7 @@ async def test_the_features_screen_opens_without_a_server_and_says_it_is_reading
 
 async def test_a_kind_at_its_concurrency_cap_shows_its_slots_full(provisioned, bots, js):
     """Given a cap of 1 on `sleep` and two sleep jobs, the limits table shows 1/1 while one runs, then 0/1."""
-    from core.limits import LimitDef, set_limit
+    from corral.core.limits import LimitDef, set_limit
 
     await set_limit(js, "sleep", LimitDef(concurrency=1, rate=50, per=1.0))
     bots(provisioned.url, "b1")

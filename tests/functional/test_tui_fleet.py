@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
-from core.status import live_bots
-from tui.app import CorralApp
-from tui.widgets.synced_table import SyncedTable
+from corral.core.settings import Settings
+from corral.core.status import live_bots
+from corral.tui.app import CorralApp
+from corral.tui.widgets.synced_table import SyncedTable
 
 from tests.functional.test_tui import until  # noqa: E402 - one Pilot polling helper for the TUI tests
 
@@ -38,7 +38,7 @@ def supervisor(provisioned, tmp_path: Path) -> Iterator[subprocess.Popen]:
     log_path = tmp_path / f"fleet-{HOST}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli.fleet", "fleet", "--server", provisioned.url, "--host", HOST,
+            [sys.executable, "-m", "corral.cli.fleet", "fleet", "--server", provisioned.url, "--host", HOST,
              "--count", "0", "--log-dir", str(tmp_path / "bots"), *FAST],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -116,7 +116,7 @@ async def test_scaling_a_host_from_the_fleet_screen_starts_and_drains_its_bots(p
 
 async def test_scale_to_refuses_bad_input_and_accepts_a_number(provisioned, supervisor, js):
     """Given the = input, when the operator types text or a too-large count, then it is refused; a number is written."""
-    from bots.fleet_keys import MAX_BOTS_PER_HOST, read_desired
+    from corral.bots.fleet_keys import MAX_BOTS_PER_HOST, read_desired
 
     app = CorralApp(Settings(servers=(provisioned.url,)), actor="tester@test")
     async with app.run_test(size=SIZE) as pilot:
@@ -150,8 +150,8 @@ async def _equals(check: Callable[[], Awaitable[set[str]]], want: set[str]) -> b
 
 async def test_the_fleet_screen_opens_and_scale_keys_do_nothing_without_a_server():
     """Given no server at the URL, then the Fleet screen opens, says it is reading, and + only warns."""
-    from core.server import free_port
-    from tui.widgets.banner import ConnectionBanner
+    from corral.harness.server import free_port
+    from corral.tui.widgets.banner import ConnectionBanner
 
     app = CorralApp(Settings(servers=(f"nats://127.0.0.1:{free_port()}",)), actor="tester@test")
     async with app.run_test(size=SIZE) as pilot:

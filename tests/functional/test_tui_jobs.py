@@ -12,14 +12,14 @@ import re
 import pytest
 from textual.widgets import Select
 
-from core.history import job_events, walk
-from core.messages import Event, EventType, event_decoder, job_decoder, make_job
-from core.names import EVENTS_STREAM, JOBS_STREAM, job_subject, ops_events_subject
-from core.submit import submit
+from corral.core.history import job_events, walk
+from corral.core.messages import Event, EventType, event_decoder, job_decoder, make_job
+from corral.core.names import EVENTS_STREAM, JOBS_STREAM, job_subject, ops_events_subject
+from corral.core.submit import submit
 from tests.functional.test_tui import cell, dashboard, table, until
 from tests.functional.test_tui_features import SMALL, text_of
 from tests.functional.test_tui_fleet import until_async
-from tui.widgets.job_inspector import JobInspector
+from corral.tui.widgets.job_inspector import JobInspector
 
 pytestmark = pytest.mark.anyio
 

@@ -6,9 +6,9 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import InvalidJobError
-from core.messages import Job, decode_job
-from core.names import check_token
+from corral.core.errors import InvalidJobError
+from corral.core.messages import Job, decode_job
+from corral.core.names import check_token
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

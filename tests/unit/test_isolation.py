@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from bots.isolation import run_isolated
-from core.errors import ConfigError, HandlerProcessError, JobError
-from core.handlers import JobContext, Registry
-from core.messages import make_job
+from corral.bots.isolation import run_isolated
+from corral.core.errors import ConfigError, HandlerProcessError, JobError
+from corral.core.handlers import JobContext, Registry
+from corral.core.messages import make_job
 
 
 def _ctx(progress=lambda percent, message=None: None) -> JobContext:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import ConfigError
-from core.history import throttled_deliveries
-from core.limits import THROTTLE_CAP, LimitDef, parse_rate, period_text, throttle_delay, window
-from core.messages import Event, EventType
+from corral.core.errors import ConfigError
+from corral.core.history import throttled_deliveries
+from corral.core.limits import THROTTLE_CAP, LimitDef, parse_rate, period_text, throttle_delay, window
+from corral.core.messages import Event, EventType
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -5,13 +5,13 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from bots.state import ALLOWED, BotState, StateMachine
-from core.cli.submit import parse_kv
-from core.errors import ConfigError, IllegalTransitionError, InvalidJobError
-from core.handlers import Registry
-from core.history import deliveries_without_outcome
-from core.messages import Event, EventType, Job, decode_job, encode, make_job
-from core.names import check_token, job_subject, result_subject
+from corral.bots.state import ALLOWED, BotState, StateMachine
+from corral.cli.submit import parse_kv
+from corral.core.errors import ConfigError, IllegalTransitionError, InvalidJobError
+from corral.core.handlers import Registry
+from corral.core.history import deliveries_without_outcome
+from corral.core.messages import Event, EventType, Job, decode_job, encode, make_job
+from corral.core.names import check_token, job_subject, result_subject
 
 
 def test_a_job_round_trips_through_its_encoding():
@@ -126,7 +126,7 @@ def test_a_log_field_named_event_cannot_break_a_log_call():
     """A field that clashes with the event name is kept, not raised as a TypeError."""
     import io
 
-    from core.log import Logger
+    from corral.core.log import Logger
 
     out = io.StringIO()
     Logger("t", stream=out).warning("publish.lost", event="started")

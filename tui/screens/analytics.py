@@ -1,6 +1,6 @@
 """Analytics: read-only SQL over the ledger (``corral ledger``), typed or picked from the canned reports.
 
-Every query goes through :func:`core.ledger.client.ask` (the ``corral.ledger.query``
+Every query goes through :func:`corral.ledger.client.ask` (the ``corral.ledger.query``
 service over NATS); the dashboard never opens the DuckDB file, whose single
 writer is the ledger process. Queries run in one exclusive worker group, so a
 new query cancels the one still waiting. Refusals (bad SQL, a write statement,
@@ -26,9 +26,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Label, OptionList, Sparkline, TextArea
 from textual.widgets.option_list import Option
 
-from core.errors import CorralError
-from core.ledger.reports import REPORTS, Report
-from tui.screens.base import TaskScreen
+from corral.core.errors import CorralError
+from corral.ledger.reports import REPORTS, Report
+from corral.tui.screens.base import TaskScreen
 
 MAX_ROWS = 500  #: rows asked of the ledger per query (the reply says when there were more)
 QUERY_TIMEOUT = 15.0  #: seconds to wait for the ledger's answer
@@ -132,8 +132,8 @@ class AnalyticsScreen(TaskScreen):
 
     @work(exclusive=True, group="analytics", name="query", exit_on_error=False)
     async def run_query(self, sql: str, label: str = "query") -> None:
-        from core.ledger.client import ask  # lazily: the TUI starts without the ledger's modules
-        from core.ledger.errors import QueryError
+        from corral.ledger.client import ask  # lazily: the TUI starts without the ledger's modules
+        from corral.ledger.errors import QueryError
 
         nc = self.corral.nc
         if nc is None or not nc.is_connected:

@@ -16,11 +16,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.worker import Worker
 
-from tui.store import Store
-from tui.widgets.banner import ConnectionBanner
+from corral.tui.store import Store
+from corral.tui.widgets.banner import ConnectionBanner
 
 if TYPE_CHECKING:
-    from tui.app import CorralApp
+    from corral.tui.app import CorralApp
 
 REDRAW_INTERVAL = 0.5  #: seconds between redraws from the store
 

@@ -8,9 +8,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 
-from tui.screens.base import TaskScreen
-from tui.store import BotRow
-from tui.widgets.synced_table import SyncedTable
+from corral.tui.screens.base import TaskScreen
+from corral.tui.store import BotRow
+from corral.tui.widgets.synced_table import SyncedTable
 
 COLUMNS = [
     ("name", "bot"), ("host", "host"), ("pid", "pid"), ("state", "state"), ("current", "current job"),

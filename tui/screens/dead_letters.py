@@ -9,9 +9,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input, Label, ProgressBar
 
-from core.dlq import DeadLetter
-from tui.screens.base import TaskScreen
-from tui.widgets.synced_table import SyncedTable
+from corral.core.dlq import DeadLetter
+from corral.tui.screens.base import TaskScreen
+from corral.tui.widgets.synced_table import SyncedTable
 
 COLUMNS = [("seq", "#"), ("job", "job"), ("kind", "kind"), ("queue", "queue"), ("attempts", "attempts"),
            ("dead_at", "died"), ("reason", "reason")]

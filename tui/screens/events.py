@@ -10,9 +10,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input
 
-from tui.screens.base import TaskScreen
-from tui.store import EventRow
-from tui.widgets.synced_table import SyncedTable
+from corral.tui.screens.base import TaskScreen
+from corral.tui.store import EventRow
+from corral.tui.widgets.synced_table import SyncedTable
 
 COLUMNS = [("time", "time"), ("subject", "subject"), ("type", "event"), ("job", "job"), ("bot", "bot / actor"), ("detail", "detail")]
 TYPE_STYLE = {"succeeded": "green", "failed": "yellow", "dead": "bold red", "replayed": "cyan", "purged": "magenta",

@@ -1,6 +1,6 @@
 """Features: schedules (add, remove), fan-in groups and held leased locks, one table each.
 
-The tables come from :mod:`tui.features`, read by the app every few seconds
+The tables come from :mod:`corral.tui.features`, read by the app every few seconds
 while this screen is shown (``CorralApp.refresh_features``). Adding and removing
 a schedule go through the app (``CorralApp.add_schedule`` / ``remove_schedule``),
 which records them on ``corral.events.ops.schedule``.
@@ -23,10 +23,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Label
 
-from tui.features import Features, GroupRow, LockRow, ScheduleRow
-from tui.screens.base import TaskScreen
-from tui.screens.schedule_form import AddScheduleScreen, ScheduleRequest
-from tui.widgets.synced_table import Row, SyncedTable
+from corral.tui.features import Features, GroupRow, LockRow, ScheduleRow
+from corral.tui.screens.base import TaskScreen
+from corral.tui.screens.schedule_form import AddScheduleScreen, ScheduleRequest
+from corral.tui.widgets.synced_table import Row, SyncedTable
 
 STALE_FEATURES = 10.0  #: seconds without a read before the status line says so
 STATE_STYLE = {"succeeded": "green", "dead": "bold red", "failed": "yellow", "pending": "yellow", "started": "cyan"}

@@ -12,16 +12,16 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label
 
-from core.dlq import list_dead
-from core.history import job_events, job_result, walk
-from core.messages import CurrentJob, job_decoder
-from core.errors import InvalidJobError
-from core.names import JOBS_STREAM, check_token
-from tui.screens.base import TaskScreen
-from tui.screens.events import TYPE_STYLE, clock
-from tui.store import ENDED
-from tui.widgets.job_inspector import JobInspector, JobRecord
-from tui.widgets.synced_table import SyncedTable
+from corral.core.dlq import list_dead
+from corral.core.history import job_events, job_result, walk
+from corral.core.messages import CurrentJob, job_decoder
+from corral.core.errors import InvalidJobError
+from corral.core.names import JOBS_STREAM, check_token
+from corral.tui.screens.base import TaskScreen
+from corral.tui.screens.events import TYPE_STYLE, clock
+from corral.tui.store import ENDED
+from corral.tui.widgets.job_inspector import JobInspector, JobRecord
+from corral.tui.widgets.synced_table import SyncedTable
 
 PENDING_SCAN = 5000  #: pending jobs scanned (direct gets, never the bots' consumer) to find a payload
 SHORT_ID = 12  #: job id characters the in-flight table shows (the row key, used to inspect and cancel, is the whole id)

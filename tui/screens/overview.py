@@ -10,10 +10,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Sparkline, Static
 
-from core.messages import EventType
-from core.names import PRIORITIES
-from tui.screens.base import TaskScreen
-from tui.widgets.synced_table import SyncedTable
+from corral.core.messages import EventType
+from corral.core.names import PRIORITIES
+from corral.tui.screens.base import TaskScreen
+from corral.tui.widgets.synced_table import SyncedTable
 
 SPARK_SECONDS = 120
 

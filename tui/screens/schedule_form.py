@@ -15,12 +15,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from core.cli.features import schedule_spec
-from core.cli.submit import parse_kv
-from core.errors import ConfigError, CorralError, InvalidJobError
-from core.messages import Job, make_job
-from core.names import DEFAULT_QUEUE, check_token
-from core.schedules import check_spec
+from corral.cli.features import schedule_spec
+from corral.cli.submit import parse_kv
+from corral.core.errors import ConfigError, CorralError, InvalidJobError
+from corral.core.messages import Job, make_job
+from corral.core.names import DEFAULT_QUEUE, check_token
+from corral.core.schedules import check_spec
 
 WHEN_HELP = "every 10m  |  cron 0 0 3 * * *  |  at 2026-11-23T18:00:00Z  |  @hourly"
 

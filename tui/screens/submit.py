@@ -1,4 +1,4 @@
-"""The submit form: N jobs of one kind, queue and priority, pipelined with progress (``core.submit.submit_many``)."""
+"""The submit form: N jobs of one kind, queue and priority, pipelined with progress (``corral.core.submit.submit_many``)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Select
 
-from core.errors import InvalidJobError
-from core.messages import Job, make_job
-from core.names import DEFAULT_PRIORITY, DEFAULT_QUEUE, PRIORITIES, check_token
+from corral.core.errors import InvalidJobError
+from corral.core.messages import Job, make_job
+from corral.core.names import DEFAULT_PRIORITY, DEFAULT_QUEUE, PRIORITIES, check_token
 
 MAX_COUNT = 100_000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
-from tui.store import Store
+from corral.tui.store import Store
 
 
 class ConnectionBanner(Static):

@@ -13,8 +13,8 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from core.dlq import DeadLetter
-from core.messages import Event, EventType, Job, JobResult
+from corral.core.dlq import DeadLetter
+from corral.core.messages import Event, EventType, Job, JobResult
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,70 @@
+"""`corral bot`: run one bot daemon in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from corral.bots.bot import Bot
+from corral.bots.config import BotConfig
+from corral.cli.common import add_server, positive_float, positive_int, run, settings
+from corral.core.handlers import Registry
+from corral.core.log import get_logger
+from corral.core.names import PRIORITIES, check_token
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bot", help="run a bot: claim jobs, run handlers, record results (SIGTERM drains)")
+    add_server(p)
+    p.add_argument("--name", help="unique bot name (default: HOST-PID); a restarted bot reuses its name")
+    p.add_argument("--queue", action="append", metavar="QUEUE", help="queue to serve (repeatable; default: default)")
+    p.add_argument("--priority", action="append", choices=PRIORITIES,
+                   help="priority to serve (repeatable; default: all three, highest first)")
+    p.add_argument("--fair-every", type=int, default=10, metavar="N",
+                   help="every Nth start goes to lower priorities first, so they are not starved (default 10; 0: strict)")
+    p.add_argument("--concurrency", type=positive_int, default=8, help="jobs run at once (default 8)")
+    p.add_argument("--ttl", type=positive_float, default=10.0, help="liveness key TTL in seconds (default 10)")
+    p.add_argument("--drain-timeout", type=positive_float, default=30.0, help="seconds a draining bot lets jobs finish (default 30)")
+    p.add_argument("--backoff-base", type=positive_float, default=1.0, help="first retry delay in seconds (default 1)")
+    p.add_argument("--backoff-max", type=positive_float, default=60.0, help="longest retry delay in seconds (default 60)")
+    p.add_argument("--poison-after", type=positive_int, default=3, help="deliveries dying with no outcome before quarantine (default 3)")
+    p.add_argument("--sweep-interval", type=positive_float, default=60.0, help="seconds between sweeps for lingering jobs (default 60)")
+    p.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz and /readyz on this port (0: any free port)")
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="address for the endpoint (0.0.0.0 in a pod; default 127.0.0.1)")
+    p.add_argument("--lean-events", action="store_true",
+                   help="skip the started (first delivery) and succeeded events a result implies: fewer writes per job")
+    p.add_argument("--publish-timeout", type=positive_float, default=10.0, help="seconds to wait for a result's ack before keeping it in the outbox (default 10)")
+    p.add_argument("--outbox", type=Path, help="folder for results/events awaiting an unreachable server "
+                   "(default: $XDG_STATE_HOME or ~/.local/state, /corral/outbox/NAME); 'none' disables it")
+    p.add_argument("--handler", action="append", default=[], metavar="KIND=MODULE:FUNCTION[@process]",
+                   help="register a handler (repeatable); @process runs a sync one in a child process that "
+                   "cancel, timeout and drain really stop (docs/features.md#cancellation)")
+    p.set_defaults(func=cmd)
+
+
+def config_from(args: argparse.Namespace) -> BotConfig:
+    fields = dict(
+        queues=tuple(check_token(q, "queue") for q in args.queue or ["default"]),
+        priorities=tuple(p for p in PRIORITIES if p in (args.priority or PRIORITIES)),
+        fair_every=max(args.fair_every, 0), concurrency=args.concurrency,
+        liveness_ttl=args.ttl, drain_timeout=args.drain_timeout, backoff_base=args.backoff_base,
+        backoff_max=args.backoff_max, poison_after=args.poison_after, sweep_interval=args.sweep_interval,
+        handlers=tuple(args.handler), publish_timeout=args.publish_timeout, lean_events=args.lean_events,
+        metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+    )
+    if args.name:
+        fields["name"] = check_token(args.name, "bot name")
+    config = BotConfig(**fields)
+    if str(args.outbox).lower() == "none":
+        return config
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return replace(config, outbox_dir=args.outbox or state / "corral" / "outbox" / config.name)
+
+
+def cmd(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    registry = Registry.build(list(config.handlers))  # fail fast on a bad --handler, before connecting
+    bot = Bot(settings(args), config, get_logger("bot"), registry)
+    return run(bot.run)

@@ -1,0 +1,89 @@
+"""`corral dlq list|replay|purge`: the dead-letter stream from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+from corral.cli.common import actor, add_json, add_server, print_json, run, settings
+from corral.cli.progress import progress
+from corral.core.connect import connect
+from corral.core.dlq import DeadLetter, list_dead, purge, replay
+from corral.core.errors import ConfigError
+from corral.core.log import get_logger
+
+
+def register(sub) -> None:
+    p = sub.add_parser("dlq", help="dead letters: list, replay, purge")
+    dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    for name, helptext in (("list", "list dead letters"), ("replay", "put dead letters back on the jobs stream"), ("purge", "delete dead letters for good")):
+        q = dsub.add_parser(name, help=helptext)
+        add_server(q)
+        add_json(q)
+        q.add_argument("--queue", help="only this queue")
+        q.add_argument("--kind", help="only jobs of this kind")
+        q.add_argument("--reason", help="only reasons containing this text")
+        q.add_argument("--limit", type=int, default=None, help="at most this many")
+        if name != "list":
+            q.add_argument("seqs", nargs="*", type=int, metavar="SEQ", help="dead-letter sequence numbers (from `dlq list`)")
+            q.add_argument("--all", action="store_true", help="every dead letter matching the filters")
+            q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        q.set_defaults(func=cmd, action=name)
+
+
+def _match(args: argparse.Namespace):
+    def match(d: DeadLetter) -> bool:
+        if getattr(args, "seqs", None) and d.seq not in args.seqs:
+            return False
+        if args.kind and d.kind != args.kind:
+            return False
+        return not (args.reason and args.reason.lower() not in d.reason.lower())
+    return match
+
+
+def _row(d: DeadLetter) -> dict:
+    return {"seq": d.seq, "job_id": d.job_id, "queue": d.queue, "kind": d.kind, "reason": d.reason,
+            "attempts": d.attempts, "bots": d.bots, "dead_at": d.dead_at}
+
+
+async def _dlq(args: argparse.Namespace) -> int:
+    if args.action != "list" and not (args.seqs or args.all or args.kind or args.reason or args.queue):
+        raise ConfigError(f"say which dead letters to {args.action}: SEQ..., a filter (--kind/--reason/--queue), or --all")
+    nc = await connect(settings(args), get_logger("dlq"), wait=False)
+    try:
+        js = nc.jetstream()
+        letters = await list_dead(js, queue=args.queue, limit=args.limit, match=_match(args))
+        if args.action == "list":
+            if args.json:
+                print_json([_row(d) for d in letters])
+            else:
+                for d in letters:
+                    when = dt.datetime.fromtimestamp(d.dead_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+                    print(f"#{d.seq:<6} {when}  {d.queue}/{d.kind:8} {d.job_id}  attempts={d.attempts}  {d.reason}")
+                print(f"{len(letters)} dead letter(s)", file=sys.stderr)
+            return 0
+        if not letters:
+            print(f"nothing to {args.action}", file=sys.stderr)
+            return 0
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise ConfigError(f"{args.action} would touch {len(letters)} dead letter(s); add --yes to confirm")
+            answer = input(f"{args.action} {len(letters)} dead letter(s)? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("cancelled", file=sys.stderr)
+                return 1
+        op = replay if args.action == "replay" else purge
+        with progress(args.action, len(letters)) as update:
+            n = await op(js, letters, actor=actor(), progress=update)
+    finally:
+        await nc.close()
+    if args.json:
+        print_json({args.action: n})
+    else:
+        print(f"{'replayed' if args.action == 'replay' else 'purged'} {n} dead letter(s)")
+    return 0
+
+
+def cmd(args: argparse.Namespace) -> int:
+    return run(_dlq, args)

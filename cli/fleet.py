@@ -1,0 +1,188 @@
+"""`corral fleet`, `corral scale` and `corral fleet-status`: bots kept running per host."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from corral.bots.fleet import FleetConfig, Supervisor
+from corral.bots.fleet_keys import (
+    FLEET_STREAM, MAX_BOTS_PER_HOST, check_count, check_host, decode_desired, decode_supervisor,
+    is_tombstone, key_subject, read_desired, slot_of, write_desired,
+)
+from corral.bots.fleet_slot import Backoff, SlotPolicy
+from corral.cli.common import actor, add_json, add_server, positive_float, print_json, run, settings
+from corral.core.connect import connect
+from corral.core.control import record
+from corral.core.errors import ConfigError
+from corral.core.history import walk
+from corral.core.log import get_logger
+from corral.core.status import live_bots
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "fleet", help="supervise this host's bots: keep desired.<host> of them running (SIGTERM drains them all)",
+        description="Keep `corral scale`'s count of `corral bot` processes named HOST-1..HOST-N running. "
+        "Arguments after `--` go to every bot, e.g. `corral fleet --host web1 -- --queue render --concurrency 4`.",
+    )
+    add_server(p)
+    p.add_argument("--host", required=True, help="this machine's name in the fleet (bots are HOST-1, HOST-2, ...)")
+    p.add_argument("--count", type=count_arg, help="set desired.HOST to this at start (default: keep the stored count)")
+    p.add_argument("--bot-ttl", type=positive_float, default=10.0, help="the bots' liveness TTL; silent for 2 TTL = hung (default 10)")
+    p.add_argument("--ttl", type=positive_float, default=10.0, help="the supervisor's own liveness TTL in seconds (default 10)")
+    p.add_argument("--backoff-base", type=positive_float, default=1.0, help="first restart delay after a crash, seconds (default 1)")
+    p.add_argument("--backoff-max", type=positive_float, default=60.0, help="longest restart delay, seconds (default 60)")
+    p.add_argument("--stable-after", type=positive_float, default=30.0, help="a bot up this long resets its backoff (default 30)")
+    p.add_argument("--stop-timeout", type=positive_float, default=45.0, help="SIGKILL a draining bot after this many seconds (default 45)")
+    p.add_argument("--log-dir", help="write each bot's log to DIR/HOST-N.log (default: inherit the supervisor's stderr)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port at /metrics (default: off)")
+    p.add_argument("bot_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_fleet)
+
+    p = sub.add_parser("scale", help="set how many bots a host's supervisor keeps running")
+    add_server(p)
+    p.add_argument("count", type=count_arg, metavar="N")
+    p.add_argument("--host", required=True, help="the fleet host (as given to `corral fleet --host`)")
+    p.set_defaults(func=cmd_scale)
+
+    p = sub.add_parser("fleet-status", help="hosts, desired vs live bots, supervisors and crash loops")
+    add_server(p)
+    add_json(p)
+    p.set_defaults(func=cmd_status)
+
+
+def count_arg(text: str) -> int:
+    try:
+        return check_count(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"{text} must be 0-{MAX_BOTS_PER_HOST}") from None
+
+
+def config_from(args: argparse.Namespace) -> FleetConfig:
+    bot_args = list(args.bot_args or [])
+    if bot_args[:1] == ["--"]:
+        bot_args = bot_args[1:]
+    return FleetConfig(
+        host=check_host(args.host), initial_count=args.count, bot_ttl=args.bot_ttl, ttl=args.ttl,
+        policy=SlotPolicy(backoff=Backoff(args.backoff_base, args.backoff_max), stable_after=args.stable_after,
+                          stop_timeout=args.stop_timeout),
+        bot_args=tuple(bot_args), log_dir=Path(args.log_dir) if args.log_dir else None,
+        log_format=getattr(args, "log_format", "logfmt"), metrics_port=args.metrics_port,
+    )
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    supervisor = Supervisor(settings(args), config_from(args), get_logger("fleet"))
+    return run(supervisor.run)
+
+
+# -- scale ----------------------------------------------------------------------------------------
+
+
+async def _scale(args: argparse.Namespace) -> int:
+    host = check_host(args.host)
+    who = actor()
+    nc = await connect(settings(args), get_logger("scale"), wait=False)
+    try:
+        js = nc.jetstream()
+        old = await read_desired(js, host)
+        await write_desired(js, host, args.count, who)
+        await record(nc, "scale", who, f"host {host}: {old.count if old else 0} -> {args.count} bots")
+    finally:
+        await nc.close()
+    print(f"{host}: desired {old.count if old else 0} -> {args.count}")
+    return 0
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    return run(_scale, args)
+
+
+# -- fleet-status -------------------------------------------------------------------------------------
+
+
+@dataclass
+class HostStatus:
+    host: str
+    desired: int | None = None
+    desired_by: str = ""
+    desired_at: float | None = None
+    live: list[str] = field(default_factory=list)  #: bots of this host with a live liveness key
+    supervisor: str = ""  #: pid@machine, empty when none is alive
+    supervisor_age: float | None = None  #: seconds since its last heartbeat
+    supervisor_connected: bool | None = None
+    crash_loop: list[str] = field(default_factory=list)
+
+
+async def fleet_status(js) -> list[HostStatus]:
+    """One row per host named by a desired count or a live supervisor."""
+    hosts: dict[str, HostStatus] = {}
+    now = time.time()
+    async for msg in walk(js, FLEET_STREAM, key_subject(">")):
+        kind, _, host = msg.subject.removeprefix(key_subject("")).partition(".")
+        if is_tombstone(msg.headers) or not host:
+            continue
+        row = hosts.setdefault(host, HostStatus(host))
+        if kind == "desired" and (d := decode_desired(msg.data)):
+            row.desired, row.desired_by, row.desired_at = d.count, d.by, d.ts
+        elif kind == "supervisor" and (s := decode_supervisor(msg.data)):
+            row.supervisor, row.supervisor_age = f"{s.pid}@{s.host}", round(now - s.heartbeat_at, 1)
+            row.supervisor_connected, row.crash_loop = s.connected, list(s.crash_loop)
+    for bot in await live_bots(js):
+        for row in hosts.values():
+            if slot_of(row.host, bot.name) is not None:
+                row.live.append(bot.name)
+    for row in hosts.values():
+        row.live.sort(key=lambda name: slot_of(row.host, name) or 0)
+    return sorted(hosts.values(), key=lambda r: r.host)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    nc = await connect(settings(args), get_logger("fleet-status"), wait=False)
+    try:
+        rows = await fleet_status(nc.jetstream())
+    finally:
+        await nc.close()
+    if args.json:
+        print_json([asdict(r) for r in rows])
+        return 0
+    t = Table(title=f"fleet ({len(rows)} hosts)")
+    for col in ("host", "desired", "live", "bots", "supervisor", "heartbeat age", "crash loop", "scaled by"):
+        t.add_column(col)
+    for r in rows:
+        live = f"[red]{len(r.live)}[/]" if r.desired is not None and len(r.live) != r.desired else str(len(r.live))
+        sup = r.supervisor or "[red]none[/]"
+        if r.supervisor and r.supervisor_connected is False:
+            sup += " [yellow](disconnected)[/]"
+        t.add_row(r.host, "-" if r.desired is None else str(r.desired), live, " ".join(r.live), sup,
+                  "-" if r.supervisor_age is None else f"{r.supervisor_age:.1f}s", " ".join(r.crash_loop) or "-", r.desired_by or "-")
+    Console().print(t)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return run(_status, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`corral` with these subcommands added (``python -m corral.cli.fleet fleet --host h``), for as
+    long as cli/__init__.py does not list this module in COMMANDS yet."""
+    import corral.cli as cli
+
+    if not any(m.__name__ == "corral.cli.fleet" for m in cli.COMMANDS):
+        cli.COMMANDS = (*cli.COMMANDS, sys.modules[__name__])
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

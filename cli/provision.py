@@ -1,0 +1,42 @@
+"""`corral provision`: apply streams/*.json idempotently."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from corral.cli.common import add_json, add_server, print_json, run, settings
+from corral.core.connect import connect
+from corral.core.log import get_logger
+from corral.streams import HERE, load_declarations
+from corral.streams.provision import Action, provision
+
+
+def register(sub) -> None:
+    p = sub.add_parser("provision", help="create or update every stream, consumer and KV bucket from streams/")
+    add_server(p)
+    add_json(p)
+    p.add_argument("--dir", type=Path, default=HERE, help="folder of declarations (default: the installed streams/)")
+    p.add_argument("--replicas", type=int, choices=(1, 3, 5), help="override every stream's num_replicas (3 on a cluster)")
+    p.set_defaults(func=cmd)
+
+
+async def _provision(args: argparse.Namespace) -> int:
+    nc = await connect(settings(args), get_logger("provision"), wait=False)
+    try:
+        decls = load_declarations(args.dir)
+        if args.replicas:
+            decls = [d.replicated(args.replicas) for d in decls]
+        reports = await provision(nc, decls)
+    finally:
+        await nc.close()
+    if args.json:
+        print_json([{"kind": r.decl.kind, "name": r.decl.name, "action": r.action, "diff": r.diff, "error": r.error} for r in reports])
+    else:
+        for r in reports:
+            print(r.line())
+    return 1 if any(r.action == Action.CONFLICT for r in reports) else 0
+
+
+def cmd(args: argparse.Namespace) -> int:
+    return run(_provision, args)
