@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import random
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,6 +175,10 @@ def import_handler(spec: str) -> Handler:
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
         raise ConfigError(f"handler {spec!r} must look like package.module:function")
+    # The application's modules are found from the folder the bot runs in, as uvicorn and celery
+    # do: the `corral` console script puts only its own bin/ folder on sys.path.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
