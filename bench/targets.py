@@ -19,11 +19,13 @@ class Target:
     text: str
     at_most: bool  #: True: value <= bound; False: value >= bound
     bound: Callable[[dict[str, Any]], float]  #: from the record's params
+    #: The fsync setting the target is stated for (None: any).
+    sync: str | None = None
 
     def check(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """The verdict, or None when the record lacks the metric (e.g. no 4-bot run)."""
+        """The verdict, or None when the record lacks the metric (e.g. no 4-bot run) or its setting."""
         metric = record["metrics"].get(self.metric)
-        if metric is None:
+        if metric is None or (self.sync is not None and record["sync"] != self.sync):
             return None
         value, bound = metric["median"], self.bound(record["params"])
         met = (operator.le if self.at_most else operator.ge)(value, bound)
@@ -51,6 +53,12 @@ TARGETS = (
              lambda p: 1000 * p["shipped_query_timeout_s"])
       for name in ("operator-actions", "throughput", "rates-by-kind", "rates-by-bot", "durations", "slowest",
                    "retries", "dead-reasons")),
+    Target("compare", "ratio_corral_taskiq", "corral >= 2.0x taskiq-nats on a lazy-fsync server", False, _const(2.0), "2m"),
+    Target("compare", "ratio_corral_raw", "corral >= 40% of the raw plain-ack drain on a lazy server", False, _const(0.4), "2m"),
+    Target("compare", "ratio_start_p50", "light-load start p50 <= taskiq-nats'", True, _const(1.0)),
+    Target("compare", "ratio_start_p99", "light-load start p99 <= 1.5x taskiq-nats'", True, _const(1.5)),
+    Target("compare", "ratio_enqueue", "enqueue >= 4x taskiq-nats", False, _const(4.0)),
+    Target("compare", "corral_rss_mb", "bot RSS < 45 MB", True, _const(45.0)),
 )
 
 

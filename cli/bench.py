@@ -46,6 +46,12 @@ def _bench():
     return corral.bench.runner
 
 
+def _cross_targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from corral.bench.scenarios.compare import cross_targets
+
+    return cross_targets(records)
+
+
 def _fmt(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.2f}" if abs(x) >= 1 else f"{x:.3f}"
 
@@ -60,7 +66,8 @@ def render(record: dict[str, Any], console: Console) -> None:
         t.add_column(col, justify=justify)
     for m in record["metrics"].values():
         t.add_row(m["label"], m["unit"], _fmt(m["median"]), f"{_fmt(m['min'])}-{_fmt(m['max'])}")
-    console.print(t)
+    if record["metrics"]:
+        console.print(t)
     if record["targets"]:
         t = Table(title="targets", title_justify="left")
         for col in ("target", "value", "bound", "verdict"):
@@ -90,8 +97,14 @@ def cmd(args: argparse.Namespace) -> int:
         for record in got:
             render(record, console)
             records.append(record)
+    cross = _cross_targets(records)
+    if cross:
+        render({"scenario": "compare", "size": args.size, "reps": args.reps, "sync": "always vs 2m", "metrics": {},
+                "targets": cross, "server_version": records[0]["server_version"], "cpu_count": records[0]["cpu_count"],
+                "load_avg_before": records[0]["load_avg_before"], "load_avg_after": records[-1]["load_avg_after"]}, console)
     command = f"corral bench {args.scenario} --size {args.size} --reps {args.reps} --sync {args.sync}"
     if args.out:
-        args.out.write_text(json.dumps({"command": command, "records": records, "failed": failed}, indent=2) + "\n")
+        args.out.write_text(json.dumps({"command": command, "records": records, "cross_targets": cross, "failed": failed},
+                                       indent=2) + "\n")
         console.print(f"wrote {args.out}")
     return 1 if failed else 0

@@ -35,6 +35,8 @@ EXPECTED = {
     "dashboard": {"tui_peak_rss_mb", "tui_max_pause_ms", "tui_ready_s", "screen_visits", "bots_shown", "pending_jobs"},
     "ledger": {"drain_jobs_per_s", "ingest_rows_per_s", "max_lag_msgs", "ledger_peak_rss_mb", "fleet_peak_rss_mb",
                "bulk_ingest_rows_per_s", "report_results", *(f"report_{name}_ms" for name in REPORTS)},
+    "compare": {"raw_drain", "taskiq_drain", "corral_drain", "ratio_corral_taskiq", "taskiq_enqueue", "corral_enqueue",
+                "taskiq_start_p50_ms", "corral_start_p99_ms", "taskiq_rss_mb", "corral_rss_mb"},
 }
 
 #: Lags and waits that are 0 when nothing was behind.
