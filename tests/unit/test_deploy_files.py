@@ -59,10 +59,11 @@ def test_the_manifest_runs_the_image_the_containerfile_says_it_builds():
 
 
 def test_the_pod_runs_as_the_user_the_image_creates():
-    """Given the Containerfile's user, then bots.yaml's runAsUser is that uid and the state volume is its home."""
+    """Given the Containerfile's user, then bots.yaml's runAsUser/runAsGroup are its uid and gid and the state volume is its home."""
     uid = re.search(r"useradd .*--uid (\d+)", read("deploy/Containerfile")).group(1)
+    gid = re.search(r"groupadd .*--gid (\d+)", read("deploy/Containerfile")).group(1)
     bots = read("deploy/k8s/bots.yaml")
-    assert f"runAsUser: {uid}" in bots
+    assert f"runAsUser: {uid}" in bots and f"runAsGroup: {gid}" in bots
     assert "XDG_STATE_HOME=/var/lib/corral" in read("deploy/Containerfile") and "mountPath: /var/lib/corral}" in bots
 
 
