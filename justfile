@@ -18,6 +18,10 @@ test *args:
 test-cluster *args:
     pytest -q -m cluster "$@"
 
+# check the deploy files with systemd-analyze, promtool and the Kubernetes/KEDA schemas
+check-deploy:
+    deploy/check
+
 # open the dashboard against a running server
 tui *args:
     corral tui "$@"
