@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from corral.cli.common import actor, add_json, add_server, print_json, run, settings
 from corral.core.connect import connect
@@ -43,7 +44,7 @@ async def _control(args: argparse.Namespace) -> int:
     if args.json:
         print_json(reply)
     else:
-        print(message)
+        print(message, file=sys.stderr)
     return 0
 
 

@@ -14,18 +14,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from corral.core import groups, schedules
+from corral.core import groups, lookup, schedules
 from corral.core.cancel import request_cancel
+from corral.cli import exits
 from corral.cli.common import actor, add_json, add_server, positive_float, positive_int, print_json, run, settings
 from corral.cli.inspect import _ts
 from corral.cli.progress import progress
 from corral.cli.submit import parse_kv, read_ndjson
 from corral.core.connect import connect
 from corral.core.control import record
-from corral.core.errors import ConfigError
+from corral.core.errors import ConfigError, NotFoundError, NothingToDoError
 from corral.core.log import get_logger
 from corral.core.messages import Job, make_job
-from corral.core.names import PRIORITIES
+from corral.core.names import PRIORITIES, check_token
 from corral.core.submit import submit_many
 
 
@@ -104,15 +105,24 @@ def schedule_spec(*, every: str | None = None, cron: str | None = None, at: str 
 
 
 async def _cancel(args: argparse.Namespace) -> int:
+    job_id = check_token(args.job_id, "job id")
     nc = await connect(settings(args), get_logger("cancel"), wait=False)
     try:
-        await request_cancel(nc, args.job_id, actor())
+        js = nc.jetstream()
+        where = await lookup.locate(js, job_id)
+        if not where.known:
+            raise NotFoundError(f"no record of job {job_id} (not scheduled, not waiting, no event or result): nothing to cancel")
+        if where.state == lookup.ENDED_STATE:
+            raise NothingToDoError(f"job {job_id} already ended ({where.detail}): nothing to cancel")
+        if await lookup.cancel_requested(js, job_id):
+            raise NothingToDoError(f"cancellation of job {job_id} was already requested: `corral job {job_id}` shows when it takes effect")
+        await request_cancel(nc, job_id, actor())
     finally:
         await nc.close()
     if args.json:
-        print_json({"cancel_requested": args.job_id})
+        print_json({"cancel_requested": job_id, "state": where.state})
     else:
-        print(f"cancellation of {args.job_id} requested; `corral job {args.job_id}` shows when it took effect")
+        print(f"cancellation of {job_id} ({where.state}) requested; `corral job {job_id}` shows when it took effect", file=sys.stderr)
     return 0
 
 
@@ -126,6 +136,8 @@ async def _schedule(args: argparse.Namespace) -> int:
                            timeout=args.timeout, max_attempts=args.max_attempts)
             rows = [await add_schedule(nc, args.name, job, spec, actor())]
         elif args.action == "rm":
+            if await lookup.schedule_of(js, check_token(args.name, "schedule name")) is None:
+                raise NotFoundError(f"no schedule named {args.name!r} (`corral schedule list` shows them)")
             await remove_schedule(nc, args.name, actor())
             rows = []
         else:
@@ -136,7 +148,7 @@ async def _schedule(args: argparse.Namespace) -> int:
         print_json([{"name": s.name, "spec": s.spec, "target": s.target, "kind": s.job.kind if s.job else None,
                      "args": s.job.args if s.job else None} for s in rows])
     elif args.action == "rm":
-        print(f"schedule {args.name} removed")
+        print(f"schedule {args.name} removed", file=sys.stderr)
     else:
         for s in rows:
             print(f"{s.name:20} {s.spec:28} -> {s.target}  {s.job.kind if s.job else '?'} {s.job.args if s.job else ''}")
@@ -177,8 +189,11 @@ async def _group_submit(args: argparse.Namespace) -> int:
                     "refused": summary.refused[:100], "callback": {"id": groups.callback_id(group), "kind": callback.kind}})
     else:
         print(group)
-        print(f"{summary.accepted} of {len(members)} member(s) submitted; callback {callback.kind} runs as "
-              f"{groups.callback_id(group)} once all have finished: `corral group show {group}`", file=sys.stderr)
+        fresh = summary.accepted - summary.duplicates
+        print(f"{fresh} of {len(members)} member(s) submitted"
+              f"{f', {summary.duplicates} already submitted before (duplicates)' if summary.duplicates else ''}; "
+              f"callback {callback.kind} runs as {groups.callback_id(group)} once all have finished: "
+              f"`corral group show {group}`", file=sys.stderr)
     if 0 < summary.duplicates < len(members):
         print(f"corral: {summary.duplicates} member(s) were already submitted (same ids within 10 minutes) and were "
               "dropped; if they belong to another group, this one will never complete: give members their own ids",
@@ -187,8 +202,11 @@ async def _group_submit(args: argparse.Namespace) -> int:
         index, job_id, reason = summary.refused[0]
         print(f"corral: {len(summary.refused)} member(s) NOT accepted, first #{index} ({job_id}): {reason}; the group "
               "completes only once they are: resubmit the same file (accepted members are dropped as duplicates)", file=sys.stderr)
-        return 1
-    return 0
+        return exits.FAILED
+    if summary.duplicates == len(members):
+        print(f"corral: nothing new submitted: every member of group {group} was already submitted", file=sys.stderr)
+        return exits.NOTHING_DONE
+    return exits.OK
 
 
 async def _group_show(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from corral.cli import exits
 from corral.cli.common import add_json, add_server, positive_float, positive_int, print_json, run, settings
 from corral.cli.progress import progress
 from corral.core.connect import connect
@@ -125,16 +126,21 @@ async def _submit(args: argparse.Namespace) -> int:
             if args.json:
                 print_json({"id": job.id, "scheduled": when})
             else:
-                print(f"{job.id}  (scheduled {when})")
-            return 0
+                print(job.id)
+                print(f"scheduled {when}: `corral job {job.id}` shows it until it runs", file=sys.stderr)
+            return exits.OK
         receipt = await submit(nc.jetstream(), job)
     finally:
         await nc.close()
     if args.json:
         print_json({"id": receipt.job_id, "seq": receipt.seq, "duplicate": receipt.duplicate})
     else:
-        print(f"{receipt.job_id}{'  (duplicate: already submitted)' if receipt.duplicate else ''}")
-    return 0
+        print(receipt.job_id)
+    if receipt.duplicate:
+        print(f"corral: nothing new submitted: job {receipt.job_id} was already submitted (same "
+              f"{'idempotency key' if job.idempotency_key else 'id'} within 10 minutes)", file=sys.stderr)
+        return exits.NOTHING_DONE
+    return exits.OK
 
 
 async def _submit_many(args: argparse.Namespace, jobs: list[Job], what: str) -> int:
@@ -151,13 +157,17 @@ async def _submit_many(args: argparse.Namespace, jobs: list[Job], what: str) -> 
     if args.json:
         print_json({**report, "refusals": summary.refused[:100]})
     else:
-        print(f"accepted {summary.accepted} ({summary.duplicates} duplicates) in {elapsed:.2f}s, {report['rate']:,.0f} jobs/s")
+        print(f"accepted {summary.accepted} ({summary.duplicates} duplicates) in {elapsed:.2f}s, {report['rate']:,.0f} jobs/s",
+              file=sys.stderr)
     if summary.refused:
         index, job_id, reason = summary.refused[0]
         print(f"corral: {len(summary.refused)} job(s) NOT accepted, first #{index} ({job_id}): {reason}\n"
               "Resubmitting the same input is safe: accepted jobs are dropped as duplicates for 10 minutes.", file=sys.stderr)
-        return 1
-    return 0
+        return exits.FAILED
+    if jobs and summary.duplicates == len(jobs):
+        print(f"corral: nothing new submitted: all {len(jobs)} job(s) were already submitted (duplicates)", file=sys.stderr)
+        return exits.NOTHING_DONE
+    return exits.OK
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
