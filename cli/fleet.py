@@ -184,7 +184,7 @@ async def _status(args: argparse.Namespace) -> int:
         return 0
     t = Table(title=f"fleet ({len(rows)} hosts)")
     t.add_column("host", no_wrap=True, min_width=max([4, *(len(r.host) for r in rows)]))  # never cut: it is typed next
-    for col in ("desired", "live", "bots", "supervisor", "heartbeat\nage", "crash\nloop", "scaled by"):  # two-line headers fit 80 columns
+    for col in ("desired", "live", "bots", "supervisor", "heartbeat\nage", "crash\nloop", "scaled\nby"):  # two-line headers fit 80 columns
         t.add_column(col)
     for r in rows:
         live = f"[red]{len(r.live)}[/]" if r.desired is not None and len(r.live) != r.desired else str(len(r.live))
