@@ -20,7 +20,7 @@ from corral.cli import exits
 from corral.cli.common import actor, add_json, add_server, positive_float, positive_int, print_json, run, settings
 from corral.cli.inspect import _ts
 from corral.cli.progress import progress
-from corral.cli.submit import parse_kv, read_ndjson
+from corral.cli.submit import add_checks, check_jobs, check_served, parse_kv, read_ndjson
 from corral.core.connect import connect
 from corral.core.control import record
 from corral.core.errors import ConfigError, NotFoundError, NothingToDoError
@@ -34,7 +34,7 @@ def register(sub) -> None:
     p = sub.add_parser("cancel", help="cancel a job: pending ones never run, running ones are interrupted")
     add_server(p)
     add_json(p)
-    p.add_argument("job_id", metavar="ID")
+    p.add_argument("job_id", metavar="ID", help="the job to cancel; unknown and already ended jobs are refused")
     p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("schedule", help="periodic and timed jobs (JetStream message schedules)")
@@ -42,24 +42,24 @@ def register(sub) -> None:
     q = ssub.add_parser("add", help="create or replace a schedule")
     add_server(q)
     add_json(q)
-    q.add_argument("name", metavar="NAME")
-    q.add_argument("kind", metavar="KIND")
-    q.add_argument("args", nargs="*", metavar="KEY=VALUE")
+    q.add_argument("name", metavar="NAME", help="the schedule's name; adding an existing name replaces it")
+    q.add_argument("kind", metavar="KIND", help="the kind of job each firing submits")
+    q.add_argument("args", nargs="*", metavar="KEY=VALUE", help="the job's arguments; values are JSON when they parse")
     when = q.add_mutually_exclusive_group(required=True)
     when.add_argument("--every", help="period, e.g. 10m, 30s, 1h")
     when.add_argument("--cron", help="6-field cron: 'sec min hour day month weekday'")
     when.add_argument("--at", help="once, at an RFC3339 UTC time: 2026-11-23T18:00:00Z")
-    q.add_argument("--queue", default="default")
+    q.add_argument("--queue", default="default", help="queue of every firing (default: default)")
     q.add_argument("--priority", default="normal", choices=PRIORITIES, help="priority of every firing (default normal)")
-    q.add_argument("--timeout", type=positive_float, default=60.0)
-    q.add_argument("--max-attempts", type=positive_int, default=3)
+    q.add_argument("--timeout", type=positive_float, default=60.0, help="handler timeout in seconds (default 60)")
+    q.add_argument("--max-attempts", type=positive_int, default=3, help="attempts before dead-lettering (default 3)")
     q.set_defaults(func=cmd_schedule, action="add")
     for name, text in (("list", "list schedules"), ("rm", "remove a schedule")):
         q = ssub.add_parser(name, help=text)
         add_server(q)
         add_json(q)
         if name == "rm":
-            q.add_argument("name", metavar="NAME")
+            q.add_argument("name", metavar="NAME", help="the schedule to remove (`corral schedule list` shows them)")
         q.set_defaults(func=cmd_schedule, action=name)
     _register_group(sub)
 
@@ -78,11 +78,12 @@ def _register_group(sub) -> None:
     q.add_argument("--group", dest="group_id", help="group id (default: derived from the members and the callback, so "
                    "resubmitting the same input is the same group); [A-Za-z0-9_-], at most 128")
     q.add_argument("--queue", default="default", help="queue of the callback and of members that name none")
+    add_checks(q)
     q.set_defaults(func=cmd_group_submit)
     q = gsub.add_parser("show", help="a group's members finished / size, each member's outcome, the callback's state")
     add_server(q)
     add_json(q)
-    q.add_argument("group", metavar="GROUP_ID")
+    q.add_argument("group", metavar="GROUP_ID", help="the group id `corral group submit` printed")
     q.set_defaults(func=cmd_group_show)
 
 
@@ -134,6 +135,7 @@ async def _schedule(args: argparse.Namespace) -> int:
             spec = schedule_spec(every=args.every, cron=args.cron, at=args.at)
             job = make_job(args.kind, parse_kv(args.args), queue=args.queue, priority=args.priority,
                            timeout=args.timeout, max_attempts=args.max_attempts)
+            check_jobs([job], args)
             rows = [await add_schedule(nc, args.name, job, spec, actor())]
         elif args.action == "rm":
             if await lookup.schedule_of(js, check_token(args.name, "schedule name")) is None:
@@ -177,9 +179,11 @@ def build_group(members: list[Job], callback: Job, group: str | None) -> list[Jo
 async def _group_submit(args: argparse.Namespace) -> int:
     callback = make_job(args.callback, parse_kv(args.args), queue=args.queue)
     members = build_group(read_ndjson(args.file, args.queue), callback, args.group_id)
+    check_jobs([*members, callback], args)
     group = members[0].group
     nc = await connect(settings(args), get_logger("group"), wait=False)
     try:
+        await check_served(nc.jetstream(), {callback.kind, *(m.kind for m in members)}, args)
         with progress(f"submitting group {group}", len(members)) as update:
             summary = await submit_many(nc.jetstream(), members, progress=update)
     finally:

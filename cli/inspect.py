@@ -31,7 +31,7 @@ def register(sub) -> None:
     p = sub.add_parser("job", help="one job's whole history, result or dead-letter reason")
     add_server(p)
     add_json(p)
-    p.add_argument("job_id", metavar="ID")
+    p.add_argument("job_id", metavar="ID", help="the job id `corral submit` printed")
     p.add_argument("-f", "--follow", action="store_true",
                    help="print events (progress included) as they happen until the job ends; with --json, one object per line")
     p.set_defaults(func=cmd_job)

@@ -38,7 +38,7 @@ def register(sub) -> None:
     q = lsub.add_parser("set", help="create or replace a kind's limits (bots apply them within 2 s)")
     add_server(q)
     add_json(q)
-    q.add_argument("kind", metavar="KIND", type=kind_token)
+    q.add_argument("kind", metavar="KIND", type=kind_token, help="the job kind to limit")
     q.add_argument("--concurrency", type=positive_int, help="at most N jobs of the kind running at once, fleet-wide")
     q.add_argument("--rate", type=rate, help="at most N starts per fixed window: 5/1s, 100/1m, 10/500ms")
     q.add_argument("--lease", type=positive_float, default=limits.DEFAULT_LEASE,
@@ -51,7 +51,7 @@ def register(sub) -> None:
     q = lsub.add_parser("rm", help="remove a kind's limits")
     add_server(q)
     add_json(q)
-    q.add_argument("kind", metavar="KIND", type=kind_token)
+    q.add_argument("kind", metavar="KIND", type=kind_token, help="the kind whose limits to remove")
     q.set_defaults(func=cmd, action="rm")
 
 
