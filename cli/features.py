@@ -227,10 +227,10 @@ async def _group_show(args: argparse.Namespace) -> int:
             "callback": {"id": groups.callback_id(status.group), "kind": status.shape.callback.kind if status.shape else None,
                          "state": status.callback_state},
         })
-        return 0 if found else 1
     if not found:
-        print(f"no record of group {status.group} (unknown id, no member finished or waiting, or past the 7-day retention)")
-        return 1
+        raise NotFoundError(f"no record of group {status.group} (unknown id, no member finished or waiting, or past the 7-day retention)")
+    if args.json:
+        return 0
     _print_group(status)
     return 0
 

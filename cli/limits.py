@@ -8,7 +8,7 @@ from corral.core import limits
 from corral.cli.common import actor, add_json, add_server, positive_float, positive_int, print_json, run, settings
 from corral.core.connect import connect
 from corral.core.control import record
-from corral.core.errors import ConfigError, CorralError, InvalidJobError
+from corral.core.errors import ConfigError, InvalidJobError, NotFoundError
 from corral.core.log import get_logger
 from corral.core.names import check_token
 
@@ -72,7 +72,7 @@ async def _limit(args: argparse.Namespace) -> int:
             rows = [r for r in rows if r.kind == args.kind]
         elif args.action == "rm":
             if not await limits.remove_limit(js, args.kind):
-                raise CorralError(f"no limit is set for kind {args.kind!r}")
+                raise NotFoundError(f"no limit is set for kind {args.kind!r}")
             await record(nc, "limit", actor(), f"removed the limit on kind {args.kind}")
             rows = []
         else:
