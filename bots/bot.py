@@ -102,6 +102,7 @@ class Bot:
             queues=list(self.config.queues), concurrency=self.config.concurrency,
             current=[self._current(f) for f in list(self.inflight.values())[:20]],
             done=ex.counters.done if ex else 0, failed=ex.counters.failed if ex else 0, dead=ex.counters.dead if ex else 0,
+            kinds=sorted(self.registry.handlers),
         )
 
     def _current(self, f: InFlight) -> CurrentJob:

@@ -18,7 +18,7 @@ def register(sub) -> None:
         p = sub.add_parser(name, help=text)
         add_server(p)
         add_json(p)
-        p.add_argument("folder", type=Path, metavar="DIR")
+        p.add_argument("folder", type=Path, metavar="DIR", help="the backup folder (backup: must not exist yet)")
         p.set_defaults(func=cmd, action=name)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from corral.cli.common import actor, add_json, add_server, print_json, run, settings
 from corral.core.connect import connect
@@ -15,14 +16,14 @@ def register(sub) -> None:
     p = sub.add_parser("drain", help="ask a bot to finish its jobs, deregister and exit")
     add_server(p)
     add_json(p)
-    p.add_argument("bot", metavar="BOT")
+    p.add_argument("bot", metavar="BOT", help="the bot's name (`corral status` lists them)")
     p.set_defaults(func=cmd, action="drain")
     for name, text in (("pause", "pause a queue: bots get no new jobs from it until resumed"), ("resume", "resume a paused queue")):
         p = sub.add_parser(name, help=text)
         add_server(p)
         add_json(p)
-        p.add_argument("queue", metavar="QUEUE")
-        p.add_argument("--priority", default="normal", choices=PRIORITIES)
+        p.add_argument("queue", metavar="QUEUE", help="the queue (`corral status` lists its consumers as work-QUEUE-PRIORITY)")
+        p.add_argument("--priority", default="normal", choices=PRIORITIES, help="which of the queue's priorities (default normal)")
         p.set_defaults(func=cmd, action=name)
 
 
@@ -43,7 +44,7 @@ async def _control(args: argparse.Namespace) -> int:
     if args.json:
         print_json(reply)
     else:
-        print(message)
+        print(message, file=sys.stderr)
     return 0
 
 

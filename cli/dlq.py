@@ -6,11 +6,11 @@ import argparse
 import datetime as dt
 import sys
 
-from corral.cli.common import actor, add_json, add_server, print_json, run, settings
+from corral.cli.common import actor, add_json, add_server, positive_int, print_json, run, settings
 from corral.cli.progress import progress
 from corral.core.connect import connect
 from corral.core.dlq import DeadLetter, list_dead, purge, replay
-from corral.core.errors import ConfigError
+from corral.core.errors import ConfigError, NotFoundError
 from corral.core.log import get_logger
 
 
@@ -24,7 +24,7 @@ def register(sub) -> None:
         q.add_argument("--queue", help="only this queue")
         q.add_argument("--kind", help="only jobs of this kind")
         q.add_argument("--reason", help="only reasons containing this text")
-        q.add_argument("--limit", type=int, default=None, help="at most this many")
+        q.add_argument("--limit", type=positive_int, default=None, help="at most this many")
         if name != "list":
             q.add_argument("seqs", nargs="*", type=int, metavar="SEQ", help="dead-letter sequence numbers (from `dlq list`)")
             q.add_argument("--all", action="store_true", help="every dead letter matching the filters")
@@ -64,8 +64,8 @@ async def _dlq(args: argparse.Namespace) -> int:
                 print(f"{len(letters)} dead letter(s)", file=sys.stderr)
             return 0
         if not letters:
-            print(f"nothing to {args.action}", file=sys.stderr)
-            return 0
+            raise NotFoundError(f"no dead letter matches{' ' + ' '.join(map(str, args.seqs)) if args.seqs else ' the filters'}: "
+                                f"nothing to {args.action} (`corral dlq list` shows them)")
         if not args.yes:
             if not sys.stdin.isatty():
                 raise ConfigError(f"{args.action} would touch {len(letters)} dead letter(s); add --yes to confirm")
@@ -81,7 +81,7 @@ async def _dlq(args: argparse.Namespace) -> int:
     if args.json:
         print_json({args.action: n})
     else:
-        print(f"{'replayed' if args.action == 'replay' else 'purged'} {n} dead letter(s)")
+        print(f"{'replayed' if args.action == 'replay' else 'purged'} {n} dead letter(s)", file=sys.stderr)
     return 0
 
 

@@ -14,18 +14,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from corral.core import groups, schedules
+from corral.core import groups, lookup, schedules
 from corral.core.cancel import request_cancel
+from corral.cli import exits
 from corral.cli.common import actor, add_json, add_server, positive_float, positive_int, print_json, run, settings
 from corral.cli.inspect import _ts
 from corral.cli.progress import progress
-from corral.cli.submit import parse_kv, read_ndjson
+from corral.cli.submit import add_checks, check_jobs, check_served, parse_kv, read_ndjson
 from corral.core.connect import connect
 from corral.core.control import record
-from corral.core.errors import ConfigError
+from corral.core.errors import ConfigError, NotFoundError, NothingToDoError
 from corral.core.log import get_logger
 from corral.core.messages import Job, make_job
-from corral.core.names import PRIORITIES
+from corral.core.names import PRIORITIES, check_token
 from corral.core.submit import submit_many
 
 
@@ -33,7 +34,7 @@ def register(sub) -> None:
     p = sub.add_parser("cancel", help="cancel a job: pending ones never run, running ones are interrupted")
     add_server(p)
     add_json(p)
-    p.add_argument("job_id", metavar="ID")
+    p.add_argument("job_id", metavar="ID", help="the job to cancel; unknown and already ended jobs are refused")
     p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("schedule", help="periodic and timed jobs (JetStream message schedules)")
@@ -41,24 +42,24 @@ def register(sub) -> None:
     q = ssub.add_parser("add", help="create or replace a schedule")
     add_server(q)
     add_json(q)
-    q.add_argument("name", metavar="NAME")
-    q.add_argument("kind", metavar="KIND")
-    q.add_argument("args", nargs="*", metavar="KEY=VALUE")
+    q.add_argument("name", metavar="NAME", help="the schedule's name; adding an existing name replaces it")
+    q.add_argument("kind", metavar="KIND", help="the kind of job each firing submits")
+    q.add_argument("args", nargs="*", metavar="KEY=VALUE", help="the job's arguments; values are JSON when they parse")
     when = q.add_mutually_exclusive_group(required=True)
     when.add_argument("--every", help="period, e.g. 10m, 30s, 1h")
     when.add_argument("--cron", help="6-field cron: 'sec min hour day month weekday'")
     when.add_argument("--at", help="once, at an RFC3339 UTC time: 2026-11-23T18:00:00Z")
-    q.add_argument("--queue", default="default")
+    q.add_argument("--queue", default="default", help="queue of every firing (default: default)")
     q.add_argument("--priority", default="normal", choices=PRIORITIES, help="priority of every firing (default normal)")
-    q.add_argument("--timeout", type=positive_float, default=60.0)
-    q.add_argument("--max-attempts", type=positive_int, default=3)
+    q.add_argument("--timeout", type=positive_float, default=60.0, help="handler timeout in seconds (default 60)")
+    q.add_argument("--max-attempts", type=positive_int, default=3, help="attempts before dead-lettering (default 3)")
     q.set_defaults(func=cmd_schedule, action="add")
     for name, text in (("list", "list schedules"), ("rm", "remove a schedule")):
         q = ssub.add_parser(name, help=text)
         add_server(q)
         add_json(q)
         if name == "rm":
-            q.add_argument("name", metavar="NAME")
+            q.add_argument("name", metavar="NAME", help="the schedule to remove (`corral schedule list` shows them)")
         q.set_defaults(func=cmd_schedule, action=name)
     _register_group(sub)
 
@@ -77,11 +78,12 @@ def _register_group(sub) -> None:
     q.add_argument("--group", dest="group_id", help="group id (default: derived from the members and the callback, so "
                    "resubmitting the same input is the same group); [A-Za-z0-9_-], at most 128")
     q.add_argument("--queue", default="default", help="queue of the callback and of members that name none")
+    add_checks(q)
     q.set_defaults(func=cmd_group_submit)
     q = gsub.add_parser("show", help="a group's members finished / size, each member's outcome, the callback's state")
     add_server(q)
     add_json(q)
-    q.add_argument("group", metavar="GROUP_ID")
+    q.add_argument("group", metavar="GROUP_ID", help="the group id `corral group submit` printed")
     q.set_defaults(func=cmd_group_show)
 
 
@@ -104,15 +106,24 @@ def schedule_spec(*, every: str | None = None, cron: str | None = None, at: str 
 
 
 async def _cancel(args: argparse.Namespace) -> int:
+    job_id = check_token(args.job_id, "job id")
     nc = await connect(settings(args), get_logger("cancel"), wait=False)
     try:
-        await request_cancel(nc, args.job_id, actor())
+        js = nc.jetstream()
+        where = await lookup.locate(js, job_id)
+        if not where.known:
+            raise NotFoundError(f"no record of job {job_id} (not scheduled, not waiting, no event or result): nothing to cancel")
+        if where.state == lookup.ENDED_STATE:
+            raise NothingToDoError(f"job {job_id} already ended ({where.detail}): nothing to cancel")
+        if await lookup.cancel_requested(js, job_id):
+            raise NothingToDoError(f"cancellation of job {job_id} was already requested: `corral job {job_id}` shows when it takes effect")
+        await request_cancel(nc, job_id, actor())
     finally:
         await nc.close()
     if args.json:
-        print_json({"cancel_requested": args.job_id})
+        print_json({"cancel_requested": job_id, "state": where.state})
     else:
-        print(f"cancellation of {args.job_id} requested; `corral job {args.job_id}` shows when it took effect")
+        print(f"cancellation of {job_id} ({where.state}) requested; `corral job {job_id}` shows when it took effect", file=sys.stderr)
     return 0
 
 
@@ -124,8 +135,11 @@ async def _schedule(args: argparse.Namespace) -> int:
             spec = schedule_spec(every=args.every, cron=args.cron, at=args.at)
             job = make_job(args.kind, parse_kv(args.args), queue=args.queue, priority=args.priority,
                            timeout=args.timeout, max_attempts=args.max_attempts)
+            check_jobs([job], args)
             rows = [await add_schedule(nc, args.name, job, spec, actor())]
         elif args.action == "rm":
+            if await lookup.schedule_of(js, check_token(args.name, "schedule name")) is None:
+                raise NotFoundError(f"no schedule named {args.name!r} (`corral schedule list` shows them)")
             await remove_schedule(nc, args.name, actor())
             rows = []
         else:
@@ -136,7 +150,7 @@ async def _schedule(args: argparse.Namespace) -> int:
         print_json([{"name": s.name, "spec": s.spec, "target": s.target, "kind": s.job.kind if s.job else None,
                      "args": s.job.args if s.job else None} for s in rows])
     elif args.action == "rm":
-        print(f"schedule {args.name} removed")
+        print(f"schedule {args.name} removed", file=sys.stderr)
     else:
         for s in rows:
             print(f"{s.name:20} {s.spec:28} -> {s.target}  {s.job.kind if s.job else '?'} {s.job.args if s.job else ''}")
@@ -165,9 +179,11 @@ def build_group(members: list[Job], callback: Job, group: str | None) -> list[Jo
 async def _group_submit(args: argparse.Namespace) -> int:
     callback = make_job(args.callback, parse_kv(args.args), queue=args.queue)
     members = build_group(read_ndjson(args.file, args.queue), callback, args.group_id)
+    check_jobs([*members, callback], args)
     group = members[0].group
     nc = await connect(settings(args), get_logger("group"), wait=False)
     try:
+        await check_served(nc.jetstream(), {callback.kind, *(m.kind for m in members)}, args)
         with progress(f"submitting group {group}", len(members)) as update:
             summary = await submit_many(nc.jetstream(), members, progress=update)
     finally:
@@ -177,8 +193,11 @@ async def _group_submit(args: argparse.Namespace) -> int:
                     "refused": summary.refused[:100], "callback": {"id": groups.callback_id(group), "kind": callback.kind}})
     else:
         print(group)
-        print(f"{summary.accepted} of {len(members)} member(s) submitted; callback {callback.kind} runs as "
-              f"{groups.callback_id(group)} once all have finished: `corral group show {group}`", file=sys.stderr)
+        fresh = summary.accepted - summary.duplicates
+        print(f"{fresh} of {len(members)} member(s) submitted"
+              f"{f', {summary.duplicates} already submitted before (duplicates)' if summary.duplicates else ''}; "
+              f"callback {callback.kind} runs as {groups.callback_id(group)} once all have finished: "
+              f"`corral group show {group}`", file=sys.stderr)
     if 0 < summary.duplicates < len(members):
         print(f"corral: {summary.duplicates} member(s) were already submitted (same ids within 10 minutes) and were "
               "dropped; if they belong to another group, this one will never complete: give members their own ids",
@@ -187,8 +206,11 @@ async def _group_submit(args: argparse.Namespace) -> int:
         index, job_id, reason = summary.refused[0]
         print(f"corral: {len(summary.refused)} member(s) NOT accepted, first #{index} ({job_id}): {reason}; the group "
               "completes only once they are: resubmit the same file (accepted members are dropped as duplicates)", file=sys.stderr)
-        return 1
-    return 0
+        return exits.FAILED
+    if summary.duplicates == len(members):
+        print(f"corral: nothing new submitted: every member of group {group} was already submitted", file=sys.stderr)
+        return exits.NOTHING_DONE
+    return exits.OK
 
 
 async def _group_show(args: argparse.Namespace) -> int:
@@ -205,10 +227,10 @@ async def _group_show(args: argparse.Namespace) -> int:
             "callback": {"id": groups.callback_id(status.group), "kind": status.shape.callback.kind if status.shape else None,
                          "state": status.callback_state},
         })
-        return 0 if found else 1
     if not found:
-        print(f"no record of group {status.group} (unknown id, no member finished or waiting, or past the 7-day retention)")
-        return 1
+        raise NotFoundError(f"no record of group {status.group} (unknown id, no member finished or waiting, or past the 7-day retention)")
+    if args.json:
+        return 0
     _print_group(status)
     return 0
 

@@ -9,19 +9,20 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import nats.js.errors
 from rich.console import Console
 from rich.table import Table
 
 from corral.bots.fleet import FleetConfig, Supervisor
 from corral.bots.fleet_keys import (
-    FLEET_STREAM, MAX_BOTS_PER_HOST, check_count, check_host, decode_desired, decode_supervisor,
-    is_tombstone, key_subject, read_desired, slot_of, write_desired,
+    FLEET_BUCKET, FLEET_STREAM, MAX_BOTS_PER_HOST, check_count, check_host, decode_desired, decode_supervisor,
+    desired_key, is_tombstone, key_subject, read_desired, slot_of, supervisor_key, write_desired,
 )
 from corral.bots.fleet_slot import Backoff, SlotPolicy
 from corral.cli.common import actor, add_json, add_server, positive_float, print_json, run, settings
 from corral.core.connect import connect
 from corral.core.control import record
-from corral.core.errors import ConfigError
+from corral.core.errors import ConfigError, NothingToDoError, NotFoundError
 from corral.core.history import walk
 from corral.core.log import get_logger
 from corral.core.status import live_bots
@@ -47,10 +48,16 @@ def register(sub) -> None:
     p.add_argument("bot_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_fleet)
 
-    p = sub.add_parser("scale", help="set how many bots a host's supervisor keeps running")
+    p = sub.add_parser("scale", help="set how many bots a host's supervisor keeps running (0 removes the host)",
+                       description="Set desired.HOST, which that host's `corral fleet` supervisor follows. A host "
+                       "without a live supervisor is refused unless --create (a typo would leave a phantom host). "
+                       "N=0 deletes the host's count: its supervisor stops every bot, and the host leaves "
+                       "`corral fleet-status` once no supervisor runs there.")
     add_server(p)
-    p.add_argument("count", type=count_arg, metavar="N")
+    p.add_argument("count", type=count_arg, metavar="N", help=f"bots to keep running, 0-{MAX_BOTS_PER_HOST}")
     p.add_argument("--host", required=True, help="the fleet host (as given to `corral fleet --host`)")
+    p.add_argument("--create", action="store_true",
+                   help="set the count even though no supervisor runs on the host yet (one started later follows it)")
     p.set_defaults(func=cmd_scale)
 
     p = sub.add_parser("fleet-status", help="hosts, desired vs live bots, supervisors and crash loops")
@@ -89,6 +96,15 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 # -- scale ----------------------------------------------------------------------------------------
 
 
+async def _live_supervisor(js, host: str) -> bool:
+    """Whether ``host`` has a supervisor whose liveness key is present (it has a TTL: a dead one's expires)."""
+    try:
+        msg = await js.get_msg(FLEET_STREAM, subject=key_subject(supervisor_key(host)), direct=True)
+    except nats.js.errors.NotFoundError:
+        return False
+    return not is_tombstone(msg.headers) and decode_supervisor(msg.data) is not None
+
+
 async def _scale(args: argparse.Namespace) -> int:
     host = check_host(args.host)
     who = actor()
@@ -96,11 +112,21 @@ async def _scale(args: argparse.Namespace) -> int:
     try:
         js = nc.jetstream()
         old = await read_desired(js, host)
-        await write_desired(js, host, args.count, who)
+        if args.count == 0 and old is None:
+            raise NothingToDoError(f"host {host} has no desired count: nothing to remove")
+        if args.count and not args.create and not await _live_supervisor(js, host):
+            raise NotFoundError(f"no live supervisor on host {host!r} (`corral fleet-status` lists the hosts); "
+                                f"start `corral fleet --host {host}` there, or add --create to set the count anyway")
+        if args.count == 0:
+            # Deleting the key, not writing 0: a supervisor treats a deleted count as 0, and the
+            # host disappears from fleet-status instead of lingering as a row nobody runs.
+            await (await js.key_value(FLEET_BUCKET)).delete(desired_key(host))
+        else:
+            await write_desired(js, host, args.count, who)
         await record(nc, "scale", who, f"host {host}: {old.count if old else 0} -> {args.count} bots")
     finally:
         await nc.close()
-    print(f"{host}: desired {old.count if old else 0} -> {args.count}")
+    print(f"{host}: desired {old.count if old else 0} -> {args.count}{' (removed)' if args.count == 0 else ''}", file=sys.stderr)
     return 0
 
 
@@ -157,7 +183,8 @@ async def _status(args: argparse.Namespace) -> int:
         print_json([asdict(r) for r in rows])
         return 0
     t = Table(title=f"fleet ({len(rows)} hosts)")
-    for col in ("host", "desired", "live", "bots", "supervisor", "heartbeat age", "crash loop", "scaled by"):
+    t.add_column("host", no_wrap=True, min_width=max([4, *(len(r.host) for r in rows)]))  # never cut: it is typed next
+    for col in ("desired", "live", "bots", "supervisor", "heartbeat\nage", "crash\nloop", "scaled\nby"):  # two-line headers fit 80 columns
         t.add_column(col)
     for r in rows:
         live = f"[red]{len(r.live)}[/]" if r.desired is not None and len(r.live) != r.desired else str(len(r.live))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 
 import anyio
 import msgspec
@@ -11,11 +12,13 @@ from rich.console import Console
 from rich.table import Table
 
 from corral.cli.common import add_json, add_server, print_json, run, settings
+from corral.core import lookup
 from corral.core.connect import connect
 from corral.core.dlq import list_dead
+from corral.core.errors import NotFoundError
 from corral.core.history import job_events, job_result
 from corral.core.log import get_logger
-from corral.core.messages import Event, EventType
+from corral.core.messages import Event
 from corral.core.names import check_token
 from corral.core.status import snapshot
 
@@ -28,13 +31,19 @@ def register(sub) -> None:
     p = sub.add_parser("job", help="one job's whole history, result or dead-letter reason")
     add_server(p)
     add_json(p)
-    p.add_argument("job_id", metavar="ID")
+    p.add_argument("job_id", metavar="ID", help="the job id `corral submit` printed")
     p.add_argument("-f", "--follow", action="store_true",
                    help="print events (progress included) as they happen until the job ends; with --json, one object per line")
     p.set_defaults(func=cmd_job)
 
 
 FOLLOW_INTERVAL = 0.5  #: seconds between reads of a followed job's events
+
+
+def _name_column(t: Table, title: str, names: list[str]) -> None:
+    """A first column that is never cut: names are what an operator types next (`corral pause ...`);
+    on a narrow terminal the other columns wrap instead."""
+    t.add_column(title, no_wrap=True, min_width=max([len(title), *map(len, names)]))
 
 
 def _ts(t: float | None) -> str:
@@ -58,13 +67,15 @@ async def _status(args: argparse.Namespace) -> int:
         t.add_row(s.name, str(s.messages) if s.present else "MISSING", str(s.bytes))
     console.print(t)
     t = Table(title="consumers")
-    for col in ("consumer", "pending", "in flight", "redelivered", "waiting pulls", "max in flight"):
-        t.add_column(col)
+    _name_column(t, "consumer", [c.name for c in snap.consumers])
+    for col in ("pending", "in\nflight", "redelivered", "waiting\npulls", "max in\nflight"):  # two-line headers fit 80 columns
+        t.add_column(col, justify="right")
     for c in snap.consumers:
         t.add_row(c.name, str(c.pending), str(c.in_flight), str(c.redelivered), str(c.waiting), str(c.max_ack_pending))
     console.print(t)
     t = Table(title=f"bots ({len(snap.bots)} live)")
-    for col in ("bot", "state", "host", "pid", "heartbeat age", "running", "done", "failed", "version"):
+    _name_column(t, "bot", [b.name for b in snap.bots])
+    for col in ("state", "host", "pid", "heartbeat\nage", "running", "done", "failed", "version"):
         t.add_column(col)
     for b in snap.bots:
         t.add_row(b.name, b.state, b.host, str(b.pid), f"{b.heartbeat_age:.1f}s", str(b.current), str(b.done), str(b.failed), b.version)
@@ -72,13 +83,31 @@ async def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Event types after which a job does nothing more (with --lean-events a result is the end instead).
-ENDED = {EventType.SUCCEEDED, EventType.DEAD, EventType.CANCELLED, EventType.EXPIRED}
-
-
 def _event_row(e: Event) -> tuple[str, str, str, str, str]:
     return (_ts(e.ts), e.type, str(e.attempt or ""), e.bot or e.actor or "",
             e.detail or (f"{e.duration * 1000:.1f} ms" if e.duration else ""))
+
+
+FOLLOW_GRACE = 3.0  #: seconds `job --follow` waits for an unknown id to appear before giving up
+
+
+def _no_record(job_id: str) -> NotFoundError:
+    return NotFoundError(f"no record of job {job_id}: not scheduled, not waiting, no event or result "
+                         "(unknown id, or past the streams' retention)")
+
+
+async def _appeared(js, job_id: str) -> lookup.Whereabouts:
+    """The job's whereabouts, waiting up to FOLLOW_GRACE for one just submitted elsewhere to show.
+
+    Raises:
+        NotFoundError: still no record of it.
+    """
+    deadline = anyio.current_time() + FOLLOW_GRACE
+    while not (where := await lookup.locate(js, job_id)).known:
+        if anyio.current_time() > deadline:
+            raise _no_record(job_id)
+        await anyio.sleep(FOLLOW_INTERVAL)
+    return where
 
 
 async def _follow(args: argparse.Namespace, job_id: str) -> int:
@@ -87,8 +116,9 @@ async def _follow(args: argparse.Namespace, job_id: str) -> int:
     seen, result = 0, None
     try:
         js = nc.jetstream()
-        if not args.json:
-            print(f"following job {job_id} (Ctrl-C stops)", flush=True)
+        where = await _appeared(js, job_id)
+        print(f"following job {job_id}, {where.state}{' ' + where.detail if where.detail else ''} (Ctrl-C stops)",
+              file=sys.stderr, flush=True)
         while True:
             events = await job_events(js, job_id)
             for e in events[seen:]:
@@ -98,7 +128,7 @@ async def _follow(args: argparse.Namespace, job_id: str) -> int:
                     print("  ".join(c for c in _event_row(e) if c), flush=True)
             seen = len(events)
             result = await job_result(js, job_id)
-            if result is not None or any(e.type in ENDED for e in events):
+            if result is not None or lookup.ending(events):
                 break
             await anyio.sleep(FOLLOW_INTERVAL)
     finally:
@@ -115,22 +145,29 @@ async def _job(args: argparse.Namespace) -> int:
     nc = await connect(settings(args), get_logger("job"), wait=False)
     try:
         js = nc.jetstream()
-        events = await job_events(js, job_id)
-        result = await job_result(js, job_id)
+        where = await lookup.locate(js, job_id)
         dead = await list_dead(js, match=lambda d: d.job_id == job_id)
     finally:
         await nc.close()
+    events, result = where.events, where.result
     if args.json:
         print_json({
             "id": job_id,
+            "state": where.state,
+            "detail": where.detail,
             "events": [msgspec.to_builtins(e) for e in events],
             "result": msgspec.to_builtins(result) if result else None,
             "dead_letters": [{"seq": d.seq, "reason": d.reason, "attempts": d.attempts, "bots": d.bots, "dead_at": d.dead_at} for d in dead],
         })
-        return 0 if (events or result or dead) else 1
-    if not (events or result or dead):
-        print(f"no record of job {job_id} (unknown id, still pending, or past the streams' retention)")
-        return 1
+    if not (where.known or dead):
+        raise _no_record(job_id)
+    if args.json:
+        return 0
+    if where.state in (lookup.SCHEDULED, lookup.PENDING, lookup.UNVERIFIED) and not dead:
+        print({lookup.SCHEDULED: f"job {job_id} is scheduled ({where.detail}): it is submitted when the schedule fires",
+               lookup.PENDING: f"job {job_id} is pending on {where.detail}: no bot has taken it yet",
+               lookup.UNVERIFIED: f"job {job_id} has no event yet ({where.detail})"}[where.state])
+        return 0
     console = Console()
     t = Table(title=f"job {job_id}")
     for col in ("time (UTC)", "event", "attempt", "bot", "detail"):

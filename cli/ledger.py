@@ -53,7 +53,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("query", help="run read-only SQL on the ledger")
     add_server(p)
-    p.add_argument("sql")
+    p.add_argument("sql", metavar="SQL", help="one read-only SELECT, e.g. \"SELECT kind, count(*) FROM results GROUP BY kind\"")
     _output_options(p)
     p.set_defaults(func=cmd_query)
 
@@ -65,7 +65,7 @@ def register(sub) -> None:
 
 
 def _output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     p.add_argument("--max-rows", type=positive_int, default=1000, help="rows to return at most (default 1000)")
     p.add_argument("--timeout", type=positive_float, default=30.0, help="seconds to wait for the service (default 30)")
     p.add_argument("--db", type=Path, help="read this DuckDB file directly instead of asking the service")

@@ -8,7 +8,7 @@ from corral.core import limits
 from corral.cli.common import actor, add_json, add_server, positive_float, positive_int, print_json, run, settings
 from corral.core.connect import connect
 from corral.core.control import record
-from corral.core.errors import ConfigError, CorralError, InvalidJobError
+from corral.core.errors import ConfigError, InvalidJobError, NotFoundError
 from corral.core.log import get_logger
 from corral.core.names import check_token
 
@@ -38,7 +38,7 @@ def register(sub) -> None:
     q = lsub.add_parser("set", help="create or replace a kind's limits (bots apply them within 2 s)")
     add_server(q)
     add_json(q)
-    q.add_argument("kind", metavar="KIND", type=kind_token)
+    q.add_argument("kind", metavar="KIND", type=kind_token, help="the job kind to limit")
     q.add_argument("--concurrency", type=positive_int, help="at most N jobs of the kind running at once, fleet-wide")
     q.add_argument("--rate", type=rate, help="at most N starts per fixed window: 5/1s, 100/1m, 10/500ms")
     q.add_argument("--lease", type=positive_float, default=limits.DEFAULT_LEASE,
@@ -51,7 +51,7 @@ def register(sub) -> None:
     q = lsub.add_parser("rm", help="remove a kind's limits")
     add_server(q)
     add_json(q)
-    q.add_argument("kind", metavar="KIND", type=kind_token)
+    q.add_argument("kind", metavar="KIND", type=kind_token, help="the kind whose limits to remove")
     q.set_defaults(func=cmd, action="rm")
 
 
@@ -72,7 +72,7 @@ async def _limit(args: argparse.Namespace) -> int:
             rows = [r for r in rows if r.kind == args.kind]
         elif args.action == "rm":
             if not await limits.remove_limit(js, args.kind):
-                raise CorralError(f"no limit is set for kind {args.kind!r}")
+                raise NotFoundError(f"no limit is set for kind {args.kind!r}")
             await record(nc, "limit", actor(), f"removed the limit on kind {args.kind}")
             rows = []
         else:

@@ -13,11 +13,13 @@ from typing import Any
 
 import msgspec
 
+from corral.cli import exits
 from corral.cli.common import add_json, add_server, positive_float, positive_int, print_json, run, settings
 from corral.cli.progress import progress
 from corral.core.connect import connect
-from corral.core.errors import ConfigError, InvalidJobError
-from corral.core.handlers import POPULATE_KINDS
+from corral.core.errors import ConfigError, InvalidJobError, UnknownKindError
+from corral.core.handlers import POPULATE_KINDS, check_args
+from corral.core.kinds import coverage
 from corral.core.log import get_logger
 from corral.core.messages import Job, make_job, new_id
 from corral.core.names import DEFAULT_PRIORITY, PRIORITIES
@@ -33,15 +35,16 @@ def register(sub) -> None:
     p.add_argument("args", nargs="*", metavar="KEY=VALUE", help="job arguments; values are JSON when they parse (a=1 is a number)")
     p.add_argument("--file", type=Path, help="NDJSON file, one job object per line ({\"kind\": ..., \"args\": {...}}); "
                    "lines without an id get one from their line number and text, so resubmitting the file is safe")
-    p.add_argument("--queue", default="default")
+    p.add_argument("--queue", default="default", help="the queue to submit to (default: default)")
     p.add_argument("--priority", default="normal", choices=PRIORITIES, help="high, normal (default) or low; bots take higher first")
     p.add_argument("--id", dest="job_id", help="job id (default: random); [A-Za-z0-9_-], at most 128")
     p.add_argument("--idempotency-key", help="dedupe key: a second submit with it inside 10 minutes is the same job")
-    p.add_argument("--correlation-id")
+    p.add_argument("--correlation-id", help="free text carried on every event of the job, to tie it to your own request")
     p.add_argument("--timeout", type=positive_float, default=60.0, help="handler timeout in seconds (default 60)")
     p.add_argument("--max-attempts", type=positive_int, default=3, help="attempts before dead-lettering (default 3)")
     p.add_argument("--unique", metavar="KEY", help="refuse this job while another with the same key is pending or running")
     p.add_argument("--expires-in", type=positive_float, metavar="SECONDS", help="drop the job (recorded as expired) if not started within this time")
+    add_checks(p)
     when = p.add_mutually_exclusive_group()
     when.add_argument("--delay", type=positive_float, metavar="SECONDS", help="run after this many seconds (a server schedule)")
     when.add_argument("--at", metavar="TIME", help="run at this RFC3339 UTC time, e.g. 2026-11-23T18:00:00Z")
@@ -50,11 +53,56 @@ def register(sub) -> None:
     p = sub.add_parser("populate", help="submit N generated `sum` jobs, pipelined, with progress (the seed's population)")
     add_server(p)
     add_json(p)
-    p.add_argument("count", type=positive_int, metavar="N")
-    p.add_argument("--kind", default="sum", choices=sorted(POPULATE_KINDS))
-    p.add_argument("--queue", default="default")
-    p.add_argument("--priority", default="normal", choices=PRIORITIES)
+    p.add_argument("count", type=positive_int, metavar="N", help="how many jobs to generate")
+    p.add_argument("--kind", default="sum", choices=sorted(POPULATE_KINDS), help="the kind of the generated jobs (default sum)")
+    p.add_argument("--queue", default="default", help="the queue to submit to (default: default)")
+    p.add_argument("--priority", default="normal", choices=PRIORITIES, help="priority of every job (default normal)")
     p.set_defaults(func=cmd_populate)
+
+
+def add_checks(p: argparse.ArgumentParser) -> None:
+    check = p.add_mutually_exclusive_group()
+    check.add_argument("--strict", action="store_true",
+                       help="refuse (exit 3) a kind that no live bot serves, instead of warning; with no bot running at all "
+                       "the job is still submitted, to wait for one")
+    check.add_argument("--no-check", action="store_true",
+                       help="skip the kind and argument checks (for bots that register their own handler under a built-in name)")
+
+
+def check_jobs(jobs: list[Job], args: argparse.Namespace) -> None:
+    """Refuse jobs whose arguments do not fit their kind's declared schema, before anything is sent.
+
+    Raises:
+        InvalidJobError: one does not fit (the message names it when there are several).
+    """
+    if getattr(args, "no_check", False):
+        return
+    for index, job in enumerate(jobs, 1):
+        try:
+            check_args(job.kind, job.args)
+        except InvalidJobError as e:
+            where = f"job #{index} ({job.id}): " if len(jobs) > 1 else ""
+            raise InvalidJobError(f"{where}{e}. Nothing was submitted.") from e
+
+
+async def check_served(js, kinds: set[str], args: argparse.Namespace) -> None:
+    """Warn on stderr about kinds no live bot serves (refuse them with --strict).
+
+    Raises:
+        UnknownKindError: --strict, and live bots advertise their kinds and none serves one of these.
+    """
+    if getattr(args, "no_check", False):
+        return
+    cover = await coverage(js)
+    if cover.bots == 0:
+        print("corral: warning: no bot is running; the job(s) wait until one starts", file=sys.stderr)
+        return
+    for kind in sorted(k for k in kinds if cover.serves(k) is False):
+        why = f"no live bot serves kind {kind!r} (the {cover.bots} live bot(s) serve {', '.join(sorted(cover.kinds))})"
+        if getattr(args, "strict", False):
+            raise UnknownKindError(f"{why}; nothing was submitted")
+        print(f"corral: warning: {why}; the job waits until a bot with that handler runs (--strict refuses instead)",
+              file=sys.stderr)
 
 
 def parse_kv(pairs: list[str]) -> dict[str, Any]:
@@ -109,7 +157,9 @@ async def _submit(args: argparse.Namespace) -> int:
     if args.file is None and not args.kind:
         raise ConfigError("give a KIND (corral submit sum a=1 b=2) or --file jobs.ndjson")
     if args.file is not None:
-        return await _submit_many(args, read_ndjson(args.file, args.queue), "submitting")
+        jobs = read_ndjson(args.file, args.queue)
+        check_jobs(jobs, args)
+        return await _submit_many(args, jobs, "submitting")
     fields = dict(queue=args.queue, priority=args.priority, timeout=args.timeout, max_attempts=args.max_attempts,
                   idempotency_key=args.idempotency_key, correlation_id=args.correlation_id, unique_key=args.unique)
     if args.job_id:
@@ -117,30 +167,38 @@ async def _submit(args: argparse.Namespace) -> int:
     if args.expires_in:
         fields["expires_at"] = time.time() + args.expires_in
     job = make_job(args.kind, parse_kv(args.args), **fields)
+    check_jobs([job], args)
     nc = await connect(settings(args), get_logger("submit"), wait=False)
     try:
+        await check_served(nc.jetstream(), {job.kind}, args)
         if args.delay or args.at:
             when = f"@at {args.at}" if args.at else schedules.spec_at(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=args.delay))
             await schedules.add(nc.jetstream(), job.id, job, when)
             if args.json:
                 print_json({"id": job.id, "scheduled": when})
             else:
-                print(f"{job.id}  (scheduled {when})")
-            return 0
+                print(job.id)
+                print(f"scheduled {when}: `corral job {job.id}` shows it until it runs", file=sys.stderr)
+            return exits.OK
         receipt = await submit(nc.jetstream(), job)
     finally:
         await nc.close()
     if args.json:
         print_json({"id": receipt.job_id, "seq": receipt.seq, "duplicate": receipt.duplicate})
     else:
-        print(f"{receipt.job_id}{'  (duplicate: already submitted)' if receipt.duplicate else ''}")
-    return 0
+        print(receipt.job_id)
+    if receipt.duplicate:
+        print(f"corral: nothing new submitted: job {receipt.job_id} was already submitted (same "
+              f"{'idempotency key' if job.idempotency_key else 'id'} within 10 minutes)", file=sys.stderr)
+        return exits.NOTHING_DONE
+    return exits.OK
 
 
 async def _submit_many(args: argparse.Namespace, jobs: list[Job], what: str) -> int:
     nc = await connect(settings(args), get_logger("submit"), wait=False)
     start = time.monotonic()
     try:
+        await check_served(nc.jetstream(), {j.kind for j in jobs}, args)
         with progress(what, len(jobs)) as update:
             summary = await submit_many(nc.jetstream(), jobs, progress=update)
     finally:
@@ -151,13 +209,17 @@ async def _submit_many(args: argparse.Namespace, jobs: list[Job], what: str) -> 
     if args.json:
         print_json({**report, "refusals": summary.refused[:100]})
     else:
-        print(f"accepted {summary.accepted} ({summary.duplicates} duplicates) in {elapsed:.2f}s, {report['rate']:,.0f} jobs/s")
+        print(f"accepted {summary.accepted} ({summary.duplicates} duplicates) in {elapsed:.2f}s, {report['rate']:,.0f} jobs/s",
+              file=sys.stderr)
     if summary.refused:
         index, job_id, reason = summary.refused[0]
         print(f"corral: {len(summary.refused)} job(s) NOT accepted, first #{index} ({job_id}): {reason}\n"
               "Resubmitting the same input is safe: accepted jobs are dropped as duplicates for 10 minutes.", file=sys.stderr)
-        return 1
-    return 0
+        return exits.FAILED
+    if jobs and summary.duplicates == len(jobs):
+        print(f"corral: nothing new submitted: all {len(jobs)} job(s) were already submitted (duplicates)", file=sys.stderr)
+        return exits.NOTHING_DONE
+    return exits.OK
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -35,14 +35,14 @@ from corral.streams.provision import Action, provision
 def register(sub) -> None:
     p = sub.add_parser("up", help="start nats-server, provision, start bots and the dashboard (the embedded default)")
     p.add_argument("--home", type=Path, default=Path("."), help="folder whose data/ holds the JetStream store and logs (default: here)")
-    p.add_argument("--port", type=int, default=4222)
-    p.add_argument("--http-port", type=int, default=8222)
+    p.add_argument("--port", type=int, default=4222, help="the NATS client port (default 4222)")
+    p.add_argument("--http-port", type=int, default=8222, help="the server's HTTP monitoring port (default 8222)")
     p.add_argument("--bots", type=int, default=3, help="bots the local fleet supervisor keeps running (default 3)")
     p.add_argument("--no-tui", action="store_true", help="do not open the dashboard; print status lines instead")
     p.add_argument("--populate-every", default="10m", metavar="PERIOD",
                    help="the seed's automatic population: a `populate` schedule submitting --populate-count sum jobs "
                    "every PERIOD (default 10m; 'off' removes it)")
-    p.add_argument("--populate-count", type=positive_int, default=100, metavar="N")
+    p.add_argument("--populate-count", type=positive_int, default=100, metavar="N", help="sum jobs per population (default 100)")
     p.set_defaults(func=cmd)
 
 

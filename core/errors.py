@@ -15,6 +15,18 @@ class ConfigError(CorralError):
     title = "configuration error"
 
 
+class NotFoundError(CorralError):
+    """Raised when a named job, queue, host, schedule, group, bot or dead letter does not exist."""
+
+    title = "not found"
+
+
+class NothingToDoError(CorralError):
+    """Raised when a request would change nothing: the job already ended, every job was a duplicate."""
+
+    title = "nothing to do"
+
+
 class JobError(CorralError):
     """Raised when a job cannot be accepted or processed."""
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import anyio
 
-from corral.core.errors import ConfigError, JobError, UnknownKindError
+from corral.core.errors import ConfigError, InvalidJobError, JobError, UnknownKindError
 from corral.core.messages import Job
 
 #: The ``--handler`` suffix that runs a sync kind in a child process.
@@ -153,6 +153,63 @@ async def populate_handler(args: dict[str, Any], ctx: JobContext) -> dict[str, i
     summary = await submit_many(ctx.js, jobs)
     raise_for(summary)
     return {"accepted": summary.accepted, "duplicates": summary.duplicates}
+
+
+@dataclass(frozen=True)
+class ArgSchema:
+    """What a kind's ``args`` must hold: required and optional keys, each with the JSON types it may have.
+
+    Checked by `corral submit` before anything is enqueued, so ``sum a=`` is refused at once
+    instead of failing three attempts and dead-lettering minutes later. Keys not named are allowed.
+    """
+
+    required: dict[str, tuple[type, ...]] = field(default_factory=dict)
+    optional: dict[str, tuple[type, ...]] = field(default_factory=dict)
+
+    def check(self, kind: str, args: dict[str, Any]) -> None:
+        """
+        Raises:
+            InvalidJobError: a required key is missing, or a key has a value of the wrong type.
+        """
+        for key, types in {**self.required, **self.optional}.items():
+            if key in args and not _is(args[key], types):
+                raise InvalidJobError(f"kind {kind!r}: argument {key} must be {_type_names(types)}, got {args[key]!r}")
+        for key, types in self.required.items():
+            if key not in args:
+                raise InvalidJobError(f"kind {kind!r} needs argument {key} ({_type_names(types)}), e.g. {key}=1")
+
+
+NUMBER = (int, float)
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)  # True is not a number
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    return {NUMBER: "a number", (str,): "a string", (int,): "a whole number"}.get(types, " or ".join(t.__name__ for t in types))
+
+
+#: The built-in kinds' arguments. A bot that registers its own handler under a built-in's name
+#: changes what it accepts; `corral submit --no-check` skips these checks for such a fleet.
+SCHEMAS: dict[str, ArgSchema] = {
+    "sum": ArgSchema(required={"a": NUMBER, "b": NUMBER}),
+    "sleep": ArgSchema(optional={"seconds": NUMBER, "step": NUMBER}),
+    "fail": ArgSchema(optional={"p": NUMBER, "message": (str,)}),
+    "locked_sleep": ArgSchema(optional={"seconds": NUMBER, "lease": NUMBER, "wait": NUMBER, "lock": (str,)}),
+    "populate": ArgSchema(optional={"kind": (str,), "count": (int,), "queue": (str,), "priority": (str,)}),
+    "crash": ArgSchema(optional={"code": (int,)}),
+}
+
+
+def check_args(kind: str, args: dict[str, Any]) -> None:
+    """Check ``args`` against the kind's declared schema, if it has one.
+
+    Raises:
+        InvalidJobError: they do not fit it.
+    """
+    if (schema := SCHEMAS.get(kind)) is not None:
+        schema.check(kind, args)
 
 
 BUILTINS: dict[str, Handler] = {

@@ -195,6 +195,9 @@ class BotHeartbeat(msgspec.Struct, kw_only=True):
     done: int = 0
     failed: int = 0
     dead: int = 0
+    #: The kinds this bot serves (its handler registry), so `corral submit` can warn about a kind
+    #: nobody serves. Empty from bots older than the field: they are assumed to serve anything.
+    kinds: list[str] = []
     v: int = SCHEMA_VERSION
 
 

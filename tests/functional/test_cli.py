@@ -18,10 +18,10 @@ def corral(*args: str, url: str | None = None, stdin: str | None = None) -> subp
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, input=stdin)
 
 
-def test_an_unreachable_server_gets_a_clear_error_and_exit_1():
+def test_an_unreachable_server_gets_a_clear_error_and_exit_5():
     """No server listening: the message names the URL and what to do."""
     out = corral("status", url="nats://127.0.0.1:1")
-    assert out.returncode == 1
+    assert out.returncode == 5
     assert "cannot reach NATS at nats://127.0.0.1:1" in out.stderr and "CORRAL_NATS_URL" in out.stderr
 
 
@@ -34,7 +34,7 @@ def test_a_wrong_flag_is_refused_with_usage():
 def test_a_bad_job_id_is_refused_before_submitting(provisioned):
     """A job id that would break a subject is refused with the rule."""
     out = corral("submit", "sum", "a=1", "b=2", "--id", "a.b", url=provisioned.url)
-    assert out.returncode == 1 and "A-Z a-z 0-9 _ -" in out.stderr
+    assert out.returncode == 2 and "A-Z a-z 0-9 _ -" in out.stderr
 
 
 def test_a_bad_ndjson_line_submits_nothing_and_names_the_line(provisioned, tmp_path):
@@ -113,15 +113,15 @@ def test_pause_and_resume_are_applied_and_audited(provisioned):
 
 
 def test_draining_an_unknown_bot_says_so(provisioned):
-    """A drain for a bot that is not running names it and exits 1."""
+    """A drain for a bot that is not running names it and exits 3 (not found)."""
     out = corral("drain", "ghost", url=provisioned.url)
-    assert out.returncode == 1 and "bot 'ghost' did not answer" in out.stderr
+    assert out.returncode == 3 and "bot 'ghost' did not answer" in out.stderr
 
 
 def test_an_unknown_job_id_says_there_is_no_record(provisioned):
-    """`corral job` for an id nobody submitted exits 1 and says why it may be missing."""
+    """`corral job` for an id nobody submitted exits 3 and says why it may be missing."""
     out = corral("job", "never-submitted", url=provisioned.url)
-    assert out.returncode == 1 and "no record of job never-submitted" in out.stdout
+    assert out.returncode == 3 and "no record of job never-submitted" in out.stderr
 
 
 def test_a_schedule_added_with_a_priority_fires_onto_that_priority(provisioned):

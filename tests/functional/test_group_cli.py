@@ -25,7 +25,8 @@ def test_a_group_submitted_from_a_file_runs_its_members_then_its_callback_once(p
                        '{"kind": "fail", "args": {}, "max_attempts": 1, "id": "doomed"}\n')
     first = corral("group", "submit", "--file", str(members), "--callback", "echo", "report=nightly", url=url)
     again = corral("group", "submit", "--file", str(members), "--callback", "echo", "report=nightly", url=url)
-    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert first.returncode == 0 and again.returncode == 4, first.stderr + again.stderr  # 4: nothing new
+    assert "0 of 3 member(s) submitted, 3 already submitted before" in again.stderr
     group = first.stdout.strip()
     assert group.startswith("group-") and again.stdout.strip() == group  # the same input is the same group
     assert "callback echo runs as" in first.stderr and jobs_stream_messages(url) == 3
@@ -68,6 +69,6 @@ def test_bad_group_input_is_refused_with_exit_2_and_submits_nothing(provisioned,
 
 
 def test_showing_an_unknown_group_says_there_is_no_record(provisioned):
-    """`corral group show` for a group nobody submitted exits 1 and says why it may be missing."""
+    """`corral group show` for a group nobody submitted exits 3 and says why it may be missing."""
     out = corral("group", "show", "no-such-group", url=provisioned.url)
-    assert out.returncode == 1 and "no record of group no-such-group" in out.stdout
+    assert out.returncode == 3 and "no record of group no-such-group" in out.stderr
