@@ -48,7 +48,7 @@ class QueryReply(msgspec.Struct, kw_only=True):
     columns: list[str]
     #: DuckDB type names, one per column (``VARCHAR``, ``BIGINT``, ``TIMESTAMP``, ``JSON``, ...).
     types: list[str]
-    #: Each row an array in column order. JSON columns arrive as strings holding JSON text, timestamps as RFC 3339 text.
+    #: Each row an array in column order. JSON columns arrive as strings holding JSON text, timestamps as ISO 8601 text (UTC, no offset).
     rows: list[list[Any]]
     #: True when rows were dropped: the row cap or the reply size cap (under the server's max_payload) was reached.
     truncated: bool = False
