@@ -77,3 +77,16 @@ def test_encoded_results_and_events_match_their_schemas():
     assert_matches("result", json.loads(encode(result)))
     assert_matches("event", json.loads(encode(Event(type=EventType.SUCCEEDED, ts=1.0, job_id=job.id, duration=0.5))))
     assert problems("event", {"type": "exploded", "ts": 1.0})
+
+
+def test_resources_md_names_every_declared_resource_header_and_schema():
+    """Given streams/*.json, the dead-letter headers and docs/schema/, when docs/resources.md is read, then it names every one."""
+    from corral.core.messages import DeadLetterHeaders
+    from corral.streams import load_declarations
+
+    text = (SCHEMA_DIR.parent / "resources.md").read_text()
+    names = [f"`{d.name}`" for d in load_declarations()]
+    headers = [v for k, v in vars(DeadLetterHeaders).items() if k.isupper()]
+    links = [f"(schema/{m.name}.json)" for m in contract.MESSAGES]
+    missing = [n for n in [*names, *headers, *links] if n not in text]
+    assert not missing, f"docs/resources.md does not mention {missing}"
