@@ -34,16 +34,25 @@ def new_id() -> str:
 class Job(msgspec.Struct, kw_only=True):
     """One unit of work. Times are Unix seconds; ``timeout`` is in seconds."""
 
+    #: The handler to run (a bot serves the kinds it registered).
     kind: str
     #: Required on a submitted job; steps nested in ``then``/``compensate`` get theirs when they run.
     id: str = ""
+    #: The handler's keyword arguments.
     args: dict[str, Any] = {}
+    #: Should match the ``<queue>`` of the subject it is published on (the subject decides).
     queue: str = DEFAULT_QUEUE
+    #: ``high``, ``normal`` or ``low``; should match the subject's ``<priority>`` (the subject decides).
     priority: str = DEFAULT_PRIORITY
+    #: Unix seconds when it was submitted.
     created_at: float = 0.0
+    #: Seconds one attempt may run before it is failed.
     timeout: float = 60.0
+    #: Attempts before the job is dead-lettered (1-100).
     max_attempts: int = 3
+    #: Sent as ``Nats-Msg-Id`` instead of the id: a second job with the same key is one job.
     idempotency_key: str | None = None
+    #: Free text copied onto the job's events and result, to tie related jobs together.
     correlation_id: str | None = None
     #: Unix seconds after which the job is dropped (recorded as ``expired``), not run.
     expires_at: float | None = None
@@ -59,6 +68,7 @@ class Job(msgspec.Struct, kw_only=True):
     group: str | None = None
     group_size: int = 0
     on_complete: "Job | None" = None
+    #: The schema version the payload was written with.
     v: int = SCHEMA_VERSION
 
     def validate(self, nested: bool = False) -> "Job":
@@ -115,12 +125,18 @@ class JobResult(msgspec.Struct, kw_only=True):
     job_id: str
     kind: str
     queue: str
+    #: The name of the bot that ran it.
     bot: str
+    #: That bot process's incarnation id (a restarted bot keeps its name and gets a new incarnation).
     incarnation: str
+    #: Which delivery succeeded, from 1.
     attempt: int
+    #: Unix seconds when the handler started and returned.
     started_at: float
     finished_at: float
+    #: What the handler returned, as JSON.
     value: Any = None
+    #: The job as it ran (its id is the delivery's id, e.g. a periodic firing's own).
     job: Job | None = None
     v: int = SCHEMA_VERSION
 
@@ -154,23 +170,32 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     1 (an event without ``v`` is version 1).
     """
 
+    #: What happened (see :class:`EventType`).
     type: EventType
     ts: float
     job_id: str | None = None
+    #: The bot that reported it (job and bot events).
     bot: str | None = None
     incarnation: str | None = None
+    #: The delivery the event is about, from 1.
     attempt: int | None = None
     kind: str | None = None
     queue: str | None = None
     correlation_id: str | None = None
+    #: The bot's new state (``bot_state`` events).
     state: str | None = None
+    #: Free text: the error of a failure, the reason of a death, an operator action's target.
     detail: str | None = None
+    #: Who did it, as ``user@host`` (operator events).
     actor: str | None = None
+    #: Seconds the handler ran (``succeeded`` events).
     duration: float | None = None
     v: int = SCHEMA_VERSION
 
 
 class CurrentJob(msgspec.Struct, kw_only=True):
+    """A job a bot is running now. ``since`` is Unix seconds."""
+
     id: str
     kind: str
     since: float
@@ -181,18 +206,18 @@ class CurrentJob(msgspec.Struct, kw_only=True):
 class BotHeartbeat(msgspec.Struct, kw_only=True):
     """A bot's liveness entry, the value of ``$KV.corral_bots.<name>``."""
 
-    name: str
-    incarnation: str
-    host: str
+    name: str  #: the bot name, the same as its key
+    incarnation: str  #: this process's id; a restart under the same name gets a new one
+    host: str  #: the machine's hostname
     pid: int
-    state: str
-    version: str
-    started_at: float
-    heartbeat_at: float
+    state: str  #: ``ready``, ``processing``, ``shutting_down``, ... (bots/state.py)
+    version: str  #: the corral version the bot runs
+    started_at: float  #: Unix seconds
+    heartbeat_at: float  #: Unix seconds of this write
     queues: list[str] = []
-    concurrency: int = 1
-    current: list[CurrentJob] = []
-    done: int = 0
+    concurrency: int = 1  #: jobs it runs at once
+    current: list[CurrentJob] = []  #: the jobs running now (at most 20)
+    done: int = 0  #: counters since the process started
     failed: int = 0
     dead: int = 0
     #: The kinds this bot serves (its handler registry), so `corral submit` can warn about a kind

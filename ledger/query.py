@@ -33,20 +33,33 @@ from corral.core.log import Logger
 
 
 class QueryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    """A request on ``corral.ledger.query`` (the ``query`` endpoint of the ``corral-ledger`` service)."""
+
+    #: One read-only statement (SELECT, WITH ... SELECT); a write is refused with code "403".
     sql: str
+    #: Rows wanted; the service caps it at its own ``--max-rows``.
     max_rows: int = 1000
 
 
 class QueryReply(msgspec.Struct, kw_only=True):
+    """The answer to a :class:`QueryRequest` that ran (no ``Nats-Service-Error`` header)."""
+
+    #: Column names, in the order of every row.
     columns: list[str]
+    #: DuckDB type names, one per column (``VARCHAR``, ``BIGINT``, ``TIMESTAMP``, ``JSON``, ...).
     types: list[str]
+    #: Each row an array in column order. JSON columns arrive as strings holding JSON text, timestamps as ISO 8601 text (UTC, no offset).
     rows: list[list[Any]]
+    #: True when rows were dropped: the row cap or the reply size cap (under the server's max_payload) was reached.
     truncated: bool = False
     elapsed_ms: float = 0.0
 
 
 class QueryFailure(msgspec.Struct, kw_only=True):
+    """The body of a refused or failed query; the reply also carries ``Nats-Service-Error`` and ``Nats-Service-Error-Code``."""
+
     error: str
+    #: An HTTP-like status as a string: "400" invalid SQL or request, "403" not read-only, "408" past the time limit.
     code: str
 
 
