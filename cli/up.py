@@ -96,8 +96,8 @@ def stop_fleet(proc: subprocess.Popen | None, timeout: float = 45.0) -> None:
         proc.kill()
 
 
-async def _provision(login: Settings, populate_every: str = "off", populate_count: int = 100) -> None:
-    nc = await connect(login, get_logger("up"))
+async def _provision(url: str, populate_every: str = "off", populate_count: int = 100, login: Settings | None = None) -> None:
+    nc = await connect(login or Settings(servers=(url,)), get_logger("up"))
     try:
         for report in await provision(nc, load_declarations()):
             print(report.line(), file=sys.stderr)
@@ -185,7 +185,7 @@ def cmd(args: argparse.Namespace) -> int:
     try:
         server.start()
         login = secure.settings(server.url) if secure else Settings(servers=(server.url,))
-        run(_provision, login, args.populate_every, args.populate_count)
+        run(_provision, server.url, args.populate_every, args.populate_count, login)
         fleet, ledger, host = _start_children(secure, server.url, args.bots, data)
         print(f"started a fleet supervisor keeping {args.bots} bots (scale: `corral scale N --host {host}` or key 6 in "
               f"the dashboard; logs in {data / 'logs'}); try: corral submit sum a=1 b=2", file=sys.stderr)
