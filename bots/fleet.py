@@ -18,10 +18,11 @@ Stop order on SIGTERM/SIGINT:
 
 ``desired`` is not touched: a restarted supervisor brings the same count back.
 
-What the supervisor does *not* do while its own connection to NATS is down:
-judge any bot hung. A missing liveness key then says more about the
-supervisor's link than about the bot, and killing healthy bots in a network
-partition would turn a blip into an outage.
+The concerns live beside it: :mod:`~corral.bots.fleet_config` (settings, slot
+credentials), :mod:`~corral.bots.fleet_spawn` (starting a bot),
+:mod:`~corral.bots.fleet_desired` (following the count),
+:mod:`~corral.bots.fleet_hung` (hung bots, and why a supervisor cut off from
+NATS restarts nothing), :mod:`~corral.bots.fleet_liveness` (its own key).
 """
 
 from __future__ import annotations
@@ -29,139 +30,36 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import anyio.abc
-import nats.errors
 import nats.js.errors
 
+from corral.bots.fleet_config import FleetConfig, SlotCredentials
+from corral.bots.fleet_desired import DesiredWatch
+from corral.bots.fleet_hung import HungCheck
 from corral.bots.fleet_keys import (
-    FLEET_BUCKET, FLEET_EVENTS_ACTION, FLEET_STREAM, MAX_BOTS_PER_HOST, SlotStatus, SupervisorBeat,
-    check_host, decode_desired, decode_supervisor, desired_key, key_subject, slot_name,
-    supervisor_key, write_desired,
+    FLEET_EVENTS_ACTION, FLEET_STREAM, SlotStatus, SupervisorBeat, check_host, slot_name, write_desired,
 )
+from corral.bots.fleet_liveness import SupervisorLiveness
 from corral.bots.fleet_metrics import FleetMetrics
-from corral.bots.fleet_slot import Backoff, Slot, SlotExit, SlotPolicy, SlotState
-from corral.bots.liveness import Liveness, NameLostError
+from corral.bots.fleet_slot import Backoff, Slot, SlotExit, SlotPolicy
+from corral.bots.fleet_spawn import BotLauncher
+from corral.bots.liveness import NameLostError
 from corral.core.backlog import backlog
-from corral.core.connect import TRANSIENT, api, connect, wait_for_resources
+from corral.core.connect import TRANSIENT, connect, wait_for_resources
 from corral.core.errors import CorralError, TransportError
 from corral.core.log import Logger
-from corral.core.messages import BotHeartbeat, Event, EventType, encode, heartbeat_decoder, new_id
-from corral.core.names import BOTS_STREAM, bot_key_subject, ops_events_subject
+from corral.core.messages import Event, EventType, encode, new_id
+from corral.core.names import BOTS_STREAM, ops_events_subject
 from corral.core.publisher import AsyncPublisher
 from corral.core.settings import Settings
 
-LAUNCH_SCRIPT = Path(__file__).with_name("fleet_launch.py")
-
-
-@dataclass(frozen=True)
-class FleetConfig:
-    """A supervisor's settings. Times are seconds."""
-
-    host: str
-    #: Write this desired count at start (``--count``); None keeps what the bucket says.
-    initial_count: int | None = None
-    #: The bots' liveness TTL (``corral bot --ttl``); a bot silent for 2 TTL is hung.
-    bot_ttl: float = 10.0
-    #: The supervisor key's TTL; refreshed every ttl/3.
-    ttl: float = 10.0
-    policy: SlotPolicy = SlotPolicy()
-    #: Extra ``corral bot`` arguments (queue, concurrency, handlers...).
-    bot_args: tuple[str, ...] = ()
-    #: Per-slot log files here (``<host>-<slot>.log``); None: bots inherit the supervisor's stderr.
-    log_dir: Path | None = None
-    log_format: str = "logfmt"
-    #: Serve Prometheus metrics on this port (``/metrics``); None: no endpoint.
-    metrics_port: int | None = None
-
-    @property
-    def hung_after(self) -> float:
-        return 2 * self.bot_ttl
-
-    @property
-    def heartbeat_interval(self) -> float:
-        return self.ttl / 3
-
-
-class SupervisorLiveness(Liveness):
-    """:class:`corral.bots.liveness.Liveness` on ``$KV.corral_fleet.supervisor.<host>``.
-
-    The claim, refresh and release logic is the bots'; only the key, the bucket
-    and the value type differ. (Liveness could take those three as arguments;
-    until then these overrides are the seam.)
-    """
-
-    def __init__(self, js, host: str, ttl: float, log: Logger) -> None:
-        super().__init__(js, host, ttl, log)
-        self.subject = key_subject(supervisor_key(host))
-
-    async def _last(self):
-        try:
-            return await self.js.get_msg(FLEET_STREAM, subject=self.subject, direct=True)
-        except nats.js.errors.NotFoundError:
-            return None
-
-    @staticmethod
-    def _decode(data: bytes | None) -> SupervisorBeat | None:
-        return decode_supervisor(data)
-
-    async def release(self) -> None:
-        """Delete the key, also when a heartbeat cancelled by the shutdown landed after all."""
-        try:
-            last = await self._last()
-        except (*TRANSIENT, nats.js.errors.APIError):
-            last = None  # super().release() reports the failure
-        holder = None if last is None else self._decode(last.data)
-        if holder is not None and holder.incarnation == self.incarnation:
-            self.seq = last.seq
-        await super().release()
-
-    def _taken(self, holder: SupervisorBeat | None) -> str:
-        if holder is None:
-            return f"fleet host {self.name!r} is held by a live supervisor"
-        return (
-            f"fleet host {self.name!r} already has a live supervisor (pid {holder.pid} on {holder.host}, "
-            f"incarnation {holder.incarnation}); stop it or pick another --host"
-        )
-
-
-class BotLauncher:
-    """Starts ``corral bot --name <name>`` through :mod:`corral.bots.fleet_launch` (dies with the supervisor)."""
-
-    def __init__(self, settings: Settings, config: FleetConfig) -> None:
-        self.settings = settings
-        self.config = config
-
-    def command(self, name: str) -> list[str]:
-        bot = [sys.executable, "-m", "corral.cli", "--log-format", self.config.log_format, "bot",
-               "--name", name, "--ttl", f"{self.config.bot_ttl:g}", *self.config.bot_args]
-        return [sys.executable, str(LAUNCH_SCRIPT), str(os.getpid()), *bot]
-
-    async def __call__(self, name: str) -> anyio.abc.Process:
-        # The server list travels in the environment, not argv: URLs may hold credentials,
-        # and argv is visible to every user in `ps`.
-        env = {**os.environ, "CORRAL_NATS_URL": ",".join(self.settings.servers), "PYTHONUNBUFFERED": "1"}
-        out = None
-        if self.config.log_dir is not None:
-            self.config.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.config.log_dir / f"{name}.log", "ab")
-        try:
-            # A new session: a Ctrl-C in the supervisor's terminal reaches the supervisor only,
-            # which then drains the bots in order instead of all of them at once.
-            return await anyio.open_process(
-                self.command(name), stdin=None, stdout=out, stderr=out, env=env, start_new_session=True,
-            )
-        finally:
-            if out is not None:
-                out.close()
-
 
 class Supervisor:
+    """Keeps ``desired.<host>`` slots running until signalled; :meth:`run` is the whole process."""
+
     def __init__(self, settings: Settings, config: FleetConfig, log: Logger, launcher=None) -> None:
         self.settings = settings.named(f"corral-fleet-{config.host}")
         self.config = config
@@ -177,12 +75,11 @@ class Supervisor:
         self._stopping = anyio.Event()
         self._signals_seen = 0
         self._beat_now = anyio.Event()
-        self._watch_scope: anyio.CancelScope | None = None
+        self._desired_watch: DesiredWatch | None = None
         self._beating = True
         self._heartbeat_done = anyio.Event()
         self._slot_tg: anyio.abc.TaskGroup | None = None
         self._claimed = False
-        self._blind = False  #: the last hung check could not see NATS
 
     # -- what the supervisor reports ---------------------------------------------------------
 
@@ -204,9 +101,11 @@ class Supervisor:
     async def run(self) -> int:
         """Run until signalled; returns the process exit code."""
         if self.metrics is not None:
-            self.metrics.serve(self.config.metrics_port)
+            self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
         self.nc = await connect(self.settings, self.log, on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)
         self.js = self.nc.jetstream()
+        self.hung = HungCheck(self.nc, self.config.hung_after, self.log)
+        self._desired_watch = DesiredWatch(self.js, self.host, self._set_desired, self.log)
         self.publisher = AsyncPublisher(self.js, self.log)
         try:
             async with anyio.create_task_group() as tg:
@@ -214,7 +113,7 @@ class Supervisor:
                 tg.start_soon(self.publisher.run_expiry)
                 await self._start_up()
                 tg.start_soon(self._heartbeat_loop)
-                tg.start_soon(self._watch_desired)
+                tg.start_soon(self._desired_watch.run)
                 tg.start_soon(self._hung_check_loop)
                 if self.metrics is not None:
                     tg.start_soon(self._backlog_loop)
@@ -222,14 +121,18 @@ class Supervisor:
                     self._slot_tg = slots
                     self._reconcile()
                     await self._stopping.wait()
+                    # Stop order (module docstring): 1. the target is 0 from here on, so a
+                    # desired change starts nothing; 2. every slot drains its bot, and this
+                    # block waits for the last one to exit.
                     self.log.info("fleet.stopping", bots=len(self.slots))
                     self._reconcile()  # target 0 now: every slot drains
-                await self._shut_down()
+                await self._shut_down()  # 3. the supervisor key goes only once no bot is left
                 tg.cancel_scope.cancel()
         except CorralError as e:
             self.log.error("fleet.failed", error=str(e))
             self.exit_code = self.exit_code or 1
         finally:
+            # 4. drain and close the connection last: the deletes above needed it.
             with anyio.CancelScope(shield=True):
                 with anyio.move_on_after(5):
                     if self.nc.is_connected:
@@ -291,55 +194,17 @@ class Supervisor:
             self._beat_now.set()
 
     def _set_desired(self, count: int, by: str) -> None:
-        count = max(0, min(count, MAX_BOTS_PER_HOST))  # a hand-written value is clamped, not obeyed
         if count != self.desired:
             self.log.info("fleet.desired", old=self.desired, new=count, by=by or "?")
         self.desired = count
         self._reconcile()
 
-    async def _watch_desired(self) -> None:
-        """Follow ``desired.<host>``; a reconnect cancels the watch and starts a fresh one.
-
-        nats-py's ordered-consumer watch can take ~17 s to notice a server restart
-        (NATS-NOTES §7.6), so the reconnect callback does not wait for it.
-        """
-        while True:
-            with anyio.CancelScope() as scope:
-                self._watch_scope = scope
-                try:
-                    await self._follow_desired()
-                except (*TRANSIENT, nats.js.errors.APIError) as e:
-                    self.log.warning("fleet.watch_failed", error=str(e) or type(e).__name__, hint="retrying on reconnect or in 5s")
-                    await anyio.sleep(5)  # cancelled early by a reconnect
-
-    async def _follow_desired(self) -> None:
-        kv = await self.js.key_value(FLEET_BUCKET)
-        watcher = await kv.watch(desired_key(self.host))
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    continue  # end of the initial values
-                if entry.operation in ("DEL", "PURGE") or not entry.value:
-                    self._set_desired(0, "deleted")
-                    continue
-                desired = decode_desired(entry.value)
-                if desired is None:
-                    self.log.warning("fleet.desired_invalid", value=entry.value[:100])
-                    continue
-                self._set_desired(desired.count, desired.by)
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-                try:
-                    await watcher.stop()
-                except (*TRANSIENT, nats.errors.Error):
-                    pass  # the connection is gone; so is the subscription
-
     async def _on_disconnect(self) -> None:
         self._beat_now.set()
 
     async def _on_reconnect(self) -> None:
-        if self._watch_scope is not None:
-            self._watch_scope.cancel()
+        if self._desired_watch is not None:
+            self._desired_watch.restart()
         self._beat_now.set()
 
     # -- exits, hung bots ---------------------------------------------------------------------------
@@ -369,63 +234,7 @@ class Supervisor:
         # Periodic by nature: liveness is a heartbeat, so is checking it.
         while True:
             await anyio.sleep(self.config.bot_ttl / 2)
-            await self._check_hung()
-
-    async def _check_hung(self) -> None:
-        """Kill bots whose process runs but whose liveness key has been missing for over 2 TTL."""
-        running = [s for s in list(self.slots.values()) if s.state == SlotState.RUNNING and s.pid]
-        if not running:
-            return
-        try:
-            entries = {s.name: await self._bot_entry(s.name) for s in running} if await self._link_ok() else None
-        except (*TRANSIENT, nats.errors.Error):
-            entries = None
-        if entries is None:
-            # Our own link is down: we cannot tell a hung bot from a partition. Restart nothing.
-            self.log.warning("fleet.hung_check_skipped", reason="supervisor not connected to NATS; restarting nothing")
-            self._blind = True
-            return
-        now = anyio.current_time()  # after the reads, which may have waited on a slow server
-        if self._blind:
-            # The first look after a blind spell: start every bot's clock now, so each gets a
-            # full 2 TTL to re-register (its own heartbeat may still be timing out).
-            self._blind = False
-            for s in running:
-                s.last_seen = now
-        for s in running:
-            entry = entries[s.name]
-            if entry is not None and entry.pid == s.pid:
-                s.last_seen = now
-            elif now - s.last_seen > self.config.hung_after and s.state == SlotState.RUNNING:
-                self.log.error("fleet.hung", slot=s.number, bot=s.name, pid=s.pid, silent=round(now - s.last_seen, 1))
-                s.kill_hung()
-
-    async def _link_ok(self) -> bool:
-        """Whether JetStream answers us right now (a round trip, not just the socket state).
-
-        Not ``nc.flush(timeout)``: in nats-py 2.16 a flush that times out leaves its
-        cancelled future queued, and the late PONG then crashes the read loop.
-        """
-        if not self.nc.is_connected:
-            return False
-        try:
-            await api(self.nc, "INFO", timeout=2)
-        except (*TRANSIENT, nats.js.errors.APIError):
-            return False
-        return True
-
-    async def _bot_entry(self, name: str) -> BotHeartbeat | None:
-        try:
-            msg = await self.js.get_msg(BOTS_STREAM, subject=bot_key_subject(name), direct=True)
-        except nats.js.errors.NotFoundError:
-            return None
-        h = msg.headers or {}
-        if h.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in h or not msg.data:
-            return None
-        try:
-            return heartbeat_decoder.decode(msg.data)
-        except ValueError:
-            return None
+            await self.hung.check(list(self.slots.values()))
 
     # -- background tasks ----------------------------------------------------------------------
 
@@ -484,4 +293,4 @@ class Supervisor:
                 self.log.warning("fleet.heartbeat_failed", error=str(e) or type(e).__name__)
 
 
-__all__ = ["Backoff", "BotLauncher", "FleetConfig", "SlotPolicy", "Supervisor", "SupervisorLiveness"]
+__all__ = ["Backoff", "BotLauncher", "FleetConfig", "SlotCredentials", "SlotPolicy", "Supervisor", "SupervisorLiveness"]

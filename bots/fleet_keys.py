@@ -17,9 +17,9 @@ import re
 import time
 
 import msgspec
-import nats.js.errors
 from nats.js import JetStreamContext
 
+from corral.core import leases
 from corral.core.errors import ConfigError, InvalidJobError
 from corral.core.messages import SCHEMA_VERSION, encode
 from corral.core.names import check_token
@@ -139,18 +139,19 @@ def decode_supervisor(data: bytes | None) -> SupervisorBeat | None:
 
 
 def is_tombstone(headers: dict[str, str] | None) -> bool:
-    """A delete, a purge or a TTL-expiry marker: the key is gone."""
+    """A delete, a purge or a TTL-expiry marker: the key is gone.
+
+    For callers that hold only headers (a history walk); with a message in hand use
+    :func:`corral.core.leases.is_gone`, the one definition.
+    """
     h = headers or {}
     return h.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in h
 
 
 async def read_desired(js: JetStreamContext, host: str) -> DesiredCount | None:
     """The desired count of ``host``, or None if never set (or deleted)."""
-    try:
-        msg = await js.get_msg(FLEET_STREAM, subject=key_subject(desired_key(host)), direct=True)
-    except nats.js.errors.NotFoundError:
-        return None
-    return None if is_tombstone(msg.headers) else decode_desired(msg.data)
+    msg = await leases.read(js, FLEET_BUCKET, desired_key(host))
+    return None if msg is None or leases.is_gone(msg) else decode_desired(msg.data)
 
 
 async def write_desired(js: JetStreamContext, host: str, count: int, by: str) -> DesiredCount:

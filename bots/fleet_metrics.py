@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollecto
 
 from corral.bots.fleet_keys import SupervisorBeat
 from corral.bots.fleet_slot import SlotExit, SlotState
+from corral.core.errors import ConfigError
 
 
 class FleetMetrics:
@@ -28,9 +29,16 @@ class FleetMetrics:
         self.exits = Counter("corral_fleet_unexpected_exits", "Bot exits nobody asked for, by kind", [*labels, "kind"], registry=self.registry)
         self.host = host
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Start the HTTP endpoint in a daemon thread (``/metrics``)."""
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        """Start the HTTP endpoint in a daemon thread (``/metrics``).
+
+        Raises:
+            ConfigError: the address does not resolve or the port cannot be bound.
+        """
+        try:
+            start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as e:
+            raise ConfigError(f"cannot serve metrics on {addr}:{port}: {e.strerror or e}") from e
 
     def observe(self, beat: SupervisorBeat) -> None:
         self.desired.labels(self.host).set(beat.desired)

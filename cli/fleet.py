@@ -13,7 +13,7 @@ import nats.js.errors
 from rich.console import Console
 from rich.table import Table
 
-from corral.bots.fleet import FleetConfig, Supervisor
+from corral.bots.fleet import FleetConfig, SlotCredentials, Supervisor
 from corral.bots.fleet_keys import (
     FLEET_BUCKET, FLEET_STREAM, MAX_BOTS_PER_HOST, check_count, check_host, decode_desired, decode_supervisor,
     desired_key, is_tombstone, key_subject, read_desired, slot_of, supervisor_key, write_desired,
@@ -45,6 +45,11 @@ def register(sub) -> None:
     p.add_argument("--stop-timeout", type=positive_float, default=45.0, help="SIGKILL a draining bot after this many seconds (default 45)")
     p.add_argument("--log-dir", help="write each bot's log to DIR/HOST-N.log (default: inherit the supervisor's stderr)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port at /metrics (default: off)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDR",
+                   help="address the metrics endpoint binds (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--slot-credentials", type=folder_arg, metavar="DIR",
+                   help="log each bot in as its own user: DIR/HOST-N holds slot N's password, or DIR/HOST-N.creds "
+                   "its creds file (docs/security.md; default: bots log in as the supervisor does)")
     p.add_argument("bot_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_fleet)
 
@@ -75,6 +80,13 @@ def count_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text} must be 0-{MAX_BOTS_PER_HOST}") from None
 
 
+def folder_arg(text: str) -> SlotCredentials:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
+    return SlotCredentials(path)
+
+
 def config_from(args: argparse.Namespace) -> FleetConfig:
     bot_args = list(args.bot_args or [])
     if bot_args[:1] == ["--"]:
@@ -85,6 +97,7 @@ def config_from(args: argparse.Namespace) -> FleetConfig:
                           stop_timeout=args.stop_timeout),
         bot_args=tuple(bot_args), log_dir=Path(args.log_dir) if args.log_dir else None,
         log_format=getattr(args, "log_format", "logfmt"), metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host, slot_credentials=args.slot_credentials,
     )
 
 

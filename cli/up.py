@@ -7,11 +7,17 @@ opens the dashboard when one
 is available and the terminal is interactive (otherwise it prints a status
 line every few seconds). Ctrl-C or SIGTERM stops everything in order: bots
 drain first, then the server.
+
+``--secure`` runs the same system under nats-secure.conf with nothing
+anonymous: fresh passwords for this run (:mod:`corral.harness.secure`), the
+supervisor as ``fleet-bot`` of host ``bot`` starting each bot as its own user,
+the ledger as ``ledger``, provisioning and the dashboard as ``admin``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -23,9 +29,11 @@ import anyio
 from corral.core import schedules
 from corral.cli.common import positive_int, run
 from corral.core.connect import connect
+from corral.core.errors import ConfigError
 from corral.core.log import get_logger
 from corral.core.messages import make_job
-from corral.harness.server import EmbeddedServer
+from corral.harness.secure import FLEET_HOST, LEDGER_USER, SUPERVISOR_USER, SecureRun
+from corral.harness.server import NATS_CONF, SECURE_CONF, EmbeddedServer
 from corral.core.settings import Settings
 from corral.core.status import snapshot
 from corral.streams import load_declarations
@@ -37,6 +45,9 @@ def register(sub) -> None:
     p.add_argument("--home", type=Path, default=Path("."), help="folder whose data/ holds the JetStream store and logs (default: here)")
     p.add_argument("--port", type=int, default=4222, help="the NATS client port (default 4222)")
     p.add_argument("--http-port", type=int, default=8222, help="the server's HTTP monitoring port (default 8222)")
+    p.add_argument("--secure", action="store_true",
+                   help="run under nats-secure.conf: per-run passwords, one user per process, nothing anonymous "
+                   "(fleet host `bot`; docs/security.md)")
     p.add_argument("--bots", type=int, default=3, help="bots the local fleet supervisor keeps running (default 3)")
     p.add_argument("--no-tui", action="store_true", help="do not open the dashboard; print status lines instead")
     p.add_argument("--populate-every", default="10m", metavar="PERIOD",
@@ -49,25 +60,26 @@ def register(sub) -> None:
 POPULATE_SCHEDULE = "populate"
 
 
-def start_fleet(url: str, count: int, logs: Path) -> subprocess.Popen:
-    """One supervisor for host ``local``: it keeps ``count`` bots (local-1..N) and replaces crashed ones."""
+def start_fleet(url: str, count: int, logs: Path, *, host: str = "local", env: dict[str, str] | None = None,
+                extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """One supervisor for ``host``: it keeps ``count`` bots (<host>-1..N) and replaces crashed ones."""
     logs.mkdir(parents=True, exist_ok=True)
     out = open(logs / "fleet.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "corral.cli", "fleet", "--server", url, "--host", "local", "--count", str(count), "--log-dir", str(logs)],
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "corral.cli", "fleet", "--server", url, "--host", host, "--count", str(count), "--log-dir", str(logs), *extra],
+        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
     )
     out.close()
     return proc
 
 
-def start_ledger(url: str, data: Path) -> subprocess.Popen:
+def start_ledger(url: str, data: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """The analytics ledger: owns data/ledger.duckdb, answers `corral query`, exports Parquet to data/lake."""
     out = open(data / "logs" / "ledger.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "corral.cli", "ledger", "--server", url, "--db", str(data / "ledger.duckdb"),
          "--parquet", str(data / "lake")],
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
     )
     out.close()
     return proc
@@ -84,8 +96,8 @@ def stop_fleet(proc: subprocess.Popen | None, timeout: float = 45.0) -> None:
         proc.kill()
 
 
-async def _provision(url: str, populate_every: str = "off", populate_count: int = 100) -> None:
-    nc = await connect(Settings(servers=(url,)), get_logger("up"))
+async def _provision(url: str, populate_every: str = "off", populate_count: int = 100, login: Settings | None = None) -> None:
+    nc = await connect(login or Settings(servers=(url,)), get_logger("up"))
     try:
         for report in await provision(nc, load_declarations()):
             print(report.line(), file=sys.stderr)
@@ -108,8 +120,8 @@ async def _populate_schedule(js, every: str, count: int) -> None:
     print(f"schedule {s.name}: {count} sum jobs {s.spec} (`corral schedule rm {s.name}` or --populate-every off stops it)", file=sys.stderr)
 
 
-async def _status_lines(url: str) -> None:
-    nc = await connect(Settings(servers=(url,)), get_logger("up"))
+async def _status_lines(login: Settings) -> None:
+    nc = await connect(login, get_logger("up"))
     try:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as tg:
@@ -137,26 +149,57 @@ def _dashboard_available() -> bool:
     return True
 
 
+def _secure_run(args: argparse.Namespace) -> SecureRun | None:
+    """This run's identities under ``--secure``, or None.
+
+    Raises:
+        ConfigError: more bots asked for than the profile has bot users.
+    """
+    if not args.secure:
+        return None
+    secure = SecureRun(SECURE_CONF)
+    if args.bots > secure.slots:
+        secure.close()
+        raise ConfigError(f"--bots {args.bots}: nats-secure.conf has users for {secure.slots} bots "
+                          f"({FLEET_HOST}-1..{FLEET_HOST}-{secure.slots}); add users there (docs/security.md)")
+    return secure
+
+
+def _start_children(secure: SecureRun | None, url: str, bots: int, data: Path):
+    """The supervisor and the ledger, each with its own login when secured."""
+    if secure is None:
+        return start_fleet(url, bots, data / "logs"), start_ledger(url, data), "local"
+    fleet = start_fleet(url, bots, data / "logs", host=FLEET_HOST, env=secure.env(os.environ, SUPERVISOR_USER),
+                        extra=("--slot-credentials", str(secure.slot_credentials)))
+    return fleet, start_ledger(url, data, env=secure.env(os.environ, LEDGER_USER)), FLEET_HOST
+
+
 def cmd(args: argparse.Namespace) -> int:
     data = args.home.resolve() / "data"
-    server = EmbeddedServer(args.home.resolve(), port=args.port, http_port=args.http_port, log_file=data / "logs" / "nats-server.log")
+    secure = _secure_run(args)
+    server = EmbeddedServer(args.home.resolve(), port=args.port, http_port=args.http_port, log_file=data / "logs" / "nats-server.log",
+                            config=SECURE_CONF if secure else NATS_CONF,
+                            env=secure.server_env(os.environ) if secure else None)
     print(f"starting nats-server on {server.url} (monitoring {server.monitor_url}, store {server.store_dir})", file=sys.stderr)
-    server.start()
     fleet = ledger = None
     try:
-        run(_provision, server.url, args.populate_every, args.populate_count)
-        fleet = start_fleet(server.url, args.bots, data / "logs")
-        ledger = start_ledger(server.url, data)
-        print(f"started a fleet supervisor keeping {args.bots} bots (scale: `corral scale N --host local` or key 6 in "
+        server.start()
+        login = secure.settings(server.url) if secure else Settings(servers=(server.url,))
+        run(_provision, server.url, args.populate_every, args.populate_count, login)
+        fleet, ledger, host = _start_children(secure, server.url, args.bots, data)
+        print(f"started a fleet supervisor keeping {args.bots} bots (scale: `corral scale N --host {host}` or key 6 in "
               f"the dashboard; logs in {data / 'logs'}); try: corral submit sum a=1 b=2", file=sys.stderr)
         print("started the ledger (data/ledger.duckdb); try: corral report rates-by-kind, "
               "corral query \"SELECT kind, count(*) FROM results GROUP BY kind\"", file=sys.stderr)
+        if secure:
+            print(f"secured: every process has its own user; for corral commands in another shell, "
+                  f"`. {secure.write_operator_env(server.url)}` (removed when this run ends)", file=sys.stderr)
         if not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty() and _dashboard_available():
             from corral.tui.app import run_dashboard
 
-            run_dashboard(Settings(servers=(server.url,)), monitor_url=server.monitor_url)
+            run_dashboard(login, monitor_url=server.monitor_url)
         else:
-            run(_status_lines, server.url)
+            run(_status_lines, login)
     except KeyboardInterrupt:
         pass
     finally:
@@ -164,4 +207,6 @@ def cmd(args: argparse.Namespace) -> int:
         stop_fleet(fleet)
         stop_fleet(ledger, timeout=15)  # the same SIGTERM-then-wait: it finishes its batch and closes DuckDB
         server.stop()
+        if secure:
+            secure.close()
     return 0

@@ -69,7 +69,8 @@ class EmbeddedServer:
     """
 
     def __init__(self, home: Path, *, port: int | None = None, http_port: int | None = None,
-                 config: Path = NATS_CONF, extra: list[str] = (), log_file: Path | None = None) -> None:
+                 config: Path = NATS_CONF, extra: list[str] = (), log_file: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.home = Path(home)
         self.store_dir = self.home / "data" / "jetstream"
         self._auto_ports = port is None and http_port is None
@@ -78,6 +79,8 @@ class EmbeddedServer:
         self.config = config
         self.extra = list(extra)
         self.log_file = log_file or self.home / "data" / "logs" / f"nats-server-{self.port}.log"
+        #: The server's environment (None: this process's); nats-secure.conf reads passwords from it.
+        self.env = env
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -101,7 +104,8 @@ class EmbeddedServer:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab")
         offset = log.tell()
-        self.proc = subprocess.Popen(self.command(), cwd=self.home, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.command(), cwd=self.home, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=self.env)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

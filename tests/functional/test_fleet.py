@@ -304,6 +304,27 @@ async def test_the_metrics_endpoint_reports_desired_and_running_bots(js, provisi
     assert 'corral_fleet_desired_bots{host="m"} 2.0' in body and 'corral_fleet_connected{host="m"} 1.0' in body
 
 
+def _listening(pid: int, port: int) -> list[str]:
+    import psutil
+
+    return [c.laddr.ip for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+
+
+async def test_the_metrics_endpoint_binds_loopback_unless_told_otherwise(js, provisioned, fleet):
+    """Given one supervisor with --metrics-port and one also with --metrics-host 0.0.0.0, then the first listens
+    on 127.0.0.1 only and the second on every interface."""
+    from corral.harness.server import free_port
+
+    default_port, open_port = free_port(), free_port()
+    default = fleet("lo", "--count", "0", "--metrics-port", str(default_port))
+    exposed = fleet("any", "--count", "0", "--metrics-port", str(open_port), "--metrics-host", "0.0.0.0")
+    await eventually(lambda: _async(_listening(default.proc.pid, default_port) or None), what="the default endpoint")
+    await eventually(lambda: _async(_listening(exposed.proc.pid, open_port) or None), what="the exposed endpoint")
+    assert _listening(default.proc.pid, default_port) == ["127.0.0.1"]
+    assert _listening(exposed.proc.pid, open_port) == ["0.0.0.0"]
+
+
 def test_the_deploy_manifests_parse_and_name_real_resources_and_metrics():
     """Given deploy/, then manifests parse, KEDA names the real stream and consumer, and alerts use real metrics."""
     import re

@@ -31,6 +31,7 @@ PASSWORDS = {
     "admin": "pAdminS3cret",
     "ledger": "pLedgerS3cret",
     "sys": "pSysS3cret",
+    "fleet-bot": "pFleetBotS3cret",
     **{f"bot-{i}": f"pBot{i}S3cret" for i in range(1, 5)},
 }
 #: How long a call that the server silently refuses is given before it counts as refused.
@@ -217,6 +218,26 @@ async def test_the_ledger_reads_results_but_cannot_touch_jobs(secure, admin):
             await ledger.nc.request(subject, b"{}", timeout=REFUSED_WITHIN)
         await ledger.refused(subject)
     await ledger.nc.close()
+
+
+# -- the fleet supervisor --------------------------------------------------------------------
+
+
+async def test_supervisor_credentials_cannot_touch_bots_jobs_or_other_hosts(secure):
+    """Given fleet-bot (the supervisor of host bot), a bot's key, jobs, results and another host's keys are
+    refused by name, while its own supervisor key and its slots' liveness are allowed."""
+    sup = await login(secure.url, "fleet-bot", inbox_prefix="_INBOX_fleet-bot")
+    for subject in (bot_key_subject("bot-1"), "$KV.corral_fleet.desired.web1", "$KV.corral_fleet.supervisor.web1",
+                    "corral.jobs.default.normal", f"$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.work-default-normal",
+                    "corral.results.j1", f"$JS.API.STREAM.PURGE.{JOBS_STREAM}", "corral.events.ops.purge"):
+        with pytest.raises(nats.errors.TimeoutError):
+            await sup.nc.request(subject, b"{}", timeout=REFUSED_WITHIN)
+        await sup.refused(subject)
+    ack = await sup.js.publish("$KV.corral_fleet.supervisor.bot", b"{}", headers={"Nats-TTL": "60s"})
+    assert ack.stream == "KV_corral_fleet"
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await sup.js.get_msg(BOTS_STREAM, subject=bot_key_subject("bot-2"), direct=True)
+    await sup.nc.close()
 
 
 # -- a real bot under least privilege --------------------------------------------------------
