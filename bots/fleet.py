@@ -301,7 +301,7 @@ class Supervisor:
         """Follow ``desired.<host>``; a reconnect cancels the watch and starts a fresh one.
 
         nats-py's ordered-consumer watch can take ~17 s to notice a server restart
-        (NATS-NOTES §7.6), so the reconnect callback does not wait for it.
+        (docs/nats-notes.md#kv-watches-across-reconnects), so the reconnect callback does not wait for it.
         """
         while True:
             with anyio.CancelScope() as scope:
