@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent  #: so `-m corral.bench.drainer` r
 STREAM = "BENCH_LIMIT"
 SUBJECT = "bench.limit.work"
 DURABLE = "drain"
-PAYLOAD = b"x" * 117  #: the notes' reference message size (NATS-NOTES.md section 8)
+PAYLOAD = b"x" * 117  #: the reference message size of docs/nats-notes.md#the-cost-of-an-ack
 FETCH_BATCH = 100  #: as corral.bench.drainer fetches
 
 

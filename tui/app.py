@@ -10,7 +10,7 @@ so no NATS call ever blocks the UI, and every worker error lands in
 The dashboard outlives the server: the client reconnects forever
 (``corral.core.connect``), the banner says when the server is unreachable, and the
 clock restarts any feed that ended, which also recreates the KV watcher after
-a reconnect (NATS-NOTES §7.6).
+a reconnect (docs/nats-notes.md#kv-watches-across-reconnects).
 """
 
 from __future__ import annotations

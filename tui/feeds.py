@@ -4,7 +4,7 @@ They post :mod:`corral.tui.messages` through ``post`` and never touch widgets. N
 them catches broadly: a failure ends the worker, the app's
 ``@on(Worker.StateChanged)`` records it, and the app's clock restarts the feed
 while the connection is up (that is also how the KV watcher is recreated after
-a reconnect, NATS-NOTES §7.6).
+a reconnect, docs/nats-notes.md#kv-watches-across-reconnects).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ class Store:
         self.dlq_history.append((at, dlq))
         live = {b.name for b in snap.bots}
         for name, row in self.bots.items():
-            # The watch can lag after a reconnect (NATS-NOTES §7.6); the snapshot reads the
+            # The watch can lag after a reconnect (docs/nats-notes.md#kv-watches-across-reconnects); the snapshot reads the
             # bucket directly, so a key it no longer holds is gone even if no marker arrived.
             if row.gone_at is None and name not in live and row.beat.heartbeat_at < at - 2:
                 row.gone_at, row.gone_why = at, "expired"

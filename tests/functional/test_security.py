@@ -1,7 +1,7 @@
 """The secured profile (nats-secure.conf) against a real server: refusals are the server's, by name.
 
 A permission denial reaches a nats-py caller as a plain timeout; the reason only
-arrives in ``error_cb`` (NATS-NOTES §4). Every refusal here is therefore asserted
+arrives in ``error_cb`` (docs/nats-notes.md#permission-denials-look-like-timeouts). Every refusal here is therefore asserted
 twice: the call fails, *and* the server reported ``permissions violation for
 publish to "<that subject>"`` (nats-py lower-cases the server's text).
 """
