@@ -14,6 +14,11 @@ up *args:
 test *args:
     pytest -q "$@"
 
+# ruff and mypy, as CI runs them (the rule sets are in pyproject.toml)
+lint:
+    ruff check .
+    python .ci/typecheck
+
 # the 3-node cluster failover test alone (it is also part of `test`)
 test-cluster *args:
     pytest -q -m cluster "$@"
