@@ -58,7 +58,7 @@ class ServerInfo:
     sync_always: bool
 
     @classmethod
-    def read(cls, server: EmbeddedServer) -> "ServerInfo":
+    def read(cls, server: EmbeddedServer) -> ServerInfo:
         with urllib.request.urlopen(f"{server.monitor_url}/varz", timeout=5) as resp:
             varz: dict[str, Any] = json.load(resp)
         js = varz.get("jetstream", {}).get("config", {})

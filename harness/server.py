@@ -91,7 +91,7 @@ class EmbeddedServer:
     def command(self) -> list[str]:
         return [binary(), "-c", str(self.config), "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.http_port), *self.extra]
 
-    def start(self, timeout: float = 20.0) -> "EmbeddedServer":
+    def start(self, timeout: float = 20.0) -> EmbeddedServer:
         """Start and wait for readiness.
 
         Raises:

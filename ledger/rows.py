@@ -34,7 +34,7 @@ class Delivered:
     stream_us: int
 
     @classmethod
-    def from_msg(cls, msg: Msg) -> "Delivered":
+    def from_msg(cls, msg: Msg) -> Delivered:
         md = msg.metadata
         return cls(md.stream, md.sequence.stream, msg.subject, msg.data or b"", dict(msg.headers or {}), round(md.timestamp.timestamp() * 1_000_000))
 

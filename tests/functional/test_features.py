@@ -32,7 +32,7 @@ async def _has_type(js, job_id, etype):
 async def test_a_delayed_job_runs_no_earlier_than_its_time(js, provisioned, bots):
     """Given a job scheduled 2 s ahead, its handler starts at or after that time, once."""
     bots(provisioned.url, "b1")
-    at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=2)
     job = make_job("sum", {"a": 1, "b": 1})
     await schedules.add(js, job.id, job, schedules.spec_at(at))
     result = await eventually(lambda: job_result(js, job.id), timeout=15, what="the delayed job's result")

@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from corral.harness.server import EmbeddedServer
-from tests.conftest import wait_for
 
 
 def openssl(*args: str, cwd) -> None:

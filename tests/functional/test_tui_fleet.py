@@ -22,7 +22,7 @@ from corral.core.status import live_bots
 from corral.tui.app import CorralApp
 from corral.tui.widgets.synced_table import SyncedTable
 
-from tests.functional.test_tui import until  # noqa: E402 - one Pilot polling helper for the TUI tests
+from tests.functional.test_tui import until
 
 pytestmark = pytest.mark.anyio
 

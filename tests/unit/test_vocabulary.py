@@ -10,7 +10,7 @@ from corral.cli.submit import parse_kv
 from corral.core.errors import ConfigError, IllegalTransitionError, InvalidJobError
 from corral.core.handlers import Registry
 from corral.core.history import deliveries_without_outcome
-from corral.core.messages import Event, EventType, Job, decode_job, encode, make_job
+from corral.core.messages import Event, EventType, decode_job, encode, make_job
 from corral.core.names import check_token, job_subject, result_subject
 
 
