@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from corral.core.errors import ConfigError, TransportError
@@ -69,7 +70,7 @@ class EmbeddedServer:
     """
 
     def __init__(self, home: Path, *, port: int | None = None, http_port: int | None = None,
-                 config: Path = NATS_CONF, extra: list[str] = (), log_file: Path | None = None) -> None:
+                 config: Path = NATS_CONF, extra: Sequence[str] = (), log_file: Path | None = None) -> None:
         self.home = Path(home)
         self.store_dir = self.home / "data" / "jetstream"
         self._auto_ports = port is None and http_port is None
