@@ -140,7 +140,7 @@ async def test_a_chain_continues_when_its_bot_died_after_recording_the_result(js
     job = make_job("sum", {"a": 20, "b": 22}, then=[make_job("echo", {})])
     await submit(js, job)
     sub = await js.pull_subscribe_bind(durable="work-default-normal", stream=JOBS_STREAM)
-    (msg,) = await sub.fetch(1, timeout=5)  # a "bot" takes it, records the result, and dies before continuing
+    (_msg,) = await sub.fetch(1, timeout=5)  # a "bot" takes it, records the result, and dies before continuing
     now = time.time()
     result = JobResult(job_id=job.id, kind="sum", queue="default", bot="ghost", incarnation="g", attempt=1,
                        started_at=now, finished_at=now, value=42, job=job)
