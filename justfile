@@ -14,6 +14,15 @@ up *args:
 test *args:
     pytest -q "$@"
 
+# ruff and mypy, as CI runs them (the rule sets are in pyproject.toml)
+lint:
+    #!/usr/bin/env bash
+    # both run, so one CI log shows every finding
+    status=0
+    ruff check . || status=1
+    python .ci/typecheck || status=1
+    exit $status
+
 # the 3-node cluster failover test alone (it is also part of `test`)
 test-cluster *args:
     pytest -q -m cluster "$@"

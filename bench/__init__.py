@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["run_scenario", "SCENARIOS", "SIZES", "TINY", "FULL", "Size"]
+__all__ = ["FULL", "SCENARIOS", "SIZES", "TINY", "Size", "run_scenario"]
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ FAR_FUTURE = "2099-01-01T00:00:00Z"
 def parse_ts(text: str) -> float:
     """Unix seconds from the server's RFC 3339 timestamps (nanosecond fractions truncated to micro)."""
     head, _, frac = text.rstrip("Z").partition(".")
-    stamp = dt.datetime.fromisoformat(head).replace(tzinfo=dt.timezone.utc).timestamp()
+    stamp = dt.datetime.fromisoformat(head).replace(tzinfo=dt.UTC).timestamp()
     return stamp + (float(f"0.{frac[:9]}") if frac else 0.0)
 
 

@@ -33,7 +33,7 @@ async def drain(url: str, mode: str) -> tuple[int, float]:
     while True:
         try:
             msgs = await sub.fetch(FETCH_BATCH, timeout=IDLE_END if count else FIRST_WAIT)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py 2.16 raises either
+        except (TimeoutError, nats.errors.TimeoutError):  # nats-py 2.16 raises either
             break
         for m in msgs:
             if mode == "ack_sync":

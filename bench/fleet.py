@@ -96,7 +96,7 @@ class Fleet:
         for b in self.bots:
             b.stop()
 
-    def __enter__(self) -> "Fleet":
+    def __enter__(self) -> Fleet:
         return self
 
     def __exit__(self, *exc) -> None:

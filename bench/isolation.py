@@ -91,7 +91,8 @@ async def main(jobs: int) -> None:
         child = isolation._pool.get()._idle[-1].process.pid
         print(f"idle child RSS {_rss_mib(child):.1f} MiB (this process: {_rss_mib(os.getpid()):.1f} MiB)")
     cold = await _cold_start(5)
-    print(f"first job on a fresh child: median {statistics.median(cold) * 1e3:.0f} ms (min {min(cold) * 1e3:.0f}, max {max(cold) * 1e3:.0f})")
+    print(f"first job on a fresh child: median {statistics.median(cold) * 1e3:.0f} ms "
+          f"(min {min(cold) * 1e3:.0f}, max {max(cold) * 1e3:.0f})")
     print(f"cancel -> job ended, child gone: cooperative {await _stop_latency(False) * 1e3:.0f} ms, "
           f"stubborn {await _stop_latency(True) * 1e3:.0f} ms (KILL_GRACE {isolation.KILL_GRACE} s)")
 

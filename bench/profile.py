@@ -18,13 +18,14 @@ import tempfile
 from pathlib import Path
 
 import anyio
+from anyio.abc import ByteReceiveStream
 
 from corral.bench.corral_io import pause_jobs, resume_jobs, wait_for_messages
 from corral.bench.fleet import Fleet
 from corral.bench.server import provision_for_bench, running_server
 from corral.cli.submit import generate
 from corral.core.connect import connect
-from corral.core.errors import ConfigError
+from corral.core.errors import ConfigError, CorralError
 from corral.core.log import get_logger
 from corral.core.names import RESULTS_STREAM
 from corral.core.settings import Settings
@@ -53,15 +54,23 @@ async def profile(url: str, out: Path, bots: int, jobs: int, seconds: float, log
         raise_for(await submit_many(js, generate("sum", jobs, "default")))
         with Fleet(url, log_dir, [f"prof-{i}" for i in range(bots)]) as fleet:
             await fleet.wait_ready()
-            spy = subprocess.Popen([py_spy(), "record", "--pid", str(fleet.bots[0].pid), "--duration", str(int(seconds)),
-                                    "--rate", "200", "--nonblocking", "--format", "raw", "--output", str(out)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            await anyio.sleep(1.0)  # py-spy attaches asynchronously; give it the first second
-            await resume_jobs(js)
-            await wait_for_messages(nc, RESULTS_STREAM, jobs, timeout=max(60.0, jobs / 20))
-            await anyio.to_thread.run_sync(spy.wait)
+            cmd = [py_spy(), "record", "--pid", str(fleet.bots[0].pid), "--duration", str(int(seconds)),
+                   "--rate", "200", "--nonblocking", "--format", "raw", "--output", str(out)]
+            async with await anyio.open_process(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as spy:
+                await anyio.sleep(1.0)  # py-spy attaches asynchronously; give it the first second
+                await resume_jobs(js)
+                await wait_for_messages(nc, RESULTS_STREAM, jobs, timeout=max(60.0, jobs / 20))
+                if await spy.wait():
+                    raise CorralError(f"py-spy failed: {await _text(spy.stderr)}")
     finally:
         await nc.close()
+
+
+async def _text(stream: ByteReceiveStream | None) -> str:
+    """What a finished process wrote to ``stream``, decoded."""
+    if stream is None:
+        return ""
+    return b"".join([chunk async for chunk in stream]).decode(errors="replace").strip()
 
 
 def summarize(collapsed: Path, top: int = 20) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 import nats
 import nats.errors
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 ROOT = Path(__file__).resolve().parent.parent  #: so `-m corral.bench.drainer` resolves without an install
@@ -70,6 +71,14 @@ async def publish_pipelined(js, count: int, payload: bytes = PAYLOAD) -> float:
     return count / elapsed
 
 
+async def _fetch_one(sub: JetStreamContext.PullSubscription, got: asyncio.Future[float]) -> None:
+    """Fetch one message, resolving ``got`` with the time it arrived."""
+    msgs = await sub.fetch(1, timeout=5)  # batch 1: a larger one would leave its pull open
+    got.set_result(time.perf_counter())
+    for m in msgs:
+        await m.ack()
+
+
 async def publish_to_fetch(url: str, samples: int) -> list[float]:
     """Seconds from publish to message in hand, one message at a time with a fetch waiting."""
     pub_nc, sub_nc = await nats.connect(url), await nats.connect(url)
@@ -78,15 +87,8 @@ async def publish_to_fetch(url: str, samples: int) -> list[float]:
         sub = await sub_nc.jetstream().pull_subscribe_bind(durable=DURABLE, stream=STREAM)
         out = []
         for _ in range(samples):
-            got = asyncio.get_running_loop().create_future()
-
-            async def fetch_one() -> None:
-                msgs = await sub.fetch(1, timeout=5)  # batch 1: a larger one would leave its pull open
-                got.set_result(time.perf_counter())
-                for m in msgs:
-                    await m.ack()
-
-            task = asyncio.create_task(fetch_one())
+            got: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(_fetch_one(sub, got))
             await asyncio.sleep(0)  # let the task send its pull request
             await sub_nc.flush()  # ...and the server see it, so the fetch is waiting, as a bot's would be
             start = time.perf_counter()
@@ -122,6 +124,7 @@ def drain(url: str, processes: int, mode: str, expected: int) -> DrainResult:
             _expect_line(p, "ready")
         start = time.time()
         for p in procs:
+            assert p.stdin is not None  # Popen(stdin=PIPE)
             p.stdin.write("go\n")
             p.stdin.flush()
         done = [_expect_line(p, "").split() for p in procs]
@@ -137,7 +140,8 @@ def drain(url: str, processes: int, mode: str, expected: int) -> DrainResult:
     return DrainResult(total, total / seconds, seconds)
 
 
-def _expect_line(proc: subprocess.Popen, prefix: str) -> str:
+def _expect_line(proc: subprocess.Popen[str], prefix: str) -> str:
+    assert proc.stdout is not None  # Popen(stdout=PIPE)
     line = proc.stdout.readline().strip()
     if not line.startswith(prefix) or line.startswith("error") or not line:
         raise RuntimeError(f"drainer said {line!r} (exit {proc.poll()})")

@@ -46,7 +46,7 @@ def run_scenario(name: str, size: str | Size = "tiny", reps: int = 1, sync: str 
     log_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for setting in SYNC_CHOICES[sync]:
-        load_before, started, t0 = os.getloadavg(), dt.datetime.now(dt.timezone.utc), time.monotonic()
+        load_before, started, t0 = os.getloadavg(), dt.datetime.now(dt.UTC), time.monotonic()
         samples: list[dict[str, float]] = []
         with running_server(setting, log_dir) as server:
             info = ServerInfo.read(server)

@@ -40,9 +40,10 @@ def config_with_sync(home: Path, sync: str) -> Path:
         ConfigError: nats.conf has no ``sync_interval`` line to replace.
     """
     text = NATS_CONF.read_text()
-    if not _SYNC_LINE.search(text):
+    line = _SYNC_LINE.search(text)
+    if not line:
         raise ConfigError(f"{NATS_CONF} has no sync_interval line; cannot benchmark sync={sync}")
-    if _SYNC_LINE.search(text).group(0).split(":", 1)[1].strip().strip('"') == sync:
+    if line.group(0).split(":", 1)[1].strip().strip('"') == sync:
         return NATS_CONF
     path = home / "nats.conf"
     path.write_text(_SYNC_LINE.sub(lambda m: f'{m.group(1)}"{sync}"', text, count=1))
@@ -58,7 +59,7 @@ class ServerInfo:
     sync_always: bool
 
     @classmethod
-    def read(cls, server: EmbeddedServer) -> "ServerInfo":
+    def read(cls, server: EmbeddedServer) -> ServerInfo:
         with urllib.request.urlopen(f"{server.monitor_url}/varz", timeout=5) as resp:
             varz: dict[str, Any] = json.load(resp)
         js = varz.get("jetstream", {}).get("config", {})

@@ -37,7 +37,7 @@ class Spread:
     values: tuple[float, ...]
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Spread":
+    def of(cls, values: Sequence[float]) -> Spread:
         return cls(statistics.median(values), min(values), max(values), tuple(values))
 
     def as_dict(self) -> dict[str, object]:

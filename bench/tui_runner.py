@@ -38,7 +38,7 @@ class RssSampler:
         while not self._stop.wait(SAMPLE_EVERY):
             self.peak = max(self.peak, self.proc.memory_info().rss)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -48,11 +48,13 @@ class RssSampler:
 
 
 async def drive(url: str, seconds: float, bots: int, ready_timeout: float) -> dict[str, float]:
+    from textual.binding import Binding
+
     from corral.core.settings import Settings
     from corral.tui.app import CorralApp
 
     app = CorralApp(Settings(servers=(url,)), actor="bench@bench")
-    keys = [b.key for b in app.BINDINGS if b.key in "1234567"]
+    keys = [b.key for b in app.BINDINGS if isinstance(b, Binding) and b.key in "1234567"]
     pauses: list[float] = []
     t0 = time.monotonic()
     async with app.run_test(size=SIZE) as pilot:

@@ -14,13 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
+from corral.bench.scenarios import NAMES as SCENARIO_NAMES
 from corral.cli.common import positive_int
 from corral.core.errors import ConfigError
 
-from corral.bench.scenarios import NAMES as SCENARIO_NAMES  # noqa: E402 - one list, defined with the scenarios
+_METRIC_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (("metric", "left"), ("unit", "left"), ("median", "right"), ("min-max", "right"))
 
 
 def register(sub) -> None:
@@ -62,7 +63,7 @@ def render(record: dict[str, Any], console: Console) -> None:
              f"nats-server {record['server_version']}, {record['cpu_count']} CPUs, "
              f"load {record['load_avg_before'][0]:.2f}->{record['load_avg_after'][0]:.2f})")
     t = Table(title=title, title_justify="left")
-    for col, justify in (("metric", "left"), ("unit", "left"), ("median", "right"), ("min-max", "right")):
+    for col, justify in _METRIC_COLUMNS:
         t.add_column(col, justify=justify)
     for m in record["metrics"].values():
         t.add_row(m["label"], m["unit"], _fmt(m["median"]), f"{_fmt(m['min'])}-{_fmt(m['max'])}")
@@ -88,7 +89,7 @@ def cmd(args: argparse.Namespace) -> int:
         try:
             got = runner.run_scenario(name, args.size, args.reps, args.sync, logs,
                                       progress=lambda line: console.print(f"[dim]{line}[/]", highlight=False))
-        except Exception as e:  # noqa: BLE001 - one failed scenario must not lose the others' numbers
+        except Exception as e:  # one failed scenario must not lose the others' numbers
             if len(names) == 1:
                 raise
             console.print(f"[red]{name} failed: {type(e).__name__}: {e}[/]")

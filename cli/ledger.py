@@ -19,7 +19,7 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from rich.console import Console
@@ -31,6 +31,9 @@ from corral.core.errors import ConfigError
 from corral.ledger.reports import REPORTS
 from corral.core.log import get_logger
 
+if TYPE_CHECKING:  # the annotations only: DuckDB stays out of commands that do not use it
+    from corral.ledger.query import QueryReply
+
 FORMATS = ("table", "csv", "json")
 
 
@@ -39,7 +42,8 @@ def register(sub) -> None:
     add_server(p)
     p.add_argument("--db", type=Path, required=True, help="the DuckDB file this process owns")
     p.add_argument("--rebuild", action="store_true", help="rebuild the file from the streams, then exit")
-    p.add_argument("--until", type=_iso_time, metavar="TIME", help="with --rebuild: only messages stored at or before TIME (ISO-8601, UTC if no offset)")
+    p.add_argument("--until", type=_iso_time, metavar="TIME",
+                   help="with --rebuild: only messages stored at or before TIME (ISO-8601, UTC if no offset)")
     p.add_argument("--export", type=Path, metavar="DIR", help="write new rows as day-partitioned Parquet to DIR, then exit")
     p.add_argument("--parquet", type=Path, metavar="DIR", help="while serving, export Parquet to DIR periodically and on shutdown")
     p.add_argument("--parquet-every", type=positive_float, default=300.0, help="seconds between exports (default 300)")
@@ -76,7 +80,7 @@ def _iso_time(text: str) -> dt.datetime:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 time (e.g. 2026-11-23T16:00:00Z)") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 # -- ledger ------------------------------------------------------------------------------------
@@ -85,15 +89,8 @@ def _iso_time(text: str) -> dt.datetime:
 def cmd_ledger(args: argparse.Namespace) -> int:
     # DuckDB is imported only by the commands that use it: `corral bot` shares this CLI and
     # would otherwise carry it (about 20 MB per bot).
-    from corral.ledger.client import ask  # noqa: F401
-    from corral.ledger.export import export_all  # noqa: F401
-    from corral.ledger.ingest import BatchPolicy  # noqa: F401
-    from corral.ledger.query import QueryReply  # noqa: F401
-    from corral.ledger.rebuild import rebuild  # noqa: F401
-    from corral.ledger.service import Ledger, LedgerConfig  # noqa: F401
-    from corral.ledger.store import LedgerStore  # noqa: F401
-    from corral.ledger.export import ceilings  # noqa: F401
-    from corral.ledger.query import run_with_timeout  # noqa: F401
+    from corral.ledger.ingest import BatchPolicy
+    from corral.ledger.service import Ledger, LedgerConfig
     if args.until and not args.rebuild:
         raise ConfigError("--until only applies to --rebuild (time travel builds a snapshot file)")
     log = get_logger("ledger")
@@ -116,17 +113,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 async def _rebuild(args: argparse.Namespace, log) -> int:
-    # DuckDB is imported only by the commands that use it: `corral bot` shares this CLI and
-    # would otherwise carry it (about 20 MB per bot).
-    from corral.ledger.client import ask  # noqa: F401
-    from corral.ledger.export import export_all  # noqa: F401
-    from corral.ledger.ingest import BatchPolicy  # noqa: F401
-    from corral.ledger.query import QueryReply  # noqa: F401
-    from corral.ledger.rebuild import rebuild  # noqa: F401
-    from corral.ledger.service import Ledger, LedgerConfig  # noqa: F401
-    from corral.ledger.store import LedgerStore  # noqa: F401
-    from corral.ledger.export import ceilings  # noqa: F401
-    from corral.ledger.query import run_with_timeout  # noqa: F401
+    from corral.ledger.rebuild import rebuild
     nc = await connect(settings(args), log, wait=False)
     try:
         counts = await rebuild(nc.jetstream(), args.db, log, until=args.until)
@@ -137,17 +124,8 @@ async def _rebuild(args: argparse.Namespace, log) -> int:
 
 
 async def _export(args: argparse.Namespace, log) -> int:
-    # DuckDB is imported only by the commands that use it: `corral bot` shares this CLI and
-    # would otherwise carry it (about 20 MB per bot).
-    from corral.ledger.client import ask  # noqa: F401
-    from corral.ledger.export import export_all  # noqa: F401
-    from corral.ledger.ingest import BatchPolicy  # noqa: F401
-    from corral.ledger.query import QueryReply  # noqa: F401
-    from corral.ledger.rebuild import rebuild  # noqa: F401
-    from corral.ledger.service import Ledger, LedgerConfig  # noqa: F401
-    from corral.ledger.store import LedgerStore  # noqa: F401
-    from corral.ledger.export import ceilings  # noqa: F401
-    from corral.ledger.query import run_with_timeout  # noqa: F401
+    from corral.ledger.export import ceilings, export_all
+    from corral.ledger.store import LedgerStore
     store = LedgerStore(args.db, export_dir=args.export)
     try:
         if until := store.meta("until"):
@@ -183,17 +161,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _answer(args: argparse.Namespace, sql: str) -> QueryReply:
     """Ask the service, or read ``--db`` directly (QueryError exits 1 via the CLI's CorralError handler)."""
-    # DuckDB is imported only by the commands that use it: `corral bot` shares this CLI and
-    # would otherwise carry it (about 20 MB per bot).
-    from corral.ledger.client import ask  # noqa: F401
-    from corral.ledger.export import export_all  # noqa: F401
-    from corral.ledger.ingest import BatchPolicy  # noqa: F401
-    from corral.ledger.query import QueryReply  # noqa: F401
-    from corral.ledger.rebuild import rebuild  # noqa: F401
-    from corral.ledger.service import Ledger, LedgerConfig  # noqa: F401
-    from corral.ledger.store import LedgerStore  # noqa: F401
-    from corral.ledger.export import ceilings  # noqa: F401
-    from corral.ledger.query import run_with_timeout  # noqa: F401
+    from corral.ledger.client import ask
+    from corral.ledger.query import QueryReply, run_with_timeout
+    from corral.ledger.store import LedgerStore
     if args.db:
         if not args.db.exists():
             raise ConfigError(f"{args.db} does not exist")
@@ -226,7 +196,7 @@ def _cell(v: Any) -> str:
 
 def _print(reply: QueryReply, fmt: str) -> None:
     if fmt == "json":
-        out = [dict(zip(reply.columns, row)) for row in reply.rows]
+        out = [dict(zip(reply.columns, row, strict=True)) for row in reply.rows]
         sys.stdout.write(msgspec.json.encode(out, enc_hook=str).decode() + "\n")
     elif fmt == "csv":
         w = csv.writer(sys.stdout)
@@ -234,7 +204,7 @@ def _print(reply: QueryReply, fmt: str) -> None:
         w.writerows([[_cell(v) for v in row] for row in reply.rows])
     else:
         t = Table(show_edge=False)
-        for col, type_ in zip(reply.columns, reply.types):
+        for col, type_ in zip(reply.columns, reply.types, strict=True):
             t.add_column(col, justify="right" if type_ in _NUMERIC else "left")
         for row in reply.rows:
             t.add_row(*(_cell(v) for v in row))
@@ -245,21 +215,6 @@ def _print(reply: QueryReply, fmt: str) -> None:
         print(f"corral: output truncated at {len(reply.rows)} rows", file=sys.stderr)
 
 
-_NUMERIC = {"BIGINT", "INTEGER", "DOUBLE", "HUGEINT", "SMALLINT", "TINYINT", "UBIGINT", "FLOAT"} | {f"DECIMAL({p},{s})" for p in range(1, 39) for s in range(0, 10)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m corral.cli.ledger ledger|query|report ...`: the full `corral` CLI with these commands
-    included, for use before cli/__init__.py lists this module in COMMANDS."""
-    import importlib
-
-    import corral.cli as cli
-
-    this = importlib.import_module("corral.cli.ledger")
-    if this not in cli.COMMANDS:
-        cli.COMMANDS = (*cli.COMMANDS, this)
-    return cli.main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+_NUMERIC = {"BIGINT", "INTEGER", "DOUBLE", "HUGEINT", "SMALLINT", "TINYINT", "UBIGINT", "FLOAT"} | {
+    f"DECIMAL({p},{s})" for p in range(1, 39) for s in range(10)
+}

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from corral.core.errors import ConfigError, TransportError
@@ -69,7 +70,7 @@ class EmbeddedServer:
     """
 
     def __init__(self, home: Path, *, port: int | None = None, http_port: int | None = None,
-                 config: Path = NATS_CONF, extra: list[str] = (), log_file: Path | None = None,
+                 config: Path = NATS_CONF, extra: Sequence[str] = (), log_file: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.home = Path(home)
         self.store_dir = self.home / "data" / "jetstream"
@@ -94,7 +95,7 @@ class EmbeddedServer:
     def command(self) -> list[str]:
         return [binary(), "-c", str(self.config), "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.http_port), *self.extra]
 
-    def start(self, timeout: float = 20.0) -> "EmbeddedServer":
+    def start(self, timeout: float = 20.0) -> EmbeddedServer:
         """Start and wait for readiness.
 
         Raises:

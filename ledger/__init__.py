@@ -31,6 +31,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "REPORTS",
     "BatchPolicy",
     "Ledger",
     "LedgerConfig",
@@ -39,7 +40,6 @@ __all__ = [
     "QueryError",
     "QueryReply",
     "QueryResult",
-    "REPORTS",
     "Report",
     "SnapshotError",
     "ask",

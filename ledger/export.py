@@ -79,7 +79,8 @@ def export_table(store: LedgerStore, out_dir: Path, table: str, time_col: str, c
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name("." + final.name + ".tmp")
         cur.execute(
-            f"COPY (SELECT * FROM {table} WHERE seq > {after} AND seq <= {high} AND coalesce(CAST({time_col} AS DATE), DATE '1970-01-01') = DATE '{day}' "
+            f"COPY (SELECT * FROM {table} WHERE seq > {after} AND seq <= {high} "
+            f"AND coalesce(CAST({time_col} AS DATE), DATE '1970-01-01') = DATE '{day}' "
             f"ORDER BY seq) TO {_quote(tmp)} (FORMAT parquet)"
         )
         os.replace(tmp, final)

@@ -91,7 +91,8 @@ def encode_reply(result: QueryResult, elapsed: float, max_bytes: int) -> bytes:
     rows = [list(r) for r in result.rows]
     truncated = result.truncated
     while True:
-        data = _encoder.encode(QueryReply(columns=result.columns, types=result.types, rows=rows, truncated=truncated, elapsed_ms=round(elapsed * 1000, 2)))
+        reply = QueryReply(columns=result.columns, types=result.types, rows=rows, truncated=truncated, elapsed_ms=round(elapsed * 1000, 2))
+        data = _encoder.encode(reply)
         if len(data) <= max_bytes or not rows:
             return data
         rows, truncated = rows[: len(rows) // 2], True
@@ -109,7 +110,8 @@ class QueryService:
 
     async def start(self, nc: NATS) -> None:
         self.max_bytes = max(nc.max_payload - 4096, 4096)  # headroom for headers
-        self.service = await add_service(nc, name=SERVICE_NAME, version=SERVICE_VERSION, description="corral analytics ledger: read-only SQL over DuckDB")
+        self.service = await add_service(nc, name=SERVICE_NAME, version=SERVICE_VERSION,
+                                         description="corral analytics ledger: read-only SQL over DuckDB")
         await self.service.add_endpoint(name="query", subject=QUERY_SUBJECT, handler=self.handle)
         self.log.info("ledger.query_service", subject=QUERY_SUBJECT, timeout=self.timeout, max_rows=self.max_rows)
 

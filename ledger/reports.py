@@ -17,7 +17,8 @@ _OUTCOME_COUNTS = """
     count(*) FILTER (type = 'failed') AS failed_attempts,
     count(*) FILTER (type = 'dead') AS dead,
     round(100.0 * count(*) FILTER (type = 'succeeded') / nullif(count(*) FILTER (type IN ('succeeded', 'dead')), 0), 1) AS success_pct,
-    round(100.0 * count(*) FILTER (type = 'failed') / nullif(count(*) FILTER (type IN ('succeeded', 'failed')), 0), 1) AS attempt_failure_pct,
+    round(100.0 * count(*) FILTER (type = 'failed') / nullif(count(*) FILTER (type IN ('succeeded', 'failed')), 0), 1)
+        AS attempt_failure_pct,
     round(100.0 * count(*) FILTER (type = 'dead') / nullif(count(*) FILTER (type IN ('succeeded', 'dead')), 0), 1) AS dead_pct
 """
 
@@ -57,7 +58,8 @@ REPORTS = {
             SELECT kind, outcome, failures AS failed_attempts, count(*) AS jobs
             FROM job_outcomes GROUP BY ALL ORDER BY kind, outcome, failed_attempts"""),
         Report("dead-reasons", "why jobs died, most common first", """
-            SELECT coalesce(kind, '(invalid payload)') AS kind, regexp_replace(reason, '[0-9a-f]{32}', '<id>', 'g') AS reason, count(*) AS letters
+            SELECT coalesce(kind, '(invalid payload)') AS kind,
+                   regexp_replace(reason, '[0-9a-f]{32}', '<id>', 'g') AS reason, count(*) AS letters
             FROM dead_letters GROUP BY ALL ORDER BY letters DESC, kind LIMIT 50"""),
     )
 }

@@ -34,9 +34,10 @@ class Delivered:
     stream_us: int
 
     @classmethod
-    def from_msg(cls, msg: Msg) -> "Delivered":
+    def from_msg(cls, msg: Msg) -> Delivered:
         md = msg.metadata
-        return cls(md.stream, md.sequence.stream, msg.subject, msg.data or b"", dict(msg.headers or {}), round(md.timestamp.timestamp() * 1_000_000))
+        stored_us = round(md.timestamp.timestamp() * 1_000_000)
+        return cls(md.stream, md.sequence.stream, msg.subject, msg.data or b"", dict(msg.headers or {}), stored_us)
 
 
 @dataclass

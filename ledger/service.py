@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -40,7 +40,7 @@ class LedgerConfig:
     """Everything `corral ledger` is told, resolved once at the entry point."""
 
     db: Path
-    policy: BatchPolicy = BatchPolicy()
+    policy: BatchPolicy = field(default_factory=BatchPolicy)
     query_timeout: float = 10.0  #: seconds before a query is interrupted
     max_rows: int = 10_000  #: hard cap on rows per reply
     parquet_dir: Path | None = None
@@ -54,7 +54,8 @@ class Ledger:
     (tests use it to crash in exactly that gap).
     """
 
-    def __init__(self, settings: Settings, config: LedgerConfig, log: Logger, *, on_committed: Callable[[int], None] = lambda n: None) -> None:
+    def __init__(self, settings: Settings, config: LedgerConfig, log: Logger, *,
+                 on_committed: Callable[[int], None] = lambda n: None) -> None:
         self.settings = settings.named("corral-ledger")
         self.config = config
         self.log = log
@@ -73,7 +74,7 @@ class Ledger:
             LedgerLockedError: another process holds the file.
             SnapshotError: the file is a time-travel snapshot (built with --until).
         """
-        self.stopping = anyio.Event()
+        stopping = self.stopping = anyio.Event()  # an Event needs the running loop: made here, not in __init__
         store = LedgerStore(self.config.db, export_dir=self.config.parquet_dir)
         try:
             if until := store.meta("until"):
@@ -81,13 +82,13 @@ class Ledger:
                     f"{self.config.db} is a snapshot as of {until}: live ingest would skip what came after. "
                     "Query it with `corral query --db`, or rebuild it without --until"
                 )
-            await self._serve(store)
+            await self._serve(store, stopping)
         finally:
             store.close()
             self.log.info("ledger.closed", db=str(self.config.db))
         return 0
 
-    async def _serve(self, store: LedgerStore) -> None:
+    async def _serve(self, store: LedgerStore, stopping: anyio.Event) -> None:
         nc = self.nc = await connect(self.settings, self.log)
         queries = QueryService(store, self.log, timeout=self.config.query_timeout, max_rows=self.config.max_rows)
         try:
@@ -103,9 +104,9 @@ class Ledger:
                 self.log.info("ledger.ready", db=str(self.config.db), consumers=",".join(CONSUMERS.values()))
                 async with anyio.create_task_group() as ingest:
                     for loop in self.ingests:
-                        ingest.start_soon(loop.run, self.stopping)
+                        ingest.start_soon(loop.run, stopping)
                     if self.config.parquet_dir:
-                        ingest.start_soon(self._export_loop, js, store)
+                        ingest.start_soon(self._export_loop, js, store, stopping)
                 await self._export(js, store)
                 tg.cancel_scope.cancel()
         finally:
@@ -128,11 +129,11 @@ class Ledger:
                 self.log.info("ledger.signal", signal=signal.Signals(signum).name)
                 self.stop()
 
-    async def _export_loop(self, js, store: LedgerStore) -> None:
-        while not self.stopping.is_set():
+    async def _export_loop(self, js, store: LedgerStore, stopping: anyio.Event) -> None:
+        while not stopping.is_set():
             with anyio.move_on_after(self.config.parquet_every):
-                await self.stopping.wait()
-            if not self.stopping.is_set():
+                await stopping.wait()
+            if not stopping.is_set():
                 await self._export(js, store)
 
     async def _export(self, js, store: LedgerStore) -> None:

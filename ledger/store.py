@@ -112,7 +112,7 @@ class LedgerStore:
 
     def counts(self) -> dict[str, int]:
         cur = self.con.cursor()
-        return {t.name: cur.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0] for t in TABLES if t is not META}
+        return {t.name: cur.execute(f"SELECT count(*) FROM {t.name}").fetchall()[0][0] for t in TABLES if t is not META}
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -141,7 +141,7 @@ class LedgerStore:
         unique: dict[tuple, tuple] = {}
         for row in rows:  # a batch may carry the same key twice (a redelivery inside one fetch)
             unique.setdefault(tuple(row[i] for i in key), row)
-        columns = [list(col) for col in zip(*unique.values())]
+        columns = [list(col) for col in zip(*unique.values(), strict=True)]
         self.con.execute(table.insert_sql(), columns)
 
     def reset(self) -> None:

@@ -18,7 +18,7 @@ from corral.core.errors import ConfigError
 
 HERE = Path(__file__).parent
 
-__all__ = ["Declaration", "load_declarations", "HERE"]
+__all__ = ["HERE", "Declaration", "load_declarations"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Declaration:
         """The config the server stores: the body of a stream, ``config`` of a consumer."""
         return self.body["config"] if self.kind == "consumer" else self.body
 
-    def replicated(self, replicas: int) -> "Declaration":
+    def replicated(self, replicas: int) -> Declaration:
         """This stream with ``replicas`` replicas; consumers are returned as they are.
 
         ``persist_mode: async`` (events) is an R1-only setting, so it is dropped above R1:
@@ -53,7 +53,7 @@ class Declaration:
             body.pop("persist_mode", None)
         return Declaration(self.kind, self.name, body, self.path)
 
-    def with_config(self, **changes: Any) -> "Declaration":
+    def with_config(self, **changes: Any) -> Declaration:
         """A copy with config fields replaced (tests and profiles shorten deadlines this way)."""
         body = copy.deepcopy(self.body)
         (body["config"] if self.kind == "consumer" else body).update(changes)

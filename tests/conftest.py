@@ -6,10 +6,6 @@ way an operator edits streams/*.json; everything else is the shipped config.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path

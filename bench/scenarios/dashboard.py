@@ -16,9 +16,11 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 import anyio
 import psutil
+from anyio.abc import Process
 
 from corral.bench.corral_io import pause_jobs, stream_state
 from corral.bench.fleet import BotProc
@@ -54,23 +56,36 @@ async def wait_live(js, count: int, timeout: float) -> float:
 async def run_tui(url: str, seconds: float, bots: int, log_dir) -> dict[str, float]:
     """Run corral.bench.tui_runner; sample its RSS from outside too. Returns its JSON plus ``outside_peak_rss_mb``."""
     out_path, err_path = log_dir / "tui-runner.out", log_dir / "tui-runner.err"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "corral.bench.tui_runner", url, "--seconds", str(seconds),
-                                 "--bots", str(bots)], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        ps, peak = psutil.Process(proc.pid), 0
-        with anyio.fail_after(seconds + 240):
-            while proc.poll() is None:
-                try:
-                    peak = max(peak, ps.memory_info().rss)
-                except psutil.Error:
-                    pass
-                await anyio.sleep(SAMPLE_EVERY)
-    lines = [ln for ln in out_path.read_text(errors="replace").splitlines() if ln.startswith("{")]
-    result = json.loads(lines[-1]) if lines else {"error": f"no result; stderr: {err_path.read_text()[-1500:]}"}
+    cmd = [sys.executable, "-m", "corral.bench.tui_runner", url, "--seconds", str(seconds), "--bots", str(bots)]
+    async with await anyio.open_file(out_path, "wb") as out, await anyio.open_file(err_path, "wb") as err:
+        proc = await anyio.open_process(cmd, stdout=out.wrapped, stderr=err.wrapped, stdin=subprocess.DEVNULL)
+        async with proc:
+            try:
+                peak = await _peak_rss(proc, seconds + 240)
+            finally:
+                if proc.returncode is None:  # timed out: do not leave the runner behind
+                    proc.kill()
+    lines = [ln for ln in (await anyio.Path(out_path).read_text(errors="replace")).splitlines() if ln.startswith("{")]
+    if not lines:
+        raise CorralError(f"tui runner gave no result ({proc.returncode}); stderr: {(await anyio.Path(err_path).read_text())[-1500:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
     if "error" in result or proc.returncode:
         raise CorralError(f"tui runner failed ({proc.returncode}): {result.get('error')}")
     result["outside_peak_rss_mb"] = peak / MB
     return result
+
+
+async def _peak_rss(proc: Process, timeout: float) -> int:
+    """Sample ``proc``'s resident memory every SAMPLE_EVERY seconds until it exits; the largest, in bytes."""
+    ps, peak = psutil.Process(proc.pid), 0
+    with anyio.fail_after(timeout):
+        while proc.returncode is None:
+            try:
+                peak = max(peak, ps.memory_info().rss)
+            except psutil.Error:
+                pass
+            await anyio.sleep(SAMPLE_EVERY)
+    return peak
 
 
 async def run(ctx: Context) -> dict[str, float]:
@@ -85,7 +100,7 @@ async def run(ctx: Context) -> dict[str, float]:
             batch = [BotProc(ctx.url, f"dash{ctx.rep}-{i}", ctx.log_dir) for i in range(start, min(b, start + BATCH))]
             procs += batch
             with anyio.fail_after(120):
-                while not all(p.ready() for p in batch):
+                while not all(p.ready() for p in batch):  # noqa: ASYNC110 - polls other processes: no event to wait on
                     await anyio.sleep(0.1)
         live_s = await wait_live(js, b, timeout=60)
         bots_rss = sum(p.rss() for p in procs) / MB
@@ -95,7 +110,11 @@ async def run(ctx: Context) -> dict[str, float]:
         for p in procs:
             if p.proc.poll() is None:
                 p.proc.terminate()
-        await anyio.to_thread.run_sync(lambda: [p.stop() for p in procs])
+        def stop_all() -> None:
+            for p in procs:
+                p.stop()
+
+        await anyio.to_thread.run_sync(stop_all)
         await nc.close()
     if pending < n:
         raise CorralError(f"only {pending} of {n} jobs pending during the run: the consumer was not held")

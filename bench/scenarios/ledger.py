@@ -163,7 +163,7 @@ async def run(ctx: Context) -> dict[str, float]:
         fleet = Proc("fleet", ["fleet", "--server", ctx.url, "--host", host, "--count", str(FLEET_BOTS),
                                "--log-dir", str(ctx.log_dir / "fleet")], ctx.log_dir)
         with anyio.fail_after(60):
-            while sum(b.name.startswith(f"{host}-") for b in await live_bots(js)) < FLEET_BOTS:
+            while sum(b.name.startswith(f"{host}-") for b in await live_bots(js)) < FLEET_BOTS:  # noqa: ASYNC110 - polls the bots' KV
                 await anyio.sleep(0.2)
         fleet_idle = fleet.sample()
         # The ledger has ingested the bots' start-up events; count only what the drain adds.

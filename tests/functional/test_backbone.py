@@ -127,7 +127,7 @@ async def test_a_job_that_kills_every_bot_is_quarantined_with_their_names(js, pr
         name = f"victim{i}"
         bot = bots(provisioned.url, name)
         names.append(name)
-        await eventually(lambda: _bot_finished_or_dead(js, bot, job.id), timeout=30, what=f"{name} to die or quarantine")
+        await eventually(lambda bot=bot: _bot_finished_or_dead(js, bot, job.id), timeout=30, what=f"{name} to die or quarantine")
         if await list_dead(js, match=lambda d: d.job_id == job.id):
             break
     dead = await list_dead(js, match=lambda d: d.job_id == job.id)
@@ -150,7 +150,7 @@ async def test_sigterm_drains_a_bot_without_losing_a_job(js, provisioned, bots):
     assert "event=bot.exit" in a.log() and "new=stopped" in a.log()
     bots(provisioned.url, "b")
     for job in jobs:
-        await eventually(lambda: job_result(js, job.id), timeout=30, what=f"result of {job.id}")
+        await eventually(lambda job=job: job_result(js, job.id), timeout=30, what=f"result of {job.id}")
     assert not await list_dead(js)
 
 
@@ -180,7 +180,8 @@ async def test_bots_ride_through_a_server_restart_and_every_job_completes(provis
     provisioned.kill()
     provisioned.start()
     await eventually(lambda: _all_done(js, jobs), timeout=60, what="every job's result")
-    await eventually(lambda: _async(lambda: "nats.reconnected" in b1.log() and "nats.reconnected" in b2.log()), what="both bots to reconnect")
+    await eventually(lambda: _async(lambda: "nats.reconnected" in b1.log() and "nats.reconnected" in b2.log()),
+                     what="both bots to reconnect")
     assert b1.proc.poll() is None and b2.proc.poll() is None
     await nc.close()
 

@@ -70,8 +70,9 @@ def test_the_lazy_sync_config_changes_only_sync_interval(tmp_path: Path):
     # When
     copy = config_with_sync(tmp_path, "2m").read_text().splitlines()
     # Then
-    changed = [(a, b) for a, b in zip(original, copy) if a != b]
-    assert len(copy) == len(original) and len(changed) == 1
+    assert len(copy) == len(original)
+    changed = [(a, b) for a, b in zip(original, copy, strict=True) if a != b]
+    assert len(changed) == 1
     assert changed[0][1].strip() == 'sync_interval: "2m"'
 
 

@@ -45,7 +45,7 @@ async def test_metrics_count_outcomes_and_readiness_follows_the_connection(js, p
     assert 'corral_bot_handler_seconds_count{kind="sum"} 1.0' in text
     assert 'corral_bot_state{state="ready"}' in text or 'corral_bot_state{state="processing"}' in text
     provisioned.kill()
-    status, body = await eventually(lambda: _async(lambda: (lambda r: r if r[0] == 503 else None)(get(base + "/readyz"))),
+    _status, body = await eventually(lambda: _async(lambda: (lambda r: r if r[0] == 503 else None)(get(base + "/readyz"))),
                                     what="readiness to drop")
     assert "not connected" in body or "state error" in body
     assert get(base + "/healthz")[0] == 200  # alive: a restart would not bring the server back

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from tests.conftest import wait_for
 
@@ -96,12 +95,12 @@ def test_pause_and_resume_are_applied_and_audited(provisioned):
 
     assert corral("pause", "default", url=provisioned.url).returncode == 0
 
-    async def paused() -> bool:
+    async def paused() -> tuple[bool, list[str]]:
         nc = await nats.connect(provisioned.url)
         info = await nc.jetstream()._jsm._api_request("$JS.API.CONSUMER.INFO.CORRAL_JOBS.work-default-normal", b"")
         ops = [m async for m in walk(nc.jetstream(), "CORRAL_EVENTS", "corral.events.ops.>")]
         await nc.close()
-        return bool(info.get("paused")), [json.loads(m.data)["detail"] for m in ops]
+        return bool(info.get("paused")), [json.loads(m.data or b"")["detail"] for m in ops]
 
     from corral.core.history import walk
 

@@ -7,6 +7,7 @@ the test never collides with a cluster someone is running from cluster/.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import urllib.error
@@ -53,13 +54,13 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, EmbeddedServer]]:
             tmp_path / name, config=CLUSTER_CONF / f"{name}.conf",
             extra=["--cluster", f"nats://127.0.0.1:{port}", "--routes", routes],
         )
-        for name, port in zip(NODES, route_ports)
+        for name, port in zip(NODES, route_ports, strict=True)
     }
     try:
         for server in servers.values():
             server.start()
         for server in servers.values():
-            wait_for(lambda s=server: _healthy(s), timeout=30, interval=0.1, what=f"{server.monitor_url}/healthz ok")
+            wait_for(functools.partial(_healthy, server), timeout=30, interval=0.1, what=f"{server.monitor_url}/healthz ok")
         yield servers
     finally:
         for server in servers.values():

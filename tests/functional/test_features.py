@@ -32,7 +32,7 @@ async def _has_type(js, job_id, etype):
 async def test_a_delayed_job_runs_no_earlier_than_its_time(js, provisioned, bots):
     """Given a job scheduled 2 s ahead, its handler starts at or after that time, once."""
     bots(provisioned.url, "b1")
-    at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=2)
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=2)
     job = make_job("sum", {"a": 1, "b": 1})
     await schedules.add(js, job.id, job, schedules.spec_at(at))
     result = await eventually(lambda: job_result(js, job.id), timeout=15, what="the delayed job's result")
@@ -140,7 +140,7 @@ async def test_a_chain_continues_when_its_bot_died_after_recording_the_result(js
     job = make_job("sum", {"a": 20, "b": 22}, then=[make_job("echo", {})])
     await submit(js, job)
     sub = await js.pull_subscribe_bind(durable="work-default-normal", stream=JOBS_STREAM)
-    (msg,) = await sub.fetch(1, timeout=5)  # a "bot" takes it, records the result, and dies before continuing
+    (_msg,) = await sub.fetch(1, timeout=5)  # a "bot" takes it, records the result, and dies before continuing
     now = time.time()
     result = JobResult(job_id=job.id, kind="sum", queue="default", bot="ghost", incarnation="g", attempt=1,
                        started_at=now, finished_at=now, value=42, job=job)

@@ -96,7 +96,7 @@ async def supervisor_beat(js, host: str):
 
 
 async def fleet_events(js) -> list:
-    return [event_decoder.decode(m.data) async for m in walk(js, EVENTS_STREAM, ops_events_subject("fleet"))]
+    return [event_decoder.decode(m.data or b"") async for m in walk(js, EVENTS_STREAM, ops_events_subject("fleet"))]
 
 
 def run_cli(url: str, *args: str) -> subprocess.CompletedProcess:
@@ -125,7 +125,7 @@ async def test_scaling_0_to_3_to_1_to_0_starts_and_drains_bots_by_slot(js, provi
     stopped = await eventually(three_stopped, what="3 bot processes to exit")  # the key goes just before the exit
     assert all("code=0" in line for line in stopped)
     assert "event=fleet.exited" not in sup.log()
-    scale_events = [event_decoder.decode(m.data) async for m in walk(js, EVENTS_STREAM, ops_events_subject("scale"))]
+    scale_events = [event_decoder.decode(m.data or b"") async for m in walk(js, EVENTS_STREAM, ops_events_subject("scale"))]
     assert any("host h: 0 -> 3" in (e.detail or "") for e in scale_events)
 
 
@@ -296,7 +296,8 @@ async def test_the_metrics_endpoint_reports_desired_and_running_bots(js, provisi
 
     async def scrape():
         try:
-            body = await anyio.to_thread.run_sync(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode())
+            body = await anyio.to_thread.run_sync(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode())
         except (urllib.error.URLError, OSError):
             return None
         return body if 'corral_fleet_slots{host="m",state="running"} 2.0' in body else None
@@ -335,7 +336,7 @@ def test_the_deploy_manifests_parse_and_name_real_resources_and_metrics():
     deploy = Path(__file__).resolve().parents[2] / "deploy"
     texts = {p.name: p.read_text() for p in deploy.rglob("*.yaml")}
     try:
-        import yaml
+        import yaml  # type: ignore[import-untyped]  # optional: PyYAML is not a dependency, the check runs where it is installed
     except ImportError:
         yaml = None  # PyYAML is not a dependency; the cross-checks below still run
     if yaml is not None:
@@ -367,7 +368,8 @@ async def test_the_supervisor_exports_the_backlog_an_autoscaler_scales_on(js, pr
 
     async def scrape():
         try:
-            body = await anyio.to_thread.run_sync(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode())
+            body = await anyio.to_thread.run_sync(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode())
         except (urllib.error.URLError, OSError):
             return None
         return body if 'corral_backlog_jobs{consumer="work-default-normal"} 5.0' in body else None

@@ -6,6 +6,7 @@ import os
 import signal
 from pathlib import Path
 
+import anyio
 import pytest
 
 from corral.core.cancel import request_cancel
@@ -26,7 +27,8 @@ async def _events(js, job_id, etype):
 
 async def _pids(pid_file: Path, count: int) -> list[int]:
     """The pids the handler wrote, once there are at least ``count``."""
-    lines = pid_file.read_text().splitlines() if pid_file.exists() else []
+    path = anyio.Path(pid_file)
+    lines = (await path.read_text()).splitlines() if await path.exists() else []
     return [int(line) for line in lines] if len(lines) >= count else []
 
 

@@ -23,10 +23,7 @@ from tests.conftest import eventually
 pytestmark = pytest.mark.anyio
 
 TABLES = ("jobs", "results", "events", "dead_letters", "bots")
-#: Until cli/__init__.py lists the ledger module, `python -m corral.cli.ledger` is the same CLI plus it.
-CLI = ["-m", "corral.cli"] if "ledger" in subprocess.run(
-    [sys.executable, "-m", "corral.cli", "--help"], capture_output=True, text=True
-).stdout else ["-m", "corral.cli.ledger"]
+CLI = ["-m", "corral.cli"]
 
 
 class LedgerProcess:
@@ -171,7 +168,7 @@ async def test_a_rebuild_from_the_streams_equals_the_live_tables_and_until_trave
     await eventually(lambda: _at_least(js, "dead_letters", 1), timeout=40, what="a dead letter")
     await eventually(lambda: _at_least(js, "results", 30), timeout=40, what="first wave")
     await eventually(lambda: caught_up(js), what="the ledger to catch up")
-    between = dt.datetime.now(dt.timezone.utc)
+    between = dt.datetime.now(dt.UTC)
     await run_workload(js, provisioned.url, bots, n_ok=20, n_fail=0)
     await eventually(lambda: _at_least(js, "results", 50), timeout=40, what="second wave")
     bot.signal(signal.SIGTERM)

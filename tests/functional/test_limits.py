@@ -149,10 +149,10 @@ async def test_a_slot_is_released_however_the_run_ends(js, provisioned, bots):
     ]
     for job, end, outcome in endings:
         await submit(js, job)
-        await eventually(lambda: _has(js, job.id, EventType.STARTED), what=f"{job.id} to start")
+        await eventually(lambda job=job: _has(js, job.id, EventType.STARTED), what=f"{job.id} to start")
         if end is not None:
             await end(job)
-        await eventually(lambda: _has(js, job.id, outcome), what=f"{job.id} to end {outcome}")
+        await eventually(lambda job=job, outcome=outcome: _has(js, job.id, outcome), what=f"{job.id} to end {outcome}")
         await eventually(lambda: _released(js, "sleep"), timeout=3, what=f"the slot released after {outcome}")
 
 
@@ -184,7 +184,7 @@ def _ops(url) -> list[str]:
 
     async def read():
         nc = await nats.connect(url)
-        details = [msgspec.structs.asdict(event_decoder.decode(m.data)).get("detail") or ""
+        details = [msgspec.structs.asdict(event_decoder.decode(m.data or b"")).get("detail") or ""
                    async for m in walk(nc.jetstream(), EVENTS_STREAM, ops_events_subject("limit"))]
         await nc.close()
         return details

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def _results(js, at_least: int) -> list[JobResult] | None:
-    found = [msgspec.json.decode(m.data, type=JobResult) async for m in walk(js, RESULTS_STREAM, "corral.results.>")]
+    found = [msgspec.json.decode(m.data or b"", type=JobResult) async for m in walk(js, RESULTS_STREAM, "corral.results.>")]
     return sorted(found, key=lambda r: r.started_at) if len(found) >= at_least else None
 
 
@@ -49,7 +49,7 @@ async def test_an_idle_bot_starts_work_of_any_priority_at_once(js, provisioned, 
     await eventually(lambda: _ready(bot), what="bot ready")
     for i, priority in enumerate(("low", "high", "normal")):
         await submit(js, make_job("sum", {"a": i, "b": 0}, priority=priority))
-        results = await eventually(lambda: _results(js, i + 1), timeout=10, what=f"the {priority} job's result")
+        results = await eventually(lambda i=i: _results(js, i + 1), timeout=10, what=f"the {priority} job's result")
         assert results[-1].job.priority == priority
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import nats
 import nats.errors
@@ -31,7 +30,9 @@ async def test_provisioning_twice_changes_nothing(nats_server):
     await nc.close()
     assert {r.action for r in first} == {Action.CREATED}
     assert {r.action for r in second} == {Action.UNCHANGED}
-    assert {r.decl.name for r in first} >= {"CORRAL_JOBS", "CORRAL_RESULTS", "CORRAL_EVENTS", "CORRAL_DLQ", "KV_corral_bots", "work-default-normal"}
+    assert {r.decl.name for r in first} >= {
+        "CORRAL_JOBS", "CORRAL_RESULTS", "CORRAL_EVENTS", "CORRAL_DLQ", "KV_corral_bots", "work-default-normal",
+    }
 
 
 async def test_an_editable_difference_is_updated_and_a_fixed_one_is_reported(nats_server):
@@ -81,8 +82,9 @@ async def test_the_sweep_dead_letters_a_job_the_server_gave_up_on(nats_server):
     await submit(js, job)
     # A bot takes the only delivery, records its start, and dies without acking.
     sub = await js.pull_subscribe_bind(durable="work-default-normal", stream=JOBS_STREAM)
-    (msg,) = await sub.fetch(1, timeout=5)
-    await js.publish(job_events_subject(job.id), encode(Event(type=EventType.STARTED, ts=0, job_id=job.id, attempt=1, bot="ghost", incarnation="g")))
+    (_msg,) = await sub.fetch(1, timeout=5)
+    started = Event(type=EventType.STARTED, ts=0, job_id=job.id, attempt=1, bot="ghost", incarnation="g")
+    await js.publish(job_events_subject(job.id), encode(started))
     reaper = Reaper(nc, js, get_logger("test"), interval=60)
     moved = await eventually(reaper.sweep, timeout=15, what="the sweep to find the exhausted message")
     dead = await list_dead(js)

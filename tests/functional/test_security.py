@@ -9,6 +9,7 @@ publish to "<that subject>"`` (nats-py lower-cases the server's text).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
@@ -70,7 +71,7 @@ async def login(url: str, user: str | None, *, inbox_prefix: str | None = None, 
     async def error_cb(e: Exception) -> None:
         errors.append(str(e).lower())
 
-    options = dict(servers=[url], error_cb=error_cb, allow_reconnect=False, connect_timeout=2)
+    options: dict[str, Any] = dict(servers=[url], error_cb=error_cb, allow_reconnect=False, connect_timeout=2)
     if user is not None:
         options.update(user=user, password=password or PASSWORDS[user])
     if inbox_prefix:

@@ -8,7 +8,6 @@ import sys
 import pytest
 
 from corral.harness.server import EmbeddedServer
-from tests.conftest import wait_for
 
 
 def openssl(*args: str, cwd) -> None:
@@ -20,22 +19,26 @@ def certs(tmp_path):
     """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
     d = tmp_path / "certs"
     d.mkdir()
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=corral-test-ca", cwd=d)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-subj", "/CN=corral-test-ca", cwd=d)
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)
     (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "ext.cnf", cwd=d)
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem",
+            "-days", "1", "-extfile", "ext.cnf", cwd=d)
     return d
 
 
 def corral(*args: str, env: dict) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", "corral.cli", *args], capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    return subprocess.run([sys.executable, "-m", "corral.cli", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
 
 
 def test_corral_works_over_tls_with_the_ca_setting_and_fails_clearly_without_it(certs, tmp_path):
     """With CORRAL_NATS_TLS_CA the CLI provisions and submits over TLS; without it the error says why."""
-    server = EmbeddedServer(tmp_path / "tls", extra=["--tls", "--tlscert", str(certs / "server.pem"), "--tlskey", str(certs / "server.key")]).start()
+    tls = ["--tls", "--tlscert", str(certs / "server.pem"), "--tlskey", str(certs / "server.key")]
+    server = EmbeddedServer(tmp_path / "tls", extra=tls).start()
     try:
         url = f"tls://127.0.0.1:{server.port}"
         ok = {"CORRAL_NATS_URL": url, "CORRAL_NATS_TLS_CA": str(certs / "ca.pem")}

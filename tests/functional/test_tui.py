@@ -51,7 +51,7 @@ def cell(app: CorralApp, selector: str, key: str, column: str) -> str | None:
 
 def rows_where(app: CorralApp, selector: str, column: str, text: str) -> list[str]:
     t = table(app, selector)
-    return [k.value for k in t.rows if str(t.get_cell(k, column)) == text]
+    return [k.value for k in t.rows if k.value is not None and str(t.get_cell(k, column)) == text]
 
 
 def dashboard(url: str) -> CorralApp:
@@ -143,7 +143,7 @@ def heartbeat_age(app: CorralApp, bot: str) -> float | None:
 
 
 async def test_the_dashboard_recovers_by_itself_after_a_server_restart(provisioned, bots):
-    """Given a connected dashboard, when the server stops and starts again, then the banner goes red, then green, and heartbeats flow again."""
+    """Given a connected dashboard, when the server stops and starts again, then the banner goes red, then green, and heartbeats resume."""
     bots(provisioned.url, "b1")
     app = dashboard(provisioned.url)
     async with app.run_test(size=SIZE) as pilot:

@@ -110,7 +110,7 @@ async def test_queries_reports_and_refusals_on_the_analytics_screen(provisioned,
         await pilot.press("enter")
         await until(pilot, lambda: any(r[0] == "sum" for r in table_rows(app)), what="the sum row of rates-by-kind")
         row = next(r for r in table_rows(app) if r[0] == "sum")
-        assert dict(zip(table_columns(app), row))["succeeded"] == str(JOBS)
+        assert dict(zip(table_columns(app), row, strict=True))["succeeded"] == str(JOBS)
         assert "rates-by-kind: " in status(app)
 
         await type_query(pilot, app, "DELETE FROM results")

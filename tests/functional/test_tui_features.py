@@ -31,7 +31,7 @@ async def schedule_named(js, name: str) -> schedules.Schedule | None:
 
 
 async def schedule_ops(js) -> list[Event]:
-    return [event_decoder.decode(m.data) async for m in walk(js, EVENTS_STREAM, ops_events_subject("schedule"))]
+    return [event_decoder.decode(m.data or b"") async for m in walk(js, EVENTS_STREAM, ops_events_subject("schedule"))]
 
 
 def text_of(app, selector: str) -> str:

@@ -22,7 +22,7 @@ from corral.core.status import live_bots
 from corral.tui.app import CorralApp
 from corral.tui.widgets.synced_table import SyncedTable
 
-from tests.functional.test_tui import until  # noqa: E402 - one Pilot polling helper for the TUI tests
+from tests.functional.test_tui import until
 
 pytestmark = pytest.mark.anyio
 
@@ -131,7 +131,7 @@ async def test_scale_to_refuses_bad_input_and_accepts_a_number(provisioned, supe
             await pilot.press("equals_sign")
             await until(pilot, lambda: app.screen.query("#scale-count"), what="the scale input")
             await pilot.press(*bad, "enter")
-            await until(pilot, lambda: says in str(app.screen.query_one("#scale-error").render()), what=f"refusal of {bad!r}")
+            await until(pilot, lambda says=says: says in str(app.screen.query_one("#scale-error").render()), what=f"refusal of {bad!r}")
             await pilot.press("escape")
         await pilot.press("equals_sign")
         await until(pilot, lambda: app.screen.query("#scale-count"), what="the scale input")

@@ -40,7 +40,7 @@ def inspector(app) -> str:
 
 
 async def cancel_ops(js) -> list[Event]:
-    return [event_decoder.decode(m.data) async for m in walk(js, EVENTS_STREAM, ops_events_subject("cancel"))]
+    return [event_decoder.decode(m.data or b"") async for m in walk(js, EVENTS_STREAM, ops_events_subject("cancel"))]
 
 
 async def lifecycle_end(js, job_id: str) -> Event | None:
@@ -51,7 +51,7 @@ async def lifecycle_end(js, job_id: str) -> Event | None:
 
 
 async def pending_on(js, subject: str) -> list:
-    return [job_decoder.decode(m.data) async for m in walk(js, JOBS_STREAM, subject)]
+    return [job_decoder.decode(m.data or b"") async for m in walk(js, JOBS_STREAM, subject)]
 
 
 async def test_a_running_job_shows_its_progress_and_the_operator_cancels_it_from_the_jobs_screen(provisioned, bots, js):

@@ -10,7 +10,7 @@ from corral.cli.submit import parse_kv
 from corral.core.errors import ConfigError, IllegalTransitionError, InvalidJobError
 from corral.core.handlers import Registry
 from corral.core.history import deliveries_without_outcome
-from corral.core.messages import Event, EventType, Job, decode_job, encode, make_job
+from corral.core.messages import Event, EventType, decode_job, encode, make_job
 from corral.core.names import check_token, job_subject, result_subject
 
 
@@ -112,7 +112,8 @@ def test_events_encode_without_empty_fields():
 def test_a_replay_clears_the_poison_evidence():
     """Deaths before an operator's replay do not count against the replayed job."""
     ev = lambda t, a, inc: Event(type=t, ts=0, attempt=a, incarnation=inc, bot=inc)  # noqa: E731
-    events = [ev(EventType.STARTED, 1, "i1"), ev(EventType.STARTED, 2, "i2"), ev(EventType.REPLAYED, None, None), ev(EventType.STARTED, 1, "i3")]
+    events = [ev(EventType.STARTED, 1, "i1"), ev(EventType.STARTED, 2, "i2"), ev(EventType.REPLAYED, None, None),
+              ev(EventType.STARTED, 1, "i3")]
     assert deliveries_without_outcome(events) == [(1, "i3")]
 
 

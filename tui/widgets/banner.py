@@ -22,7 +22,8 @@ class ConnectionBanner(Static):
             text = f"● connected to {server}"
             if store.varz:
                 v = store.varz
-                text += f"  ·  nats-server {v.get('version', '?')}  ·  {v.get('connections', '?')} connections  ·  up {v.get('uptime', '?')}"
+                text += (f"  ·  nats-server {v.get('version', '?')}  ·  {v.get('connections', '?')} connections"
+                         f"  ·  up {v.get('uptime', '?')}")
         elif not store.connected:
             text = f"✖ NATS server unreachable at {server} ({store.connection_detail}); retrying by itself"
         else:

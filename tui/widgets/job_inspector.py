@@ -79,9 +79,9 @@ def render_record(rec: JobRecord) -> Group:
     # A running job is still on the jobs stream (it leaves when acked), so its events come before `pending`.
     status = "succeeded" if rec.result else "dead" if rec.dead else lifecycle[-1].type if lifecycle else "pending" if rec.pending else "?"
     parts.append(Text(f"status: {status}", style={"succeeded": "green", "dead": "bold red"}.get(str(status), "cyan")))
-    if rec.job:
-        parts.append(Text(f"kind {rec.job.kind}  queue {rec.job.queue}/{rec.job.priority}  max attempts {rec.job.max_attempts}  timeout {rec.job.timeout:g}s"))
-        parts.append(Text("payload: " + msgspec.json.encode(rec.job.args).decode()))
+    if job := rec.job:
+        parts.append(Text(f"kind {job.kind}  queue {job.queue}/{job.priority}  max attempts {job.max_attempts}  timeout {job.timeout:g}s"))
+        parts.append(Text("payload: " + msgspec.json.encode(job.args).decode()))
     reports = [e for e in rec.events if e.type == EventType.PROGRESS]
     if reports:
         parts.append(Text(f"progress: {reports[-1].detail or '?'}  (at {_ts(reports[-1].ts)}, {len(reports)} report(s))", style="cyan"))

@@ -26,7 +26,8 @@ class SyncedTable(DataTable):
     SyncedTable { height: 1fr; }
     """
 
-    def __init__(self, columns: Sequence[tuple[str, str]], *, id: str | None = None, sort_column: str | None = None, reverse: bool = False) -> None:
+    def __init__(self, columns: Sequence[tuple[str, str]], *, id: str | None = None, sort_column: str | None = None,
+                 reverse: bool = False) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._columns = columns
         self._sort_column = sort_column
@@ -39,12 +40,12 @@ class SyncedTable(DataTable):
     def sync(self, rows: Iterable[Row]) -> None:
         rows = list(rows)
         wanted = {key for key, _ in rows}
-        for key in [k.value for k in self.rows if k.value not in wanted]:
-            self.remove_row(key)
+        for row_key in [k for k in self.rows if k.value not in wanted]:
+            self.remove_row(row_key)
         changed = False
         for key, cells in rows:
             if key in self.rows:
-                for (col, _), cell in zip(self._columns, cells):
+                for (col, _), cell in zip(self._columns, cells, strict=True):
                     old = self.get_cell(key, col)
                     if str(old) != str(cell) or type(old) is not type(cell):
                         self.update_cell(key, col, cell, update_width=True)
