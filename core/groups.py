@@ -43,9 +43,7 @@ async def member_done(js: JetStreamContext, job: Job, outcome: str, detail: Any)
     """Record a member's outcome; returns every member's outcome once all have finished, else None."""
     subject = f"$KV.{BUCKET}.{job.group}.{job.id}"
     await js.publish(subject, json.dumps({"outcome": outcome, "detail": detail, "ts": time.time()}, default=str).encode())
-    # Raw API: nats-py's StreamState drops num_subjects.
-    info = await api(js._nc, f"STREAM.INFO.KV_{BUCKET}", {"subjects_filter": f"$KV.{BUCKET}.{job.group}.*"})
-    if info["state"].get("num_subjects", 0) < job.group_size:  # distinct members, not increments
+    if await finished_count(js, job.group) < job.group_size:  # distinct members, not increments
         return None
     members: dict[str, Any] = {}
     seq = 1
@@ -121,8 +119,10 @@ async def finished_members(js: JetStreamContext, group: str) -> list[MemberOutco
 
 async def finished_count(js: JetStreamContext, group: str) -> int:
     """How many distinct members of ``group`` have finished (one request, as the bots count)."""
+    # Raw API, for the filtered subjects map. Its ``num_subjects`` counts the whole stream whatever
+    # the filter (docs/nats-notes.md#counting-the-subjects-under-a-prefix), so a second group would look finished early: count the map.
     info = await api(js._nc, f"STREAM.INFO.KV_{BUCKET}", {"subjects_filter": f"$KV.{BUCKET}.{check_token(group, 'group id')}.*"})
-    return int(info["state"].get("num_subjects", 0))
+    return len(info["state"].get("subjects") or {})
 
 
 async def recent_groups(js: JetStreamContext, *, window: int = 300, limit: int = 20) -> dict[str, list[MemberOutcome]]:

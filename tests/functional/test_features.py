@@ -224,6 +224,19 @@ async def test_a_group_runs_its_callback_once_when_every_member_has_finished(js,
     assert len([m async for m in walk(js, RESULTS_STREAM, "corral.results.batch-42-done")]) == 1
 
 
+async def test_a_second_group_does_not_count_the_first_groups_members(js, provisioned):
+    """Given group ga finished, when one of gb's two members finishes, then gb is not complete until the second."""
+    from corral.core.groups import make_group, member_done
+
+    ga = make_group([make_job("sum", {"a": i, "b": 1}) for i in range(2)], make_job("echo", {}), group="ga")
+    gb = make_group([make_job("sum", {"a": i, "b": 1}) for i in range(2)], make_job("echo", {}), group="gb")
+    assert await member_done(js, ga[0], "succeeded", 1) is None
+    assert await member_done(js, ga[1], "succeeded", 2) is not None
+
+    assert await member_done(js, gb[0], "succeeded", 1) is None
+    assert set(await member_done(js, gb[1], "succeeded", 2) or {}) == {gb[0].id, gb[1].id}
+
+
 async def test_the_seeds_population_is_a_schedule_whose_firings_each_submit_their_jobs_once(js, provisioned, bots):
     """`corral up`'s populate schedule: every firing submits `count` jobs under ids derived from the firing,
     and a re-run of a firing (a redelivery) adds nothing."""
