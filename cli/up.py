@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -26,10 +24,10 @@ from corral.core.connect import connect
 from corral.core.log import get_logger
 from corral.core.messages import make_job
 from corral.harness.server import EmbeddedServer
+from corral.harness.stack import start_fleet, start_ledger, stop
 from corral.core.settings import Settings
 from corral.core.status import snapshot
-from corral.streams import load_declarations
-from corral.streams.provision import Action, provision
+from corral.streams.provision import Action, provision_url
 
 
 def register(sub) -> None:
@@ -49,48 +47,13 @@ def register(sub) -> None:
 POPULATE_SCHEDULE = "populate"
 
 
-def start_fleet(url: str, count: int, logs: Path) -> subprocess.Popen:
-    """One supervisor for host ``local``: it keeps ``count`` bots (local-1..N) and replaces crashed ones."""
-    logs.mkdir(parents=True, exist_ok=True)
-    out = open(logs / "fleet.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "corral.cli", "fleet", "--server", url, "--host", "local", "--count", str(count), "--log-dir", str(logs)],
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    out.close()
-    return proc
-
-
-def start_ledger(url: str, data: Path) -> subprocess.Popen:
-    """The analytics ledger: owns data/ledger.duckdb, answers `corral query`, exports Parquet to data/lake."""
-    out = open(data / "logs" / "ledger.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "corral.cli", "ledger", "--server", url, "--db", str(data / "ledger.duckdb"),
-         "--parquet", str(data / "lake")],
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    out.close()
-    return proc
-
-
-def stop_fleet(proc: subprocess.Popen | None, timeout: float = 45.0) -> None:
-    """SIGTERM the supervisor: it drains its bots (they finish their jobs) and exits."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 async def _provision(url: str, populate_every: str = "off", populate_count: int = 100) -> None:
+    for report in await provision_url(url, wait=True, log=get_logger("up")):
+        print(report.line(), file=sys.stderr)
+        if report.action == Action.CONFLICT:
+            print("warning: a live resource differs from streams/ and was left as it is", file=sys.stderr)
     nc = await connect(Settings(servers=(url,)), get_logger("up"))
     try:
-        for report in await provision(nc, load_declarations()):
-            print(report.line(), file=sys.stderr)
-            if report.action == Action.CONFLICT:
-                print("warning: a live resource differs from streams/ and was left as it is", file=sys.stderr)
         await _populate_schedule(nc.jetstream(), populate_every, populate_count)
     finally:
         await nc.close()
@@ -161,7 +124,7 @@ def cmd(args: argparse.Namespace) -> int:
         pass
     finally:
         print("stopping: draining bots, then the server", file=sys.stderr)
-        stop_fleet(fleet)
-        stop_fleet(ledger, timeout=15)  # the same SIGTERM-then-wait: it finishes its batch and closes DuckDB
+        stop(fleet)
+        stop(ledger, timeout=15)  # the same SIGTERM-then-wait: it finishes its batch and closes DuckDB
         server.stop()
     return 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
+import socket
 import time
 
 import nats.errors
@@ -44,3 +46,12 @@ async def pause_queue(nc: NATS, queue: str, actor: str, priority: str = "normal"
 async def resume_queue(nc: NATS, queue: str, actor: str, priority: str = "normal") -> None:
     await nc.jetstream().resume_consumer(JOBS_STREAM, consumer_name(queue, priority))
     await record(nc, "resume", actor, f"resume queue {queue}/{priority}")
+
+
+def actor() -> str:
+    """Who an operator action is recorded as: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"

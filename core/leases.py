@@ -3,7 +3,7 @@
 A key is the subject ``$KV.<bucket>.<key>`` of a KV bucket declared with
 ``allow_msg_ttl`` (``streams/kv-*.json``). Every write here is a raw publish
 carrying ``Nats-Expected-Last-Subject-Sequence`` (compare-and-set: the server
-refuses it with err_code 10071 if anyone wrote the key since) and ``Nats-TTL``
+refuses it with ``STREAM_WRONG_LAST_SEQUENCE`` if anyone wrote the key since) and ``Nats-TTL``
 (the server removes the value after that long and leaves a delete marker).
 
 * :func:`take` creates a key only if it is absent, deleted or expired.
@@ -27,8 +27,8 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
 from corral.core.connect import TRANSIENT
+from corral.core.errors import ErrorCode
 
-WRONG_LAST_SEQUENCE = 10071
 #: The server's TTL is kept in whole milliseconds but expires keys on a roughly 1 s tick.
 MIN_TTL = 1.0
 
@@ -66,7 +66,7 @@ async def put_if(js: JetStreamContext, bucket: str, key: str, body: bytes, expec
     try:
         ack = await js.publish(f"$KV.{bucket}.{key}", body, headers=headers)
     except nats.js.errors.APIError as e:
-        if e.err_code == WRONG_LAST_SEQUENCE:
+        if e.err_code == ErrorCode.STREAM_WRONG_LAST_SEQUENCE:
             return None
         raise
     return ack.seq

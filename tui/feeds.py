@@ -23,8 +23,8 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from textual.message import Message
 
-from corral.cli.fleet import fleet_status
 from corral.core.dlq import list_dead
+from corral.core.fleet import fleet_status
 from corral.core.history import walk
 from corral.core.messages import event_decoder, heartbeat_decoder
 from corral.core.names import BOTS_BUCKET, EVENTS_STREAM

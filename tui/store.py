@@ -12,8 +12,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from corral.cli.fleet import HostStatus
 from corral.core.dlq import DeadLetter
+from corral.core.fleet import HostStatus
 from corral.core.messages import BotHeartbeat, CurrentJob, Event, EventType
 from corral.core.names import DLQ_STREAM
 from corral.core.status import Snapshot
