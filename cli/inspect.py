@@ -15,7 +15,7 @@ from corral.core.connect import connect
 from corral.core.dlq import list_dead
 from corral.core.history import job_events, job_result
 from corral.core.log import get_logger
-from corral.core.messages import Event, EventType
+from corral.core.messages import TERMINAL_EVENTS, Event
 from corral.core.names import check_token
 from corral.core.status import snapshot
 
@@ -72,10 +72,6 @@ async def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Event types after which a job does nothing more (with --lean-events a result is the end instead).
-ENDED = {EventType.SUCCEEDED, EventType.DEAD, EventType.CANCELLED, EventType.EXPIRED}
-
-
 def _event_row(e: Event) -> tuple[str, str, str, str, str]:
     return (_ts(e.ts), e.type, str(e.attempt or ""), e.bot or e.actor or "",
             e.detail or (f"{e.duration * 1000:.1f} ms" if e.duration else ""))
@@ -98,7 +94,7 @@ async def _follow(args: argparse.Namespace, job_id: str) -> int:
                     print("  ".join(c for c in _event_row(e) if c), flush=True)
             seen = len(events)
             result = await job_result(js, job_id)
-            if result is not None or any(e.type in ENDED for e in events):
+            if result is not None or any(e.type in TERMINAL_EVENTS for e in events):
                 break
             await anyio.sleep(FOLLOW_INTERVAL)
     finally:

@@ -120,6 +120,16 @@ LIMITS_BUCKET = "corral_limits"
 GROUPS_BUCKET = "corral_groups"
 
 
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject of one key of a KV bucket (``>`` for every key)."""
+    return f"$KV.{bucket}.{key}"
+
+
 def cancel_key_subject(job_id: str) -> str:
     return f"$KV.{CANCEL_BUCKET}.{job_id}"
 
