@@ -10,7 +10,7 @@ import msgspec
 import nats.js.errors
 from nats.aio.client import Client as NATS
 
-from corral.core.connect import api
+from corral.core.jsapi import api
 from corral.core.errors import CorralError
 from corral.core.history import walk
 from corral.core.messages import EventType, event_decoder, result_decoder

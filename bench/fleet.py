@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import anyio
 import psutil
 
 from corral.core.errors import CorralError
+from corral.core.spawn import spawn_corral
 
 
 class BotProc:
@@ -21,12 +20,8 @@ class BotProc:
     def __init__(self, url: str, name: str, log_dir: Path, *extra: str) -> None:
         self.name = name
         self.log_path = log_dir / f"bot-{name}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "corral.cli", "bot", "--server", url, "--name", name, *extra],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            )
+            self.proc = spawn_corral("bot", "--server", url, "--name", name, *extra, log=log)
         self.ps = psutil.Process(self.proc.pid)
 
     @property

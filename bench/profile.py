@@ -23,7 +23,7 @@ from anyio.abc import ByteReceiveStream
 from corral.bench.corral_io import pause_jobs, resume_jobs, wait_for_messages
 from corral.bench.fleet import Fleet
 from corral.bench.server import provision_for_bench, running_server
-from corral.cli.submit import generate
+from corral.core.handlers import generate
 from corral.core.connect import connect
 from corral.core.errors import ConfigError, CorralError
 from corral.core.log import get_logger

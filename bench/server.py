@@ -26,7 +26,7 @@ from corral.core.names import DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_ST
 from corral.harness.server import NATS_CONF, EmbeddedServer
 from corral.core.settings import Settings
 from corral.streams import load_declarations
-from corral.streams.provision import provision
+from corral.streams.provision import provision_url
 
 #: The shipped setting first: it is the one corral promises.
 SYNC_CHOICES = {"always": ("always",), "2m": ("2m",), "both": ("always", "2m")}
@@ -85,11 +85,11 @@ def running_server(sync: str, log_dir: Path) -> Iterator[EmbeddedServer]:
 
 async def provision_for_bench(url: str, **consumer_overrides: Any) -> None:
     """Apply streams/ (consumer fields overridden as given), then empty the corral streams."""
+    decls = [d.with_config(**consumer_overrides) if d.kind == "consumer" and consumer_overrides else d
+             for d in load_declarations()]
+    await provision_url(url, decls, log=get_logger("bench"))
     nc = await connect(Settings(servers=(url,)), get_logger("bench"), wait=False)
     try:
-        decls = [d.with_config(**consumer_overrides) if d.kind == "consumer" and consumer_overrides else d
-                 for d in load_declarations()]
-        await provision(nc, decls)
         js = nc.jetstream()
         for stream in (JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM):
             await js.purge_stream(stream)

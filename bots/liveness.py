@@ -1,9 +1,8 @@
 """A bot's name and liveness in the ``corral_bots`` KV bucket.
 
-The key ``$KV.corral_bots.<name>`` is written with raw publishes carrying two
-headers: ``Nats-TTL`` (the key expires unless refreshed; nats-py's ``kv.put``
-and ``kv.update`` cannot send a TTL) and ``Nats-Expected-Last-Subject-Sequence``
-(compare-and-set). Together they give:
+The key ``$KV.corral_bots.<name>`` is written with :mod:`corral.core.leases`'
+compare-and-set with a TTL (the key expires unless refreshed; nats-py's ``kv.put``
+and ``kv.update`` cannot send a TTL). On top of that primitive this module gives:
 
 * **Unique names.** Claiming writes with the expected sequence of the key's
   tombstone (or 0 if the key never existed): exactly one claimant wins.
@@ -26,27 +25,21 @@ import time
 
 import anyio
 import msgspec
-import nats.errors
 import nats.js.errors
 import psutil
 from nats.js import JetStreamContext
 
+from corral.core import leases
 from corral.core.connect import TRANSIENT
 from corral.core.errors import CorralError, NameTakenError, TransportError
+from corral.core.leases import is_gone
 from corral.core.log import Logger
 from corral.core.messages import BotHeartbeat, encode, heartbeat_decoder
 from corral.core.names import BOTS_STREAM, bot_key_subject
 
-WRONG_LAST_SEQUENCE = 10071
-
 
 class NameLostError(CorralError):
     """Raised when another incarnation now holds this bot's name (our key expired while we were away)."""
-
-
-def _is_tombstone(headers: dict[str, str] | None) -> bool:
-    h = headers or {}
-    return h.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in h
 
 
 class Liveness:
@@ -62,17 +55,11 @@ class Liveness:
         self.incarnation = ""
 
     async def _last(self):
-        try:
-            return await self.js.get_msg(BOTS_STREAM, subject=self.subject, direct=True)
-        except nats.js.errors.NotFoundError:
-            return None
+        return await leases.read_subject(self.js, BOTS_STREAM, self.subject)
 
-    async def _write(self, data: bytes, expected: int, extra: dict[str, str] | None = None) -> int:
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(expected), **(extra or {})}
-        if not extra:
-            headers["Nats-TTL"] = f"{int(self.ttl * 1000)}ms"
-        ack = await self.js.publish(self.subject, data, headers=headers, timeout=5)
-        return ack.seq
+    async def _write(self, data: bytes, expected: int, extra: dict[str, str] | None = None) -> int | None:
+        """Compare-and-set the key (with the TTL, unless ``extra`` makes it a delete); None if refused."""
+        return await leases.publish_if(self.js, self.subject, data, expected, None if extra else self.ttl, extra)
 
     async def claim(self, beat: BotHeartbeat, poll: float = 0.5) -> None:
         """Take the name, waiting at most about 1.5 TTL for a dead holder's key to expire.
@@ -86,7 +73,7 @@ class Liveness:
         while True:
             last = await self._last()
             expected = 0 if last is None else last.seq
-            if last is not None and not _is_tombstone(last.headers):
+            if last is not None and not is_gone(last):
                 holder = self._decode(last.data)
                 if not self._holder_is_dead(holder):
                     if holder is not None and holder.host == socket.gethostname():
@@ -100,13 +87,11 @@ class Liveness:
                     await anyio.sleep(poll)
                     continue
                 self.log.info("name.reclaimed", name=self.name, previous=holder.incarnation, previous_pid=holder.pid)
-            try:
-                self.seq = await self._write(encode(beat), expected)
+            seq = await self._write(encode(beat), expected)
+            if seq is not None:
+                self.seq = seq
                 return
-            except nats.js.errors.APIError as e:
-                if e.err_code != WRONG_LAST_SEQUENCE:
-                    raise
-                # Another claimant wrote first; look again.
+            # Another claimant wrote first; look again.
 
     @staticmethod
     def _decode(data: bytes | None) -> BotHeartbeat | None:
@@ -140,27 +125,36 @@ class Liveness:
             TransportError: the server did not answer.
         """
         try:
-            self.seq = await self._write(encode(beat), self.seq)
-        except nats.js.errors.APIError as e:
-            if e.err_code != WRONG_LAST_SEQUENCE:
-                raise
-            last = await self._last()
-            if last is None or _is_tombstone(last.headers):
-                # Our key expired while we were frozen or cut off, and nobody took the name: take it back.
-                self.log.warning("name.reregistered", name=self.name, hint="liveness key had expired")
-                self.seq = await self._write(encode(beat), 0 if last is None else last.seq)
-                return
-            holder = self._decode(last.data)
-            if holder is None or holder.incarnation != self.incarnation:
-                raise NameLostError(f"bot name {self.name!r} was taken over while this bot was unreachable") from e
-            self.seq = last.seq  # our previous write landed but its ack was lost
-            self.seq = await self._write(encode(beat), self.seq)
+            seq = await self._write(encode(beat), self.seq)
+            if seq is None:
+                seq = await self._rewrite(beat)
         except TRANSIENT as e:
             raise TransportError(f"heartbeat for {self.name} not acknowledged") from e
+        self.seq = seq
+
+    async def _rewrite(self, beat: BotHeartbeat) -> int:
+        """The refresh found the key rewritten: take it back if it is free or still ours.
+
+        Raises:
+            NameLostError: another incarnation holds the name now.
+        """
+        last = await self._last()
+        if last is None or is_gone(last):
+            # Our key expired while we were frozen or cut off, and nobody took the name: take it back.
+            self.log.warning("name.reregistered", name=self.name, hint="liveness key had expired")
+            seq = await self._write(encode(beat), 0 if last is None else last.seq)
+        else:
+            holder = self._decode(last.data)
+            if holder is None or holder.incarnation != self.incarnation:
+                raise NameLostError(f"bot name {self.name!r} was taken over while this bot was unreachable")
+            seq = await self._write(encode(beat), last.seq)  # our previous write landed but its ack was lost
+        if seq is None:
+            raise NameLostError(f"bot name {self.name!r} was rewritten by another writer during the refresh")
+        return seq
 
     async def release(self) -> None:
         """Delete the key (watchers see a DEL) unless someone else holds it by now."""
         try:
-            await self._write(b"", self.seq, {"KV-Operation": "DEL"})
+            await self._write(b"", self.seq, leases.DELETE)
         except (nats.js.errors.APIError, *TRANSIENT) as e:
             self.log.warning("name.release_failed", name=self.name, error=str(e) or type(e).__name__)

@@ -10,6 +10,7 @@ from corral.core.backup import backup, restore
 from corral.cli.common import add_json, add_server, print_json, run, settings
 from corral.core.connect import connect
 from corral.core.log import get_logger
+from corral.streams.provision import create_missing
 
 
 def register(sub) -> None:
@@ -31,6 +32,8 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         op = backup if args.action == "backup" else restore
         done = await op(nc, args.folder, _progress)
+        if args.action == "restore":
+            await create_missing(nc)
     finally:
         await nc.close()
     if args.json:

@@ -10,13 +10,12 @@ import urllib.request
 from pathlib import Path
 
 from corral.cli.common import run
-from corral.core.connect import connect
 from corral.core.errors import TransportError
 from corral.core.log import get_logger
 from corral.harness.server import CLUSTER_CONF, EmbeddedServer
 from corral.core.settings import Settings
 from corral.streams import load_declarations
-from corral.streams.provision import provision
+from corral.streams.provision import provision_url
 
 #: (config, client port, monitoring port) as written in cluster/n*.conf
 NODES = (("n1.conf", 15221, 18221), ("n2.conf", 15222, 18222), ("n3.conf", 15223, 18223))
@@ -37,13 +36,9 @@ def healthy(port: int) -> bool:
 
 
 async def _provision(urls: str) -> None:
-    nc = await connect(Settings.from_env(server=urls), get_logger("cluster"))
-    try:
-        decls = [d.replicated(3) for d in load_declarations()]
-        for report in await provision(nc, decls):
-            print(report.line(), file=sys.stderr)
-    finally:
-        await nc.close()
+    decls = [d.replicated(3) for d in load_declarations()]
+    for report in await provision_url(Settings.from_env(server=urls), decls, wait=True, log=get_logger("cluster")):
+        print(report.line(), file=sys.stderr)
 
 
 def cmd(args: argparse.Namespace) -> int:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import anyio
 
 from corral.core.settings import Settings
+from corral.core.control import actor  # noqa: F401 - the CLI commands import it from here
 
 
 def add_server(p: argparse.ArgumentParser) -> None:
@@ -25,15 +24,6 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 def settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(server=getattr(args, "server", None))
-
-
-def actor() -> str:
-    """Who an operator action is recorded as: user@host."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import msgspec
-from nats.aio.client import Client as NATS
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -20,14 +19,14 @@ from corral.cli import exits
 from corral.cli.common import actor, add_json, add_server, positive_float, positive_int, print_json, run, settings
 from corral.cli.inspect import _ts
 from corral.cli.progress import progress
-from corral.cli.submit import add_checks, check_jobs, check_served, parse_kv, read_ndjson
+from corral.cli.submit import add_checks, check_jobs, check_served, read_ndjson
 from corral.core.connect import connect
-from corral.core.control import record
 from corral.core.errors import ConfigError, NotFoundError, NothingToDoError
 from corral.core.log import get_logger
 from corral.core.messages import Job, make_job
 from corral.core.names import PRIORITIES, check_token
-from corral.core.submit import submit_many
+from corral.core.schedules import add_schedule, remove_schedule, schedule_spec
+from corral.core.submit import parse_kv, submit_many
 
 
 def register(sub) -> None:
@@ -85,24 +84,6 @@ def _register_group(sub) -> None:
     add_json(q)
     q.add_argument("group", metavar="GROUP_ID", help="the group id `corral group submit` printed")
     q.set_defaults(func=cmd_group_show)
-
-
-async def add_schedule(nc: NATS, name: str, job: Job, spec: str, who: str) -> schedules.Schedule:
-    """Create or replace a schedule and record who did it (``corral.events.ops.schedule``)."""
-    s = await schedules.add(nc.jetstream(), name, job, spec)
-    await record(nc, "schedule", who, f"add schedule {name}: {job.kind} {s.spec}")
-    return s
-
-
-async def remove_schedule(nc: NATS, name: str, who: str) -> None:
-    """Remove a schedule (no-op if absent) and record who did it."""
-    await schedules.remove(nc.jetstream(), name)
-    await record(nc, "schedule", who, f"remove schedule {name}")
-
-
-def schedule_spec(*, every: str | None = None, cron: str | None = None, at: str | None = None) -> str:
-    """The ``Nats-Schedule`` spec for exactly one of ``--every 10m``, ``--cron '0 0 3 * * *'``, ``--at <RFC3339>``."""
-    return f"@every {every}" if every else cron if cron else f"@at {at}"
 
 
 async def _cancel(args: argparse.Namespace) -> int:

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-import nats.js.errors
 from rich.console import Console
 from rich.table import Table
 
 from corral.bots.fleet import FleetConfig, SlotCredentials, Supervisor
-from corral.bots.fleet_keys import (
-    FLEET_BUCKET, FLEET_STREAM, MAX_BOTS_PER_HOST, check_count, check_host, decode_desired, decode_supervisor,
-    desired_key, is_tombstone, key_subject, read_desired, slot_of, supervisor_key, write_desired,
-)
 from corral.bots.fleet_slot import Backoff, SlotPolicy
-from corral.cli.common import actor, add_json, add_server, positive_float, print_json, run, settings
+from corral.cli.common import add_json, add_server, positive_float, print_json, run, settings
 from corral.core.connect import connect
-from corral.core.control import record
+from corral.core import leases
+from corral.core.control import actor, record
 from corral.core.errors import ConfigError, NothingToDoError, NotFoundError
-from corral.core.history import walk
+from corral.core.fleet import (
+    FLEET_BUCKET, MAX_BOTS_PER_HOST, check_count, check_host, decode_supervisor, desired_key, fleet_status, read_desired,
+    supervisor_key, write_desired,
+)
 from corral.core.log import get_logger
-from corral.core.status import live_bots
 
 
 def register(sub) -> None:
@@ -111,11 +108,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 async def _live_supervisor(js, host: str) -> bool:
     """Whether ``host`` has a supervisor whose liveness key is present (it has a TTL: a dead one's expires)."""
-    try:
-        msg = await js.get_msg(FLEET_STREAM, subject=key_subject(supervisor_key(host)), direct=True)
-    except nats.js.errors.NotFoundError:
-        return False
-    return not is_tombstone(msg.headers) and decode_supervisor(msg.data) is not None
+    msg = await leases.read(js, FLEET_BUCKET, supervisor_key(host))
+    return msg is not None and not leases.is_gone(msg) and decode_supervisor(msg.data) is not None
 
 
 async def _scale(args: argparse.Namespace) -> int:
@@ -148,42 +142,6 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 # -- fleet-status -------------------------------------------------------------------------------------
-
-
-@dataclass
-class HostStatus:
-    host: str
-    desired: int | None = None
-    desired_by: str = ""
-    desired_at: float | None = None
-    live: list[str] = field(default_factory=list)  #: bots of this host with a live liveness key
-    supervisor: str = ""  #: pid@machine, empty when none is alive
-    supervisor_age: float | None = None  #: seconds since its last heartbeat
-    supervisor_connected: bool | None = None
-    crash_loop: list[str] = field(default_factory=list)
-
-
-async def fleet_status(js) -> list[HostStatus]:
-    """One row per host named by a desired count or a live supervisor."""
-    hosts: dict[str, HostStatus] = {}
-    now = time.time()
-    async for msg in walk(js, FLEET_STREAM, key_subject(">")):
-        kind, _, host = msg.subject.removeprefix(key_subject("")).partition(".")
-        if is_tombstone(msg.headers) or not host:
-            continue
-        row = hosts.setdefault(host, HostStatus(host))
-        if kind == "desired" and (d := decode_desired(msg.data)):
-            row.desired, row.desired_by, row.desired_at = d.count, d.by, d.ts
-        elif kind == "supervisor" and (s := decode_supervisor(msg.data)):
-            row.supervisor, row.supervisor_age = f"{s.pid}@{s.host}", round(now - s.heartbeat_at, 1)
-            row.supervisor_connected, row.crash_loop = s.connected, list(s.crash_loop)
-    for bot in await live_bots(js):
-        for row in hosts.values():
-            if slot_of(row.host, bot.name) is not None:
-                row.live.append(bot.name)
-    for row in hosts.values():
-        row.live.sort(key=lambda name: slot_of(row.host, name) or 0)
-    return sorted(hosts.values(), key=lambda r: r.host)
 
 
 async def _status(args: argparse.Namespace) -> int:

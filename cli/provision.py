@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 
 from corral.cli.common import add_json, add_server, print_json, run, settings
-from corral.core.connect import connect
 from corral.core.log import get_logger
 from corral.streams import HERE, load_declarations
-from corral.streams.provision import Action, provision
+from corral.streams.provision import Action, provision_url
 
 
 def register(sub) -> None:
@@ -22,14 +21,10 @@ def register(sub) -> None:
 
 
 async def _provision(args: argparse.Namespace) -> int:
-    nc = await connect(settings(args), get_logger("provision"), wait=False)
-    try:
-        decls = load_declarations(args.dir)
-        if args.replicas:
-            decls = [d.replicated(args.replicas) for d in decls]
-        reports = await provision(nc, decls)
-    finally:
-        await nc.close()
+    decls = load_declarations(args.dir)
+    if args.replicas:
+        decls = [d.replicated(args.replicas) for d in decls]
+    reports = await provision_url(settings(args), decls, log=get_logger("provision"))
     if args.json:
         print_json([{"kind": r.decl.kind, "name": r.decl.name, "action": r.action, "diff": r.diff, "error": r.error} for r in reports])
     else:

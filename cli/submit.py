@@ -9,7 +9,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -18,13 +17,13 @@ from corral.cli.common import add_json, add_server, positive_float, positive_int
 from corral.cli.progress import progress
 from corral.core.connect import connect
 from corral.core.errors import ConfigError, InvalidJobError, UnknownKindError
-from corral.core.handlers import POPULATE_KINDS, check_args
+from corral.core.handlers import POPULATE_KINDS, check_args, generate
 from corral.core.kinds import coverage
 from corral.core.log import get_logger
-from corral.core.messages import Job, make_job, new_id
-from corral.core.names import DEFAULT_PRIORITY, PRIORITIES
+from corral.core.messages import Job, make_job
+from corral.core.names import PRIORITIES
 from corral.core import schedules
-from corral.core.submit import submit, submit_many
+from corral.core.submit import parse_kv, submit, submit_many
 
 
 def register(sub) -> None:
@@ -103,24 +102,6 @@ async def check_served(js, kinds: set[str], args: argparse.Namespace) -> None:
             raise UnknownKindError(f"{why}; nothing was submitted")
         print(f"corral: warning: {why}; the job waits until a bot with that handler runs (--strict refuses instead)",
               file=sys.stderr)
-
-
-def parse_kv(pairs: list[str]) -> dict[str, Any]:
-    """``["a=1", "name=x"]`` -> ``{"a": 1, "name": "x"}``.
-
-    Raises:
-        ConfigError: an item has no ``=``.
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"job argument {pair!r} must look like key=value")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def read_ndjson(path: Path, queue: str) -> list[Job]:
@@ -224,12 +205,6 @@ async def _submit_many(args: argparse.Namespace, jobs: list[Job], what: str) -> 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     return run(_submit, args)
-
-
-def generate(kind: str, count: int, queue: str, priority: str = DEFAULT_PRIORITY) -> list[Job]:
-    now = time.time()
-    args = POPULATE_KINDS[kind]
-    return [Job(id=new_id(), kind=kind, args=args(), queue=queue, priority=priority, created_at=now) for _ in range(count)]
 
 
 def cmd_populate(args: argparse.Namespace) -> int:

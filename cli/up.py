@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -34,6 +32,7 @@ from corral.core.log import get_logger
 from corral.core.messages import make_job
 from corral.harness.secure import FLEET_HOST, LEDGER_USER, SUPERVISOR_USER, SecureRun
 from corral.harness.server import NATS_CONF, SECURE_CONF, EmbeddedServer
+from corral.harness.stack import start_fleet, start_ledger, stop
 from corral.core.settings import Settings
 from corral.core.status import snapshot
 from corral.streams import load_declarations
@@ -58,42 +57,6 @@ def register(sub) -> None:
 
 
 POPULATE_SCHEDULE = "populate"
-
-
-def start_fleet(url: str, count: int, logs: Path, *, host: str = "local", env: dict[str, str] | None = None,
-                extra: tuple[str, ...] = ()) -> subprocess.Popen:
-    """One supervisor for ``host``: it keeps ``count`` bots (<host>-1..N) and replaces crashed ones."""
-    logs.mkdir(parents=True, exist_ok=True)
-    out = open(logs / "fleet.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "corral.cli", "fleet", "--server", url, "--host", host, "--count", str(count), "--log-dir", str(logs), *extra],
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-    )
-    out.close()
-    return proc
-
-
-def start_ledger(url: str, data: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """The analytics ledger: owns data/ledger.duckdb, answers `corral query`, exports Parquet to data/lake."""
-    out = open(data / "logs" / "ledger.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "corral.cli", "ledger", "--server", url, "--db", str(data / "ledger.duckdb"),
-         "--parquet", str(data / "lake")],
-        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-    )
-    out.close()
-    return proc
-
-
-def stop_fleet(proc: subprocess.Popen | None, timeout: float = 45.0) -> None:
-    """SIGTERM the supervisor: it drains its bots (they finish their jobs) and exits."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 async def _provision(url: str, populate_every: str = "off", populate_count: int = 100, login: Settings | None = None) -> None:
@@ -204,8 +167,8 @@ def cmd(args: argparse.Namespace) -> int:
         pass
     finally:
         print("stopping: draining bots, then the server", file=sys.stderr)
-        stop_fleet(fleet)
-        stop_fleet(ledger, timeout=15)  # the same SIGTERM-then-wait: it finishes its batch and closes DuckDB
+        stop(fleet)
+        stop(ledger, timeout=15)  # the same SIGTERM-then-wait: it finishes its batch and closes DuckDB
         server.stop()
         if secure:
             secure.close()

@@ -35,7 +35,8 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
-from corral.core.connect import api, publish_error
+from corral.core.connect import publish_error
+from corral.core.jsapi import api
 from corral.core.errors import ConfigError, MissingResourceError
 from corral.core.history import walk
 from corral.core.names import (
@@ -99,6 +100,10 @@ async def backup(nc: NATS, folder: Path, progress: Callable[[str, int], None] = 
 async def restore(nc: NATS, folder: Path, progress: Callable[[str, int], None] = lambda s, n: None) -> list[StreamBackup]:
     """Recreate streams, messages and consumers from ``folder``.
 
+    Resources the backup does not hold (the liveness bucket) are left to the caller:
+    :func:`corral.streams.provision.create_missing` creates them (the client library does
+    not depend on the declarations).
+
     Raises:
         ConfigError: not a backup folder, or a stream to restore already holds messages.
     """
@@ -137,15 +142,4 @@ async def restore(nc: NATS, folder: Path, progress: Callable[[str, int], None] =
             await api(nc, f"CONSUMER.CREATE.{stream}.{name}", {"stream_name": stream, "config": c, "action": "create"})
         progress(stream, n)
         out.append(StreamBackup(stream, n, len(consumers)))
-    await _create_missing(nc)
     return out
-
-
-async def _create_missing(nc: NATS) -> None:
-    """Create declared resources the backup did not hold (the liveness bucket); never update."""
-    from corral.streams import load_declarations
-    from corral.streams.provision import apply, live_config
-
-    for decl in load_declarations():
-        if await live_config(nc, decl) is None:
-            await apply(nc, decl)

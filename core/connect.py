@@ -8,7 +8,6 @@ and log what they wait for, until the server is up and provisioned.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,13 +19,16 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from corral.core.errors import (
+    ErrorCode,
     InvalidJobError,
     MissingResourceError,
     ResultAlreadyRecordedError,
     StreamFullError,
     TransportError,
 )
+from corral.core.jsapi import api  # noqa: F401 - re-exported for bots/fleet.py until it imports corral.core.jsapi
 from corral.core.log import Logger
+from corral.core.names import is_result_subject
 from corral.core.settings import Settings
 
 #: Exceptions that mean "NATS did not answer (yet)": worth a retry with backoff.
@@ -41,6 +43,9 @@ TRANSIENT = (
     OSError,
     TimeoutError,
 )
+
+#: Codes of a publish refused because a stream or the server's store is full.
+FULL = (ErrorCode.STREAM_STORE_FAILED, ErrorCode.INSUFFICIENT_RESOURCES, ErrorCode.STORAGE_RESOURCES_EXCEEDED)
 
 Callback = Callable[[], Awaitable[None]]
 
@@ -146,41 +151,17 @@ async def connect(
     return nc
 
 
-async def api(nc: NATS, subject: str, body: dict[str, Any] | None = None, timeout: float = 5.0) -> dict[str, Any]:
-    """One raw JetStream API request (``$JS.API.<subject>``), JSON in and out.
-
-    Raw calls keep fields nats-py's config classes would drop.
-
-    Raises:
-        MissingResourceError: the stream or consumer does not exist.
-        TransportError: no answer in time.
-        nats.js.errors.APIError: any other API error (``err_code`` tells which).
-    """
-    payload = json.dumps(body).encode() if body is not None else b""
-    try:
-        msg = await nc.request(f"$JS.API.{subject}", payload, timeout=timeout)
-    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
-        raise TransportError(
-            f"JetStream did not answer {subject} in {timeout}s (server down, JetStream off, or a permission denial)"
-        ) from e
-    resp = json.loads(msg.data)
-    if "error" in resp:
-        try:
-            nats.js.errors.APIError.from_error(resp["error"])  # raises the matching subclass
-        except nats.js.errors.APIError as err:
-            if err.err_code in (10059, 10014):  # stream not found, consumer not found
-                raise MissingResourceError(f"{err.description}: run `corral provision`") from err
-            raise
-    return resp
-
-
 def publish_error(e: Exception, subject: str) -> Exception:
-    """Translate a failed JetStream publish into the corral error a caller can act on."""
+    """Translate a failed JetStream publish into the corral error a caller can act on.
+
+    Classified by the server's error code. A stream limit refusing a message is one code
+    (:attr:`ErrorCode.STREAM_STORE_FAILED`) whichever limit it was, so the subject tells them
+    apart: results carry no size limits (only one message per job), so there it is the fence.
+    """
     if isinstance(e, nats.js.errors.APIError):
-        desc = (e.description or "").lower()
-        if "per subject" in desc:
+        if e.err_code == ErrorCode.STREAM_STORE_FAILED and is_result_subject(subject):
             return ResultAlreadyRecordedError(f"{subject} already holds a message ({e.description})")
-        if "maximum messages" in desc or "maximum bytes" in desc or "insufficient" in desc or "storage" in desc:
+        if e.err_code in FULL:
             return StreamFullError(
                 f"the stream refused {subject}: {e.description}. Nothing was enqueued for this message; "
                 "let the bots drain the backlog, raise the stream's max_msgs/max_bytes in streams/, "

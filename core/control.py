@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
+import socket
 import time
 
 import nats.errors
@@ -68,3 +70,12 @@ async def resume_queue(nc: NATS, queue: str, actor: str, priority: str = "normal
 def _no_queue(queue: str, priority: str) -> NotFoundError:
     return NotFoundError(f"no queue {queue}/{priority}: its consumer {consumer_name(queue, priority)} does not exist "
                          "(`corral status` lists the consumers; streams/ declares them)")
+
+
+def actor() -> str:
+    """Who an operator action is recorded as: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"

@@ -2,6 +2,25 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """JetStream API error codes (the ``err_code`` of an API error), named as nats-py's
+    ``nats-jetstream`` package names them; the few it does not name follow the server's own
+    identifiers. Callers branch on these, never on an error's description text."""
+
+    BAD_REQUEST = 10003  #: the server rejected the request as malformed
+    CONSUMER_NOT_FOUND = 10014  #: no such consumer
+    INSUFFICIENT_RESOURCES = 10023  #: the server is out of the resources a write needs
+    MESSAGE_NOT_FOUND = 10037  #: no such stream message
+    STORAGE_RESOURCES_EXCEEDED = 10047  #: the account or server storage limit is reached
+    STREAM_NAME_IN_USE = 10058  #: a stream of that name exists with another config
+    STREAM_NOT_FOUND = 10059  #: no such stream
+    STREAM_WRONG_LAST_SEQUENCE = 10071  #: a compare-and-set publish found the subject rewritten
+    STREAM_STORE_FAILED = 10077  #: a stream limit refused the message (max msgs, bytes, per subject)
+
+
 
 class CorralError(Exception):
     """Raised for any failure corral itself reports; the message is meant for an operator."""

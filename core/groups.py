@@ -24,7 +24,7 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from corral.core.connect import api
+from corral.core.jsapi import api
 from corral.core.dlq import list_dead
 from corral.core.history import job_events, job_result, walk
 from corral.core.messages import EventType, Job, job_decoder, new_id

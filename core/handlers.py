@@ -26,6 +26,7 @@ import inspect
 import os
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,9 @@ from typing import Any
 import anyio
 
 from corral.core.errors import ConfigError, InvalidJobError, JobError, UnknownKindError
-from corral.core.messages import Job
+from corral.core.messages import Job, new_id
+from corral.core.names import DEFAULT_PRIORITY
+
 
 #: The ``--handler`` suffix that runs a sync kind in a child process.
 PROCESS_SUFFIX = "@process"
@@ -134,6 +137,13 @@ POPULATE_KINDS = {
     "fail": lambda: {"p": 0.1},
     "echo": lambda: {"n": random.randint(0, 1_000_000)},
 }
+
+
+def generate(kind: str, count: int, queue: str, priority: str = DEFAULT_PRIORITY) -> list[Job]:
+    """``count`` new jobs of a :data:`POPULATE_KINDS` kind with random arguments (`corral populate`, benchmarks)."""
+    now = time.time()
+    args = POPULATE_KINDS[kind]
+    return [Job(id=new_id(), kind=kind, args=args(), queue=queue, priority=priority, created_at=now) for _ in range(count)]
 
 
 async def populate_handler(args: dict[str, Any], ctx: JobContext) -> dict[str, int]:

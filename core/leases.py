@@ -3,7 +3,7 @@
 A key is the subject ``$KV.<bucket>.<key>`` of a KV bucket declared with
 ``allow_msg_ttl`` (``streams/kv-*.json``). Every write here is a raw publish
 carrying ``Nats-Expected-Last-Subject-Sequence`` (compare-and-set: the server
-refuses it with err_code 10071 if anyone wrote the key since) and ``Nats-TTL``
+refuses it with ``STREAM_WRONG_LAST_SEQUENCE`` if anyone wrote the key since) and ``Nats-TTL``
 (the server removes the value after that long and leaves a delete marker).
 
 * :func:`take` creates a key only if it is absent, deleted or expired.
@@ -18,17 +18,21 @@ refuses it with err_code 10071 if anyone wrote the key since) and ``Nats-TTL``
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import anyio
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
+from nats.js.kv import KeyValue
 
 from corral.core.connect import TRANSIENT
+from corral.core.errors import ErrorCode
+from corral.core.names import kv_stream, kv_subject
 
-WRONG_LAST_SEQUENCE = 10071
+#: Headers that turn a write into a delete (watchers see a ``DEL``).
+DELETE = {"KV-Operation": "DEL"}
 #: The server's TTL is kept in whole milliseconds but expires keys on a roughly 1 s tick.
 MIN_TTL = 1.0
 
@@ -38,10 +42,21 @@ def ttl_header(seconds: float) -> str:
     return f"{int(seconds * 1000)}ms"
 
 
-def is_gone(msg: RawStreamMsg) -> bool:
-    """True for a tombstone (``DEL``/``PURGE``) or the server's expiry marker: the key holds nothing."""
-    h = msg.headers or {}
-    return h.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in h
+#: ``KV-Operation`` values that remove a key (a KV watch reports a TTL-expiry marker as PURGE).
+GONE_OPERATIONS = ("DEL", "PURGE")
+
+
+def is_gone(item: RawStreamMsg | KeyValue.Entry | Mapping[str, str] | None) -> bool:
+    """True if the key holds nothing: a tombstone (``DEL``/``PURGE``) or the server's expiry marker.
+
+    ``item`` is a stream message (a direct get or a walk), its headers, or a KV watch entry.
+    The one tombstone check: every reader of a KV key asks it, never the headers themselves.
+    """
+    if isinstance(item, KeyValue.Entry):
+        return item.operation in GONE_OPERATIONS
+    headers = item if item is None or isinstance(item, Mapping) else item.headers
+    h = headers or {}
+    return h.get("KV-Operation") in GONE_OPERATIONS or "Nats-Marker-Reason" in h
 
 
 async def read(js: JetStreamContext, bucket: str, key: str) -> RawStreamMsg | None:
@@ -49,8 +64,13 @@ async def read(js: JetStreamContext, bucket: str, key: str) -> RawStreamMsg | No
 
     A missing bucket reads as None too: callers treat "never written" and "not provisioned" alike.
     """
+    return await read_subject(js, kv_stream(bucket), kv_subject(bucket, key))
+
+
+async def read_subject(js: JetStreamContext, stream: str, subject: str) -> RawStreamMsg | None:
+    """:func:`read` by the key's stream and subject."""
     try:
-        return await js.get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}", direct=True)
+        return await js.get_msg(stream, subject=subject, direct=True)
     except nats.js.errors.NotFoundError:
         return None
 
@@ -60,13 +80,25 @@ async def put_if(js: JetStreamContext, bucket: str, key: str, body: bytes, expec
 
     Returns the new sequence, or None if someone else wrote first. ``ttl`` in seconds (None: no TTL).
     """
-    headers = {"Nats-Expected-Last-Subject-Sequence": str(expected)}
+    return await publish_if(js, kv_subject(bucket, key), body, expected, ttl)
+
+
+async def publish_if(
+    js: JetStreamContext, subject: str, body: bytes, expected: int, ttl: float | None, headers: dict[str, str] | None = None,
+) -> int | None:
+    """:func:`put_if` by the key's subject; ``headers`` are added (``KV-Operation: DEL`` deletes).
+
+    Raises:
+        nats.js.errors.APIError: any refusal other than a lost compare-and-set.
+        TimeoutError, nats.errors.Error: the server did not acknowledge (see ``TRANSIENT``).
+    """
+    sent = {"Nats-Expected-Last-Subject-Sequence": str(expected), **(headers or {})}
     if ttl is not None:
-        headers["Nats-TTL"] = ttl_header(max(ttl, MIN_TTL))
+        sent["Nats-TTL"] = ttl_header(max(ttl, MIN_TTL))
     try:
-        ack = await js.publish(f"$KV.{bucket}.{key}", body, headers=headers)
+        ack = await js.publish(subject, body, headers=sent)
     except nats.js.errors.APIError as e:
-        if e.err_code == WRONG_LAST_SEQUENCE:
+        if e.err_code == ErrorCode.STREAM_WRONG_LAST_SEQUENCE:
             return None
         raise
     return ack.seq
@@ -83,7 +115,7 @@ async def take(js: JetStreamContext, bucket: str, key: str, body: bytes, ttl: fl
 async def delete_if(js: JetStreamContext, bucket: str, key: str, expected: int) -> None:
     """Delete the key if it is still at ``expected`` (a lapsed key is left to its new holder)."""
     with contextlib.suppress(nats.js.errors.APIError, *TRANSIENT):
-        await js.publish(f"$KV.{bucket}.{key}", b"", headers={"KV-Operation": "DEL", "Nats-Expected-Last-Subject-Sequence": str(expected)})
+        await publish_if(js, kv_subject(bucket, key), b"", expected, None, DELETE)
 
 
 @dataclass

@@ -23,13 +23,14 @@ from nats.js import JetStreamContext
 
 from corral.core.errors import TransportError
 from corral.core.history import job_events, job_result, walk
-from corral.core.messages import Event, EventType, JobResult
+from corral.core.messages import TERMINAL_EVENTS, Event, EventType, JobResult
 from corral.core.names import CANCEL_BUCKET, JOBS_STREAM, SCHEDULES_STREAM, cancel_key_subject, check_token, schedule_subject
 
 SCAN_LIMIT = 20_000  #: waiting jobs read at most when looking for one that has no event yet
 
 #: Event types after which a job does nothing more, unless an operator replays it.
-ENDED = frozenset({EventType.SUCCEEDED, EventType.DEAD, EventType.CANCELLED, EventType.EXPIRED})
+#: The one set of event types that end a job (a DUPLICATE is a redelivery of one already recorded).
+ENDED = TERMINAL_EVENTS
 
 ENDED_STATE = "ended"  #: it succeeded, died, was cancelled or expired (``detail`` says which)
 ACTIVE = "active"  #: it has events and has not ended: running, retrying, throttled or replayed

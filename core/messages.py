@@ -163,6 +163,14 @@ class EventType(StrEnum):
     OPERATOR = "operator"  #: any other operator action
 
 
+#: Event types after which a job does nothing more: `corral job --follow` stops, the dashboard
+#: offers no cancel. A duplicate ends it too (its result was already recorded); a dead job
+#: may be replayed, which starts a new life with ``replayed``.
+TERMINAL_EVENTS = frozenset({
+    EventType.SUCCEEDED, EventType.DEAD, EventType.CANCELLED, EventType.EXPIRED, EventType.DUPLICATE,
+})
+
+
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One line of the audit trail. ``ts`` is Unix seconds.
 

@@ -17,6 +17,8 @@ The layout (docs/resources.md has the table and the `nats` commands):
     $KV.corral_limits.def.<kind>            KV_corral_limits a kind's fleet-wide limits (concurrency cap, rate)
     $KV.corral_limits.slot.<kind>.<i>       KV_corral_limits concurrency slot i, leased (TTL) while a job of the kind runs
     $KV.corral_limits.rate.<kind>.<window>  KV_corral_limits starts counted in one fixed rate window (TTL 2 windows)
+    $KV.corral_fleet.desired.<host>         KV_corral_fleet  how many bots a fleet host should run
+    $KV.corral_fleet.supervisor.<host>      KV_corral_fleet  a fleet supervisor's liveness (per-key TTL)
 
 Job ids and bot names become subject tokens, so they are restricted to
 ``[A-Za-z0-9_-]`` (see :func:`check_token`): no dots, wildcards or spaces can
@@ -66,8 +68,16 @@ def consumer_name(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
     return f"work-{queue}-{priority}"
 
 
+RESULTS_PREFIX = "corral.results."
+
+
 def result_subject(job_id: str) -> str:
-    return f"corral.results.{job_id}"
+    return f"{RESULTS_PREFIX}{job_id}"
+
+
+def is_result_subject(subject: str) -> bool:
+    """True for ``corral.results.<job_id>`` (the one-message-per-job fence)."""
+    return subject.startswith(RESULTS_PREFIX)
 
 
 def job_events_subject(job_id: str) -> str:
@@ -110,6 +120,16 @@ LIMITS_BUCKET = "corral_limits"
 GROUPS_BUCKET = "corral_groups"
 
 
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject of one key of a KV bucket (``>`` for every key)."""
+    return f"$KV.{bucket}.{key}"
+
+
 def cancel_key_subject(job_id: str) -> str:
     return f"$KV.{CANCEL_BUCKET}.{job_id}"
 
@@ -120,6 +140,21 @@ def unique_key_subject(digest: str) -> str:
 
 def bot_key_subject(bot: str) -> str:
     return f"$KV.{BOTS_BUCKET}.{bot}"
+
+
+def api_subject(op: str) -> str:
+    """The JetStream API subject of one request, e.g. ``STREAM.INFO.CORRAL_JOBS``."""
+    return f"$JS.API.{op}"
+
+
+FLEET_BUCKET = "corral_fleet"
+FLEET_STREAM = f"KV_{FLEET_BUCKET}"
+FLEET_EVENTS_ACTION = "fleet"  #: supervisors report restarts and crash loops on corral.events.ops.fleet
+
+
+def fleet_key_subject(key: str) -> str:
+    """``$KV.corral_fleet.<key>``; ``key`` is ``desired.<host>`` or ``supervisor.<host>`` (``>`` for all)."""
+    return f"$KV.{FLEET_BUCKET}.{key}"
 
 
 #: Subject of the server's advisory when a job consumer exhausts max_deliver.

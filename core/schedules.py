@@ -28,9 +28,11 @@ import re
 from dataclasses import dataclass
 
 import nats.js.errors
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from corral.core.connect import publish_error
+from corral.core.control import record
 from corral.core.errors import InvalidJobError
 from corral.core.history import walk
 from corral.core.messages import Job, decode_job, encode
@@ -116,3 +118,21 @@ def firing_id(job_id: str, headers: dict[str, str] | None, seq: int) -> str:
     if "Nats-Scheduler" in h and h.get("Nats-Schedule-Next", "purge") != "purge":
         return f"{job_id}-{seq}"[:128]
     return job_id
+
+
+async def add_schedule(nc: NATS, name: str, job: Job, spec: str, who: str) -> Schedule:
+    """Create or replace a schedule and record who did it (``corral.events.ops.schedule``)."""
+    s = await add(nc.jetstream(), name, job, spec)
+    await record(nc, "schedule", who, f"add schedule {name}: {job.kind} {s.spec}")
+    return s
+
+
+async def remove_schedule(nc: NATS, name: str, who: str) -> None:
+    """Remove a schedule (no-op if absent) and record who did it."""
+    await remove(nc.jetstream(), name)
+    await record(nc, "schedule", who, f"remove schedule {name}")
+
+
+def schedule_spec(*, every: str | None = None, cron: str | None = None, at: str | None = None) -> str:
+    """The ``Nats-Schedule`` spec for exactly one of ``--every 10m``, ``--cron '0 0 3 * * *'``, ``--at <RFC3339>``."""
+    return f"@every {every}" if every else cron if cron else f"@at {at}"

@@ -10,8 +10,9 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from corral.core.history import walk
+from corral.core.leases import is_gone
 from corral.core.messages import BotHeartbeat, heartbeat_decoder
-from corral.core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
+from corral.core.names import BOTS_STREAM, DLQ_STREAM, bot_key_subject, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
 
 STREAMS = (JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, BOTS_STREAM)
 
@@ -61,9 +62,8 @@ class Snapshot:
 async def live_bots(js: JetStreamContext) -> list[BotHeartbeat]:
     """Every bot whose liveness key is present (not deleted, not expired)."""
     bots = []
-    async for msg in walk(js, BOTS_STREAM, "$KV.corral_bots.>"):
-        h = msg.headers or {}
-        if h.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in h or not msg.data:
+    async for msg in walk(js, BOTS_STREAM, bot_key_subject(">")):
+        if is_gone(msg) or not msg.data:
             continue
         try:
             bots.append(heartbeat_decoder.decode(msg.data))

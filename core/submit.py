@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import stamina
 from nats.js import JetStreamContext
 
 from corral.core.connect import TRANSIENT, publish_error
-from corral.core.errors import CorralError, StreamFullError
+from corral.core.errors import ConfigError, CorralError, StreamFullError
 from corral.core.log import get_logger
 from corral.core.messages import Job, encode
 from corral.core import unique
@@ -149,3 +151,21 @@ def raise_for(summary: SubmitSummary) -> None:
         raise CorralError(
             f"{len(summary.refused)} job(s) not accepted (first: #{index} {job_id}): {reason}"
         )
+
+
+def parse_kv(pairs: list[str]) -> dict[str, Any]:
+    """``["a=1", "name=x"]`` -> ``{"a": 1, "name": "x"}``.
+
+    Raises:
+        ConfigError: an item has no ``=``.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"job argument {pair!r} must look like key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from corral.bots.fleet_keys import DesiredCount, SupervisorBeat
+from corral.core.fleet import DesiredCount, SupervisorBeat
 from corral.core import wire
 from corral.core.limits import LimitDef
 from corral.core.messages import BotHeartbeat, Event, Job, JobResult

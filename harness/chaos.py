@@ -41,6 +41,8 @@ from corral.harness.procs import BotProcess
 from corral.harness.server import EmbeddedServer, free_port
 from corral.core.status import live_bots
 from corral.core.submit import submit_many
+from corral.streams import load_declarations
+from corral.streams.provision import provision_url
 
 NS = 1_000_000_000
 FAULTS = ("kill_bot", "restart_server", "freeze_server", "cut_bot")
@@ -308,13 +310,8 @@ async def _until(check, timeout: float, what: str):
 
 
 async def _provision(url: str, ack_wait: float) -> None:
-    from corral.streams import load_declarations
-    from corral.streams.provision import provision
-
-    nc = await nats.connect(url)
     decls = [d.with_config(ack_wait=int(ack_wait * NS)) if d.kind == "consumer" else d for d in load_declarations()]
-    await provision(nc, decls)
-    await nc.close()
+    await provision_url(url, decls)
 
 
 async def run_chaos(config: ChaosConfig, log: Logger, home: Path | None = None) -> ChaosReport:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from corral.core.spawn import spawn_corral
 
 
 class BotProcess:
@@ -18,12 +17,8 @@ class BotProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"bot-{name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corral.cli", "bot", "--server", url, "--name", name, "--ttl", str(ttl),
-             "--outbox", str(log_dir / f"outbox-{name}"), *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )
+        self.proc = spawn_corral("bot", "--server", url, "--name", name, "--ttl", str(ttl),
+                                 "--outbox", str(log_dir / f"outbox-{name}"), *extra, log=self._log)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from collections.abc import Iterable
 from typing import Any
 
 import nats.js.errors
 from nats.aio.client import Client as NATS
 
-from corral.core.connect import api
+from corral.core.connect import connect
+from corral.core.jsapi import api
+from corral.core.log import Logger, get_logger
+from corral.core.settings import Settings
 from corral.core.errors import MissingResourceError
-from corral.streams import Declaration
+from corral.streams import Declaration, load_declarations
 
 
 class Action(StrEnum):
@@ -55,6 +59,7 @@ def diff(live: dict[str, Any], declared: dict[str, Any]) -> dict[str, tuple[Any,
 
 
 async def live_config(nc: NATS, decl: Declaration) -> dict[str, Any] | None:
+    """The resource's config as the server stores it, or None if it does not exist."""
     subject = (
         f"CONSUMER.INFO.{decl.stream}.{decl.name}" if decl.kind == "consumer" else f"STREAM.INFO.{decl.name}"
     )
@@ -90,3 +95,29 @@ async def apply(nc: NATS, decl: Declaration) -> Report:
 async def provision(nc: NATS, decls: list[Declaration]) -> list[Report]:
     """Apply every declaration in order (streams before their consumers)."""
     return [await apply(nc, d) for d in decls]
+
+
+async def provision_url(
+    target: str | Settings, decls: Iterable[Declaration] | None = None, *, wait: bool = False, log: Logger | None = None,
+) -> list[Report]:
+    """Connect to ``target`` (a server URL, or settings with credentials), apply ``decls``, close.
+
+    ``decls`` defaults to every shipped declaration. ``wait`` retries the connection until
+    the server answers (a server that is still starting); otherwise one attempt.
+
+    Raises:
+        TransportError: the server did not answer (``wait`` false) or stopped answering.
+    """
+    settings = Settings(servers=(target,)) if isinstance(target, str) else target
+    nc = await connect(settings, log or get_logger("provision"), wait=wait)
+    try:
+        return await provision(nc, list(load_declarations() if decls is None else decls))
+    finally:
+        await nc.close()
+
+
+async def create_missing(nc: NATS) -> None:
+    """Create declared resources that do not exist (after a restore); never update one."""
+    for decl in load_declarations():
+        if await live_config(nc, decl) is None:
+            await apply(nc, decl)

@@ -42,15 +42,11 @@ def settings(nats_server: EmbeddedServer) -> Settings:
 
 async def provision_async(url: str, **consumer_overrides) -> None:
     """Apply streams/ with the test consumer overrides (FAST plus any given)."""
-    from corral.core.connect import connect
-    from corral.core.log import get_logger
     from corral.streams import load_declarations
-    from corral.streams.provision import provision
+    from corral.streams.provision import provision_url
 
-    nc = await connect(Settings(servers=(url,)), get_logger("test"), wait=False)
     decls = [d.with_config(**{**FAST, **consumer_overrides}) if d.kind == "consumer" else d for d in load_declarations()]
-    await provision(nc, decls)
-    await nc.close()
+    await provision_url(url, decls)
 
 
 def provision_sync(url: str, **consumer_overrides) -> None:

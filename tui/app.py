@@ -29,14 +29,14 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from corral.bots.fleet_keys import write_desired
 from corral.core.cancel import request_cancel
-from corral.cli.common import actor as default_actor
-from corral.cli.features import add_schedule, remove_schedule
 from corral.core.connect import connect
+from corral.core.control import actor as default_actor
 from corral.core.control import drain_bot, pause_queue, record, resume_queue
 from corral.core.dlq import DeadLetter, purge, replay
+from corral.core.fleet import write_desired
 from corral.core.log import Logger
+from corral.core.schedules import add_schedule, remove_schedule
 from corral.core.settings import Settings
 from corral.core.submit import submit_many
 from corral.tui import feeds

@@ -23,9 +23,10 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from textual.message import Message
 
-from corral.cli.fleet import fleet_status
 from corral.core.dlq import list_dead
+from corral.core.fleet import fleet_status
 from corral.core.history import walk
+from corral.core.leases import is_gone
 from corral.core.messages import event_decoder, heartbeat_decoder
 from corral.core.names import BOTS_BUCKET, EVENTS_STREAM
 from corral.core.status import snapshot
@@ -52,7 +53,7 @@ async def watch_bots(js: JetStreamContext, post: Post) -> None:
         async for entry in watcher:
             if entry is None:  # end of the initial values
                 continue
-            if entry.operation in ("DEL", "PURGE") or not entry.value:
+            if is_gone(entry) or not entry.value:
                 post(BotGone(entry.key, entry.operation or "PURGE"))
                 continue
             try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from textual.message import Message
 
-from corral.cli.fleet import HostStatus
+from corral.core.fleet import HostStatus
 from corral.core.dlq import DeadLetter
 from corral.core.messages import BotHeartbeat, Event
 from corral.core.status import Snapshot
@@ -73,7 +73,7 @@ class ServerStats(Message):
 
 @dataclass
 class FleetLoaded(Message):
-    """:func:`corral.cli.fleet.fleet_status`: one row per fleet host; ``at`` is Unix seconds when the read started."""
+    """:func:`corral.core.fleet.fleet_status`: one row per fleet host; ``at`` is Unix seconds when the read started."""
 
     rows: list[HostStatus]
     at: float

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import anyio
 
-from corral.cli.up import _provision, start_fleet, stop_fleet
 from corral.core.messages import make_job
 from corral.harness.server import EmbeddedServer
+from corral.harness.stack import start_fleet, stop
 from corral.core.settings import Settings
 from corral.core.submit import submit_many
+from corral.streams.provision import provision_url
 from corral.tui.app import CorralApp
 
 WATCH_SECONDS = 8.0
@@ -46,11 +47,11 @@ def main(argv: list[str]) -> int:
         server = EmbeddedServer(Path(home)).start()
         fleet = None
         try:
-            anyio.run(_provision, server.url)
+            anyio.run(provision_url, server.url)
             fleet = start_fleet(server.url, 3, Path(home) / "logs")
             anyio.run(shoot, server.url, server.monitor_url, out)
         finally:
-            stop_fleet(fleet, timeout=15)
+            stop(fleet, timeout=15)
             server.kill()
     print(out)
     return 0

@@ -12,9 +12,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from corral.cli.fleet import HostStatus
 from corral.core.dlq import DeadLetter
-from corral.core.messages import BotHeartbeat, CurrentJob, Event, EventType
+from corral.core.fleet import HostStatus
+from corral.core.messages import TERMINAL_EVENTS, BotHeartbeat, CurrentJob, Event, EventType
 from corral.core.names import DLQ_STREAM
 from corral.core.status import Snapshot
 from corral.tui.features import Features
@@ -24,8 +24,6 @@ GONE_LINGER = 8.0  #: seconds a dead or stopped bot stays visible before it drop
 RATE_WINDOW = 180  #: seconds of per-second throughput kept for the sparklines
 STALE_SNAPSHOT = 3.5  #: seconds without a successful snapshot before the server counts as unreachable
 RATE_TYPES = (EventType.SUCCEEDED, EventType.FAILED, EventType.DEAD)
-#: A job whose latest event is one of these has ended (there is nothing left to cancel).
-ENDED = frozenset({EventType.SUCCEEDED, EventType.DEAD, EventType.CANCELLED, EventType.EXPIRED, EventType.DUPLICATE})
 
 
 @dataclass
@@ -134,7 +132,7 @@ class Store:
         old = self.jobs.pop(e.job_id, None)
         # An older event read back after a newer live one; or a progress report the bot flushed
         # just after the job ended (it flushes them every half second), which would hide the end.
-        if old and (old.ts > e.ts or (e.type == EventType.PROGRESS and old.last in ENDED)):
+        if old and (old.ts > e.ts or (e.type == EventType.PROGRESS and old.last in TERMINAL_EVENTS)):
             self.jobs[e.job_id] = old
             return
         self.jobs[e.job_id] = JobRow(

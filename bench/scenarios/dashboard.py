@@ -25,7 +25,7 @@ from anyio.abc import Process
 from corral.bench.corral_io import pause_jobs, stream_state
 from corral.bench.fleet import BotProc
 from corral.bench.scenarios import Context, Metric, Scenario
-from corral.cli.submit import generate
+from corral.core.handlers import generate
 from corral.core.connect import connect
 from corral.core.errors import CorralError
 from corral.core.log import get_logger

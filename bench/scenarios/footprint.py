@@ -12,7 +12,7 @@ import anyio
 from corral.bench.corral_io import pause_jobs, resume_jobs, stream_state
 from corral.bench.fleet import Fleet
 from corral.bench.scenarios import Context, Metric, Scenario
-from corral.cli.submit import generate
+from corral.core.handlers import generate
 from corral.core.connect import connect
 from corral.core.errors import CorralError
 from corral.core.log import get_logger

@@ -22,11 +22,9 @@ shipped 10 s; the docs compare against the shipped value.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,7 +34,6 @@ import psutil
 
 from corral.bench.corral_io import pause_jobs, resume_jobs, stream_state
 from corral.bench.scenarios import Context, Metric, Scenario
-from corral.cli.submit import generate
 from corral.core.connect import connect
 from corral.core.errors import CorralError
 from corral.ledger.client import ask
@@ -47,8 +44,10 @@ from corral.core.messages import Event, EventType, JobResult, new_id
 from corral.core.names import EVENTS_STREAM, RESULTS_STREAM, job_events_subject, result_subject
 from corral.core.publisher import AsyncPublisher
 from corral.core.settings import Settings
+from corral.core.spawn import spawn_corral
 from corral.core.status import live_bots
 from corral.core.submit import raise_for, submit_many
+from corral.core.handlers import generate
 
 MB = 1024 * 1024
 FLEET_BOTS = 4
@@ -62,9 +61,7 @@ class Proc:
     def __init__(self, name: str, args: list[str], log_dir: Path) -> None:
         self.name, self.log_path = name, log_dir / f"{name}.log"
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "corral.cli", *args], stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.proc = spawn_corral(*args, log=log)
         self.ps = psutil.Process(self.proc.pid)
         self.peak = 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 
 import nats
@@ -19,7 +18,8 @@ import nats
 from corral.bench import raw
 from corral.bench.scenarios import Context, Metric, Scenario
 from corral.bench.server import provision_for_bench
-from corral.cli.submit import generate
+from corral.core.handlers import generate
+from corral.core.spawn import corral_argv, corral_env
 from corral.core.connect import connect
 from corral.core.errors import CorralError
 from corral.core.log import get_logger
@@ -56,7 +56,7 @@ def populate_rates(url: str, n: int) -> tuple[float, float]:
         CorralError: populate failed.
     """
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "corral.cli", "populate", str(n), "--json", "--server", url],
+    done = subprocess.run(corral_argv("populate", str(n), "--json", "--server", url), env=corral_env(),
                           capture_output=True, text=True, timeout=300)
     wall = time.perf_counter() - start
     if done.returncode != 0:

@@ -15,7 +15,7 @@ from corral.bench.corral_io import first_claim, pause_jobs, resume_jobs, wait_fo
 from corral.bench.fleet import Fleet
 from corral.bench.scenarios import Context, Metric, Scenario
 from corral.bench.server import provision_for_bench
-from corral.cli.submit import generate
+from corral.core.handlers import generate
 from corral.core.connect import connect
 from corral.core.log import get_logger
 from corral.core.names import RESULTS_STREAM

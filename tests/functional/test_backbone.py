@@ -91,7 +91,7 @@ async def test_the_results_stream_refuses_a_second_result_for_a_job(js, provisio
     await js.publish(result_subject("fenced"), b"{}")
     with pytest.raises(Exception) as caught:
         await js.publish(result_subject("fenced"), b"{}")
-    assert isinstance(publish_error(caught.value, "x"), ResultAlreadyRecordedError)
+    assert isinstance(publish_error(caught.value, result_subject("fenced")), ResultAlreadyRecordedError)
 
 
 async def test_a_job_that_always_fails_is_dead_lettered_with_its_reason(js, provisioned, bots):

@@ -1,6 +1,6 @@
 """Fleet: every host's supervisor, desired and live bots (``corral fleet-status``); scale one.
 
-The rows come from :func:`corral.cli.fleet.fleet_status`, read once a second by
+The rows come from :func:`corral.core.fleet.fleet_status`, read once a second by
 the app while this screen is shown. Scaling writes ``desired.<host>`` through
 the app (``CorralApp.scale_host``), so the supervisor on that host starts or
 drains bots; only hosts listed here (a desired count or a live supervisor) can
@@ -19,8 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from corral.bots.fleet_keys import MAX_BOTS_PER_HOST, check_count
-from corral.cli.fleet import HostStatus
+from corral.core.fleet import MAX_BOTS_PER_HOST, HostStatus, check_count
 from corral.core.errors import ConfigError
 from corral.tui.screens.base import TaskScreen
 from corral.tui.widgets.synced_table import SyncedTable

@@ -17,9 +17,9 @@ from corral.core.history import job_events, job_result, walk
 from corral.core.messages import CurrentJob, job_decoder
 from corral.core.errors import InvalidJobError
 from corral.core.names import JOBS_STREAM, check_token
+from corral.core.messages import TERMINAL_EVENTS
 from corral.tui.screens.base import TaskScreen
 from corral.tui.screens.events import TYPE_STYLE, clock
-from corral.tui.store import ENDED
 from corral.tui.widgets.job_inspector import JobInspector, JobRecord
 from corral.tui.widgets.synced_table import SyncedTable
 
@@ -143,7 +143,7 @@ class JobsScreen(TaskScreen):
             self.notify("select a job in a table (or inspect one) to cancel it", severity="warning")
             return
         known = self.store.jobs.get(job_id)
-        if known is not None and known.last in ENDED:
+        if known is not None and known.last in TERMINAL_EVENTS:
             self.notify(f"job {job_id} already ended ({known.last}): nothing to cancel", severity="warning")
             return
         bot = next((bot for bot, c in self.store.in_flight() if c.id == job_id), None)

@@ -15,8 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from corral.cli.features import schedule_spec
-from corral.cli.submit import parse_kv
+from corral.core.schedules import schedule_spec
+from corral.core.submit import parse_kv
 from corral.core.errors import ConfigError, CorralError, InvalidJobError
 from corral.core.messages import Job, make_job
 from corral.core.names import DEFAULT_QUEUE, check_token
