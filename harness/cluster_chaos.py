@@ -16,7 +16,9 @@ injects, one after another:
 * ``kill_bot``: SIGKILL a bot holding jobs and start a replacement;
 * ``freeze_bot``: SIGSTOP a bot holding jobs past the ack deadline, then SIGCONT.
 
-A fault's recovery time runs from the fault until every job in flight when it
+Faults are spread over the run (fault k of n once k/(n+1) of the first batch has ended).
+Fault k of n strikes once k/(n+1) of the first batch has ended, so the
+faults are spread over the run. A fault's recovery time runs from the fault until every job in flight when it
 struck has an outcome (for ``kill_bot`` and ``freeze_bot``: the victim's jobs).
 A node kill also records when its stream had a new leader and when the
 restarted node was healthy again. The verdict is the single-node suite's,
@@ -99,7 +101,10 @@ class ClusterChaosRun(ChaosRun):
             jobs = self._jobs()
             self.report.submitted = await _submit_all(js, jobs)
             self.log.info("chaos.submitted", jobs=self.report.submitted)
-            for fault in self.config.faults:
+            for k, fault in enumerate(self.config.faults):
+                # Spread over the run: fault k strikes once k/(n+1) of the first batch has ended.
+                mark = len(jobs) * (k + 1) // (len(self.config.faults) + 1)
+                await _until(lambda: _quiet(lambda: self._ended(js, mark)), self.config.timeout, f"{mark} jobs ended")
                 jobs += await self._top_up(js)
                 await self._inject_cluster(fault, js, t0)
             await _until(lambda: self._settled(js, len(jobs)), self.config.timeout, "every job to end")
@@ -147,6 +152,11 @@ class ClusterChaosRun(ChaosRun):
         more = self._mixed(slots * 25)
         self.report.submitted += await _submit_all(js, more)
         return more
+
+    async def _ended(self, js, n: int) -> bool:
+        results = await js.stream_info(RESULTS_STREAM)
+        dead = await js.stream_info("CORRAL_DLQ")
+        return results.state.messages + dead.state.messages >= n
 
     async def _all_held(self, js) -> list[str]:
         """Every job some live bot holds right now and that has no outcome yet."""

@@ -134,8 +134,10 @@ class HostServer(EmbeddedServer):
         for j in HOSTS:
             text = re.sub(rf"127\.0\.0\.1:(1\d{{3}}{j})\b", rf"{net.addr(j)}:\1", text)
         conf.write_text(text)
-        ports = dict(re.findall(r"^\s*(listen|http):\s*[\d.]+:(\d+)", text, re.M))
-        super().__init__(home, port=int(ports["listen"]), http_port=int(ports["http"]), config=conf)
+        # The first listen is the client port; the cluster block's comes later.
+        port = re.search(r"^listen:\s*[\d.]+:(\d+)", text, re.M).group(1)
+        http = re.search(r"^http:\s*[\d.]+:(\d+)", text, re.M).group(1)
+        super().__init__(home, port=int(port), http_port=int(http), config=conf)
         self.net, self.host = net, host
 
     @property
@@ -147,4 +149,5 @@ class HostServer(EmbeddedServer):
         return f"http://{self.net.addr(self.host)}:{self.http_port}"
 
     def command(self) -> list[str]:
+        # The file alone: its addresses are the host's now, and its ports are free in a namespace.
         return [*self.net.exec_prefix(self.host), *super().command()[:3]]

@@ -160,8 +160,12 @@ async def test_a_partitioned_host_stops_claiming_the_majority_finishes_and_heali
     net.partition(CUT)
     cut_at = time.time()
     # Then: the majority finishes everything, host 3's jobs included (after their ack deadline).
-    await eventually(lambda: _at_least(js, JOBS), timeout=90, interval=0.2, what=f"all {JOBS} results while host {CUT} is cut")
+    await eventually(lambda: _ended(js, JOBS), timeout=90, interval=0.2, what=f"all {JOBS} jobs ended while host {CUT} is cut")
     finished_s = time.time() - cut_at
+    dead = await count(js, "CORRAL_DLQ")
+    # A sleep job has no reason to die: a dead letter here is a job the partition pushed over
+    # its attempts (deliveries interrupted while a stream had no leader counted as attempts).
+    assert dead == 0, f"{dead} sleep jobs were dead-lettered during the partition (see the bots' job.dead lines)"
     gone = await eventually(lambda: _host_gone(fleets[1], CUT), timeout=30, interval=0.5, what=f"h{CUT} without live bots")
     seen = {"majority (h1)": fleets[1].corral("fleet-status"), f"cut host (h{CUT})": fleets[CUT].corral("fleet-status")}
     net.heal(CUT)
@@ -199,6 +203,10 @@ async def _all_live(f: HostFleet, n: int) -> bool:
 async def _host_gone(f: HostFleet, host: int) -> dict | None:
     row = (await fleet_rows(f)).get(f"h{host}")
     return row if row is not None and not row["live"] else None
+
+
+async def _ended(js, n: int) -> bool:
+    return await count(js, RESULTS_STREAM) + max(0, await count(js, "CORRAL_DLQ")) >= n
 
 
 async def _at_least(js, n: int) -> bool:
