@@ -109,6 +109,11 @@ class Proxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers -= {writer, up_writer}
 
+    @property
+    def links(self) -> int:
+        """Open connections through the proxy (each counted once, not per direction)."""
+        return len(self._writers) // 2
+
     def cut(self) -> None:
         self.blocked = True
         for w in list(self._writers):
