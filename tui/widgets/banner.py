@@ -24,7 +24,7 @@ class ConnectionBanner(Static):
                 v = store.varz
                 text += f"  ·  nats-server {v.get('version', '?')}  ·  {v.get('connections', '?')} connections  ·  up {v.get('uptime', '?')}"
         elif not store.connected:
-            text = f"✖ NATS server unreachable at {server} ({store.connection_detail}); retrying by itself"
+            text = f"✖ NATS server unreachable at {server} ({store.connection_detail}); retrying"
         else:
             text = f"✖ JetStream not answering at {server} ({store.snapshot_error or 'waiting for the first snapshot'}); retrying"
         self.update(text)
