@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Callable, Iterable
-from functools import partial
 
 import anyio
 from nats.aio.client import Client as NATS
@@ -53,6 +52,7 @@ from corral.tui.screens.events import EventsScreen
 from corral.tui.screens.features import FeaturesScreen
 from corral.tui.screens.fleet import FleetScreen
 from corral.tui.screens.help import HelpScreen
+from corral.tui.keys import binding_commands, help_sections
 from corral.tui.screens.jobs import JobsScreen
 from corral.tui.screens.overview import OverviewScreen
 from corral.tui.screens.schedule_form import ScheduleRequest
@@ -397,26 +397,11 @@ class CorralApp(App):
         self.push_screen(SubmitScreen())
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(help_sections()))
-
-    # -- command palette -------------------------------------------------------------------------
+        self.push_screen(HelpScreen(help_sections(self.BINDINGS, SCREENS)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for b in self.BINDINGS:
-            yield SystemCommand(b.description, f"key {b.key_display or b.key}", partial(self.run_action, b.action))
-        for b in getattr(screen, "BINDINGS", []):
-            if isinstance(b, Binding) and b.description and b.show:
-                yield SystemCommand(f"{screen.sub_title}: {b.description}", f"key {b.key_display or b.key}", partial(screen.run_action, b.action))
-
-
-def help_sections() -> list[tuple[str, list]]:
-    """Every binding, app-wide first, then per screen (the help screen and docs/tui.md use this)."""
-    sections: list[tuple[str, list]] = [("everywhere", CorralApp.BINDINGS)]
-    for cls in SCREENS.values():
-        sections.append((cls.TITLE_TEXT, list(cls.BINDINGS)))
-    sections.append(("confirmation", list(ConfirmScreen.BINDINGS)))
-    return sections
+        yield from binding_commands(self, screen)
 
 
 def run_dashboard(settings: Settings, monitor_url: str | None = None) -> None:
