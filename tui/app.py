@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Callable, Iterable
-from functools import partial
 
 import anyio
 from nats.aio.client import Client as NATS
@@ -47,12 +46,13 @@ from corral.tui.messages import (
 )
 from corral.tui.screens.analytics import AnalyticsScreen
 from corral.tui.screens.bots import BotsScreen
-from corral.tui.screens.confirm import ConfirmScreen
+from corral.tui.screens.confirm import ALT, ConfirmScreen
 from corral.tui.screens.dead_letters import DeadLettersScreen
 from corral.tui.screens.events import EventsScreen
 from corral.tui.screens.features import FeaturesScreen
 from corral.tui.screens.fleet import FleetScreen
 from corral.tui.screens.help import HelpScreen
+from corral.tui.keys import binding_commands, help_sections
 from corral.tui.screens.jobs import JobsScreen
 from corral.tui.screens.overview import OverviewScreen
 from corral.tui.screens.schedule_form import ScheduleRequest
@@ -96,14 +96,16 @@ class CorralApp(App):
     MODES = SCREENS
     DEFAULT_MODE = "overview"
     BINDINGS = [
-        Binding("1", "switch_mode('overview')", "Overview"),
-        Binding("2", "switch_mode('bots')", "Bots"),
-        Binding("3", "switch_mode('jobs')", "Jobs"),
-        Binding("4", "switch_mode('dead')", "Dead letters"),
-        Binding("5", "switch_mode('events')", "Events"),
-        Binding("6", "switch_mode('fleet')", "Fleet"),
-        Binding("7", "switch_mode('analytics')", "Analytics"),
-        Binding("8", "switch_mode('features')", "Features"),
+        # The footer shows one "1-8 Screens" entry (the ? screen lists each): eight would push Quit off an 80-column footer.
+        Binding("1", "switch_mode('overview')", "Screens", key_display="1-8"),
+        Binding("1", "switch_mode('overview')", "Overview", show=False),
+        Binding("2", "switch_mode('bots')", "Bots", show=False),
+        Binding("3", "switch_mode('jobs')", "Jobs", show=False),
+        Binding("4", "switch_mode('dead')", "Dead letters", show=False),
+        Binding("5", "switch_mode('events')", "Events", show=False),
+        Binding("6", "switch_mode('fleet')", "Fleet", show=False),
+        Binding("7", "switch_mode('analytics')", "Analytics", show=False),
+        Binding("8", "switch_mode('features')", "Features", show=False),
         Binding("s", "submit", "Submit"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -160,7 +162,7 @@ class CorralApp(App):
         self._ensure("bots", lambda: self._run_feed("bots", feeds.watch_bots(js, self.post_message)))
         self._ensure("events", lambda: self._run_feed("events", feeds.tail_events(self.nc, js, self.post_message)))
         self._maybe_reload_dead()
-        if self.current_mode == "fleet":
+        if self.current_mode in ("fleet", "bots"):  # the bots screen asks which bots a supervisor owns
             self.refresh_fleet()
         if self.current_mode == "features":
             self.refresh_features()
@@ -242,7 +244,7 @@ class CorralApp(App):
 
     @on(FleetLoaded)
     def _fleet(self, msg: FleetLoaded) -> None:
-        self.store.set_fleet(msg.rows, msg.at)
+        self.store.set_fleet(msg.rows, msg.at, msg.slots)
 
     @on(FeaturesLoaded)
     def _features_loaded(self, msg: FeaturesLoaded) -> None:
@@ -273,9 +275,15 @@ class CorralApp(App):
 
     # -- operator actions ---------------------------------------------------------------------
 
-    def confirm_then(self, question: str, then: Callable[[], object], *, yes: str = "Yes", no: str = "Cancel") -> None:
-        """Ask first; run ``then`` only on yes."""
-        self.push_screen(ConfirmScreen(question, yes=yes, no=no), lambda ok: then() if ok else None)
+    def confirm_then(self, question: str, then: Callable[[], object], *, yes: str = "Yes", no: str = "Cancel",
+                     alt: tuple[str, Callable[[], object]] | None = None) -> None:
+        """Ask first; run ``then`` only on yes (or ``alt``'s callable when its answer is picked)."""
+        def answered(ok: bool | str) -> None:
+            if ok == ALT and alt is not None:
+                alt[1]()
+            elif ok is True:
+                then()
+        self.push_screen(ConfirmScreen(question, yes=yes, no=no, alt=alt[0] if alt else None), answered)
 
     def _connected_js(self) -> JetStreamContext:
         if self.js is None or self.nc is None or not self.nc.is_connected:
@@ -389,26 +397,11 @@ class CorralApp(App):
         self.push_screen(SubmitScreen())
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(help_sections()))
-
-    # -- command palette -------------------------------------------------------------------------
+        self.push_screen(HelpScreen(help_sections(self.BINDINGS, SCREENS)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for b in self.BINDINGS:
-            yield SystemCommand(b.description, f"key {b.key_display or b.key}", partial(self.run_action, b.action))
-        for b in getattr(screen, "BINDINGS", []):
-            if isinstance(b, Binding) and b.description and b.show:
-                yield SystemCommand(f"{screen.sub_title}: {b.description}", f"key {b.key_display or b.key}", partial(screen.run_action, b.action))
-
-
-def help_sections() -> list[tuple[str, list]]:
-    """Every binding, app-wide first, then per screen (the help screen and docs/tui.md use this)."""
-    sections: list[tuple[str, list]] = [("everywhere", CorralApp.BINDINGS)]
-    for cls in SCREENS.values():
-        sections.append((cls.TITLE_TEXT, list(cls.BINDINGS)))
-    sections.append(("confirmation", list(ConfirmScreen.BINDINGS)))
-    return sections
+        yield from binding_commands(self, screen)
 
 
 def run_dashboard(settings: Settings, monitor_url: str | None = None) -> None:

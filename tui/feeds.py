@@ -31,6 +31,7 @@ from corral.core.messages import event_decoder, heartbeat_decoder
 from corral.core.names import BOTS_BUCKET, EVENTS_STREAM
 from corral.core.status import snapshot
 from corral.tui.features import FeaturesReader
+from corral.tui.fleet_slots import read_slots
 from corral.tui.messages import BotBeat, BotGone, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, SnapshotTaken
 
 Post = Callable[[Message], object]
@@ -104,7 +105,7 @@ async def load_dead(js: JetStreamContext, post: Post) -> None:
 
 async def load_fleet(js: JetStreamContext, post: Post) -> None:
     at = time.time()
-    post(FleetLoaded(await fleet_status(js), at))
+    post(FleetLoaded(await fleet_status(js), at, await read_slots(js)))
 
 
 async def load_features(js: JetStreamContext, reader: FeaturesReader, post: Post) -> None:

@@ -6,7 +6,7 @@ app folds them into the :class:`corral.tui.store.Store`, and screens redraw from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from textual.message import Message
@@ -77,6 +77,7 @@ class FleetLoaded(Message):
 
     rows: list[HostStatus]
     at: float
+    slots: dict = field(default_factory=dict)  #: host -> its slots (``corral.tui.fleet_slots.read_slots``)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from corral.tui.features import Features
 
 MAX_EVENTS = 500  #: events kept for the tail and the jobs list
 GONE_LINGER = 8.0  #: seconds a dead or stopped bot stays visible before it drops off
+REPLACED_LINGER = 120.0  #: seconds a replaced incarnation (its name taken by a new process) stays visible
 RATE_WINDOW = 180  #: seconds of per-second throughput kept for the sparklines
 STALE_SNAPSHOT = 3.5  #: seconds without a successful snapshot before the server counts as unreachable
 RATE_TYPES = (EventType.SUCCEEDED, EventType.FAILED, EventType.DEAD)
@@ -32,7 +33,7 @@ class BotRow:
 
     beat: BotHeartbeat
     gone_at: float | None = None
-    gone_why: str = ""  #: "expired" (TTL, the bot died) or "stopped" (deregistered)
+    gone_why: str = ""  #: "expired" (TTL, the bot died), "stopped" (deregistered) or "replaced" (see ``beat``)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Store:
     fleet: list[HostStatus] = field(default_factory=list)
     fleet_at: float = 0.0  #: when the last fleet read was started (0: never)
     fleet_error: str = ""
+    fleet_slots: dict = field(default_factory=dict)  #: host -> list of SlotStatus, from its supervisor's heartbeat
     features: Features = field(default_factory=Features)  #: schedules, groups, locks (the Features screen)
     features_at: float = 0.0  #: when the last features read was started (0: never)
     features_error: str = ""
@@ -98,6 +100,11 @@ class Store:
                 row.gone_at, row.gone_why = at, "expired"
 
     def beat(self, hb: BotHeartbeat) -> None:
+        old = self.bots.get(hb.name)
+        if old is not None and old.beat.incarnation != hb.incarnation and old.gone_why != "stopped":
+            # A new process under the same name (a supervisor restarting a slot) means the old one
+            # died, often before its key expired: keep its row, as dead, under ``name@pid``.
+            self.bots[f"{hb.name}@{old.beat.pid}"] = BotRow(old.beat, old.gone_at or self.clock(), "replaced")
         self.bots[hb.name] = BotRow(hb)
 
     def gone(self, name: str, operation: str) -> None:
@@ -108,7 +115,8 @@ class Store:
 
     def prune(self) -> None:
         now = self.clock()
-        for name in [n for n, r in self.bots.items() if r.gone_at and now - r.gone_at > GONE_LINGER]:
+        linger = lambda r: REPLACED_LINGER if r.gone_why == "replaced" else GONE_LINGER  # noqa: E731
+        for name in [n for n, r in self.bots.items() if r.gone_at and now - r.gone_at > linger(r)]:
             del self.bots[name]
 
     def add_event(self, subject: str, event: Event) -> bool:
@@ -147,8 +155,9 @@ class Store:
             self.dead_version += 1
         self.dead = letters
 
-    def set_fleet(self, rows: list[HostStatus], started_at: float) -> None:
+    def set_fleet(self, rows: list[HostStatus], started_at: float, slots: dict | None = None) -> None:
         self.fleet, self.fleet_at, self.fleet_error = rows, started_at, ""
+        self.fleet_slots = slots or {}
         for host in [h for h, (_, at) in self._scaled.items() if at < started_at]:
             del self._scaled[host]
 

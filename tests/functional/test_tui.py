@@ -42,16 +42,16 @@ def table(app: CorralApp, selector: str) -> SyncedTable:
 
 
 def cell(app: CorralApp, selector: str, key: str, column: str) -> str | None:
-    """The text of one cell, or None while the row is not shown."""
+    """The whole text of one cell, or None while the row is not shown."""
     t = table(app, selector)
     if key not in t.rows:
         return None
-    return str(t.get_cell(key, column))
+    return t.value(key, column)
 
 
 def rows_where(app: CorralApp, selector: str, column: str, text: str) -> list[str]:
     t = table(app, selector)
-    return [k.value for k in t.rows if k.value is not None and str(t.get_cell(k, column)) == text]
+    return [k.value for k in t.rows if t.value(k.value, column) == text]
 
 
 def dashboard(url: str) -> CorralApp:
@@ -76,7 +76,7 @@ async def test_a_job_submitted_from_the_form_completes_in_the_jobs_and_events_sc
         assert cell(app, "#jobs-table", job_id, "kind") == "sum"
         await pilot.press("5")
         await until(pilot, lambda: [k for k in rows_where(app, "#events-table", "type", "succeeded")
-                                    if cell(app, "#events-table", k, "job") == job_id], what="the succeeded event")
+                                    if cell(app, "#events-table", k, "job_id") == job_id], what="the succeeded event")
 
 
 async def test_a_killed_bot_turns_dead_in_the_bots_table_then_drops_off(provisioned, bots):
@@ -99,7 +99,7 @@ async def test_replaying_from_the_dead_letter_screen_empties_the_list(provisione
     app = dashboard(provisioned.url)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("4")
-        await until(pilot, lambda: rows_where(app, "#dlq-table", "job", job.id), what="the dead letter")
+        await until(pilot, lambda: rows_where(app, "#dlq-table", "full_id", job.id), what="the dead letter")
         bot.kill()
         await pilot.press("r")
         await until(pilot, lambda: app.screen.query("#confirm-question"), what="the confirmation")

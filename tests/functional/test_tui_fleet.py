@@ -70,7 +70,7 @@ async def until_async(pilot, check: Callable[[], Awaitable[object]], timeout: fl
 
 def fleet_cell(app: CorralApp, column: str) -> str | None:
     t = app.screen.query_one("#fleet-table", SyncedTable)
-    return str(t.get_cell(HOST, column)) if HOST in t.rows else None
+    return t.value(HOST, column) if HOST in t.rows else None
 
 
 def live_names(js) -> Callable[[], Awaitable[set[str]]]:

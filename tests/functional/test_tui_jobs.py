@@ -66,7 +66,7 @@ async def test_a_running_job_shows_its_progress_and_the_operator_cancels_it_from
         progress = await until(pilot, lambda: re.fullmatch(r"\d+% slept .*", cell(app, "#inflight-table", job.id, "progress") or ""),
                                what="the progress in the in-flight row")
         assert column_in_view(app, "#inflight-table", "progress"), f"progress off screen at 80 columns: {progress[0]}"
-        assert cell(app, "#inflight-table", job.id, "id") == job.id[:12]
+        assert cell(app, "#inflight-table", job.id, "id") == job.id[:8]
         assert cell(app, "#inflight-table", job.id, "bot") == "b1"
 
         await pilot.press("shift+tab")  # from the recent jobs table to the in-flight table

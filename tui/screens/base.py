@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING
 from textual import on
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 from textual.worker import Worker
 
 from corral.tui.store import Store
 from corral.tui.widgets.banner import ConnectionBanner
+from corral.tui.widgets.footer import CorralFooter
 
 if TYPE_CHECKING:
     from corral.tui.app import CorralApp
@@ -42,7 +43,7 @@ class TaskScreen(Screen):
         yield Header()
         yield ConnectionBanner(id="banner")
         yield from self.compose_body()
-        yield Footer()
+        yield CorralFooter()
 
     def compose_body(self) -> ComposeResult:
         yield from ()

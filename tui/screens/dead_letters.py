@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Input, Label, ProgressBar
+from textual.widgets import DataTable, Input, Label, ProgressBar
 
 from corral.core.dlq import DeadLetter
 from corral.tui.screens.base import TaskScreen
+from corral.tui.widgets.detail_pane import DetailPane
+from corral.tui.widgets.fit import Col, short_id
 from corral.tui.widgets.synced_table import SyncedTable
 
-COLUMNS = [("seq", "#"), ("job", "job"), ("kind", "kind"), ("queue", "queue"), ("attempts", "attempts"),
-           ("dead_at", "died"), ("reason", "reason")]
+#: The job and its error first: the error takes the room left and is read whole in the detail pane.
+COLUMNS = [Col("job", "job", 0), Col("error", "error", 0, flex=True, max=400), Col("kind", "kind", 1, min=6),
+           Col("attempts", "tries", 2), Col("dead_at", "died", 2), Col("queue", "queue", 3), Col("seq", "#", 4),
+           Col("reason", "reason", detail_only=True), Col("full_id", "job id", detail_only=True),
+           Col("bots", "bots", detail_only=True)]
+#: How the executor words a reason (``bots/execute.py``): the count is in its own column, so the table shows the error.
+_RETRIED = re.compile(r"failed \d+ attempt\(s\); last error: ")
 
 
 def matches(d: DeadLetter, needle: str) -> bool:
@@ -24,7 +32,13 @@ def matches(d: DeadLetter, needle: str) -> bool:
 
 def letter_cells(d: DeadLetter) -> tuple:
     died = dt.datetime.fromtimestamp(d.dead_at).strftime("%m-%d %H:%M:%S") if d.dead_at else "-"
-    return (str(d.seq), d.job_id, d.kind, d.queue, str(d.attempts), died, d.reason[:200])
+    return (short_id(d.job_id), error_of(d.reason), d.kind, str(d.attempts), died, d.queue, str(d.seq),
+            d.reason, d.job_id, d.bots)
+
+
+def error_of(reason: str) -> str:
+    """The error a reason carries, without the attempts preamble the tries column already shows."""
+    return _RETRIED.sub("", reason, count=1) or reason
 
 
 class DeadLettersScreen(TaskScreen):
@@ -41,6 +55,7 @@ class DeadLettersScreen(TaskScreen):
         yield Input(placeholder="filter: words that must all appear (reason, kind, queue, job id)", id="dlq-filter")
         yield Label("", id="dlq-count", classes="section")
         yield SyncedTable(COLUMNS, id="dlq-table")
+        yield DetailPane(long=("reason",), skip=("job", "error"), empty="no dead letter selected", id="dlq-detail")
         yield ProgressBar(id="dlq-progress", show_eta=False)
 
     def on_mount(self) -> None:
@@ -64,6 +79,12 @@ class DeadLettersScreen(TaskScreen):
         self.query_one("#dlq-count", Label).update(
             f"{total} dead letters" + (f", {len(letters)} match the filter" if needle else "")
         )
+        self._show_detail()
+
+    @on(DataTable.RowHighlighted, "#dlq-table")
+    def _show_detail(self) -> None:
+        table = self.query_one("#dlq-table", SyncedTable)
+        self.query_one("#dlq-detail", DetailPane).show_row(table, table.selected_key())
 
     @on(Input.Changed, "#dlq-filter")
     def _refilter(self) -> None:

@@ -9,7 +9,7 @@ be scaled.
 
 from __future__ import annotations
 
-import time
+import signal
 
 from rich.markup import escape
 from rich.text import Text
@@ -19,14 +19,23 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
-from corral.core.fleet import MAX_BOTS_PER_HOST, HostStatus, check_count
+from corral.core.fleet import MAX_BOTS_PER_HOST, HostStatus, SlotStatus, check_count
 from corral.core.errors import ConfigError
+from corral.tui.fleet_slots import SlotExits, exits_by_bot
 from corral.tui.screens.base import TaskScreen
+from corral.tui.screens.bots import uptime
+from corral.tui.widgets.fit import Col
 from corral.tui.widgets.synced_table import SyncedTable
 
 COLUMNS = [
-    ("host", "host"), ("supervisor", "supervisor"), ("desired", "desired"), ("live", "live"), ("bots", "live bots"),
-    ("heartbeat", "supervisor heartbeat"), ("crash_loop", "crash loop"), ("by", "scaled by"),
+    Col("host", "host", 0), Col("desired", "desired", 0), Col("live", "live", 0), Col("crash_loop", "crash loop", 0, min=6),
+    Col("supervisor", "supervisor", 1, min=10), Col("heartbeat", "heartbeat", 2), Col("bots", "live bots", 3, flex=True),
+    Col("by", "scaled by", 4, min=8),
+]
+#: One row per slot, from its supervisor's heartbeat; restarts are counted from the supervisor's exit events.
+SLOT_COLUMNS = [
+    Col("bot", "slot bot", 0), Col("state", "state", 0), Col("restarts", "restarts", 0), Col("last_exit", "last exit", 0, min=8),
+    Col("pid", "pid", 1), Col("up", "up", 1), Col("in_row", "in a row", 2), Col("retry", "retry in", 2),
 ]
 STALE_FLEET = 5.0  #: seconds without a fleet read before the status line says so
 
@@ -54,8 +63,27 @@ def host_cells(row: HostStatus, desired: int | None) -> tuple:
     live = len(row.live)
     live_cell = Text(str(live), style="" if desired is None or live == desired else "bold yellow")
     age = "-" if row.supervisor_age is None else f"{row.supervisor_age:.1f}s ago"
-    return (row.host, sup, "-" if desired is None else str(desired), live_cell, " ".join(row.live) or "-",
-            age, Text(" ".join(row.crash_loop), style="bold red") if row.crash_loop else "-", row.desired_by or "-")
+    loop = Text(" ".join(row.crash_loop), style="bold red") if row.crash_loop else "-"
+    return (row.host, "-" if desired is None else str(desired), live_cell, loop, sup, age, " ".join(row.live) or "-",
+            row.desired_by or "-")
+
+
+def exit_text(code: int | None, why: str) -> str:
+    """``SIGKILL (exited)``, ``code 3 (crash_loop)``: how a slot's process last ended unasked, or ``-``."""
+    if code is None:
+        return why or "-"
+    try:
+        what = signal.Signals(-code).name if code < 0 else f"code {code}"
+    except ValueError:
+        what = f"signal {-code}"
+    return f"{what} ({why})" if why else what
+
+
+def slot_cells(slot: SlotStatus, exits: SlotExits, started_at: float | None, now: float) -> tuple:
+    state = Text(slot.state, style={"running": "green", "backoff": "bold red", "draining": "yellow"}.get(slot.state, ""))
+    return (slot.name, state, str(exits.count), exit_text(slot.last_code, exits.last_state), str(slot.pid or "-"),
+            uptime(now - started_at) if started_at and slot.state == "running" else "-", str(slot.exits),
+            "-" if slot.retry_in is None else f"{slot.retry_in:.1f}s")
 
 
 class FleetScreen(TaskScreen):
@@ -69,6 +97,8 @@ class FleetScreen(TaskScreen):
     def compose_body(self) -> ComposeResult:
         yield Label("", id="fleet-status", classes="section")
         yield SyncedTable(COLUMNS, id="fleet-table")
+        yield Label("slots (from each supervisor's heartbeat)", classes="section")
+        yield SyncedTable(SLOT_COLUMNS, id="slots-table")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -82,18 +112,31 @@ class FleetScreen(TaskScreen):
         store = self.store
         rows = store.fleet
         self.query_one("#fleet-table", SyncedTable).sync((r.host, host_cells(r, store.desired(r))) for r in rows)
+        self._redraw_slots()
         if not store.fleet_at:
             status = "reading the fleet…" if not store.fleet_error else f"cannot read the fleet: {escape(store.fleet_error)}"
         else:
             status = f"{len(rows)} host(s)  ·  + / - scale the selected host by one, = scale it to N"
             if not rows:
                 status = "no fleet hosts: start one with `corral fleet --host NAME`"
-            if store.fleet_error and time.time() - store.fleet_at > STALE_FLEET:
-                status += f"  ·  [red]not refreshed for {time.time() - store.fleet_at:.0f}s: {escape(store.fleet_error)}[/]"
+            if store.fleet_error and store.clock() - store.fleet_at > STALE_FLEET:
+                status += f"  ·  [red]not refreshed for {store.clock() - store.fleet_at:.0f}s: {escape(store.fleet_error)}[/]"
         self.query_one("#fleet-status", Label).update(status)
+
+    def _redraw_slots(self) -> None:
+        store, now = self.store, self.store.clock()
+        exits = exits_by_bot(store.events)
+        started = {r.beat.name: r.beat.started_at for r in store.bots.values() if r.gone_at is None}
+        self.query_one("#slots-table", SyncedTable).sync(
+            (slot.name, slot_cells(slot, exits.get(slot.name, SlotExits()), started.get(slot.name), now))
+            for host in sorted(store.fleet_slots) for slot in store.fleet_slots[host]
+        )
 
     def _selected(self) -> HostStatus | None:
         host = self.query_one("#fleet-table", SyncedTable).selected_key()
+        if self.focused is self.query_one("#slots-table"):  # a slot row scales the host it belongs to
+            slot = self.query_one("#slots-table", SyncedTable).selected_key() or ""
+            host = next((h for h, slots in self.store.fleet_slots.items() if any(s.name == slot for s in slots)), host)
         row = next((r for r in self.store.fleet if r.host == host), None)
         if row is None:
             self.notify("select a fleet host first", severity="warning")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import msgspec
 from rich.text import Text
 from textual import on, work
@@ -20,12 +18,18 @@ from corral.core.names import JOBS_STREAM, check_token
 from corral.core.messages import TERMINAL_EVENTS
 from corral.tui.screens.base import TaskScreen
 from corral.tui.screens.events import TYPE_STYLE, clock
+from corral.tui.widgets.fit import Col, short_id
 from corral.tui.widgets.job_inspector import JobInspector, JobRecord
 from corral.tui.widgets.synced_table import SyncedTable
 
 PENDING_SCAN = 5000  #: pending jobs scanned (direct gets, never the bots' consumer) to find a payload
-SHORT_ID = 12  #: job id characters the in-flight table shows (the row key, used to inspect and cancel, is the whole id)
-PROGRESS_WIDTH = 28  #: characters of a handler's progress message shown before it is cut with "…"
+#: The job and the bot running it stay; the progress message takes what room is left (cut with "…",
+#: whole in the inspector). Ids are short (the row key, used to inspect and cancel, is the whole id).
+INFLIGHT_COLUMNS = [Col("id", "job", 0), Col("bot", "bot", 0), Col("progress", "progress", 0, flex=True, min=8),
+                    Col("kind", "kind", 1, min=6), Col("for", "running for", 2)]
+#: Time, job and latest event first: what happened to which job; the rest drop as the width shrinks.
+RECENT_COLUMNS = [Col("updated", "updated", 0), Col("id", "job", 0), Col("last", "last event", 0),
+                  Col("kind", "kind", 1, min=6), Col("bot", "bot", 1, min=6), Col("attempt", "try", 2), Col("queue", "queue", 3)]
 
 
 async def find_pending(js, job_id: str) -> tuple[bool, object]:
@@ -60,14 +64,14 @@ def progress_cell(job: CurrentJob) -> str:
     """``42% resizing`` (the handler's ``ctx.progress``, as the bot's heartbeat carries it), or ``-``."""
     if job.progress is None:
         return "-"
-    text = f"{job.progress:.0f}% {job.message or ''}".strip()
-    return text if len(text) <= PROGRESS_WIDTH else text[:PROGRESS_WIDTH - 1] + "…"
+    return f"{job.progress:.0f}% {job.message or ''}".strip()
 
 
 class JobsScreen(TaskScreen):
     TITLE_TEXT = "jobs"
     BINDINGS = [
         Binding("slash", "search", "Search id", key_display="/"),
+        Binding("escape", "leave_search", "Leave search", show=False),
         Binding("i", "inspect", "Inspect"),
         Binding("c", "cancel_job", "Cancel job"),
     ]
@@ -77,13 +81,9 @@ class JobsScreen(TaskScreen):
         with Horizontal(id="jobs-body"):
             with Vertical(id="jobs-lists"):
                 yield Label("in flight (from bot heartbeats)", classes="section")
-                # Progress comes second so that it stays in view on an 80-column terminal.
-                yield SyncedTable([("id", "job"), ("progress", "progress"), ("kind", "kind"), ("for", "running for"), ("bot", "bot")],
-                                  id="inflight-table")
+                yield SyncedTable(INFLIGHT_COLUMNS, id="inflight-table")
                 yield Label("recent jobs (latest event, newest first)", classes="section")
-                yield SyncedTable([("updated", "updated"), ("id", "job"), ("kind", "kind"), ("queue", "queue"),
-                                   ("last", "last event"), ("attempt", "attempt"), ("bot", "bot")],
-                                  id="jobs-table", sort_column="updated", reverse=True)
+                yield SyncedTable(RECENT_COLUMNS, id="jobs-table", sort_column="updated", reverse=True)
             yield JobInspector(id="inspector")
 
     def on_mount(self) -> None:
@@ -93,13 +93,14 @@ class JobsScreen(TaskScreen):
         self.query_one("#jobs-table").focus()
 
     def redraw(self) -> None:
-        now = time.time()
+        now = self.store.clock()
         self.query_one("#inflight-table", SyncedTable).sync(
-            (c.id, (c.id[:SHORT_ID], progress_cell(c), c.kind, f"{now - c.since:.1f}s", bot))
+            (c.id, (short_id(c.id), bot, progress_cell(c), c.kind, f"{now - c.since:.1f}s"))
             for bot, c in self.store.in_flight()
         )
         self.query_one("#jobs-table", SyncedTable).sync(
-            (j.job_id, (clock(j.ts), j.job_id, j.kind, j.queue, Text(j.last, style=TYPE_STYLE.get(j.last, "")), str(j.attempt or ""), j.bot))
+            (j.job_id, (clock(j.ts), short_id(j.job_id), Text(j.last, style=TYPE_STYLE.get(j.last, "")), j.kind, j.bot,
+                        str(j.attempt or ""), j.queue))
             for j in self.store.jobs.values()
         )
         # Follow the inspected job: read it again when a new event for it arrives.
@@ -125,6 +126,10 @@ class JobsScreen(TaskScreen):
 
     def action_search(self) -> None:
         self.query_one("#job-search").focus()
+
+    def action_leave_search(self) -> None:
+        """Esc in the search box hands the keys back to the tables (so ``4`` switches screens again)."""
+        self.query_one("#jobs-table").focus()
 
     def action_inspect(self) -> None:
         table = self.focused if isinstance(self.focused, SyncedTable) else self.query_one("#jobs-table", SyncedTable)

@@ -13,9 +13,16 @@ from textual.widgets import Label, Sparkline, Static
 from corral.core.messages import EventType
 from corral.core.names import PRIORITIES
 from corral.tui.screens.base import TaskScreen
+from corral.tui.widgets.fit import Col
 from corral.tui.widgets.synced_table import SyncedTable
 
 SPARK_SECONDS = 120
+STREAM_COLUMNS = [Col("stream", "stream", 0), Col("messages", "messages", 0), Col("bytes", "bytes", 1)]
+#: The state (paused or not) comes right after the name: it is what the operator acts on here.
+CONSUMER_COLUMNS = [
+    Col("consumer", "consumer", 0, min=12), Col("state", "state", 0), Col("pending", "pending", 0),
+    Col("in_flight", "in flight", 1), Col("max", "max", 2), Col("redelivered", "redeliv.", 3), Col("waiting", "pulls", 4),
+]
 
 
 def _size(n: int) -> str:
@@ -45,11 +52,9 @@ class OverviewScreen(TaskScreen):
         with Horizontal(id="overview-top"):
             with Vertical(id="overview-left"):
                 yield Label("streams", classes="section")
-                yield SyncedTable([("stream", "stream"), ("messages", "messages"), ("bytes", "bytes")], id="streams")
+                yield SyncedTable(STREAM_COLUMNS, id="streams")
                 yield Label("queues (consumers)", classes="section")
-                yield SyncedTable([("consumer", "consumer"), ("pending", "pending"), ("in_flight", "in flight"),
-                                   ("redelivered", "redelivered"), ("waiting", "waiting pulls"), ("max", "max in flight"),
-                                   ("state", "state")], id="consumers")
+                yield SyncedTable(CONSUMER_COLUMNS, id="consumers")
             with Vertical(id="overview-right"):
                 yield Label("alerts", classes="section")
                 yield Static(id="alerts")
@@ -70,8 +75,8 @@ class OverviewScreen(TaskScreen):
                 for s in snap.streams
             )
             self.query_one("#consumers", SyncedTable).sync(
-                (c.name, (c.name, str(c.pending), str(c.in_flight), str(c.redelivered), str(c.waiting),
-                          str(c.max_ack_pending), Text("paused", style="bold yellow") if c.paused else "active"))
+                (c.name, (c.name, Text("paused", style="bold yellow") if c.paused else "active", str(c.pending),
+                          str(c.in_flight), str(c.max_ack_pending), str(c.redelivered), str(c.waiting)))
                 for c in snap.consumers
             )
         alerts = store.alerts()

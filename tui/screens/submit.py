@@ -85,6 +85,8 @@ class SubmitScreen(ModalScreen[None]):
                 yield Button("Close (Esc)", id="submit-close")
 
     def on_mount(self) -> None:
+        # No bar until something is submitted: an idle bar animates "--%" as if work were under way.
+        self.query_one("#submit-progress").display = False
         self.query_one("#submit-kind").focus()
 
     def on_input_submitted(self) -> None:
@@ -107,7 +109,9 @@ class SubmitScreen(ModalScreen[None]):
         except InvalidJobError as e:
             self.status(str(e), error=True)
             return
-        self.query_one("#submit-progress", ProgressBar).update(total=req.count, progress=0)
+        bar = self.query_one("#submit-progress", ProgressBar)
+        bar.display = True
+        bar.update(total=req.count, progress=0)
         self.status(f"submitting {req.count} {req.kind} job(s) to {req.queue}/{req.priority}…")
         self.app.submit_jobs(req, self)  # type: ignore[attr-defined]
 

@@ -25,7 +25,7 @@ class ConnectionBanner(Static):
                 text += (f"  ·  nats-server {v.get('version', '?')}  ·  {v.get('connections', '?')} connections"
                          f"  ·  up {v.get('uptime', '?')}")
         elif not store.connected:
-            text = f"✖ NATS server unreachable at {server} ({store.connection_detail}); retrying by itself"
+            text = f"✖ NATS server unreachable at {server} ({store.connection_detail}); retrying"
         else:
             text = f"✖ JetStream not answering at {server} ({store.snapshot_error or 'waiting for the first snapshot'}); retrying"
         self.update(text)

@@ -1,0 +1,56 @@
+"""Each fleet slot as its supervisor last published it, and the exits the events tell of.
+
+The supervisor's heartbeat (``supervisor.<host>`` in the fleet bucket, a
+:class:`corral.bots.fleet_keys.SupervisorBeat`) carries its slots: state, pid,
+unexpected exits in a row, the last exit code and the backoff. It does not
+carry a lifetime restart count, a last exit *reason* or when the slot's process
+started; the exits are counted here from the supervisor's ``operator`` events
+on ``corral.events.ops.fleet`` (each names the bot and, in ``state``, whether it
+``exited``, was ``hung`` or is in a ``crash_loop``), and the uptime comes from
+the bot's own heartbeat (``started_at``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+
+from corral.core.fleet import FLEET_EVENTS_ACTION, FLEET_STREAM, SlotStatus, decode_supervisor, is_tombstone, key_subject
+from corral.core.history import walk
+
+EXIT_STATES = frozenset({"exited", "hung", "crash_loop"})  #: ``Event.state`` of a supervisor's exit report
+
+
+@dataclass(frozen=True)
+class SlotExits:
+    """What the events say about one bot name's unexpected exits (as far back as the dashboard has read)."""
+
+    count: int = 0
+    last_state: str = ""  #: exited, hung or crash_loop
+    last_at: float = 0.0  #: Unix seconds
+
+
+async def read_slots(js: JetStreamContext) -> dict[str, list[SlotStatus]]:
+    """host -> its slots, from every live supervisor heartbeat in the fleet bucket."""
+    out: dict[str, list[SlotStatus]] = {}
+    async for msg in walk(js, FLEET_STREAM, key_subject("supervisor.>")):
+        if is_tombstone(msg.headers):
+            continue
+        beat = decode_supervisor(msg.data)
+        if beat is not None:
+            out[beat.name] = sorted(beat.slots, key=lambda s: s.slot)
+    return out
+
+
+def exits_by_bot(events: Iterable) -> dict[str, SlotExits]:
+    """Count the supervisors' exit reports per bot name from the store's event rows."""
+    out: dict[str, SlotExits] = {}
+    for row in events:
+        e = row.event
+        if not row.subject.endswith(f".ops.{FLEET_EVENTS_ACTION}") or e.state not in EXIT_STATES or not e.bot:
+            continue
+        seen = out.get(e.bot, SlotExits())
+        out[e.bot] = SlotExits(seen.count + 1, e.state, e.ts) if e.ts >= seen.last_at else SlotExits(seen.count + 1, seen.last_state, seen.last_at)
+    return out
