@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
-from corral.core.fleet import FLEET_EVENTS_ACTION, FLEET_STREAM, SlotStatus, decode_supervisor, is_tombstone, key_subject
+from corral.core.fleet import FLEET_EVENTS_ACTION, FLEET_STREAM, SlotStatus, decode_supervisor
+from corral.core.leases import is_gone
+from corral.core.names import fleet_key_subject as key_subject
 from corral.core.history import walk
 
 EXIT_STATES = frozenset({"exited", "hung", "crash_loop"})  #: ``Event.state`` of a supervisor's exit report
@@ -36,7 +38,7 @@ async def read_slots(js: JetStreamContext) -> dict[str, list[SlotStatus]]:
     """host -> its slots, from every live supervisor heartbeat in the fleet bucket."""
     out: dict[str, list[SlotStatus]] = {}
     async for msg in walk(js, FLEET_STREAM, key_subject("supervisor.>")):
-        if is_tombstone(msg.headers):
+        if is_gone(msg.headers):
             continue
         beat = decode_supervisor(msg.data)
         if beat is not None:
