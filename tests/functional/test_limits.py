@@ -205,9 +205,9 @@ def test_bad_limit_input_is_refused_with_exit_2(args, message):
 
 
 def test_removing_a_limit_that_is_not_set_says_so(provisioned):
-    """rm of a kind without limits exits 1 naming the kind."""
+    """rm of a kind without limits exits 3 (not found, docs/cli.md) naming the kind."""
     out = corral("limit", "rm", "nothing", url=provisioned.url)
-    assert out.returncode == 1 and "no limit is set for kind 'nothing'" in out.stderr
+    assert out.returncode == 3 and "no limit is set for kind 'nothing'" in out.stderr
 
 
 async def test_a_bot_waits_for_a_missing_limits_bucket_instead_of_throttling_everything(nats_server, bots):
