@@ -157,7 +157,7 @@ class Bot:
                 await self._start_up()
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._in_progress_loop)
-                tg.start_soon(Reaper(self.nc, self.js, self.log, self.config.sweep_interval).run)
+                tg.start_soon(Reaper(self.nc, self.js, self.log, self.config.sweep_interval, self.config.name).run)
                 tg.start_soon(answer_control, self.nc, self.config.name, self.incarnation, self.log, self.stop, lambda: str(self.sm.state))
                 tg.start_soon(watch_cancellations, self.js, self.executor.cancel, self.log)
                 tg.start_soon(self._settle_ready)

@@ -39,14 +39,19 @@ class DeadLetters:
         self.hooks = hooks
 
     async def bury(self, msg: Msg, job: Job | None, reason: str, attempt: int, bots: Sequence[str] = ()) -> None:
-        """Dead-letter the delivery (``job`` None: its payload is not a job), naming ``bots``."""
+        """Dead-letter the delivery (``job`` None: its payload is not a job).
+
+        The dead letter's ``Corral-Bots`` header names ``bots``, the bots involved; when none are
+        known (a first delivery, a payload that is not a job) it names this bot, so every dead
+        letter says where to look.
+        """
         seq = msg.metadata.sequence.stream
         queue = msg.subject.split(".")[2] if msg.subject.count(".") >= 3 else "unknown"
         job_id = job.id if job else f"invalid-{seq}"
         try:
             await move_to_dlq(
                 self.js, data=msg.data, queue=queue, job_id=job_id, reason=reason, attempts=attempt,
-                source_subject=msg.subject, source_seq=seq, bots=list(bots),
+                source_subject=msg.subject, source_seq=seq, bots=list(bots) or [self.config.name],
             )
         except CorralError as e:
             # Not stored: keep the job where it is and try again later; nothing is dropped.

@@ -50,6 +50,7 @@ from corral.core.history import job_events, throttled_deliveries
 from corral.core.limits import Limiter
 from corral.core.log import Logger
 from corral.core.messages import EventType, Job, decode_job
+from corral.core.names import parse_job_subject
 from corral.core.publisher import AsyncPublisher
 from corral.core.schedules import firing_id
 
@@ -106,13 +107,24 @@ class Executor:
 
     @staticmethod
     def decode(msg: Msg) -> Job | InvalidJobError:
-        """The delivery's job, under the id it runs as (a periodic firing gets its own), or why not."""
+        """The delivery's job, under the id it runs as (a periodic firing gets its own), or why not.
+
+        Its queue and priority are the delivery subject's.
+        """
         try:
             job = decode_job(msg.data)
         except InvalidJobError as e:
             return e
+        changes = {}
         job_id = firing_id(job.id, msg.headers, msg.metadata.sequence.stream)
-        return job if job_id == job.id else msgspec.structs.replace(job, id=job_id)
+        if job_id != job.id:
+            changes["id"] = job_id
+        # The delivery subject is the truth for queue and priority (core/names.py), so the events
+        # and the result record the line the job actually ran in.
+        place = parse_job_subject(msg.subject)
+        if place is not None and place != (job.queue, job.priority):
+            changes["queue"], changes["priority"] = place
+        return msgspec.structs.replace(job, **changes) if changes else job
 
     async def process(self, msg: Msg, decoded: Job | InvalidJobError | None = None) -> None:
         """Take one delivery to its outcome (``decoded``: :meth:`decode`'s answer, if the caller has it).
@@ -149,7 +161,7 @@ class Executor:
         if ran.cancelled:
             await self._ended(msg, job, attempt, Ended.CANCELLED, "cancelled while running", log)
         elif ran.error is not None:
-            await self._failed(msg, job, attempt, ran.error, log)
+            await self._failed(msg, job, attempt, ran.error, log, verdict.ran_by)
         else:
             await self._succeeded(msg, job, attempt, ran.data, ran.started, log, ran.value)
 
@@ -205,12 +217,13 @@ class Executor:
             await self.trail.emit(job, EventType.SUCCEEDED, attempt, duration=duration)
         log.info("job.succeeded", ms=round(duration * 1000, 2))
 
-    async def _failed(self, msg: Msg, job: Job, attempt: int, error: str, log: Logger) -> None:
+    async def _failed(self, msg: Msg, job: Job, attempt: int, error: str, log: Logger, ran_by: Sequence[str] = ()) -> None:
         self.trail.counters.failed += 1
         self.trail.count("failed", job.kind)
         if attempt >= job.max_attempts:
             await self.trail.emit(job, EventType.FAILED, attempt, detail=error)
-            await self.dead_letters.bury(msg, job, f"failed {attempt} attempt(s); last error: {error}", attempt)
+            bots = sorted({*ran_by, self.config.name})
+            await self.dead_letters.bury(msg, job, f"failed {attempt} attempt(s); last error: {error}", attempt, bots)
             return
         delay = backoff(attempt, self.config.backoff_base, self.config.backoff_max)
         await msg.nak(delay=delay)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 
 from corral.bots.config import BotConfig
-from corral.core.history import deliveries_without_outcome, job_events, job_result, throttled_deliveries
+from corral.core.history import bots_that_ran, deliveries_without_outcome, job_events, job_result, throttled_deliveries
 from corral.core.messages import Job, JobResult
 
 
@@ -30,6 +30,7 @@ class Run:
 
     attempt: int
     throttles: int = 0
+    ran_by: tuple[str, ...] = ()  #: bots that started earlier deliveries (a dead letter names them)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Recorded:
 
 @dataclass(frozen=True)
 class Bury:
-    """Dead-letter the delivery, naming ``bots``."""
+    """Dead-letter the delivery, naming ``bots`` (none known: the bot that buries it)."""
 
     reason: str
     attempt: int
@@ -75,16 +76,18 @@ class Settler:
         throttles = throttled_deliveries(events)
         attempt = delivered - throttles
         died = deliveries_without_outcome(events)
-        bots = sorted({bot for _, bot in died})
+        ran_by = bots_that_ran(events)
         if len(died) >= self.config.poison_after:
+            # Named: only the bots it killed, not every bot that ran it.
+            bots = sorted({bot for _, bot in died})
             return Bury(f"quarantined: {len(died)} deliveries died with no outcome (bots: {', '.join(bots)})", attempt, bots)
         # max_deliver counts every delivery, throttled or not: the server's backstop (docs/features.md).
         if attempt > job.max_attempts or delivered >= self.max_deliver:
             reason = self.exhausted(job, attempt, delivered, throttles)
             if died:
                 reason += f"; {len(died)} earlier deliveries died with no outcome"
-            return Bury(reason, attempt, bots)
-        return Run(attempt, throttles)
+            return Bury(reason, attempt, ran_by)
+        return Run(attempt, throttles, tuple(ran_by))
 
     def exhausted(self, job: Job, attempt: int, delivered: int, throttles: int) -> str:
         """Why a redelivery is out of attempts (or deliveries)."""

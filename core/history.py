@@ -96,3 +96,14 @@ def deliveries_without_outcome(events: list[Event]) -> list[tuple[int, str]]:
         elif e.type in outcomes:
             started.pop(key, None)
     return sorted((a or 0, bot) for (a, _), bot in started.items())
+
+
+def bots_that_ran(events: list[Event]) -> list[str]:
+    """The bots that started the job since its last replay, sorted (a dead letter names them)."""
+    bots: set[str] = set()
+    for e in events:
+        if e.type == EventType.REPLAYED:
+            bots.clear()
+        elif e.type == EventType.STARTED and e.bot:
+            bots.add(e.bot)
+    return sorted(bots)

@@ -61,6 +61,18 @@ def job_subject(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
     return f"corral.jobs.{queue}.{priority}"
 
 
+def parse_job_subject(subject: str) -> tuple[str, str] | None:
+    """(queue, priority) of a ``corral.jobs.<queue>.<priority>`` subject, or None for any other subject.
+
+    The subject a job was delivered on is the truth for both: it chose the consumer, so it chose
+    the job's place in line, whatever the payload's own fields say.
+    """
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[:2] != ["corral", "jobs"] or parts[3] not in PRIORITIES or not _TOKEN.match(parts[2]):
+        return None
+    return parts[2], parts[3]
+
+
 def consumer_name(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
     """The durable pull consumer the bots share for one queue and priority."""
     return f"work-{queue}-{priority}"
