@@ -85,13 +85,16 @@ class Attempts:
         log.info("job.throttled", reason=verdict.reason, retry_in=round(verdict.delay, 2))
         return None
 
-    async def run(self, job: Job, attempt: int, redelivered: bool, log: Logger) -> Ran:
-        """Run the handler once; what happened, for the caller to record (after the slot is released)."""
+    async def run(self, job: Job, attempt: int, redelivered: bool, log: Logger, isolated: bool = False) -> Ran:
+        """Run the handler once; what happened, for the caller to record (after the slot is released).
+
+        ``isolated``: the job has its bot to itself, and its ``started`` event says so.
+        """
         # On a redelivery the start is confirmed before the handler runs: if this bot dies in the
         # handler, the next delivery must see the death to count it (poison quarantine). First
         # deliveries skip the round trip; that costs at most one uncounted death per job.
         if redelivered or not self.config.lean_events:
-            await self.trail.emit(job, EventType.STARTED, attempt, confirm=redelivered)
+            await self.trail.emit(job, EventType.STARTED, attempt, confirm=redelivered, isolated=isolated)
         log.debug("job.started")
         started = time.time()
         error: str | None = None  # stays None when the scope is cancelled mid-handler

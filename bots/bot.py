@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from corral.bots.config import BotConfig
 from corral.bots.execute import Executor
 from corral.bots.feeds import Feed, Feeds
-from corral.bots.inflight import InFlight, InFlightJobs
+from corral.bots.inflight import InFlightJobs
 from corral.bots.liveness import Liveness, NameLostError
 from corral.bots.metrics import BotMetrics
 from corral.bots.outbox import Outbox
@@ -40,7 +40,7 @@ from corral.core.connect import TRANSIENT, connect, wait_for_resources
 from corral.core.errors import CorralError, TransportError
 from corral.core.handlers import Registry
 from corral.core.log import Logger
-from corral.core.messages import BotHeartbeat, CurrentJob, new_id
+from corral.core.messages import BotHeartbeat, new_id
 from corral.core.names import (
     BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, LIMITS_BUCKET, PRIORITIES, RESULTS_STREAM, consumer_name,
 )
@@ -85,14 +85,9 @@ class Bot:
             name=self.config.name, incarnation=self.incarnation, host=socket.gethostname(), pid=os.getpid(),
             state=self.sm.state, version=self.config.version, started_at=self.started_at, heartbeat_at=time.time(),
             queues=list(self.config.queues), concurrency=self.config.concurrency,
-            current=[self._current(f) for f in self.inflight.values()[:20]],
+            current=self.inflight.current(ex.progress if ex else {}),
             done=ex.counters.done if ex else 0, failed=ex.counters.failed if ex else 0, dead=ex.counters.dead if ex else 0,
         )
-
-    def _current(self, f: InFlight) -> CurrentJob:
-        ex = getattr(self, "executor", None)
-        percent, message, _ = ex.progress.get(f.job_id, (None, None, False)) if ex else (None, None, False)
-        return CurrentJob(id=f.job_id, kind=f.kind, since=f.since, progress=percent, message=message)
 
     def stop(self, force: bool = False) -> None:
         """Begin a graceful drain (``force``: hand running jobs back at once)."""
@@ -189,7 +184,7 @@ class Bot:
         max_deliver = min((i.config.max_deliver for i in infos if i.config.max_deliver and i.config.max_deliver > 0), default=1_000_000)
         self.executor = Executor(
             self.js, self.publisher, self.registry, self.config, self.incarnation, self.log,
-            on_count=self.metrics.count,
+            on_count=self.metrics.count, gate=self.inflight,
             max_deliver=max_deliver,
             outbox=self.outbox,
         )
@@ -227,6 +222,9 @@ class Bot:
         """Claim jobs for free slots, highest priority first (bots/feeds.py has the rules)."""
         while not self._stopping:
             await self._breaker()
+            if self.inflight.reserved is not None:
+                await self.inflight.until_open(FETCH_TIMEOUT)  # a suspect runs alone: claim nothing
+                continue
             await self._slots.acquire()
             free = 1
             while free < self.config.concurrency and self._slots.value > 0:
@@ -234,20 +232,26 @@ class Bot:
                 free += 1
             msgs = []
             try:
-                if not self._stopping:
-                    msgs = await self.feeds.claim(free)
-                    if not msgs:
-                        await self.feeds.wait(FETCH_TIMEOUT)
-                        if not self._stopping:
-                            msgs = await self.feeds.claim(free)
+                msgs = await self._claim(jobs, free)
+                if not msgs and not self._stopping:
+                    await self.feeds.wait(FETCH_TIMEOUT)
+                    msgs = await self._claim(jobs, free)
             except TRANSIENT as e:
                 self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
                 if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self._stopping:
                     self.sm.to(BotState.ERROR)
             for _ in range(free - len(msgs)):
                 self._slots.release()
+
+    async def _claim(self, jobs: anyio.abc.TaskGroup, free: int) -> list[Msg]:
+        """Claim up to ``free`` jobs and start them, unless stopping or reserved by a suspect."""
+        if self._stopping or self.inflight.reserved is not None:
+            return []
+        with self.inflight.claiming():
+            msgs = await self.feeds.claim(free)
             for msg in msgs:
                 self._start_job(jobs, msg)
+        return msgs
 
     def _start_job(self, jobs: anyio.abc.TaskGroup, msg: Msg) -> None:
         """Register the delivery (synchronously: see bots/inflight.py) and start its task."""

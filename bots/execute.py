@@ -10,6 +10,9 @@ harmless:
    (the bot holding it was killed or froze past its ack deadline)
    ``poison_after`` times is quarantined in the dead-letter stream, with the
    ids of those bots; one out of attempts is dead-lettered.
+   A redelivery that shows a death with no outcome is a *suspect*: it runs
+   alone on its bot (bots/inflight.py), so only the culprit of a death is
+   charged with it (docs/jobs.md, "Poison jobs and bystanders").
 2. **Admit** (bots/attempt.py): a job over its kind's fleet-wide limits
    (core/limits.py) is not run: it is nak'd with a delay and recorded
    ``throttled``, and that delivery is not an attempt. A concurrency slot is
@@ -31,6 +34,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 import msgspec
 from nats.aio.msg import Msg
@@ -42,7 +47,7 @@ from corral.bots.config import BotConfig
 from corral.bots.dead_letter import DeadLetters, terminate
 from corral.bots.outbox import Outbox
 from corral.bots.record import Recorder, Status
-from corral.bots.settle import Bury, Recorded, Settler
+from corral.bots.settle import Bury, Recorded, Run, Settler
 from corral.bots.trail import Counters, OnCount, Trail
 from corral.core.errors import CorralError, InvalidJobError
 from corral.core.handlers import Registry
@@ -53,6 +58,16 @@ from corral.core.messages import EventType, Job, decode_job
 from corral.core.names import parse_job_subject
 from corral.core.publisher import AsyncPublisher
 from corral.core.schedules import firing_id
+
+
+#: Seconds (plus up to 100% jitter) before a suspect refused by a reserved bot is offered again.
+SUSPECT_RETRY = 1.0
+
+
+class Gate(Protocol):
+    """Where a suspect waits to have its bot to itself (bots/inflight.py)."""
+
+    def alone(self, key: str) -> AbstractAsyncContextManager[bool]: ...
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -77,6 +92,7 @@ class Executor:
         outbox: Outbox | None = None,
         limiter: Limiter | None = None,
         hooks: Sequence[AfterOutcome] | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.js = js
         self.config = config
@@ -87,6 +103,7 @@ class Executor:
         self.attempts = Attempts(js, registry, config, self.trail, limiter)
         self.recorder = Recorder(publisher, outbox, log)
         self.dead_letters = DeadLetters(js, config, self.trail, self.hooks)
+        self.gate = gate  #: None: no bot around (a suspect then runs beside others, and says so)
 
     # What the bot reads and drives: counts for its heartbeat, the running jobs, progress, cancels.
     @property
@@ -151,19 +168,43 @@ class Executor:
         if job.expires_at is not None and time.time() > job.expires_at:
             await self._ended(msg, job, attempt, Ended.EXPIRED, f"expired at {job.expires_at:.3f}, not run", log)
             return
-        admitted = await self.attempts.admit(msg, job, attempt, verdict.throttles, log)
+        if not verdict.suspect or self.gate is None:
+            # A one-slot bot always runs its job alone: a death there is the job's own.
+            await self._attempt(msg, job, verdict, log, isolated=self.config.concurrency == 1)
+            return
+        async with self.gate.alone(msg.reply) as alone:
+            if alone:
+                await self._attempt(msg, job, verdict, log, isolated=True)
+                return
+        await self._refused(msg, job, attempt, log)
+
+    async def _attempt(self, msg: Msg, job: Job, run: Run, log: Logger, isolated: bool) -> None:
+        """Admit, run and record one attempt."""
+        admitted = await self.attempts.admit(msg, job, run.attempt, run.throttles, log)
         if admitted is None:
             return
         async with admitted.held() as slot:
-            ran = await self.attempts.run(job, attempt, delivered > 1, log)
+            ran = await self.attempts.run(job, run.attempt, msg.metadata.num_delivered > 1, log, isolated)
         if slot is not None and slot.lost:
             log.warning("limit.slot_lost", detail="the slot's lease lapsed while the job ran; the kind's cap may have been exceeded")
         if ran.cancelled:
-            await self._ended(msg, job, attempt, Ended.CANCELLED, "cancelled while running", log)
+            await self._ended(msg, job, run.attempt, Ended.CANCELLED, "cancelled while running", log)
         elif ran.error is not None:
-            await self._failed(msg, job, attempt, ran.error, log, verdict.ran_by)
+            await self._failed(msg, job, run, ran.error, log)
         else:
-            await self._succeeded(msg, job, attempt, ran.data, ran.started, log, ran.value)
+            await self._succeeded(msg, job, run.attempt, ran.data, ran.started, log, ran.value)
+
+    async def _refused(self, msg: Msg, job: Job, attempt: int, log: Logger) -> None:
+        """A suspect whose bot is reserved by another suspect: offer it again soon, elsewhere or later.
+
+        Recorded as ``throttled`` (confirmed before the nak), so the delivery is not an attempt.
+        """
+        delay = SUSPECT_RETRY * (1 + random.random())
+        detail = f"suspect waits to run alone; this bot is reserved by another; retry in {delay:.1f}s"
+        await self.trail.emit(job, EventType.THROTTLED, attempt, confirm=True, detail=detail)
+        await msg.nak(delay=delay)
+        self.trail.count("deferred", job.kind)
+        log.info("job.deferred", reason="suspect waits to run alone", retry_in=round(delay, 2))
 
     async def _duplicate(self, msg: Msg, job: Job, recorded: Recorded) -> None:
         """A redelivery of a job whose result is recorded: not re-run, but what follows success is.
@@ -217,15 +258,16 @@ class Executor:
             await self.trail.emit(job, EventType.SUCCEEDED, attempt, duration=duration)
         log.info("job.succeeded", ms=round(duration * 1000, 2))
 
-    async def _failed(self, msg: Msg, job: Job, attempt: int, error: str, log: Logger, ran_by: Sequence[str] = ()) -> None:
+    async def _failed(self, msg: Msg, job: Job, run: Run, error: str, log: Logger) -> None:
         self.trail.counters.failed += 1
         self.trail.count("failed", job.kind)
-        if attempt >= job.max_attempts:
+        attempt, charged = run.attempt, run.charged
+        if charged >= job.max_attempts:
             await self.trail.emit(job, EventType.FAILED, attempt, detail=error)
-            bots = sorted({*ran_by, self.config.name})
-            await self.dead_letters.bury(msg, job, f"failed {attempt} attempt(s); last error: {error}", attempt, bots)
+            bots = sorted({*run.ran_by, self.config.name})
+            await self.dead_letters.bury(msg, job, f"failed {charged} attempt(s); last error: {error}", charged, bots)
             return
-        delay = backoff(attempt, self.config.backoff_base, self.config.backoff_max)
+        delay = backoff(charged, self.config.backoff_base, self.config.backoff_max)
         await msg.nak(delay=delay)
         await self.trail.emit(job, EventType.FAILED, attempt, detail=f"{error}; retry in {delay:.1f}s")
         log.warning("job.failed", error=error, retry_in=round(delay, 2))

@@ -6,11 +6,19 @@ job's result and events (direct gets; no consumer) and comes to one verdict:
 * :class:`Recorded`: a result is already recorded, so the handler is not run
   again (``duplicate``); what follows success is repeated, in case the bot that
   recorded it died before submitting the next step.
-* :class:`Bury`: the job goes to the dead-letter stream: quarantined because
-  ``poison_after`` earlier deliveries died with no outcome, or out of attempts.
+* :class:`Bury`: the job goes to the dead-letter stream: quarantined as poison,
+  or out of attempts.
 * :class:`Run`: run it, as attempt ``attempt``. Deliveries a limit throttled
   never ran, so they are not attempts: the attempt number is ``num_delivered``
   minus the throttled deliveries the events show.
+
+Poison without bystanders (docs/jobs.md): a job whose history shows a death
+with no outcome is a *suspect* and runs alone on its bot until it has an
+outcome, so a death during that run is its own. Only those isolated deaths
+count toward ``poison_after`` and as attempts. A death beside other jobs may
+have been a neighbour's doing: it is not an attempt, and it quarantines the job
+only at the much higher ``bystander_deaths_max``, the ceiling that keeps a job
+from being redelivered forever.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 
 from corral.bots.config import BotConfig
-from corral.core.history import bots_that_ran, deliveries_without_outcome, job_events, job_result, throttled_deliveries
+from corral.core.history import bots_that_ran, deaths, job_events, job_result, throttled_deliveries
 from corral.core.messages import Job, JobResult
 
 
@@ -28,9 +36,16 @@ from corral.core.messages import Job, JobResult
 class Run:
     """Run the delivery as ``attempt``; ``throttles`` earlier deliveries were throttled."""
 
-    attempt: int
+    attempt: int  #: the delivery's number net of throttled ones; its events carry it
     throttles: int = 0
     ran_by: tuple[str, ...] = ()  #: bots that started earlier deliveries (a dead letter names them)
+    suspect: bool = False  #: an earlier delivery died with no outcome: run alone
+    spared: int = 0  #: earlier deaths beside other jobs, not counted as attempts
+
+    @property
+    def charged(self) -> int:
+        """Attempts counted against ``max_attempts``, this one included."""
+        return self.attempt - self.spared
 
 
 @dataclass(frozen=True)
@@ -75,19 +90,26 @@ class Settler:
         events = await job_events(self.js, job.id)
         throttles = throttled_deliveries(events)
         attempt = delivered - throttles
-        died = deliveries_without_outcome(events)
-        ran_by = bots_that_ran(events)
-        if len(died) >= self.config.poison_after:
-            # Named: only the bots it killed, not every bot that ran it.
-            bots = sorted({bot for _, bot in died})
-            return Bury(f"quarantined: {len(died)} deliveries died with no outcome (bots: {', '.join(bots)})", attempt, bots)
+        died = deaths(events)
+        alone = [d for d in died if d.isolated]
+        beside = [d for d in died if not d.isolated]
+        if len(alone) >= self.config.poison_after:
+            # Named: only the bots it killed while it ran alone, not every bot that ran it.
+            bots = sorted({d.bot for d in alone})
+            return Bury(f"quarantined: {len(alone)} deliveries died with no outcome while running alone "
+                        f"(bots: {', '.join(bots)})", attempt, bots)
+        if len(beside) >= self.config.bystander_deaths_max:
+            bots = sorted({d.bot for d in beside})
+            return Bury(f"quarantined: {len(beside)} deliveries died with no outcome beside other jobs "
+                        f"(bots: {', '.join(bots)})", attempt, bots)
+        run = Run(attempt, throttles, tuple(bots_that_ran(events)), suspect=bool(died), spared=len(beside))
         # max_deliver counts every delivery, throttled or not: the server's backstop (docs/features.md).
-        if attempt > job.max_attempts or delivered >= self.max_deliver:
-            reason = self.exhausted(job, attempt, delivered, throttles)
+        if run.charged > job.max_attempts or delivered >= self.max_deliver:
+            reason = self.exhausted(job, run.charged, delivered, throttles)
             if died:
-                reason += f"; {len(died)} earlier deliveries died with no outcome"
-            return Bury(reason, attempt, ran_by)
-        return Run(attempt, throttles, tuple(ran_by))
+                reason += f"; {len(died)} earlier deliveries died with no outcome ({len(beside)} beside other jobs, not counted)"
+            return Bury(reason, run.charged, list(run.ran_by))
+        return run
 
     def exhausted(self, job: Job, attempt: int, delivered: int, throttles: int) -> str:
         """Why a redelivery is out of attempts (or deliveries)."""
