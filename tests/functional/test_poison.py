@@ -51,6 +51,7 @@ async def _round_done(js, sleepers, crasher):
     return await list_dead(js, match=lambda d: d.job_id == crasher.id)
 
 
+@pytest.mark.timeout(240)  # 20 rounds of about 4 s; the suite's default per test is 120 s
 async def test_a_crashing_job_is_quarantined_alone_while_its_neighbours_complete_once(nats_server, bots, js_fast):
     """Given 3 bots and 20 rounds of sleepers plus one crasher, then every sleeper completes once and only crashers are dead."""
     fleet = Fleet(bots, nats_server.url)
