@@ -261,13 +261,13 @@ class Executor:
     async def _failed(self, msg: Msg, job: Job, run: Run, error: str, log: Logger) -> None:
         self.trail.counters.failed += 1
         self.trail.count("failed", job.kind)
-        attempt, charged = run.attempt, run.charged
-        if charged >= job.max_attempts:
+        attempt = run.attempt
+        if attempt >= job.max_attempts:
             await self.trail.emit(job, EventType.FAILED, attempt, detail=error)
             bots = sorted({*run.ran_by, self.config.name})
-            await self.dead_letters.bury(msg, job, f"failed {charged} attempt(s); last error: {error}", charged, bots)
+            await self.dead_letters.bury(msg, job, f"failed {attempt} attempt(s); last error: {error}", attempt, bots)
             return
-        delay = backoff(charged, self.config.backoff_base, self.config.backoff_max)
+        delay = backoff(attempt, self.config.backoff_base, self.config.backoff_max)
         await msg.nak(delay=delay)
         await self.trail.emit(job, EventType.FAILED, attempt, detail=f"{error}; retry in {delay:.1f}s")
         log.warning("job.failed", error=error, retry_in=round(delay, 2))

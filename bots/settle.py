@@ -15,10 +15,11 @@ job's result and events (direct gets; no consumer) and comes to one verdict:
 Poison without bystanders (docs/jobs.md): a job whose history shows a death
 with no outcome is a *suspect* and runs alone on its bot until it has an
 outcome, so a death during that run is its own. Only those isolated deaths
-count toward ``poison_after`` and as attempts. A death beside other jobs may
-have been a neighbour's doing: it is not an attempt, and it quarantines the job
-only at the much higher ``bystander_deaths_max``, the ceiling that keeps a job
-from being redelivered forever.
+count toward ``poison_after``. A death beside other jobs may have been a
+neighbour's doing: it quarantines the job only at the much higher
+``bystander_deaths_max``. Every delivery that started is still an attempt, so
+``max_attempts`` bounds a job's runs whatever killed its bots; isolation keeps a
+bystander to one such death.
 """
 
 from __future__ import annotations
@@ -40,12 +41,6 @@ class Run:
     throttles: int = 0
     ran_by: tuple[str, ...] = ()  #: bots that started earlier deliveries (a dead letter names them)
     suspect: bool = False  #: an earlier delivery died with no outcome: run alone
-    spared: int = 0  #: earlier deaths beside other jobs, not counted as attempts
-
-    @property
-    def charged(self) -> int:
-        """Attempts counted against ``max_attempts``, this one included."""
-        return self.attempt - self.spared
 
 
 @dataclass(frozen=True)
@@ -102,14 +97,14 @@ class Settler:
             bots = sorted({d.bot for d in beside})
             return Bury(f"quarantined: {len(beside)} deliveries died with no outcome beside other jobs "
                         f"(bots: {', '.join(bots)})", attempt, bots)
-        run = Run(attempt, throttles, tuple(bots_that_ran(events)), suspect=bool(died), spared=len(beside))
+        ran_by = bots_that_ran(events)
         # max_deliver counts every delivery, throttled or not: the server's backstop (docs/features.md).
-        if run.charged > job.max_attempts or delivered >= self.max_deliver:
-            reason = self.exhausted(job, run.charged, delivered, throttles)
+        if attempt > job.max_attempts or delivered >= self.max_deliver:
+            reason = self.exhausted(job, attempt, delivered, throttles)
             if died:
-                reason += f"; {len(died)} earlier deliveries died with no outcome ({len(beside)} beside other jobs, not counted)"
-            return Bury(reason, run.charged, list(run.ran_by))
-        return run
+                reason += f"; {len(died)} earlier deliveries died with no outcome ({len(beside)} beside other jobs)"
+            return Bury(reason, attempt, ran_by)
+        return Run(attempt, throttles, tuple(ran_by), suspect=bool(died))
 
     def exhausted(self, job: Job, attempt: int, delivered: int, throttles: int) -> str:
         """Why a redelivery is out of attempts (or deliveries)."""

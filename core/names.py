@@ -50,7 +50,7 @@ def check_token(value: str, what: str) -> str:
         InvalidJobError: the value is empty, longer than 128 characters, or
             holds anything but letters, digits, ``_`` and ``-``.
     """
-    if not isinstance(value, str) or not _TOKEN.match(value):
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
         raise InvalidJobError(
             f"{what} {value!r} is not usable: use 1-128 characters from A-Z a-z 0-9 _ -"
         )
@@ -68,7 +68,7 @@ def parse_job_subject(subject: str) -> tuple[str, str] | None:
     the job's place in line, whatever the payload's own fields say.
     """
     parts = subject.split(".")
-    if len(parts) != 4 or parts[:2] != ["corral", "jobs"] or parts[3] not in PRIORITIES or not _TOKEN.match(parts[2]):
+    if len(parts) != 4 or parts[:2] != ["corral", "jobs"] or parts[3] not in PRIORITIES or not _TOKEN.fullmatch(parts[2]):
         return None
     return parts[2], parts[3]
 
