@@ -16,13 +16,10 @@ A second signal skips the wait in step 2.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import socket
 import time
-from dataclasses import dataclass
 
 import anyio
 import nats.errors
@@ -32,35 +29,25 @@ from nats.aio.msg import Msg
 from corral.bots.config import BotConfig
 from corral.bots.execute import Executor
 from corral.bots.feeds import Feed, Feeds
+from corral.bots.inflight import InFlightJobs
 from corral.bots.liveness import Liveness, NameLostError
 from corral.bots.metrics import BotMetrics
 from corral.bots.outbox import Outbox
 from corral.bots.reaper import Reaper
-from corral.bots.state import BotState, StateMachine
+from corral.bots.remote import answer_control, watch_cancellations
+from corral.bots.state import BotState, StateMachine, Transitions
 from corral.core.connect import TRANSIENT, connect, wait_for_resources
 from corral.core.errors import CorralError, TransportError
 from corral.core.handlers import Registry
 from corral.core.log import Logger
-from corral.core.messages import BotHeartbeat, CurrentJob, Event, EventType, encode, new_id
-from corral.core.history import walk
-from corral.core.names import CANCEL_BUCKET, job_events_subject
+from corral.core.messages import BotHeartbeat, new_id
 from corral.core.names import (
-    BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, LIMITS_BUCKET, PRIORITIES, RESULTS_STREAM, bot_events_subject, consumer_name,
-    control_subject,
+    BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, LIMITS_BUCKET, PRIORITIES, RESULTS_STREAM, consumer_name,
 )
 from corral.core.publisher import AsyncPublisher
 from corral.core.settings import Settings
 
 FETCH_TIMEOUT = 1.0  #: seconds an idle bot's long-poll waits for work; also bounds how long a drain waits for the pull loop
-
-
-@dataclass
-class InFlight:
-    msg: Msg
-    job_id: str
-    kind: str
-    since: float  #: wall clock
-    started: float  #: monotonic
 
 
 class Bot:
@@ -73,9 +60,9 @@ class Bot:
         self.started_at = time.time()
         self.metrics = BotMetrics(config.name)
         self._consumer_seen = 0.0  #: monotonic time the consumers were last checked (start-up); see Feeds.answered
-        self._transitions_in, self._transitions_out = anyio.create_memory_object_stream[tuple[BotState, BotState]](math.inf)
+        self.transitions = Transitions(config.name, self.incarnation)
         self.sm = StateMachine(self._on_transition)
-        self.inflight: dict[str, InFlight] = {}
+        self.inflight = InFlightJobs()
         self.exit_code = 0
         self._stopping = False
         self._force = False
@@ -83,15 +70,13 @@ class Bot:
         self._connected = anyio.Event()
         self._connected.set()
         self._slots = anyio.Semaphore(config.concurrency)
-        self._idle = anyio.Event()
-        self._idle_since = 0.0
 
     # -- state -------------------------------------------------------------------------------
 
     def _on_transition(self, old: BotState, new: BotState) -> None:
         self.log.info("bot.state", old=old, new=new)
         self.metrics.set_state(new)
-        self._transitions_in.send_nowait((old, new))
+        self.transitions.put(old, new)
         self._beat_now.set()
 
     def heartbeat(self) -> BotHeartbeat:
@@ -100,15 +85,10 @@ class Bot:
             name=self.config.name, incarnation=self.incarnation, host=socket.gethostname(), pid=os.getpid(),
             state=self.sm.state, version=self.config.version, started_at=self.started_at, heartbeat_at=time.time(),
             queues=list(self.config.queues), concurrency=self.config.concurrency,
-            current=[self._current(f) for f in list(self.inflight.values())[:20]],
+            current=self.inflight.current(ex.progress if ex else {}),
             done=ex.counters.done if ex else 0, failed=ex.counters.failed if ex else 0, dead=ex.counters.dead if ex else 0,
             kinds=sorted(self.registry.handlers),
         )
-
-    def _current(self, f: InFlight) -> CurrentJob:
-        ex = getattr(self, "executor", None)
-        percent, message, _ = ex.progress.get(f.job_id, (None, None, False)) if ex else (None, None, False)
-        return CurrentJob(id=f.job_id, kind=f.kind, since=f.since, progress=percent, message=message)
 
     def stop(self, force: bool = False) -> None:
         """Begin a graceful drain (``force``: hand running jobs back at once)."""
@@ -169,13 +149,13 @@ class Bot:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals)
                 tg.start_soon(self.publisher.run_expiry)
-                tg.start_soon(self._emit_transitions)
+                tg.start_soon(self.transitions.run, self.publisher)
                 await self._start_up()
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._in_progress_loop)
-                tg.start_soon(Reaper(self.nc, self.js, self.log, self.config.sweep_interval).run)
-                tg.start_soon(self._control)
-                tg.start_soon(self._watch_cancellations)
+                tg.start_soon(Reaper(self.nc, self.js, self.log, self.config.sweep_interval, self.config.name).run)
+                tg.start_soon(answer_control, self.nc, self.config.name, self.incarnation, self.log, self.stop, lambda: str(self.sm.state))
+                tg.start_soon(watch_cancellations, self.js, self.executor.cancel, self.log)
                 tg.start_soon(self._settle_ready)
                 tg.start_soon(self._flush_progress)
                 await self._work()
@@ -205,7 +185,7 @@ class Bot:
         max_deliver = min((i.config.max_deliver for i in infos if i.config.max_deliver and i.config.max_deliver > 0), default=1_000_000)
         self.executor = Executor(
             self.js, self.publisher, self.registry, self.config, self.incarnation, self.log,
-            on_count=self.metrics.count,
+            on_count=self.metrics.count, gate=self.inflight,
             max_deliver=max_deliver,
             outbox=self.outbox,
         )
@@ -243,6 +223,9 @@ class Bot:
         """Claim jobs for free slots, highest priority first (bots/feeds.py has the rules)."""
         while not self._stopping:
             await self._breaker()
+            if self.inflight.reserved is not None:
+                await self.inflight.until_open(FETCH_TIMEOUT)  # a suspect runs alone: claim nothing
+                continue
             await self._slots.acquire()
             free = 1
             while free < self.config.concurrency and self._slots.value > 0:
@@ -250,34 +233,42 @@ class Bot:
                 free += 1
             msgs = []
             try:
-                if not self._stopping:
-                    msgs = await self.feeds.claim(free)
-                    if not msgs:
-                        await self.feeds.wait(FETCH_TIMEOUT)
-                        if not self._stopping:
-                            msgs = await self.feeds.claim(free)
+                msgs = await self._claim(jobs, free)
+                if not msgs and not self._stopping:
+                    await self.feeds.wait(FETCH_TIMEOUT)
+                    msgs = await self._claim(jobs, free)
             except TRANSIENT as e:
                 self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
                 if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self._stopping:
                     self.sm.to(BotState.ERROR)
             for _ in range(free - len(msgs)):
                 self._slots.release()
-            for msg in msgs:
-                jobs.start_soon(self._run_job, msg)
 
-    async def _run_job(self, msg: Msg) -> None:
+    async def _claim(self, jobs: anyio.abc.TaskGroup, free: int) -> list[Msg]:
+        """Claim up to ``free`` jobs and start them, unless stopping or reserved by a suspect."""
+        if self._stopping or self.inflight.reserved is not None:
+            return []
+        with self.inflight.claiming():
+            msgs = await self.feeds.claim(free)
+            for msg in msgs:
+                self._start_job(jobs, msg)
+        return msgs
+
+    def _start_job(self, jobs: anyio.abc.TaskGroup, msg: Msg) -> None:
+        """Register the delivery (synchronously: see bots/inflight.py) and start its task."""
         # Decoded once here; the executor takes the same answer.
         job = Executor.decode(msg)
         if isinstance(job, CorralError):
             job_id, kind = f"invalid-{msg.metadata.sequence.stream}", "?"
         else:
             job_id, kind = job.id, job.kind
-        # Keyed by the delivery's ack subject, not the stream sequence: after a freeze or a cut the
-        # same job can be redelivered to this bot while its earlier delivery is still running.
-        key = msg.reply
-        self.inflight[key] = InFlight(msg, job_id, kind, time.time(), anyio.current_time())
+        key = self.inflight.add(msg, job_id, kind)
         if len(self.inflight) == 1 and self.sm.state == BotState.READY:
             self.sm.to(BotState.PROCESSING)
+        jobs.start_soon(self._run_job, key, msg, job)
+
+    async def _run_job(self, key: str, msg: Msg, job) -> None:
+        job_id = job.id if not isinstance(job, CorralError) else f"invalid-{msg.metadata.sequence.stream}"
         try:
             await self.executor.process(msg, job)
         except (nats.errors.Error, *TRANSIENT) as e:
@@ -291,11 +282,8 @@ class Bot:
             # The delivery is left unacked, so it is redelivered after its deadline.
             self.log.error("job.internal_error", job=job_id, error=f"{type(e).__name__}: {e}")
         finally:
-            del self.inflight[key]
+            self.inflight.remove(key)
             self._slots.release()
-            if not self.inflight:
-                self._idle_since = anyio.current_time()
-                self._idle.set()
 
     async def _flush_outbox(self) -> None:
         """Publish what waited on disk while the server was away, before claiming new work.
@@ -303,15 +291,8 @@ class Bot:
         Raises:
             TransportError: an entry could not be published yet (the breaker retries).
         """
-        if self.outbox is None or not len(self.outbox):
-            return
-
-        async def publish(subject: str, data: bytes, headers: dict[str, str] | None) -> None:
-            await self.js.publish(subject, data, headers=headers, timeout=5)
-
-        await self.outbox.flush(publish)
-        if len(self.outbox):
-            raise TransportError(f"{len(self.outbox)} outbox entries still unpublished")
+        if self.outbox is not None:
+            await self.outbox.flush_all(self.js)
 
     def _readiness(self) -> tuple[bool, str]:
         """For /readyz (called from the endpoint's thread; reads only)."""
@@ -348,7 +329,7 @@ class Bot:
             await self.publisher.flush(5)
             await self.liveness.release()
             self.sm.to(BotState.STOPPED)
-            await self._publish_transitions()
+            await self.transitions.publish_queued(self.publisher)
             await self.publisher.flush(5)
 
     # -- background tasks --------------------------------------------------------------------
@@ -366,84 +347,20 @@ class Bot:
         heartbeat writes and two log lines; the state is for operators, so it is debounced.
         """
         while True:
-            await self._idle.wait()
-            self._idle = anyio.Event()
+            await self.inflight.idle.wait()
+            self.inflight.reset_idle()
             while self.sm.state == BotState.PROCESSING and not self.inflight:
-                remaining = self._idle_since + quiet - anyio.current_time()
+                remaining = self.inflight.idle_since + quiet - anyio.current_time()
                 if remaining <= 0:
                     self.sm.to(BotState.READY)
                     break
                 await anyio.sleep(remaining)
 
-    async def _watch_cancellations(self, interval: float = 0.5) -> None:
-        """Follow the cancel bucket (incremental direct gets, robust to reconnects) and cancel what runs here."""
-        next_seq = 1
-        while True:
-            try:
-                async for msg in walk(self.js, f"KV_{CANCEL_BUCKET}", f"$KV.{CANCEL_BUCKET}.>", start_seq=next_seq):
-                    next_seq = msg.seq + 1
-                    if msg.data:
-                        job_id = msg.subject.rsplit(".", 1)[-1]
-                        if self.executor.cancel(job_id):
-                            self.log.info("job.cancel_requested", job=job_id)
-            except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
-                self.log.debug("cancel_watch.failed", error=str(e) or type(e).__name__)
-            await anyio.sleep(interval)
-
     async def _flush_progress(self, interval: float = 0.5) -> None:
         """Publish handlers' progress reports as events, at most one per job per interval."""
         while True:
             await anyio.sleep(interval)
-            running = {f.job_id: f for f in self.inflight.values()}
-            for job_id, (percent, message, dirty) in list(self.executor.progress.items()):
-                if job_id not in running:
-                    self.executor.progress.pop(job_id, None)
-                    continue
-                if dirty and job_id in self.executor.running:  # not after the handler ended (a cancel)
-                    self.executor.progress[job_id] = (percent, message, False)
-                    event = Event(type=EventType.PROGRESS, ts=time.time(), job_id=job_id, bot=self.config.name,
-                                  incarnation=self.incarnation, kind=running[job_id].kind, detail=f"{percent:.0f}% {message or ''}".strip())
-                    await self.publisher.fire(job_events_subject(job_id), encode(event))
-
-    async def _control(self) -> None:
-        """Answer remote control requests: ``drain`` (graceful stop) and ``ping``."""
-        sub = await self.nc.subscribe(control_subject(self.config.name))
-        try:
-            async for msg in sub.messages:
-                try:
-                    action = json.loads(msg.data or b"{}").get("action")
-                except (ValueError, AttributeError):
-                    action = None
-                if action == "drain":
-                    self.log.info("bot.drain_requested", by=json.loads(msg.data).get("actor", "?"))
-                    self.stop()
-                    reply = {"ok": True, "state": str(self.sm.state)}
-                elif action == "ping":
-                    reply = {"ok": True, "state": str(self.sm.state), "incarnation": self.incarnation}
-                else:
-                    reply = {"ok": False, "error": f"unknown action {action!r}; use drain or ping"}
-                if msg.reply:
-                    await self.nc.publish(msg.reply, json.dumps(reply).encode())
-        finally:
-            with anyio.CancelScope(shield=True):
-                await sub.unsubscribe()
-
-    async def _publish_transition(self, old: BotState, new: BotState) -> None:
-        event = Event(type=EventType.BOT_STATE, ts=time.time(), bot=self.config.name, incarnation=self.incarnation, state=new, detail=f"{old} -> {new}")
-        await self.publisher.fire(bot_events_subject(self.config.name), encode(event))
-
-    async def _publish_transitions(self) -> None:
-        """Publish the transitions queued so far (the shutdown path, after the emitter is gone)."""
-        while True:
-            try:
-                old, new = self._transitions_out.receive_nowait()
-            except anyio.WouldBlock:
-                return
-            await self._publish_transition(old, new)
-
-    async def _emit_transitions(self) -> None:
-        async for old, new in self._transitions_out:
-            await self._publish_transition(old, new)
+            await self.executor.attempts.flush_progress({f.job_id: f.kind for f in self.inflight.values()})
 
     async def _heartbeat_loop(self) -> None:
         """Refresh the liveness key every ttl/3, and at once after a state change."""
@@ -470,20 +387,15 @@ class Bot:
         period = max(min(self.ack_wait / 3, 2.0), 0.2)
         while True:
             await anyio.sleep(period)
-            now = anyio.current_time()
+            now = anyio.current_time()  # a job held for less than a period needs no +WPI yet
             self.metrics.last_tick = time.monotonic()
             self.metrics.in_flight.set(len(self.inflight))
             if self.outbox is not None:
                 self.metrics.outbox.set(len(self.outbox))
-            # Running jobs, and jobs claimed but waiting for a slot (bots/feeds.py).
-            held = [(f.msg, f.started, f.job_id) for f in list(self.inflight.values())]
-            held += [(b.msg, b.arrived, "(claimed)") for b in self.feeds.buffered()]
-            for msg, since, job_id in held:
-                if now - since >= period and self.nc.is_connected:
-                    try:
-                        await msg.in_progress()
-                    except (nats.errors.Error, *TRANSIENT) as e:
-                        self.log.warning("job.in_progress_failed", job=job_id, error=str(e) or type(e).__name__)
+            if self.nc.is_connected:
+                # Running jobs, and jobs claimed but waiting for a slot (bots/feeds.py).
+                buffered = [(b.msg, b.arrived) for b in self.feeds.buffered()]
+                await self.inflight.keep_alive(now - period, buffered, self.log)
 
 
 def anyio_retry():

@@ -28,8 +28,12 @@ class BotConfig:
     #: Retry spacing after a failure: min(backoff_base * 2**(attempt-1), backoff_max) plus up to 25% jitter.
     backoff_base: float = 1.0
     backoff_max: float = 60.0
-    #: Deliveries that died with no outcome before a job is quarantined as poison.
+    #: Deliveries that died with no outcome, while running alone on their bot, before a job is
+    #: quarantined as poison (docs/jobs.md, "Poison jobs and bystanders").
     poison_after: int = 3
+    #: Deaths beside other jobs (not attributable to this one) before a job is quarantined anyway:
+    #: the ceiling that keeps a job from being redelivered forever.
+    bystander_deaths_max: int = 10
     #: How often the reaper sweeps the jobs stream for messages past max_deliver.
     sweep_interval: float = 60.0
     handlers: tuple[str, ...] = ()

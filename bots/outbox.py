@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.core.connect import publish_error
-from corral.core.errors import ResultAlreadyRecordedError
+from corral.core.errors import ResultAlreadyRecordedError, TransportError
 from corral.core.log import Logger
 
 Publish = Callable[[str, bytes, dict[str, str] | None], Awaitable[object]]
@@ -83,6 +83,22 @@ class Outbox:
 
     def __len__(self) -> int:
         return sum(1 for _ in self.folder.glob("*.json"))
+
+    async def flush_all(self, js) -> None:
+        """Publish every entry through ``js`` (a JetStream context).
+
+        Raises:
+            TransportError: an entry could not be published yet (the caller retries later).
+        """
+        if not len(self):
+            return
+
+        async def publish(subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+            await js.publish(subject, data, headers=headers, timeout=5)
+
+        await self.flush(publish)
+        if len(self):
+            raise TransportError(f"{len(self)} outbox entries still unpublished")
 
     async def flush(self, publish: Publish) -> int:
         """Publish every entry, oldest first; returns how many left the outbox."""

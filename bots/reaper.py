@@ -36,15 +36,16 @@ from nats.js import JetStreamContext
 from corral.core.connect import TRANSIENT
 from corral.core.dlq import move_to_dlq
 from corral.core.errors import CorralError
-from corral.core.history import job_events
+from corral.core.history import bots_that_ran, job_events
 from corral.core.log import Logger
 from corral.core.messages import Event, EventType, decode_job, encode
-from corral.core.names import JOBS_STREAM, MAX_DELIVERIES_ADVISORY, job_events_subject
+from corral.core.names import JOBS_STREAM, MAX_DELIVERIES_ADVISORY, job_events_subject, parse_job_subject
 
 
 class Reaper:
-    def __init__(self, nc: NATS, js: JetStreamContext, log: Logger, interval: float) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, log: Logger, interval: float, bot: str = "") -> None:
         self.nc = nc
+        self.bot = bot  #: named in a dead letter when no bot is known to have started the job
         self.js = js
         self.log = log.bind(component="reaper")
         self.interval = interval
@@ -56,17 +57,20 @@ class Reaper:
             msg = await self.js.get_msg(JOBS_STREAM, seq=seq, direct=True)
         except nats.js.errors.NotFoundError:
             return False
+        place = parse_job_subject(msg.subject)
+        queue = place[0] if place else msg.subject.split(".")[2]
         try:
             job = decode_job(msg.data or b"")
-            job_id, queue = job.id, job.queue
+            job_id = job.id
         except CorralError:
-            job, job_id, queue = None, f"invalid-{seq}", msg.subject.split(".")[2]
+            job, job_id = None, f"invalid-{seq}"
+        bots = bots_that_ran(await job_events(self.js, job_id)) if job is not None else []
         await move_to_dlq(
             self.js, data=msg.data or b"", queue=queue, job_id=job_id, reason=reason, attempts=attempts,
-            source_subject=msg.subject, source_seq=seq,
+            source_subject=msg.subject, source_seq=seq, bots=bots or ([self.bot] if self.bot else []),
         )
         if job is not None:
-            event = Event(type=EventType.DEAD, ts=time.time(), job_id=job.id, kind=job.kind, queue=job.queue,
+            event = Event(type=EventType.DEAD, ts=time.time(), job_id=job.id, kind=job.kind, queue=queue,
                           attempt=attempts or None, correlation_id=job.correlation_id, detail=reason, actor="reaper")
             await self.js.publish(job_events_subject(job.id), encode(event))
         try:

@@ -11,10 +11,17 @@ claimed; the bot goes back through ``health_check`` when the server returns.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from enum import StrEnum
 
+import anyio
+
 from corral.core.errors import IllegalTransitionError
+from corral.core.messages import Event, EventType, encode
+from corral.core.names import bot_events_subject
+from corral.core.publisher import AsyncPublisher
 
 
 class BotState(StrEnum):
@@ -64,3 +71,37 @@ class StateMachine:
 
     def can(self, new: BotState) -> bool:
         return new == self.state or new in ALLOWED[self.state]
+
+
+class Transitions:
+    """Publishes a bot's state changes as ``bot_state`` events, in order.
+
+    :meth:`put` is synchronous (the state machine's listener); the queue is drained by
+    :meth:`run` while the bot runs and by :meth:`publish_queued` on the shutdown path.
+    """
+
+    def __init__(self, bot: str, incarnation: str) -> None:
+        self.bot = bot
+        self.incarnation = incarnation
+        self._in, self._out = anyio.create_memory_object_stream[tuple[BotState, BotState]](math.inf)
+
+    def put(self, old: BotState, new: BotState) -> None:
+        self._in.send_nowait((old, new))
+
+    async def run(self, publisher: AsyncPublisher) -> None:
+        async for old, new in self._out:
+            await self._publish(publisher, old, new)
+
+    async def publish_queued(self, publisher: AsyncPublisher) -> None:
+        """Publish the transitions queued so far (the shutdown path, after :meth:`run` is gone)."""
+        while True:
+            try:
+                old, new = self._out.receive_nowait()
+            except anyio.WouldBlock:
+                return
+            await self._publish(publisher, old, new)
+
+    async def _publish(self, publisher: AsyncPublisher, old: BotState, new: BotState) -> None:
+        event = Event(type=EventType.BOT_STATE, ts=time.time(), bot=self.bot, incarnation=self.incarnation, state=new,
+                      detail=f"{old} -> {new}")
+        await publisher.fire(bot_events_subject(self.bot), encode(event))

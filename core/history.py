@@ -7,6 +7,7 @@ they need no consumer and never disturb the bots' work queue.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import msgspec
 import nats.errors
@@ -76,8 +77,17 @@ def throttled_deliveries(events: list[Event]) -> int:
     return count
 
 
-def deliveries_without_outcome(events: list[Event]) -> list[tuple[int, str]]:
-    """(attempt, bot) of each delivery that started and never reported an outcome.
+@dataclass(frozen=True, order=True)
+class Death:
+    """A delivery that started and never reported an outcome."""
+
+    attempt: int
+    bot: str
+    isolated: bool  #: it ran alone on its bot, so the death is attributable to this job
+
+
+def deaths(events: list[Event]) -> list[Death]:
+    """Each delivery that started and never reported an outcome, by attempt.
 
     Those are the deliveries whose bot died (or froze past its ack deadline)
     holding the job: the evidence for quarantining a poison job. Only
@@ -85,14 +95,30 @@ def deliveries_without_outcome(events: list[Event]) -> list[tuple[int, str]]:
     ``throttled`` and never ``started``, so it is never counted here.
     """
     outcomes = {EventType.SUCCEEDED, EventType.FAILED, EventType.DEAD, EventType.HANDED_BACK, EventType.DUPLICATE}
-    started: dict[tuple[int | None, str | None], str] = {}
+    started: dict[tuple[int | None, str | None], Event] = {}
     for e in events:
         if e.type == EventType.REPLAYED:
             started.clear()  # an operator replayed it: earlier deaths no longer count
             continue
         key = (e.attempt, e.incarnation)
         if e.type == EventType.STARTED:
-            started[key] = e.bot or "?"
+            started[key] = e
         elif e.type in outcomes:
             started.pop(key, None)
-    return sorted((a or 0, bot) for (a, _), bot in started.items())
+    return sorted(Death(e.attempt or 0, e.bot or "?", e.isolated) for e in started.values())
+
+
+def deliveries_without_outcome(events: list[Event]) -> list[tuple[int, str]]:
+    """(attempt, bot) of each delivery that started and never reported an outcome (see :func:`deaths`)."""
+    return [(d.attempt, d.bot) for d in deaths(events)]
+
+
+def bots_that_ran(events: list[Event]) -> list[str]:
+    """The bots that started the job since its last replay, sorted (a dead letter names them)."""
+    bots: set[str] = set()
+    for e in events:
+        if e.type == EventType.REPLAYED:
+            bots.clear()
+        elif e.type == EventType.STARTED and e.bot:
+            bots.add(e.bot)
+    return sorted(bots)

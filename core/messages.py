@@ -198,6 +198,8 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     actor: str | None = None
     #: Seconds the handler ran (``succeeded`` events).
     duration: float | None = None
+    #: On ``started``: the job had its bot to itself (a suspect's run), so a death is its own.
+    isolated: bool = False
     v: int = SCHEMA_VERSION
 
 

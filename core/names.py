@@ -52,7 +52,7 @@ def check_token(value: str, what: str) -> str:
         InvalidJobError: the value is empty, longer than 128 characters, or
             holds anything but letters, digits, ``_`` and ``-``.
     """
-    if not isinstance(value, str) or not _TOKEN.match(value):
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
         raise InvalidJobError(
             f"{what} {value!r} is not usable: use 1-128 characters from A-Z a-z 0-9 _ -"
         )
@@ -61,6 +61,18 @@ def check_token(value: str, what: str) -> str:
 
 def job_subject(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
     return f"corral.jobs.{queue}.{priority}"
+
+
+def parse_job_subject(subject: str) -> tuple[str, str] | None:
+    """(queue, priority) of a ``corral.jobs.<queue>.<priority>`` subject, or None for any other subject.
+
+    The subject a job was delivered on is the truth for both: it chose the consumer, so it chose
+    the job's place in line, whatever the payload's own fields say.
+    """
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[:2] != ["corral", "jobs"] or parts[3] not in PRIORITIES or not _TOKEN.fullmatch(parts[2]):
+        return None
+    return parts[2], parts[3]
 
 
 def consumer_name(queue: str, priority: str = DEFAULT_PRIORITY) -> str:

@@ -9,11 +9,20 @@ run it injects, one after another:
 * ``restart_server``: SIGKILL the server and start it again on the same store;
 * ``freeze_server``: SIGSTOP the server for longer than the ack deadline;
 * ``cut_bot``: sever a bot's network path (it connects through a TCP proxy
-  owned by the suite) for longer than the ack deadline.
+  owned by the suite) for longer than the ack deadline;
+* ``poison``: submit a ``crash`` job (it kills whichever bot runs it) in one
+  batch with sleepers; it must end quarantined, and the sleepers complete;
+* ``garbage``: publish undecodable bytes raw on the jobs subject; each must
+  end as one dead letter.
+
+The suite supervises its bots as the fleet supervisor would: a bot that dies
+(the poison job's victims, or ``kill_bot``'s) is replaced under a new name.
 
 Each fault's recovery time is measured from the fault to the completion of a
-job in flight when it struck. At the end every submitted job must have exactly
-one recorded result or exactly one dead letter, none both, none neither.
+job in flight when it struck (for ``poison`` and ``garbage``: to their dead
+letters). At the end every submitted job must have exactly one recorded result
+or exactly one dead letter, none both, none neither; the crash job and the
+garbage count as dead letters, not as lost.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from corral.core.dlq import list_dead
 from corral.core.history import job_result
 from corral.core.log import Logger
 from corral.core.messages import Job, make_job
-from corral.core.names import JOBS_STREAM, RESULTS_STREAM
+from corral.core.names import JOBS_STREAM, RESULTS_STREAM, job_subject
 from corral.harness.procs import BotProcess
 from corral.harness.server import EmbeddedServer, free_port
 from corral.core.status import live_bots
@@ -45,7 +54,9 @@ from corral.streams import load_declarations
 from corral.streams.provision import provision_url
 
 NS = 1_000_000_000
-FAULTS = ("kill_bot", "restart_server", "freeze_server", "cut_bot")
+FAULTS = ("kill_bot", "restart_server", "freeze_server", "cut_bot", "poison", "garbage")
+#: What the ``garbage`` fault publishes: bytes that are not a job, each a dead letter of its own.
+GARBAGE = (b"\x00\xff not a job", b'{"id": "truncated", "kind": "sle', b"[]")
 
 
 @dataclass
@@ -62,6 +73,8 @@ class ChaosReport:
     expected_dead: int = 0
     completed: int = 0
     dead: int = 0
+    garbage: int = 0  #: undecodable payloads published
+    garbage_dead: int = 0  #: their dead letters
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)  #: ended the wrong way (a sleep job dead, a fail job done)
@@ -148,13 +161,24 @@ class ChaosRun:
         self.report = ChaosReport()
         self.bots: list[BotProcess] = []
         self._serial = 0
+        self._replaced: set[str] = set()
 
     def _start_bot(self, url: str, name: str | None = None) -> BotProcess:
         self._serial += 1
         bot = BotProcess(url, name or f"chaos-{self._serial}", self.home / "bots", "--concurrency", "2",
                          "--publish-timeout", "2", "--backoff-base", "0.2", "--sweep-interval", "5")
+        bot.url = url
         self.bots.append(bot)
         return bot
+
+    async def _supervise(self) -> None:
+        """Replace every bot that died, on the same path (direct or proxied), under a new name."""
+        while True:
+            for bot in list(self.bots):
+                if not bot.alive and bot.name not in self._replaced:
+                    self._replaced.add(bot.name)
+                    self._start_bot(bot.url, f"{bot.name.split('_r')[0]}_r{self._serial + 1}")
+            await anyio.sleep(0.1)
 
     async def run(self) -> ChaosReport:
         t0 = time.monotonic()
@@ -174,10 +198,14 @@ class ChaosRun:
             summary = await submit_many(js, jobs)
             self.report.submitted = summary.accepted
             self.log.info("chaos.submitted", jobs=summary.accepted)
-            for fault in self.config.faults:
-                jobs += await self._top_up(js)
-                await self._inject(fault, server, proxy, js, t0)
-            await _until(lambda: self._settled(js, len(jobs)), self.config.timeout, "every job to end")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._supervise)
+                for fault in self.config.faults:
+                    jobs += await self._top_up(js)
+                    jobs += await self._inject(fault, server, proxy, js, t0)
+                total = len(jobs) + self.report.garbage
+                await _until(lambda: self._settled(js, total), self.config.timeout, "every job to end")
+                tg.cancel_scope.cancel()
             await self._verify(js, jobs)
         finally:
             for bot in self.bots:
@@ -222,15 +250,17 @@ class ChaosRun:
 
         return await _until(lambda: _quiet(find), 30, f"a bot holding a job ({bot or 'any'})")
 
-    async def _inject(self, fault: str, server: EmbeddedServer, proxy: Proxy, js, t0: float) -> None:
+    async def _inject(self, fault: str, server: EmbeddedServer, proxy: Proxy, js, t0: float) -> list[Job]:
+        """Inject one fault and wait for recovery; returns the jobs the fault itself submitted."""
+        if fault in ("poison", "garbage"):
+            return await self._bad_input(fault, js, t0)
         target, held = await self._held(js, bot="chaos-proxied" if fault == "cut_bot" else None,
                                         exclude="chaos-proxied" if fault == "kill_bot" else None)
         start = time.monotonic()
         self.log.info("chaos.fault", fault=fault, target=target, held=len(held))
         if fault == "kill_bot":
             victim = next(b for b in self.bots if b.name == target and b.alive)
-            victim.kill()
-            self._start_bot(server.url)
+            victim.kill()  # the supervisor replaces it
         elif fault == "restart_server":
             target = "nats-server"
             server.kill()
@@ -246,7 +276,35 @@ class ChaosRun:
             proxy.heal()
         else:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
-        recovered = await _until(lambda: _quiet(lambda: self._any_done(js, held)), 120, f"recovery from {fault}")
+        await self._recovered(fault, target, start, t0, lambda: self._any_done(js, held))
+        return []
+
+    async def _bad_input(self, fault: str, js, t0: float) -> list[Job]:
+        """``poison``: a crash job among sleepers, claimed together; ``garbage``: raw undecodable payloads."""
+        start = time.monotonic()
+        if fault == "garbage":
+            for data in GARBAGE:
+                await js.publish(job_subject("default"), data)
+            self.report.garbage += len(GARBAGE)
+            self.log.info("chaos.fault", fault=fault, target="jobs stream", held=len(GARBAGE))
+            await self._recovered(fault, "jobs stream", start, t0, lambda: self._garbage_dead(js))
+            return []
+        crasher = make_job("crash", {}, max_attempts=10)
+        batch = [make_job("sleep", {"seconds": round(self.rng.uniform(0.2, 1.0), 3)}) for _ in range(8)]
+        batch.insert(self.rng.randrange(len(batch)), crasher)
+        self.expected_dead.add(crasher.id)
+        self.report.expected_dead += 1
+        self.report.submitted += (await submit_many(js, batch)).accepted
+        self.log.info("chaos.fault", fault=fault, target=crasher.id, held=len(batch))
+        await self._recovered(fault, crasher.id, start, t0, lambda: self._any_done(js, [crasher.id]))
+        return batch
+
+    async def _garbage_dead(self, js) -> bool:
+        return len(await list_dead(js, match=lambda d: d.job_id.startswith("invalid-"))) >= self.report.garbage
+
+    async def _recovered(self, fault: str, target: str, start: float, t0: float, done) -> None:
+        """Wait for ``done()`` and record the fault with its recovery time."""
+        recovered = await _until(lambda: _quiet(done), 120, f"recovery from {fault}")
         recovery = round(time.monotonic() - start, 2) if recovered else None
         self.report.faults.append(FaultRecord(fault, round(start - t0, 2), target, recovery))
         self.log.info("chaos.recovered", fault=fault, seconds=recovery)
@@ -287,8 +345,13 @@ class ChaosRun:
                 self.report.unexpected.append(job.id)
         if results != recorded:  # a result on a subject no submitted job owns
             self.report.duplicated.append(f"{results - recorded} stray results")
+        self.report.garbage_dead = sum(n for job_id, n in dead.items() if job_id.startswith("invalid-"))
+        if self.report.garbage_dead < self.report.garbage:
+            self.report.lost.append(f"{self.report.garbage - self.report.garbage_dead} garbage payloads without a dead letter")
+        elif self.report.garbage_dead > self.report.garbage:
+            self.report.duplicated.append(f"{self.report.garbage_dead - self.report.garbage} extra garbage dead letters")
         self.report.completed = recorded
-        self.report.dead = sum(dead.values())
+        self.report.dead = sum(dead.values()) - self.report.garbage_dead
 
 
 async def _now(value):

@@ -100,7 +100,7 @@ async def test_a_job_that_always_fails_is_dead_lettered_with_its_reason(js, prov
     job = make_job("fail", {"message": "boom"}, max_attempts=3)
     await submit(js, job)
     dead = await eventually(lambda: list_dead(js, match=lambda d: d.job_id == job.id), timeout=30, what="dead letter")
-    assert dead[0].attempts == 3 and "boom" in dead[0].reason
+    assert dead[0].attempts == 3 and "boom" in dead[0].reason and dead[0].bots == "b1"
     types = [e.type for e in await job_events(js, job.id)]
     assert types.count(EventType.FAILED) == 3 and types[-1] == EventType.DEAD
     assert await job_result(js, job.id) is None
@@ -111,7 +111,7 @@ async def test_an_invalid_payload_is_dead_lettered_and_the_bot_keeps_working(js,
     bot = bots(provisioned.url, "b1")
     await js.publish(job_subject("default"), b"\x00not a job")
     dead = await eventually(lambda: list_dead(js, match=lambda d: "invalid payload" in d.reason), what="dead letter")
-    assert dead[0].data == b"\x00not a job"
+    assert dead[0].data == b"\x00not a job" and dead[0].bots == "b1"
     job = make_job("sum", {"a": 5, "b": 5})
     await submit(js, job)
     assert (await eventually(lambda: job_result(js, job.id), what="next result")).value == 10

@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from corral.core.history import walk
-from corral.core.messages import JobResult, make_job
-from corral.core.names import RESULTS_STREAM
+from corral.core.history import job_events, job_result, walk
+from corral.core.messages import EventType, JobResult, encode, make_job
+from corral.core.names import RESULTS_STREAM, job_subject
 from corral.core.submit import raise_for, submit, submit_many
 from tests.conftest import eventually
 
@@ -77,3 +77,19 @@ async def test_jobs_a_bot_held_when_it_died_are_run_by_another_bot_once(js, prov
     results = await eventually(lambda: _results(js, 9), timeout=30, what="all 9 results")
     assert sorted(r.job_id for r in results) == sorted(j.id for p in jobs.values() for j in p)
     assert {r.bot for r in results if r.job_id in held} == {"heir"}
+
+
+async def test_the_delivery_subject_decides_the_queue_and_priority_a_job_is_recorded_with(js, provisioned, bots):
+    """Given a job whose payload says low but published on the high subject, then it runs and is recorded as high."""
+    bots(provisioned.url, "b1")
+    job = make_job("sum", {"a": 1, "b": 1}, priority="low")
+    await js.publish(job_subject("default", "high"), encode(job), headers={"Nats-Msg-Id": job.id})
+    result = await eventually(lambda: job_result(js, job.id), what="the result")
+    assert result.job.priority == "high" and result.queue == "default"
+    events = await eventually(lambda: _with_type(js, job.id, EventType.SUCCEEDED), what="succeeded event")
+    assert {e.queue for e in events} == {"default"}
+
+
+async def _with_type(js, job_id: str, last: EventType):
+    events = await job_events(js, job_id)
+    return events if events and events[-1].type == last else None

@@ -132,3 +132,13 @@ def test_a_log_field_named_event_cannot_break_a_log_call():
     out = io.StringIO()
     Logger("t", stream=out).warning("publish.lost", event="started")
     assert "event=publish.lost" in out.getvalue() and "event_field=started" in out.getvalue()
+
+
+def test_a_job_subject_parses_to_its_queue_and_priority_and_anything_else_to_none():
+    """Given delivery subjects, then only corral.jobs.<queue>.<priority> yields (queue, priority)."""
+    from corral.core.names import parse_job_subject
+
+    assert parse_job_subject("corral.jobs.emails.high") == ("emails", "high")
+    assert parse_job_subject("corral.jobs.emails.urgent") is None
+    assert parse_job_subject("corral.results.x") is None
+    assert parse_job_subject("corral.jobs.a.b.high") is None

@@ -1,0 +1,116 @@
+"""What a redelivery finds before it may run: a recorded result, a poison history, spent attempts.
+
+A first delivery runs without looking (no round trip). A redelivery reads the
+job's result and events (direct gets; no consumer) and comes to one verdict:
+
+* :class:`Recorded`: a result is already recorded, so the handler is not run
+  again (``duplicate``); what follows success is repeated, in case the bot that
+  recorded it died before submitting the next step.
+* :class:`Bury`: the job goes to the dead-letter stream: quarantined as poison,
+  or out of attempts.
+* :class:`Run`: run it, as attempt ``attempt``. Deliveries a limit throttled
+  never ran, so they are not attempts: the attempt number is ``num_delivered``
+  minus the throttled deliveries the events show.
+
+Poison without bystanders (docs/jobs.md): a job whose history shows a death
+with no outcome is a *suspect* and runs alone on its bot until it has an
+outcome, so a death during that run is its own. Only those isolated deaths
+count toward ``poison_after``. A death beside other jobs may have been a
+neighbour's doing: it quarantines the job only at the much higher
+``bystander_deaths_max``. Every delivery that started is still an attempt, so
+``max_attempts`` bounds a job's runs whatever killed its bots; isolation keeps a
+bystander to one such death.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+
+from corral.bots.config import BotConfig
+from corral.core.history import bots_that_ran, deaths, job_events, job_result, throttled_deliveries
+from corral.core.messages import Job, JobResult
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run the delivery as ``attempt``; ``throttles`` earlier deliveries were throttled."""
+
+    attempt: int  #: the delivery's number net of throttled ones; its events carry it
+    throttles: int = 0
+    ran_by: tuple[str, ...] = ()  #: bots that started earlier deliveries (a dead letter names them)
+    suspect: bool = False  #: an earlier delivery died with no outcome: run alone
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A result is recorded already: settle as a duplicate."""
+
+    result: JobResult
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Bury:
+    """Dead-letter the delivery, naming ``bots`` (none known: the bot that buries it)."""
+
+    reason: str
+    attempt: int
+    bots: list[str]
+
+
+Verdict = Run | Recorded | Bury
+
+
+class Settler:
+    """Decides what a delivery may do, from what the streams recorded about its job."""
+
+    def __init__(self, js: JetStreamContext, config: BotConfig, max_deliver: int) -> None:
+        self.js = js
+        self.config = config
+        self.max_deliver = max_deliver
+
+    async def settle(self, job: Job, delivered: int) -> Verdict:
+        """The verdict for delivery number ``delivered`` of ``job``.
+
+        Raises:
+            TransportError: the result or the events could not be read (the delivery stays unacked).
+        """
+        if delivered <= 1:
+            return Run(delivered)
+        recorded = await job_result(self.js, job.id)
+        if recorded is not None:
+            return Recorded(recorded, delivered)
+        events = await job_events(self.js, job.id)
+        throttles = throttled_deliveries(events)
+        attempt = delivered - throttles
+        died = deaths(events)
+        alone = [d for d in died if d.isolated]
+        beside = [d for d in died if not d.isolated]
+        if len(alone) >= self.config.poison_after:
+            # Named: only the bots it killed while it ran alone, not every bot that ran it.
+            bots = sorted({d.bot for d in alone})
+            return Bury(f"quarantined: {len(alone)} deliveries died with no outcome while running alone "
+                        f"(bots: {', '.join(bots)})", attempt, bots)
+        if len(beside) >= self.config.bystander_deaths_max:
+            bots = sorted({d.bot for d in beside})
+            return Bury(f"quarantined: {len(beside)} deliveries died with no outcome beside other jobs "
+                        f"(bots: {', '.join(bots)})", attempt, bots)
+        ran_by = bots_that_ran(events)
+        # max_deliver counts every delivery, throttled or not: the server's backstop (docs/features.md).
+        if attempt > job.max_attempts or delivered >= self.max_deliver:
+            reason = self.exhausted(job, attempt, delivered, throttles)
+            if died:
+                reason += f"; {len(died)} earlier deliveries died with no outcome ({len(beside)} beside other jobs)"
+            return Bury(reason, attempt, ran_by)
+        return Run(attempt, throttles, tuple(ran_by), suspect=bool(died))
+
+    def exhausted(self, job: Job, attempt: int, delivered: int, throttles: int) -> str:
+        """Why a redelivery is out of attempts (or deliveries)."""
+        if not throttles:
+            return f"delivery {delivered} exceeds the {min(job.max_attempts, self.max_deliver - 1)} attempt(s) allowed"
+        if attempt > job.max_attempts:
+            return f"attempt {attempt} exceeds the {job.max_attempts} attempt(s) allowed ({throttles} throttled deliveries not counted)"
+        return (f"delivery {delivered} reached the consumer's max_deliver ({self.max_deliver}) after {throttles} throttled "
+                f"deliveries: kind {job.kind} stayed over its limits")

@@ -1,0 +1,74 @@
+"""What a bot records about the jobs it runs: their events, and its own counts.
+
+Every part of the executor (settlement, the attempt, recording, what follows an
+outcome, dead-lettering) writes through one :class:`Trail`, so events carry the
+same bot, incarnation and Msg-Id scheme whichever part wrote them, and the
+heartbeat's counters and the metrics agree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from corral.core.log import Logger
+from corral.core.messages import Event, EventType, Job, encode
+from corral.core.names import job_events_subject
+from corral.core.publisher import AsyncPublisher, wait_ack
+
+#: ``on_count(outcome, kind, seconds=None)``: the metrics' per-kind outcome counter.
+OnCount = Callable[..., None]
+
+
+@dataclass
+class Counters:
+    """The bot's totals, reported in its heartbeat."""
+
+    done: int = 0
+    failed: int = 0
+    dead: int = 0
+    duplicates: int = 0
+
+
+class Trail:
+    """Publishes one bot incarnation's job events and keeps its counts."""
+
+    def __init__(self, publisher: AsyncPublisher, bot: str, incarnation: str, log: Logger,
+                 on_count: OnCount = lambda outcome, kind, seconds=None: None) -> None:
+        self.publisher = publisher
+        self.bot = bot
+        self.incarnation = incarnation
+        self.log = log
+        self.counters = Counters()
+        self.on_count = on_count
+        self._seq = itertools.count(1)
+
+    async def emit(self, job: Job, event_type: EventType, attempt: int, *, confirm: bool = False, **fields) -> None:
+        """Publish a job event; ``confirm`` waits for the stream's ack (failures are logged, not raised)."""
+        event = Event(
+            type=event_type, ts=time.time(), job_id=job.id, bot=self.bot, incarnation=self.incarnation,
+            attempt=attempt, kind=job.kind, queue=job.queue, correlation_id=job.correlation_id, **fields,
+        )
+        # A Msg-Id per event: an event re-sent from the outbox after an ambiguous timeout is stored once.
+        headers = {"Nats-Msg-Id": f"ev-{self.incarnation}-{next(self._seq)}"}
+        subject = job_events_subject(job.id)
+        if not confirm:
+            await self.publisher.fire(subject, encode(event), headers)
+            return
+        fut = await self.publisher.publish(subject, encode(event), headers)
+        try:
+            await wait_ack(fut, self.publisher.ack_timeout)
+        except Exception as e:  # noqa: BLE001 - an unrecorded event must not stop the job
+            self.log.warning("publish.lost", job=job.id, event_type=event_type, error=str(e) or type(e).__name__)
+
+    async def progress(self, job_id: str, kind: str, detail: str) -> None:
+        """Publish a ``progress`` event, fire-and-forget (the next report supersedes a lost one)."""
+        event = Event(type=EventType.PROGRESS, ts=time.time(), job_id=job_id, bot=self.bot, incarnation=self.incarnation,
+                      kind=kind, detail=detail)
+        await self.publisher.fire(job_events_subject(job_id), encode(event))
+
+    def count(self, outcome: str, kind: str, seconds: float | None = None) -> None:
+        """Count one delivery's outcome in the metrics (the heartbeat's totals are kept by the caller)."""
+        self.on_count(outcome, kind, seconds)
