@@ -8,9 +8,10 @@ job's result and events (direct gets; no consumer) and comes to one verdict:
   recorded it died before submitting the next step.
 * :class:`Bury`: the job goes to the dead-letter stream: quarantined as poison,
   or out of attempts.
-* :class:`Run`: run it, as attempt ``attempt``. Deliveries a limit throttled
-  never ran, so they are not attempts: the attempt number is ``num_delivered``
-  minus the throttled deliveries the events show.
+* :class:`Run`: run it, as attempt ``attempt``: one more than the deliveries
+  the trail shows started or failed. Deliveries that never started (a limit
+  throttled them, or the bot could not read the history and left them) are not
+  attempts; the consumer's ``max_deliver`` still bounds every delivery.
 
 Poison without bystanders (docs/jobs.md): a job whose history shows a death
 with no outcome is a *suspect* and runs alone on its bot until it has an
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 
 from corral.bots.config import BotConfig
-from corral.core.history import bots_that_ran, deaths, job_events, job_result, throttled_deliveries
+from corral.core.history import attempts_made, bots_that_ran, deaths, job_events, job_result, throttled_deliveries
 from corral.core.messages import Job, JobResult
 
 
@@ -84,7 +85,9 @@ class Settler:
             return Recorded(recorded, delivered)
         events = await job_events(self.js, job.id)
         throttles = throttled_deliveries(events)
-        attempt = delivered - throttles
+        # Deliveries that never started (throttled, or interrupted before the history could be
+        # read) are not attempts: count the ones the trail shows started (core/history.py).
+        attempt = attempts_made(events) + 1
         died = deaths(events)
         alone = [d for d in died if d.isolated]
         beside = [d for d in died if not d.isolated]
@@ -108,9 +111,11 @@ class Settler:
 
     def exhausted(self, job: Job, attempt: int, delivered: int, throttles: int) -> str:
         """Why a redelivery is out of attempts (or deliveries)."""
-        if not throttles:
-            return f"delivery {delivered} exceeds the {min(job.max_attempts, self.max_deliver - 1)} attempt(s) allowed"
         if attempt > job.max_attempts:
-            return f"attempt {attempt} exceeds the {job.max_attempts} attempt(s) allowed ({throttles} throttled deliveries not counted)"
+            uncounted = delivered - attempt
+            note = f" ({uncounted} deliveries that never started not counted)" if uncounted > 0 else ""
+            return f"attempt {attempt} exceeds the {job.max_attempts} attempt(s) allowed{note}"
+        if not throttles:
+            return f"delivery {delivered} reached the consumer's max_deliver ({self.max_deliver})"
         return (f"delivery {delivered} reached the consumer's max_deliver ({self.max_deliver}) after {throttles} throttled "
                 f"deliveries: kind {job.kind} stayed over its limits")

@@ -77,6 +77,26 @@ def throttled_deliveries(events: list[Event]) -> int:
     return count
 
 
+def attempts_made(events: list[Event]) -> int:
+    """How many of the job's deliveries (since its last replay) became attempts: they started or failed.
+
+    A delivery that never started is not an attempt: a limit throttled it, or the bot holding it
+    could not read the job's history (a stream without a leader during a partition or failover)
+    and left it for redelivery. Counting deliveries instead (``num_delivered``) charged those to
+    the job and dead-lettered innocent work after a partition. A redelivered start is recorded
+    before the handler runs (its ``started`` event is confirmed), so no redelivered attempt is
+    missed; a first delivery under ``--lean-events`` records no ``started``, and counts only once
+    it fails.
+    """
+    made: set[int] = set()
+    for e in events:
+        if e.type == EventType.REPLAYED:
+            made.clear()
+        elif e.type in (EventType.STARTED, EventType.FAILED) and e.attempt:
+            made.add(e.attempt)
+    return len(made)
+
+
 @dataclass(frozen=True, order=True)
 class Death:
     """A delivery that started and never reported an outcome."""
