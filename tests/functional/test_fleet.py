@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.bots.fleet_keys import FLEET_STREAM, decode_supervisor, key_subject, read_desired, supervisor_key, write_desired
+from corral.core.fleet import FLEET_STREAM, decode_supervisor, read_desired, supervisor_key, write_desired
+from corral.core.names import fleet_key_subject as key_subject
 from corral.core.history import walk
 from corral.core.messages import event_decoder
 from corral.core.names import EVENTS_STREAM, ops_events_subject

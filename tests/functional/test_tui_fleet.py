@@ -116,7 +116,7 @@ async def test_scaling_a_host_from_the_fleet_screen_starts_and_drains_its_bots(p
 
 async def test_scale_to_refuses_bad_input_and_accepts_a_number(provisioned, supervisor, js):
     """Given the = input, when the operator types text or a too-large count, then it is refused; a number is written."""
-    from corral.bots.fleet_keys import MAX_BOTS_PER_HOST, read_desired
+    from corral.core.fleet import MAX_BOTS_PER_HOST, read_desired
 
     app = CorralApp(Settings(servers=(provisioned.url,)), actor="tester@test")
     async with app.run_test(size=SIZE) as pilot:
