@@ -76,4 +76,7 @@ async def read_record(js: JetStreamContext, job_id: str, scan_limit: int = looku
     """
     where = await lookup.locate(js, job_id, scan_limit)
     dead = await dead_letters_of(js, job_id)
-    return JobRecord(job_id, where.state, where.detail, _job_of(where, dead), where.events, where.result, dead)
+    job = _job_of(where, dead)
+    if job is None and where.state == lookup.ACTIVE:
+        job = await lookup.queued_job(js, job_id, scan_limit)  # a running job stays on the stream until acked
+    return JobRecord(job_id, where.state, where.detail, job, where.events, where.result, dead)

@@ -116,6 +116,12 @@ async def _waiting_on(js: JetStreamContext, job_id: str, limit: int) -> RawStrea
     return None
 
 
+async def queued_job(js: JetStreamContext, job_id: str, limit: int = SCAN_LIMIT) -> Job | None:
+    """The job as it sits on the jobs stream (waiting, or running and not yet acknowledged), or None."""
+    waiting = await _waiting_on(js, job_id, limit)
+    return _decoded(waiting.data) if isinstance(waiting, RawStreamMsg) else None
+
+
 def _decoded(data: bytes | None) -> Job | None:
     try:
         return job_decoder.decode(data or b"")
