@@ -151,5 +151,5 @@ async def locate(js: JetStreamContext, job_id: str, scan_limit: int = SCAN_LIMIT
     if waiting == "":
         return Whereabouts(job_id, UNVERIFIED, f"more than {scan_limit} jobs are waiting; not all were searched")
     if isinstance(waiting, RawStreamMsg):
-        return Whereabouts(job_id, PENDING, waiting.subject, job=_decoded(waiting.data))
+        return Whereabouts(job_id, PENDING, waiting.subject or "", job=_decoded(waiting.data))
     return Whereabouts(job_id, UNKNOWN)
