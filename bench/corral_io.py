@@ -14,7 +14,7 @@ from corral.core.jsapi import api
 from corral.core.errors import CorralError
 from corral.core.history import walk
 from corral.core.messages import EventType, event_decoder, result_decoder
-from corral.core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, consumer_name, job_events_subject
+from corral.core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, RESULTS_SUBJECT, consumer_name, job_events_subject, stream_op
 
 FAR_FUTURE = "2099-01-01T00:00:00Z"
 
@@ -28,7 +28,7 @@ def parse_ts(text: str) -> float:
 
 async def stream_state(nc: NATS, stream: str) -> dict:
     """The raw STREAM.INFO state (``messages``, ``last_ts``...)."""
-    return (await api(nc, f"STREAM.INFO.{stream}"))["state"]
+    return (await api(nc, stream_op("INFO", stream)))["state"]
 
 
 async def wait_for_messages(nc: NATS, stream: str, count: int, timeout: float, poll: float = 0.1) -> dict:
@@ -63,7 +63,7 @@ async def first_claim(js, scan: int = 200) -> float:
         if event.type == EventType.STARTED:
             times.append(event.ts)
     if not times:  # bots with --lean-events record no first-delivery start: use the results' own times
-        async for msg in walk(js, RESULTS_STREAM, "corral.results.*", limit=scan):
+        async for msg in walk(js, RESULTS_STREAM, RESULTS_SUBJECT, limit=scan):
             times.append(result_decoder.decode(msg.data or b"").started_at)
     if not times:
         raise CorralError("no STARTED event or result recorded")

@@ -39,7 +39,7 @@ import nats.js.errors
 from corral.bots.fleet_config import FleetConfig, SlotCredentials
 from corral.bots.fleet_desired import DesiredWatch
 from corral.bots.fleet_hung import HungCheck
-from corral.bots.fleet_keys import (
+from corral.core.fleet import (
     FLEET_EVENTS_ACTION, FLEET_STREAM, SlotStatus, SupervisorBeat, check_host, slot_name, write_desired,
 )
 from corral.bots.fleet_liveness import SupervisorLiveness

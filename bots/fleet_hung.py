@@ -21,7 +21,8 @@ from nats.aio.client import Client as NATS
 
 from corral.bots.fleet_slot import Slot, SlotState
 from corral.core import leases
-from corral.core.connect import TRANSIENT, api
+from corral.core.connect import TRANSIENT
+from corral.core.jsapi import api
 from corral.core.log import Logger
 from corral.core.messages import BotHeartbeat, heartbeat_decoder
 from corral.core.names import BOTS_BUCKET

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import nats.js.errors
 
-from corral.bots.fleet_keys import FLEET_BUCKET, SupervisorBeat, decode_supervisor, key_subject, supervisor_key
+from corral.core.fleet import FLEET_BUCKET, SupervisorBeat, decode_supervisor, supervisor_key
+from corral.core.names import fleet_key_subject
 from corral.bots.liveness import Liveness
 from corral.core import leases
 from corral.core.connect import TRANSIENT
@@ -28,7 +29,7 @@ class SupervisorLiveness(Liveness):
     def __init__(self, js, host: str, ttl: float, log: Logger) -> None:
         super().__init__(js, host, ttl, log)
         self.key = supervisor_key(host)
-        self.subject = key_subject(self.key)
+        self.subject = fleet_key_subject(self.key)
 
     async def _last(self):
         return await leases.read(self.js, FLEET_BUCKET, self.key)

@@ -2,7 +2,7 @@
 
 A private registry, so the endpoint shows the fleet's series and the process
 collector's, and nothing a library registered globally. Values are refreshed
-from the supervisor's own report (:class:`bots.fleet_keys.SupervisorBeat`) each
+from the supervisor's own report (:class:`corral.core.fleet.SupervisorBeat`) each
 time it heartbeats, and counters on every unexpected exit.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, start_http_server
 
-from corral.bots.fleet_keys import SupervisorBeat
+from corral.core.fleet import SupervisorBeat
 from corral.bots.fleet_slot import SlotExit, SlotState
 from corral.core.errors import ConfigError
 

@@ -17,6 +17,7 @@ import anyio.abc
 
 from corral.bots.fleet_config import FleetConfig
 from corral.core.settings import Settings
+from corral.core.spawn import corral_argv
 
 LAUNCH_SCRIPT = Path(__file__).with_name("fleet_launch.py")
 
@@ -50,15 +51,20 @@ def bot_environment(base: Mapping[str, str], settings: Settings, config: FleetCo
 
 
 class BotLauncher:
-    """Starts ``corral bot --name <name>`` through :mod:`corral.bots.fleet_launch` (dies with the supervisor)."""
+    """Starts ``corral bot --name <name>`` through :mod:`corral.bots.fleet_launch` (dies with the supervisor).
+
+    Not :func:`corral.core.spawn.spawn_corral`: that adds this process's whole environment,
+    which would hand the supervisor's login back to a bot that must hold only its own,
+    and it blocks, where a slot starts its bot from the event loop.
+    """
 
     def __init__(self, settings: Settings, config: FleetConfig) -> None:
         self.settings = settings
         self.config = config
 
     def command(self, name: str) -> list[str]:
-        bot = [sys.executable, "-m", "corral.cli", "--log-format", self.config.log_format, "bot",
-               "--name", name, "--ttl", f"{self.config.bot_ttl:g}", *self.config.bot_args]
+        bot = corral_argv("--log-format", self.config.log_format, "bot",
+                          "--name", name, "--ttl", f"{self.config.bot_ttl:g}", *self.config.bot_args)
         return [sys.executable, str(LAUNCH_SCRIPT), str(os.getpid()), *bot]
 
     async def __call__(self, name: str) -> anyio.abc.Process:

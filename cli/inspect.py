@@ -14,9 +14,9 @@ from rich.table import Table
 from corral.cli.common import add_json, add_server, print_json, run, settings
 from corral.core import lookup
 from corral.core.connect import connect
-from corral.core.dlq import list_dead
 from corral.core.errors import NotFoundError
 from corral.core.history import job_events, job_result
+from corral.core.jobrecord import read_record
 from corral.core.log import get_logger
 from corral.core.messages import Event
 from corral.core.names import check_token
@@ -144,29 +144,20 @@ async def _job(args: argparse.Namespace) -> int:
         return await _follow(args, job_id)
     nc = await connect(settings(args), get_logger("job"), wait=False)
     try:
-        js = nc.jetstream()
-        where = await lookup.locate(js, job_id)
-        dead = await list_dead(js, match=lambda d: d.job_id == job_id)
+        rec = await read_record(nc.jetstream(), job_id)
     finally:
         await nc.close()
-    events, result = where.events, where.result
+    events, result, dead = rec.events, rec.result, rec.dead
     if args.json:
-        print_json({
-            "id": job_id,
-            "state": where.state,
-            "detail": where.detail,
-            "events": [msgspec.to_builtins(e) for e in events],
-            "result": msgspec.to_builtins(result) if result else None,
-            "dead_letters": [{"seq": d.seq, "reason": d.reason, "attempts": d.attempts, "bots": d.bots, "dead_at": d.dead_at} for d in dead],
-        })
-    if not (where.known or dead):
+        print_json(rec.as_dict())
+    if not rec.known:
         raise _no_record(job_id)
     if args.json:
         return 0
-    if where.state in (lookup.SCHEDULED, lookup.PENDING, lookup.UNVERIFIED) and not dead:
-        print({lookup.SCHEDULED: f"job {job_id} is scheduled ({where.detail}): it is submitted when the schedule fires",
-               lookup.PENDING: f"job {job_id} is pending on {where.detail}: no bot has taken it yet",
-               lookup.UNVERIFIED: f"job {job_id} has no event yet ({where.detail})"}[where.state])
+    if rec.state in (lookup.SCHEDULED, lookup.PENDING, lookup.UNVERIFIED) and not dead:
+        print({lookup.SCHEDULED: f"job {job_id} is scheduled ({rec.detail}): it is submitted when the schedule fires",
+               lookup.PENDING: f"job {job_id} is pending on {rec.detail}: no bot has taken it yet",
+               lookup.UNVERIFIED: f"job {job_id} has no event yet ({rec.detail})"}[rec.state])
         return 0
     console = Console()
     t = Table(title=f"job {job_id}")

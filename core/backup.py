@@ -40,17 +40,18 @@ from corral.core.jsapi import api
 from corral.core.errors import ConfigError, MissingResourceError
 from corral.core.history import walk
 from corral.core.names import (
-    DLQ_STREAM, EVENTS_STREAM, GROUPS_BUCKET, JOBS_STREAM, LIMITS_BUCKET, RESULTS_STREAM, SCHEDULES_STREAM, schedule_subject,
+    DLQ_STREAM, EVENTS_STREAM, FLEET_STREAM, GROUPS_BUCKET, JOBS_STREAM, LIMITS_BUCKET, RESULTS_STREAM, SCHEDULES_STREAM,
+    consumer_op, kv_stream, kv_subject, schedule_subject, stream_op,
 )
 
 #: Streams that hold state worth keeping, in restore order (schedules before the jobs stream that
 #: sources them; the jobs' consumers last).
-BACKED_UP = (RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, "KV_corral_fleet", f"KV_{GROUPS_BUCKET}", f"KV_{LIMITS_BUCKET}",
+BACKED_UP = (RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, FLEET_STREAM, kv_stream(GROUPS_BUCKET), kv_stream(LIMITS_BUCKET),
              SCHEDULES_STREAM, JOBS_STREAM)
 #: What of a stream is kept, where not everything: schedule definitions but not their past firings
 #: (already sourced into the jobs stream; restoring them would run them again under new ids), and
 #: limit definitions but not the leased slots and rate counters, which are live state with TTLs.
-KEPT_SUBJECTS = {SCHEDULES_STREAM: schedule_subject("*"), f"KV_{LIMITS_BUCKET}": f"$KV.{LIMITS_BUCKET}.def.*"}
+KEPT_SUBJECTS = {SCHEDULES_STREAM: schedule_subject("*"), kv_stream(LIMITS_BUCKET): kv_subject(LIMITS_BUCKET, "def.*")}
 _SKIP_HEADERS = {"Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Stream", "Nats-Last-Sequence", "Nats-Num-Pending"}
 
 
@@ -70,13 +71,13 @@ async def backup(nc: NATS, folder: Path, progress: Callable[[str, int], None] = 
     out = []
     for stream in BACKED_UP:
         try:
-            info = await api(nc, f"STREAM.INFO.{stream}")
+            info = await api(nc, stream_op("INFO", stream))
         except MissingResourceError:
             continue
         target = folder / stream
         target.mkdir(parents=True)
         (target / "config.json").write_text(json.dumps(info["config"], indent=2))
-        consumers = (await api(nc, f"CONSUMER.LIST.{stream}", {})).get("consumers") or []
+        consumers = (await api(nc, consumer_op("LIST", stream), {})).get("consumers") or []
         (target / "consumers.json").write_text(json.dumps([c["config"] for c in consumers], indent=2))
         n = 0
         with open(target / "messages.ndjson", "w") as f:
@@ -118,13 +119,13 @@ async def restore(nc: NATS, folder: Path, progress: Callable[[str, int], None] =
             continue
         config = json.loads((source / "config.json").read_text())
         try:
-            live = await api(nc, f"STREAM.INFO.{stream}")
+            live = await api(nc, stream_op("INFO", stream))
             if live["state"]["messages"]:
                 raise ConfigError(f"stream {stream} already holds {live['state']['messages']} messages: restore into an empty deployment")
-            await api(nc, f"STREAM.DELETE.{stream}")
+            await api(nc, stream_op("DELETE", stream))
         except MissingResourceError:
             pass
-        await api(nc, f"STREAM.CREATE.{stream}", config)
+        await api(nc, stream_op("CREATE", stream), config)
         n = 0
         with open(source / "messages.ndjson") as f:
             for line in f:
@@ -139,7 +140,7 @@ async def restore(nc: NATS, folder: Path, progress: Callable[[str, int], None] =
         consumers = json.loads((source / "consumers.json").read_text())
         for c in consumers:
             name = c.get("durable_name") or c.get("name")
-            await api(nc, f"CONSUMER.CREATE.{stream}.{name}", {"stream_name": stream, "config": c, "action": "create"})
+            await api(nc, consumer_op("CREATE", stream, name), {"stream_name": stream, "config": c, "action": "create"})
         progress(stream, n)
         out.append(StreamBackup(stream, n, len(consumers)))
     return out

@@ -26,7 +26,6 @@ from corral.core.errors import (
     StreamFullError,
     TransportError,
 )
-from corral.core.jsapi import api  # noqa: F401 - re-exported for bots/fleet.py until it imports corral.core.jsapi
 from corral.core.log import Logger
 from corral.core.names import is_result_subject
 from corral.core.settings import Settings

@@ -22,7 +22,9 @@ from corral.core.connect import publish_error
 from corral.core.history import walk
 from corral.core.messages import DeadLetterHeaders as H
 from corral.core.messages import Event, EventType, encode, job_decoder
-from corral.core.names import DLQ_STREAM, JOBS_STREAM, dlq_subject, job_events_subject, ops_events_subject
+from corral.core.names import (
+    DLQ_STREAM, JOBS_STREAM, dlq_job_subject, dlq_queue_subject, dlq_subject, job_events_subject, job_subject, ops_events_subject,
+)
 
 
 @dataclass(frozen=True)
@@ -95,20 +97,25 @@ def _record(msg) -> DeadLetter:
     )
 
 
-def _subject(queue: str | None) -> str:
-    return f"corral.dlq.{queue}.>" if queue else "corral.dlq.>"
-
-
 async def list_dead(js: JetStreamContext, *, queue: str | None = None, limit: int | None = None, match: Callable[[DeadLetter], bool] | None = None) -> list[DeadLetter]:
     """Dead letters, oldest first, optionally filtered."""
     out: list[DeadLetter] = []
-    async for msg in walk(js, DLQ_STREAM, _subject(queue)):
+    async for msg in walk(js, DLQ_STREAM, dlq_queue_subject(queue)):
         rec = _record(msg)
         if match is None or match(rec):
             out.append(rec)
             if limit is not None and len(out) >= limit:
                 break
     return out
+
+
+async def dead_letters_of(js: JetStreamContext, job_id: str) -> list[DeadLetter]:
+    """The job's dead letters, oldest first (one per time it died; replayed ones are gone).
+
+    A filtered walk over the job's own subject ``corral.dlq.*.<job_id>``: the server
+    skips every other job's dead letters, so the cost does not grow with the stream.
+    """
+    return [_record(msg) async for msg in walk(js, DLQ_STREAM, dlq_job_subject(job_id))]
 
 
 async def get_dead(js: JetStreamContext, seq: int) -> DeadLetter | None:
@@ -126,7 +133,7 @@ async def replay(js: JetStreamContext, letters: list[DeadLetter], *, actor: str,
     """
     done = 0
     for rec in letters:
-        subject = rec.source_subject or f"corral.jobs.{rec.queue}.normal"
+        subject = rec.source_subject or job_subject(rec.queue)
         try:
             await js.publish(subject, rec.data, headers={"Nats-Msg-Id": f"replay-{rec.seq}"}, stream=JOBS_STREAM)
         except Exception as e:  # noqa: BLE001

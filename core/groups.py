@@ -28,9 +28,10 @@ from corral.core.jsapi import api
 from corral.core.dlq import list_dead
 from corral.core.history import job_events, job_result, walk
 from corral.core.messages import EventType, Job, job_decoder, new_id
-from corral.core.names import GROUPS_BUCKET, JOBS_STREAM, check_token
+from corral.core.names import GROUPS_BUCKET, JOBS_STREAM, JOBS_SUBJECT, check_token, kv_stream, kv_subject, stream_op
 
 BUCKET = GROUPS_BUCKET
+STREAM = kv_stream(BUCKET)
 
 
 def make_group(members: list[Job], callback: Job, group: str | None = None) -> list[Job]:
@@ -41,19 +42,13 @@ def make_group(members: list[Job], callback: Job, group: str | None = None) -> l
 
 async def member_done(js: JetStreamContext, job: Job, outcome: str, detail: Any) -> dict[str, Any] | None:
     """Record a member's outcome; returns every member's outcome once all have finished, else None."""
-    subject = f"$KV.{BUCKET}.{job.group}.{job.id}"
+    subject = kv_subject(BUCKET, f"{job.group}.{job.id}")
     await js.publish(subject, json.dumps({"outcome": outcome, "detail": detail, "ts": time.time()}, default=str).encode())
     if await finished_count(js, job.group) < job.group_size:  # distinct members, not increments
         return None
     members: dict[str, Any] = {}
-    seq = 1
-    while True:
-        try:
-            msg = await js.get_msg(f"KV_{BUCKET}", seq=seq, subject=f"$KV.{BUCKET}.{job.group}.*", next=True, direct=True)
-        except Exception:  # noqa: BLE001 - NotFound ends the walk
-            break
+    async for msg in walk(js, STREAM, kv_subject(BUCKET, f"{job.group}.*")):
         members[msg.subject.rsplit(".", 1)[-1]] = json.loads(msg.data or b"{}")
-        seq = msg.seq + 1
     return members
 
 
@@ -114,14 +109,14 @@ async def finished_members(js: JetStreamContext, group: str) -> list[MemberOutco
         TransportError: the server did not answer.
     """
     check_token(group, "group id")
-    return [_outcome(msg) async for msg in walk(js, f"KV_{BUCKET}", f"$KV.{BUCKET}.{group}.*")]
+    return [_outcome(msg) async for msg in walk(js, STREAM, kv_subject(BUCKET, f"{group}.*"))]
 
 
 async def finished_count(js: JetStreamContext, group: str) -> int:
     """How many distinct members of ``group`` have finished (one request, as the bots count)."""
     # Raw API, for the filtered subjects map. Its ``num_subjects`` counts the whole stream whatever
     # the filter (docs/nats-notes.md#counting-the-subjects-under-a-prefix), so a second group would look finished early: count the map.
-    info = await api(js._nc, f"STREAM.INFO.KV_{BUCKET}", {"subjects_filter": f"$KV.{BUCKET}.{check_token(group, 'group id')}.*"})
+    info = await api(js._nc, stream_op("INFO", STREAM), {"subjects_filter": kv_subject(BUCKET, f"{check_token(group, 'group id')}.*")})
     return len(info["state"].get("subjects") or {})
 
 
@@ -132,10 +127,10 @@ async def recent_groups(js: JetStreamContext, *, window: int = 300, limit: int =
     Raises:
         TransportError: the server did not answer.
     """
-    info = await js.stream_info(f"KV_{BUCKET}")
+    info = await js.stream_info(STREAM)
     start = max(info.state.last_seq - window + 1, 1)
     seen: dict[str, list[MemberOutcome]] = {}
-    async for msg in walk(js, f"KV_{BUCKET}", f"$KV.{BUCKET}.>", start_seq=start, limit=window):
+    async for msg in walk(js, STREAM, kv_subject(BUCKET, ">"), start_seq=start, limit=window):
         group = msg.subject.split(".")[-2]
         seen.setdefault(group, []).append(_outcome(msg))
         seen[group] = seen.pop(group)  # most recent write last
@@ -181,7 +176,7 @@ async def _pending_shape(js: JetStreamContext, group: str) -> GroupShape | None:
     to a job outside the group and is skipped.
     """
     needle = f'"group":"{group}"'.encode()
-    async for msg in walk(js, JOBS_STREAM, "corral.jobs.>", limit=PENDING_SCAN):
+    async for msg in walk(js, JOBS_STREAM, JOBS_SUBJECT, limit=PENDING_SCAN):
         if needle in (msg.data or b"") and (shape := _decoded_shape(msg.data, group)):
             return shape
     return None

@@ -41,7 +41,7 @@ from corral.core import leases
 from corral.core.connect import TRANSIENT
 from corral.core.errors import ConfigError, InvalidJobError, MissingResourceError
 from corral.core.history import walk
-from corral.core.names import LIMITS_BUCKET, check_token
+from corral.core.names import LIMITS_BUCKET, check_token, kv_stream, kv_subject
 
 __all__ = ["LimitDef", "Limiter", "Admitted", "Throttled", "LimitStatus", "parse_rate", "throttle_delay",
            "set_limit", "remove_limit", "list_limits"]
@@ -328,7 +328,7 @@ async def remove_limit(js: JetStreamContext, kind: str) -> bool:
 async def list_limits(js: JetStreamContext) -> list[LimitStatus]:
     """Every kind with limits, with slots held and this window's start count."""
     out = []
-    async for msg in walk(js, f"KV_{BUCKET}", f"$KV.{BUCKET}.{_def_key('*')}"):
+    async for msg in walk(js, kv_stream(BUCKET), kv_subject(BUCKET, _def_key("*"))):
         limit = None if leases.is_gone(msg) else _decode(msg.data)
         if limit is not None:
             out.append(await _status(js, msg.subject.rsplit(".", 1)[-1], limit))
@@ -337,7 +337,7 @@ async def list_limits(js: JetStreamContext) -> list[LimitStatus]:
 
 async def _status(js: JetStreamContext, kind: str, limit: LimitDef) -> LimitStatus:
     status = LimitStatus(kind, limit)
-    async for msg in walk(js, f"KV_{BUCKET}", f"$KV.{BUCKET}.{_slot_key(kind, '*')}"):
+    async for msg in walk(js, kv_stream(BUCKET), kv_subject(BUCKET, _slot_key(kind, "*"))):
         if not leases.is_gone(msg):
             status.slots_held += 1
             status.holders.append(json.loads(msg.data or b"{}").get("owner", "?"))
@@ -349,6 +349,6 @@ async def _status(js: JetStreamContext, kind: str, limit: LimitDef) -> LimitStat
 
 async def _publish(js: JetStreamContext, key: str, body: bytes, headers: dict[str, str] | None = None) -> None:
     try:
-        await js.publish(f"$KV.{BUCKET}.{key}", body, headers=headers)
+        await js.publish(kv_subject(BUCKET, key), body, headers=headers)
     except nats.errors.NoRespondersError as e:
         raise MissingResourceError(f"the {BUCKET} bucket is missing: run `corral provision`") from e

@@ -19,9 +19,9 @@ from nats.js import JetStreamContext
 
 from corral.core import leases
 from corral.core.errors import CorralError
-from corral.core.names import check_token
+from corral.core.names import LOCKS_BUCKET, check_token
 
-BUCKET = "corral_locks"
+BUCKET = LOCKS_BUCKET
 
 
 class LockTimeoutError(CorralError):

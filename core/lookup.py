@@ -20,11 +20,14 @@ import msgspec
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 
 from corral.core.errors import TransportError
 from corral.core.history import job_events, job_result, walk
-from corral.core.messages import TERMINAL_EVENTS, Event, EventType, JobResult
-from corral.core.names import CANCEL_BUCKET, JOBS_STREAM, SCHEDULES_STREAM, cancel_key_subject, check_token, schedule_subject
+from corral.core.messages import TERMINAL_EVENTS, Event, EventType, Job, JobResult, job_decoder
+from corral.core.names import (
+    CANCEL_BUCKET, JOBS_STREAM, JOBS_SUBJECT, SCHEDULES_STREAM, cancel_key_subject, check_token, kv_stream, schedule_subject,
+)
 
 SCAN_LIMIT = 20_000  #: waiting jobs read at most when looking for one that has no event yet
 
@@ -54,6 +57,7 @@ class Whereabouts:
     detail: str = ""  #: the ending (``succeeded``, ``dead``...), the schedule spec, or the subject it waits on
     events: list[Event] = field(default_factory=list)
     result: JobResult | None = None
+    job: Job | None = None  #: the waiting job itself, when it is PENDING
 
     @property
     def known(self) -> bool:
@@ -88,25 +92,41 @@ async def schedule_of(js: JetStreamContext, name: str) -> str | None:
 
 async def cancel_requested(js: JetStreamContext, job_id: str) -> bool:
     """Whether a cancellation of the job is already on record (requests expire after a day)."""
-    msg = await _direct(js, f"KV_{CANCEL_BUCKET}", cancel_key_subject(job_id))
+    msg = await _direct(js, kv_stream(CANCEL_BUCKET), cancel_key_subject(job_id))
     return msg is not None and bool(msg.data) and (msg.headers or {}).get("KV-Operation") not in ("DEL", "PURGE")
 
 
-async def _waiting_on(js: JetStreamContext, job_id: str, limit: int) -> str | None:
-    """The subject the job waits on in the jobs stream, None if absent, or "" if there are too many to search."""
+async def _waiting_on(js: JetStreamContext, job_id: str, limit: int) -> RawStreamMsg | str | None:
+    """The job's message on the jobs stream, None if absent, or "" if there are too many to search."""
     try:
         info = await js.stream_info(JOBS_STREAM)
     except nats.js.errors.NotFoundError:
         return None
     if info.state.messages > limit:
         return ""
-    async for msg in walk(js, JOBS_STREAM, "corral.jobs.>", limit=limit):
+    needle = job_id.encode()
+    async for msg in walk(js, JOBS_STREAM, JOBS_SUBJECT, limit=limit):
+        if needle not in (msg.data or b""):
+            continue  # a cheap pre-filter: most waiting jobs are someone else's
         try:
             if _id_decoder.decode(msg.data or b"").id == job_id:
-                return msg.subject
+                return msg
         except msgspec.DecodeError:
             continue
     return None
+
+
+async def queued_job(js: JetStreamContext, job_id: str, limit: int = SCAN_LIMIT) -> Job | None:
+    """The job as it sits on the jobs stream (waiting, or running and not yet acknowledged), or None."""
+    waiting = await _waiting_on(js, job_id, limit)
+    return _decoded(waiting.data) if isinstance(waiting, RawStreamMsg) else None
+
+
+def _decoded(data: bytes | None) -> Job | None:
+    try:
+        return job_decoder.decode(data or b"")
+    except msgspec.DecodeError:
+        return None
 
 
 async def locate(js: JetStreamContext, job_id: str, scan_limit: int = SCAN_LIMIT) -> Whereabouts:
@@ -127,9 +147,9 @@ async def locate(js: JetStreamContext, job_id: str, scan_limit: int = SCAN_LIMIT
         return Whereabouts(job_id, ACTIVE, str(events[-1].type), events)
     if (spec := await schedule_of(js, job_id)) is not None:
         return Whereabouts(job_id, SCHEDULED, spec)
-    subject = await _waiting_on(js, job_id, scan_limit)
-    if subject == "":
+    waiting = await _waiting_on(js, job_id, scan_limit)
+    if waiting == "":
         return Whereabouts(job_id, UNVERIFIED, f"more than {scan_limit} jobs are waiting; not all were searched")
-    if subject is not None:
-        return Whereabouts(job_id, PENDING, subject)
+    if isinstance(waiting, RawStreamMsg):
+        return Whereabouts(job_id, PENDING, waiting.subject or "", job=_decoded(waiting.data))
     return Whereabouts(job_id, UNKNOWN)

@@ -31,12 +31,22 @@ import re
 
 from corral.core.errors import InvalidJobError
 
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject of one key of a KV bucket (``>`` for every key)."""
+    return f"$KV.{bucket}.{key}"
+
+
 JOBS_STREAM = "CORRAL_JOBS"
 RESULTS_STREAM = "CORRAL_RESULTS"
 EVENTS_STREAM = "CORRAL_EVENTS"
 DLQ_STREAM = "CORRAL_DLQ"
 BOTS_BUCKET = "corral_bots"
-BOTS_STREAM = f"KV_{BOTS_BUCKET}"
+BOTS_STREAM = kv_stream(BOTS_BUCKET)
 
 DEFAULT_QUEUE = "default"
 PRIORITIES = ("high", "normal", "low")
@@ -57,6 +67,9 @@ def check_token(value: str, what: str) -> str:
             f"{what} {value!r} is not usable: use 1-128 characters from A-Z a-z 0-9 _ -"
         )
     return value
+
+
+JOBS_SUBJECT = "corral.jobs.>"  #: every queue and priority of the jobs stream
 
 
 def job_subject(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
@@ -81,6 +94,7 @@ def consumer_name(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
 
 
 RESULTS_PREFIX = "corral.results."
+RESULTS_SUBJECT = f"{RESULTS_PREFIX}*"  #: every job's result
 
 
 def result_subject(job_id: str) -> str:
@@ -92,8 +106,18 @@ def is_result_subject(subject: str) -> bool:
     return subject.startswith(RESULTS_PREFIX)
 
 
+EVENTS_PREFIX = "corral.events."
+EVENTS_SUBJECT = f"{EVENTS_PREFIX}>"  #: every event: jobs, bots and operators
+JOB_EVENTS_PREFIX = f"{EVENTS_PREFIX}job."
+
+
 def job_events_subject(job_id: str) -> str:
-    return f"corral.events.job.{job_id}"
+    return f"{JOB_EVENTS_PREFIX}{job_id}"
+
+
+def is_job_events_subject(subject: str) -> bool:
+    """True for ``corral.events.job.<job_id>`` (not a bot's or an operator's event)."""
+    return subject.startswith(JOB_EVENTS_PREFIX)
 
 
 def bot_events_subject(bot: str) -> str:
@@ -104,8 +128,21 @@ def ops_events_subject(action: str) -> str:
     return f"corral.events.ops.{action}"
 
 
+DLQ_SUBJECT = "corral.dlq.>"  #: every dead letter
+
+
 def dlq_subject(queue: str, job_id: str) -> str:
     return f"corral.dlq.{queue}.{job_id}"
+
+
+def dlq_queue_subject(queue: str | None) -> str:
+    """The dead letters of one queue (every queue's for None)."""
+    return f"corral.dlq.{queue}.>" if queue else DLQ_SUBJECT
+
+
+def dlq_job_subject(job_id: str) -> str:
+    """The dead letters of one job, whatever its queue (a job that died twice has two)."""
+    return f"corral.dlq.*.{job_id}"
 
 
 def control_subject(bot: str) -> str:
@@ -121,37 +158,31 @@ def schedule_subject(name: str) -> str:
     return f"corral.schedules.defs.{name}"
 
 
+FIRING_PREFIX = "corral.schedules.fire."
+
+
 def firing_subject(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
     """Where a schedule fires; CORRAL_JOBS sources these as ``corral.jobs.<queue>.<priority>``."""
-    return f"corral.schedules.fire.{queue}.{priority}"
+    return f"{FIRING_PREFIX}{queue}.{priority}"
 
 
 CANCEL_BUCKET = "corral_cancel"
 UNIQUE_BUCKET = "corral_unique"
 LIMITS_BUCKET = "corral_limits"
 GROUPS_BUCKET = "corral_groups"
-
-
-def kv_stream(bucket: str) -> str:
-    """The stream behind a KV bucket."""
-    return f"KV_{bucket}"
-
-
-def kv_subject(bucket: str, key: str) -> str:
-    """The subject of one key of a KV bucket (``>`` for every key)."""
-    return f"$KV.{bucket}.{key}"
+LOCKS_BUCKET = "corral_locks"
 
 
 def cancel_key_subject(job_id: str) -> str:
-    return f"$KV.{CANCEL_BUCKET}.{job_id}"
+    return kv_subject(CANCEL_BUCKET, job_id)
 
 
 def unique_key_subject(digest: str) -> str:
-    return f"$KV.{UNIQUE_BUCKET}.{digest}"
+    return kv_subject(UNIQUE_BUCKET, digest)
 
 
 def bot_key_subject(bot: str) -> str:
-    return f"$KV.{BOTS_BUCKET}.{bot}"
+    return kv_subject(BOTS_BUCKET, bot)
 
 
 def api_subject(op: str) -> str:
@@ -159,15 +190,50 @@ def api_subject(op: str) -> str:
     return f"$JS.API.{op}"
 
 
+def stream_op(verb: str, stream: str) -> str:
+    """A stream request for :func:`api_subject`: ``stream_op("INFO", "CORRAL_JOBS")`` is ``STREAM.INFO.CORRAL_JOBS``."""
+    return f"STREAM.{verb}.{stream}"
+
+
+def consumer_op(verb: str, stream: str, name: str | None = None) -> str:
+    """A consumer request for :func:`api_subject`: ``CONSUMER.<verb>.<stream>[.<name>]``."""
+    return f"CONSUMER.{verb}.{stream}" + (f".{name}" if name else "")
+
+
 FLEET_BUCKET = "corral_fleet"
-FLEET_STREAM = f"KV_{FLEET_BUCKET}"
+FLEET_STREAM = kv_stream(FLEET_BUCKET)
 FLEET_EVENTS_ACTION = "fleet"  #: supervisors report restarts and crash loops on corral.events.ops.fleet
 
 
 def fleet_key_subject(key: str) -> str:
     """``$KV.corral_fleet.<key>``; ``key`` is ``desired.<host>`` or ``supervisor.<host>`` (``>`` for all)."""
-    return f"$KV.{FLEET_BUCKET}.{key}"
+    return kv_subject(FLEET_BUCKET, key)
 
 
 #: Subject of the server's advisory when a job consumer exhausts max_deliver.
 MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.*"
+
+
+# -- the ledger ------------------------------------------------------------------------------
+# The ledger never consumes CORRAL_JOBS: it is a work queue, so a message vanishes on
+# ack and a second consumer overlapping the bots' filter is refused (``10100 filtered
+# consumer not unique on workqueue stream``). Jobs reach the ledger through the results
+# (each carries its Job), the events and the dead letters (original job bytes).
+
+#: The ledger's durable pull consumer per stream; declared in streams/consumer-ledger-*.json.
+LEDGER_CONSUMERS = {
+    RESULTS_STREAM: "ledger-results",
+    EVENTS_STREAM: "ledger-events",
+    DLQ_STREAM: "ledger-dlq",
+}
+
+#: The subject filter covering each whole stream the ledger reads (its rebuild consumers use it).
+STREAM_SUBJECTS = {
+    RESULTS_STREAM: RESULTS_SUBJECT,
+    EVENTS_STREAM: EVENTS_SUBJECT,
+    DLQ_STREAM: DLQ_SUBJECT,
+}
+
+LEDGER_SERVICE_NAME = "corral-ledger"  #: the ledger's micro service (``nats micro ls``)
+LEDGER_SERVICE_VERSION = "1.0.0"
+LEDGER_QUERY_SUBJECT = "corral.ledger.query"  #: request/reply: a SQL query for the ledger

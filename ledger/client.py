@@ -8,7 +8,7 @@ from nats.aio.client import Client as NATS
 
 from corral.core.errors import TransportError
 from corral.ledger.errors import QueryError
-from corral.ledger.names import QUERY_SUBJECT
+from corral.core.names import LEDGER_QUERY_SUBJECT as QUERY_SUBJECT
 from corral.ledger.query import QueryReply, QueryRequest, failure_decoder, reply_decoder
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from nats.js import JetStreamContext
 
-from corral.ledger.names import CONSUMERS
+from corral.core.names import LEDGER_CONSUMERS as CONSUMERS
 from corral.ledger.store import LedgerStore
 from corral.core.names import EVENTS_STREAM, RESULTS_STREAM
 

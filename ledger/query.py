@@ -27,7 +27,9 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from corral.ledger.errors import QueryError
-from corral.ledger.names import QUERY_SUBJECT, SERVICE_NAME, SERVICE_VERSION
+from corral.core.names import LEDGER_QUERY_SUBJECT as QUERY_SUBJECT
+from corral.core.names import LEDGER_SERVICE_NAME as SERVICE_NAME
+from corral.core.names import LEDGER_SERVICE_VERSION as SERVICE_VERSION
 from corral.ledger.store import LedgerStore, QueryResult
 from corral.core.log import Logger
 

@@ -26,7 +26,8 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from corral.ledger.names import CONSUMERS, STREAM_SUBJECTS
+from corral.core.names import LEDGER_CONSUMERS as CONSUMERS
+from corral.core.names import STREAM_SUBJECTS
 from corral.ledger.rows import Delivered, rows_for
 from corral.ledger.store import LedgerStore
 from corral.core.log import Logger

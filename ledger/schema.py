@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from corral.core.names import job_events_subject
+
 #: Bumped when a table changes shape; an older file is refused with a hint to rebuild.
 SCHEMA_VERSION = 1
 
@@ -99,7 +101,7 @@ EVENTS = Table(
     (
         _c("seq", "BIGINT NOT NULL", "CORRAL_EVENTS stream sequence"),
         _c("stream_ts", "TIMESTAMP", "when the stream stored the event"),
-        _c("subject", "VARCHAR", "corral.events.job.<id> / .bot.<name> / .ops.<action>"),
+        _c("subject", "VARCHAR", job_events_subject("<id>") + " / .bot.<name> / .ops.<action>"),
         _c("type", "VARCHAR", "started, succeeded, failed, dead, duplicate, handed_back, throttled, replayed, purged, bot_state, operator"),
         _c("ts", "TIMESTAMP", "when the publisher says it happened"),
         _c("job_id", "VARCHAR", "job events only"),

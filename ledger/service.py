@@ -28,7 +28,7 @@ from corral.core.connect import connect, wait_for_resources
 from corral.ledger.errors import SnapshotError
 from corral.ledger.export import ceilings, export_all
 from corral.ledger.ingest import BatchPolicy, StreamIngest
-from corral.ledger.names import CONSUMERS
+from corral.core.names import LEDGER_CONSUMERS as CONSUMERS
 from corral.ledger.query import QueryService
 from corral.ledger.store import LedgerStore
 from corral.core.log import Logger

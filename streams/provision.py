@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 from corral.core.connect import connect
 from corral.core.jsapi import api
 from corral.core.log import Logger, get_logger
+from corral.core.names import consumer_op, stream_op
 from corral.core.settings import Settings
 from corral.core.errors import MissingResourceError
 from corral.streams import Declaration, load_declarations
@@ -61,7 +62,7 @@ def diff(live: dict[str, Any], declared: dict[str, Any]) -> dict[str, tuple[Any,
 async def live_config(nc: NATS, decl: Declaration) -> dict[str, Any] | None:
     """The resource's config as the server stores it, or None if it does not exist."""
     subject = (
-        f"CONSUMER.INFO.{decl.stream}.{decl.name}" if decl.kind == "consumer" else f"STREAM.INFO.{decl.name}"
+        consumer_op("INFO", decl.stream, decl.name) if decl.kind == "consumer" else stream_op("INFO", decl.name)
     )
     try:
         return (await api(nc, subject))["config"]
@@ -73,10 +74,10 @@ async def apply(nc: NATS, decl: Declaration) -> Report:
     """Bring one resource to its declaration, or report why it cannot be."""
     live = await live_config(nc, decl)
     if decl.kind == "consumer":
-        create = f"CONSUMER.CREATE.{decl.stream}.{decl.name}"
+        create = consumer_op("CREATE", decl.stream, decl.name)
         body = lambda action: {**decl.body, "action": action}  # noqa: E731
     else:
-        create = f"STREAM.CREATE.{decl.name}"
+        create = stream_op("CREATE", decl.name)
         body = lambda action: decl.body  # noqa: E731
     if live is None:
         await api(nc, create, body("create"))
@@ -84,7 +85,7 @@ async def apply(nc: NATS, decl: Declaration) -> Report:
     changes = diff(live, decl.config)
     if not changes:
         return Report(decl, Action.UNCHANGED, {})
-    update = create if decl.kind == "consumer" else f"STREAM.UPDATE.{decl.name}"
+    update = create if decl.kind == "consumer" else stream_op("UPDATE", decl.name)
     try:
         await api(nc, update, body("update"))
     except nats.js.errors.APIError as e:

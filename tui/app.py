@@ -9,8 +9,8 @@ so no NATS call ever blocks the UI, and every worker error lands in
 
 The dashboard outlives the server: the client reconnects forever
 (``corral.core.connect``), the banner says when the server is unreachable, and the
-clock restarts any feed that ended, which also recreates the KV watcher after
-a reconnect (docs/nats-notes.md#kv-watches-across-reconnects).
+clock restarts any feed that ended; the bots feed's KV watch is restarted on every
+reconnect (docs/nats-notes.md#kv-watches-across-reconnects).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from corral.core.log import Logger
 from corral.core.schedules import add_schedule, remove_schedule
 from corral.core.settings import Settings
 from corral.core.submit import submit_many
+from corral.core.watch import KVWatch
 from corral.tui import feeds
 from corral.tui.features import FeaturesReader
 from corral.tui.messages import (
@@ -120,6 +121,7 @@ class CorralApp(App):
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self._feeds: dict[str, Worker] = {}
+        self._bots_watch: KVWatch | None = None  #: the bots feed, made once connected
         self._dead_loaded = (0.0, -1)  #: (when, DLQ message count) of the last dead-letter load
         self._varz_at = 0.0
         self._scale_lock = asyncio.Lock()  #: scale writes land in key-press order
@@ -148,6 +150,7 @@ class CorralApp(App):
         log = Logger("tui", stream=_TextualLogStream(self))
         nc = await connect(self.settings, log, wait=True, on_disconnect=lost, on_reconnect=back)
         self.nc, self.js = nc, nc.jetstream(timeout=JS_TIMEOUT)
+        self._bots_watch = feeds.watch_bots(self.js, self.post_message, log)
         self.post_message(ConnectionChanged(True, "connected"))
 
     def _clock(self) -> None:
@@ -159,7 +162,8 @@ class CorralApp(App):
         self._ensure("snapshot", lambda: self._run_feed("snapshot", feeds.take_snapshot(js, self.post_message)))
         if not self.store.connected:
             return
-        self._ensure("bots", lambda: self._run_feed("bots", feeds.watch_bots(js, self.post_message)))
+        if (bots := self._bots_watch) is not None:
+            self._ensure("bots", lambda: self._run_feed("bots", bots.run()))
         self._ensure("events", lambda: self._run_feed("events", feeds.tail_events(self.nc, js, self.post_message)))
         self._maybe_reload_dead()
         if self.current_mode in ("fleet", "bots"):  # the bots screen asks which bots a supervisor owns
@@ -216,10 +220,12 @@ class CorralApp(App):
         was = self.store.connected
         self.store.connected, self.store.connection_detail = msg.up, msg.detail
         if msg.up and not was:
-            # A KV watcher may never recover by itself after a reconnect: start both live feeds over.
-            for name in ("bots", "events"):
-                if (worker := self._feeds.get(name)) is not None:
-                    worker.cancel()
+            # A KV watch may never notice the reconnect by itself: start it over. The events
+            # tail starts over too, so that its read-back covers what was missed while away.
+            if self._bots_watch is not None:
+                self._bots_watch.restart()
+            if (worker := self._feeds.get("events")) is not None:
+                worker.cancel()
             self._clock()
 
     @on(SnapshotTaken)

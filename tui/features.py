@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 
 from corral.core import groups, leases, limits, locks
 from corral.core.history import walk
-from corral.core.names import SCHEDULES_STREAM, firing_subject
+from corral.core.names import SCHEDULES_STREAM, firing_subject, kv_stream, kv_subject
 from corral.core.schedules import Schedule, list_schedules
 
 FIRINGS_WINDOW = 200  #: latest CORRAL_SCHEDULES messages read for the next firing of each schedule
@@ -104,7 +104,7 @@ async def next_firings(js: JetStreamContext) -> dict[str, float]:
 async def held_locks(js: JetStreamContext) -> list[LockRow]:
     """Every lock in the locks bucket that is held now (released ones are tombstones, lapsed ones markers)."""
     out = []
-    async for msg in walk(js, f"KV_{locks.BUCKET}", f"$KV.{locks.BUCKET}.>"):
+    async for msg in walk(js, kv_stream(locks.BUCKET), kv_subject(locks.BUCKET, ">")):
         if not msg.data or leases.is_gone(msg):
             continue
         h = msg.headers or {}

@@ -3,8 +3,8 @@
 They post :mod:`corral.tui.messages` through ``post`` and never touch widgets. None of
 them catches broadly: a failure ends the worker, the app's
 ``@on(Worker.StateChanged)`` records it, and the app's clock restarts the feed
-while the connection is up (that is also how the KV watcher is recreated after
-a reconnect, docs/nats-notes.md#kv-watches-across-reconnects).
+while the connection is up. The bots feed is a :class:`corral.core.watch.KVWatch`, which
+the app restarts on every reconnect (docs/nats-notes.md#kv-watches-across-reconnects).
 """
 
 from __future__ import annotations
@@ -18,25 +18,26 @@ from collections.abc import Callable
 import anyio
 import msgspec
 import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 from textual.message import Message
 
 from corral.core.dlq import list_dead
 from corral.core.fleet import fleet_status
 from corral.core.history import walk
 from corral.core.leases import is_gone
+from corral.core.log import Logger
 from corral.core.messages import event_decoder, heartbeat_decoder
-from corral.core.names import BOTS_BUCKET, EVENTS_STREAM
+from corral.core.names import BOTS_BUCKET, EVENTS_STREAM, EVENTS_SUBJECT
 from corral.core.status import snapshot
+from corral.core.watch import KVWatch
 from corral.tui.features import FeaturesReader
 from corral.tui.fleet_slots import read_slots
 from corral.tui.messages import BotBeat, BotGone, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, SnapshotTaken
 
 Post = Callable[[Message], object]
 
-EVENTS_SUBJECT = "corral.events.>"
 BACKFILL = 300  #: events read back from the stream when the tail starts
 DEAD_CAP = 500  #: dead letters listed at most
 
@@ -46,27 +47,22 @@ async def take_snapshot(js: JetStreamContext, post: Post) -> None:
     post(SnapshotTaken(await snapshot(js), at))
 
 
-async def watch_bots(js: JetStreamContext, post: Post) -> None:
-    """Follow the liveness bucket: every write is a heartbeat, DEL/PURGE (or an empty value) a departure."""
-    kv = await js.key_value(BOTS_BUCKET)
-    watcher = await kv.watchall()
-    try:
-        async for entry in watcher:
-            if entry is None:  # end of the initial values
-                continue
-            if is_gone(entry) or not entry.value:
-                post(BotGone(entry.key, entry.operation or "PURGE"))
-                continue
-            try:
-                post(BotBeat(heartbeat_decoder.decode(entry.value)))
-            except msgspec.DecodeError:
-                continue  # not a heartbeat: someone else's key
-    finally:
-        with anyio.CancelScope(shield=True):
-            try:
-                await watcher.stop()
-            except (nats.errors.Error, nats.js.errors.Error):
-                pass  # the connection is already gone; nothing to clean up
+def watch_bots(js: JetStreamContext, post: Post, log: Logger) -> KVWatch:
+    """A watch of the liveness bucket: every write is a heartbeat, DEL/PURGE (or an empty value) a departure.
+
+    The app runs it as the ``bots`` feed and restarts it from its reconnect message.
+    """
+
+    def entry(e: KeyValue.Entry) -> None:
+        if is_gone(e) or not e.value:
+            post(BotGone(e.key, e.operation or "PURGE"))
+            return
+        try:
+            post(BotBeat(heartbeat_decoder.decode(e.value)))
+        except msgspec.DecodeError:
+            pass  # not a heartbeat: someone else's key
+
+    return KVWatch(js, BOTS_BUCKET, ">", entry, log)
 
 
 async def tail_events(nc: NATS, js: JetStreamContext, post: Post) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from corral.core.dlq import DeadLetter
 from corral.core.fleet import HostStatus
 from corral.core.messages import TERMINAL_EVENTS, BotHeartbeat, CurrentJob, Event, EventType
-from corral.core.names import DLQ_STREAM
+from corral.core.names import DLQ_STREAM, is_job_events_subject
 from corral.core.status import Snapshot
 from corral.tui.features import Features
 
@@ -132,7 +132,7 @@ class Store:
         self.events.append(EventRow(self.events_seen, subject, event))
         if event.type in RATE_TYPES:
             self._counts[(int(event.ts), event.type)] += 1
-        if event.job_id and subject.startswith("corral.events.job."):
+        if event.job_id and is_job_events_subject(subject):
             self._track_job(event)
         return True
 

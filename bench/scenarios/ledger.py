@@ -37,7 +37,7 @@ from corral.bench.scenarios import Context, Metric, Scenario
 from corral.core.connect import connect
 from corral.core.errors import CorralError
 from corral.ledger.client import ask
-from corral.ledger.names import CONSUMERS
+from corral.core.names import LEDGER_CONSUMERS as CONSUMERS
 from corral.ledger.reports import REPORTS
 from corral.core.log import get_logger
 from corral.core.messages import Event, EventType, JobResult, new_id

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 
 import nats
 import pytest
@@ -16,13 +15,14 @@ from corral.core.history import job_events, job_result
 from corral.core.messages import make_job
 from corral.core.names import JOBS_STREAM
 from corral.core.submit import submit, submit_many
+from corral.core.spawn import corral_argv
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
 
 
 def corral(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "corral.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(corral_argv(*args), capture_output=True, text=True, timeout=120)
 
 
 async def test_a_destroyed_store_is_restored_with_every_job_result_and_dead_letter(provisioned, bots, tmp_path):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from corral.core.spawn import corral_argv
 
 
 from tests.conftest import wait_for
 
 
 def corral(*args: str, url: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "corral.cli", *args]
+    cmd = corral_argv(*args)
     if url:
         cmd += ["--server", url]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, input=stdin)

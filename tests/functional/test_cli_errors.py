@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,13 +21,14 @@ import pytest
 from corral.cli import exits
 from corral.harness.procs import BotProcess
 from corral.harness.server import EmbeddedServer
+from corral.core.spawn import corral_argv
 from tests.conftest import provision_sync, wait_for
 
 TRACEBACK = "Traceback (most recent call last)"
 
 
 def corral(url: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "corral.cli", *args]
+    cmd = corral_argv(*args)
     if "--server" not in args:
         cmd += ["--server", url]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
@@ -218,7 +218,7 @@ def test_a_closed_pipe_ends_the_command_quietly(table):
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the first byte, as with `| head` done early
     try:
-        proc = subprocess.run([sys.executable, "-m", "corral.cli", "status", "--json", "--server", url],
+        proc = subprocess.run(corral_argv("status", "--json", "--server", url),
                               stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
     finally:
         os.close(write)

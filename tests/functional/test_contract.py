@@ -12,7 +12,8 @@ import nats.js.errors
 import pytest
 
 from corral import contract
-from corral.bots.fleet_keys import FLEET_STREAM, key_subject, supervisor_key, write_desired
+from corral.core.fleet import FLEET_STREAM, supervisor_key, write_desired
+from corral.core.names import fleet_key_subject as key_subject
 from corral.core import locks, schedules
 from corral.core.cancel import request_cancel
 from corral.core.control import drain_bot
@@ -22,7 +23,7 @@ from corral.core.limits import LimitDef, set_limit
 from corral.core.messages import Job, make_job
 from corral.core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_key_subject, result_subject
 from corral.core.submit import submit
-from corral.ledger.names import QUERY_SUBJECT
+from corral.core.names import LEDGER_QUERY_SUBJECT as QUERY_SUBJECT
 from tests.conftest import eventually
 from tests.functional.test_fleet import FleetProcess
 from tests.functional.test_ledger import ledgers  # noqa: F401 - the fixture

@@ -5,18 +5,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from corral.bots.fleet_keys import FLEET_STREAM, decode_supervisor, key_subject, read_desired, supervisor_key, write_desired
+from corral.core.fleet import FLEET_STREAM, decode_supervisor, read_desired, supervisor_key, write_desired
+from corral.core.names import fleet_key_subject as key_subject
 from corral.core.history import walk
 from corral.core.messages import event_decoder
 from corral.core.names import EVENTS_STREAM, ops_events_subject
 from corral.core.status import live_bots
+from corral.core.spawn import corral_argv
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +34,7 @@ class FleetProcess:
         self.log_path = log_dir / f"fleet-{host}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corral.cli.fleet", "fleet", "--server", url, "--host", host, *FAST, *extra],
+            corral_argv("fleet", "--server", url, "--host", host, *FAST, *extra),
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -100,7 +101,7 @@ async def fleet_events(js) -> list:
 
 
 def run_cli(url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "corral.cli.fleet", *args, "--server", url],
+    return subprocess.run(corral_argv(*args, "--server", url),
                           capture_output=True, text=True, timeout=20)
 
 

@@ -6,7 +6,6 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,12 +17,12 @@ from corral.ledger import QueryError, ask
 from corral.core.messages import make_job
 from corral.core.names import DLQ_STREAM, EVENTS_STREAM, RESULTS_STREAM
 from corral.core.submit import submit_many
+from corral.core.spawn import corral_argv
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
 
 TABLES = ("jobs", "results", "events", "dead_letters", "bots")
-CLI = ["-m", "corral.cli"]
 
 
 class LedgerProcess:
@@ -33,7 +32,7 @@ class LedgerProcess:
         self.log_path = log_dir / f"ledger-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, *CLI, "ledger", "--server", url, "--db", str(db), "--linger-ms", "50", *extra],
+            corral_argv("ledger", "--server", url, "--db", str(db), "--linger-ms", "50", *extra),
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
 
@@ -67,7 +66,7 @@ def ledgers(tmp_path: Path):
 
 
 def run_cli(url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *CLI, *args, "--server", url], capture_output=True, text=True, timeout=60)
+    return subprocess.run(corral_argv(*args, "--server", url), capture_output=True, text=True, timeout=60)
 
 
 async def count(js, table: str) -> int:

@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from corral.core.status import live_bots
 from corral.core.submit import submit
 from corral.harness.secure import FLEET_HOST, LEDGER_USER, OPERATOR_USER, SUPERVISOR_USER, SecureRun
 from corral.harness.server import SECURE_CONF, EmbeddedServer, free_port
+from corral.core.spawn import corral_argv
 from tests.conftest import FAST, eventually
 
 pytestmark = pytest.mark.anyio
@@ -58,14 +58,14 @@ class System:
     def start(self, label: str, user: str, *args: str) -> subprocess.Popen:
         """``corral ARGS`` as ``user``, its stdout and stderr in logs/<label>.log."""
         with open(self.logs / f"{label}.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "corral.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(corral_argv(*args), stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self.env(user))
         self.procs[label] = proc
         return proc
 
     def corral(self, *args: str) -> subprocess.CompletedProcess:
         """A short `corral` command as the operator; its output is kept with the other logs."""
-        done = subprocess.run([sys.executable, "-m", "corral.cli", *args], capture_output=True, text=True,
+        done = subprocess.run(corral_argv(*args), capture_output=True, text=True,
                               env=self.env(OPERATOR_USER), timeout=60)
         with open(self.logs / "operator.log", "a") as log:
             log.write(f"$ corral {' '.join(args)}\n{done.stdout}{done.stderr}")

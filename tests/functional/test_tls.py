@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from corral.harness.server import EmbeddedServer
+from corral.core.spawn import corral_argv
 
 
 def openssl(*args: str, cwd) -> None:
@@ -31,7 +31,7 @@ def certs(tmp_path):
 def corral(*args: str, env: dict) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", "corral.cli", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run(corral_argv(*args), capture_output=True, text=True, timeout=60,
                           env={**os.environ, **env})
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tests.conftest import eventually
 from tests.functional.test_tui import SIZE, until
 from corral.tui.app import CorralApp
 from corral.tui.screens.analytics import AnalyticsScreen
+from corral.core.spawn import corral_argv
 
 pytestmark = pytest.mark.anyio
 
@@ -38,8 +38,8 @@ def ledger(provisioned, tmp_path: Path) -> Iterator[subprocess.Popen]:
     """A real `corral ledger --db tmp/ledger.duckdb` subprocess, killed at teardown."""
     with open(tmp_path / "ledger.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "corral.cli", "ledger", "--db", str(tmp_path / "ledger.duckdb"),
-             "--server", provisioned.url, "--linger-ms", "50"],
+            corral_argv("ledger", "--db", str(tmp_path / "ledger.duckdb"),
+             "--server", provisioned.url, "--linger-ms", "50"),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:

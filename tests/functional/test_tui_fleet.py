@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from corral.core.settings import Settings
 from corral.core.status import live_bots
 from corral.tui.app import CorralApp
 from corral.tui.widgets.synced_table import SyncedTable
+from corral.core.spawn import corral_argv
 
 from tests.functional.test_tui import until
 
@@ -38,8 +38,8 @@ def supervisor(provisioned, tmp_path: Path) -> Iterator[subprocess.Popen]:
     log_path = tmp_path / f"fleet-{HOST}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "corral.cli.fleet", "fleet", "--server", provisioned.url, "--host", HOST,
-             "--count", "0", "--log-dir", str(tmp_path / "bots"), *FAST],
+            corral_argv("fleet", "--server", provisioned.url, "--host", HOST,
+             "--count", "0", "--log-dir", str(tmp_path / "bots"), *FAST),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         try:
@@ -116,7 +116,7 @@ async def test_scaling_a_host_from_the_fleet_screen_starts_and_drains_its_bots(p
 
 async def test_scale_to_refuses_bad_input_and_accepts_a_number(provisioned, supervisor, js):
     """Given the = input, when the operator types text or a too-large count, then it is refused; a number is written."""
-    from corral.bots.fleet_keys import MAX_BOTS_PER_HOST, read_desired
+    from corral.core.fleet import MAX_BOTS_PER_HOST, read_desired
 
     app = CorralApp(Settings(servers=(provisioned.url,)), actor="tester@test")
     async with app.run_test(size=SIZE) as pilot:

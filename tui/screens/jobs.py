@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import msgspec
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -10,16 +10,16 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label
 
-from corral.core.dlq import list_dead
-from corral.core.history import job_events, job_result, walk
-from corral.core.messages import CurrentJob, job_decoder
+from corral.core import jobrecord
+from corral.core.messages import CurrentJob
 from corral.core.errors import InvalidJobError
-from corral.core.names import JOBS_STREAM, check_token
+from corral.core.names import check_token
 from corral.core.messages import TERMINAL_EVENTS
 from corral.tui.screens.base import TaskScreen
 from corral.tui.screens.events import TYPE_STYLE, clock
+from corral.core.jobrecord import JobRecord
 from corral.tui.widgets.fit import Col, short_id
-from corral.tui.widgets.job_inspector import JobInspector, JobRecord
+from corral.tui.widgets.job_inspector import JobInspector
 from corral.tui.widgets.synced_table import SyncedTable
 
 PENDING_SCAN = 5000  #: pending jobs scanned (direct gets, never the bots' consumer) to find a payload
@@ -32,32 +32,9 @@ RECENT_COLUMNS = [Col("updated", "updated", 0), Col("id", "job", 0), Col("last",
                   Col("kind", "kind", 1, min=6), Col("bot", "bot", 1, min=6), Col("attempt", "try", 2), Col("queue", "queue", 3)]
 
 
-async def find_pending(js, job_id: str) -> tuple[bool, object]:
-    """Peek at the jobs stream without consuming: is ``job_id`` still waiting, and its Job."""
-    async for msg in walk(js, JOBS_STREAM, "corral.jobs.>", limit=PENDING_SCAN):
-        if job_id.encode() in (msg.data or b""):
-            try:
-                job = job_decoder.decode(msg.data)
-            except msgspec.DecodeError:
-                continue
-            if job.id == job_id:
-                return True, job
-    return False, None
-
-
 async def read_record(js, job_id: str) -> JobRecord:
-    events = await job_events(js, job_id)
-    result = await job_result(js, job_id)
-    dead = await list_dead(js, match=lambda d: d.job_id == job_id)
-    pending, job = (False, None) if result or dead else await find_pending(js, job_id)
-    if job is None and result is not None:
-        job = result.job
-    if job is None and dead:
-        try:
-            job = job_decoder.decode(dead[0].data)
-        except msgspec.DecodeError:
-            job = None
-    return JobRecord(job_id, job, events, result, dead, pending)
+    """The job's record, as `corral job` reads it (:mod:`corral.core.jobrecord`)."""
+    return await jobrecord.read_record(js, job_id, PENDING_SCAN)
 
 
 def progress_cell(job: CurrentJob) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from dataclasses import dataclass
 
 import msgspec
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -13,24 +12,8 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from corral.core.dlq import DeadLetter
-from corral.core.messages import Event, EventType, Job, JobResult
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """Everything the streams hold about one job (read in the Jobs screen's worker)."""
-
-    job_id: str
-    job: Job | None
-    events: list[Event]
-    result: JobResult | None
-    dead: list[DeadLetter]
-    pending: bool  #: still on the jobs stream, not yet taken to an outcome
-
-    @property
-    def known(self) -> bool:
-        return bool(self.job or self.events or self.result or self.dead)
+from corral.core.jobrecord import JobRecord
+from corral.core.messages import Event, EventType
 
 
 def _ts(t: float) -> str:
