@@ -42,7 +42,7 @@ from corral.core.handlers import Registry
 from corral.core.log import Logger
 from corral.core.messages import BotHeartbeat, new_id
 from corral.core.names import (
-    BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, LIMITS_BUCKET, PRIORITIES, RESULTS_STREAM, consumer_name,
+    BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, LIMITS_BUCKET, PRIORITIES, RESULTS_STREAM, consumer_name, kv_stream,
 )
 from corral.core.publisher import AsyncPublisher
 from corral.core.settings import Settings
@@ -173,7 +173,7 @@ class Bot:
     async def _start_up(self) -> None:
         await wait_for_resources(
             # The limits bucket too: without it every job would be throttled (limits fail closed).
-            self.js, self.log, [JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, BOTS_STREAM, f"KV_{LIMITS_BUCKET}"],
+            self.js, self.log, [JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, BOTS_STREAM, kv_stream(LIMITS_BUCKET)],
             [(JOBS_STREAM, c) for c in self.consumers],
         )
         self.sm.to(BotState.REGISTERING)

@@ -44,6 +44,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from corral.core.log import Logger
+from corral.core.names import api_subject, consumer_op
 
 #: Seconds a no_wait request may take to answer before it is given up on (a lost request).
 ANSWER_TIMEOUT = 2.0
@@ -74,7 +75,7 @@ class Feed:
         self.rank = rank
         self.log = log
         self.buffer: deque[Buffered] = deque()
-        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._api = api_subject(consumer_op("MSG.NEXT", stream, consumer))
         self._prefix = nc.new_inbox()
         self._requests: dict[str, _Request] = {}
         self._tokens = itertools.count(1)

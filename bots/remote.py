@@ -22,7 +22,7 @@ from corral.core.connect import TRANSIENT
 from corral.core.errors import CorralError
 from corral.core.history import walk
 from corral.core.log import Logger
-from corral.core.names import CANCEL_BUCKET, control_subject
+from corral.core.names import CANCEL_BUCKET, control_subject, kv_stream, kv_subject
 
 
 async def answer_control(nc: Client, bot: str, incarnation: str, log: Logger,
@@ -56,7 +56,7 @@ async def watch_cancellations(js: JetStreamContext, cancel: Callable[[str], bool
     next_seq = 1
     while True:
         try:
-            async for msg in walk(js, f"KV_{CANCEL_BUCKET}", f"$KV.{CANCEL_BUCKET}.>", start_seq=next_seq):
+            async for msg in walk(js, kv_stream(CANCEL_BUCKET), kv_subject(CANCEL_BUCKET, ">"), start_seq=next_seq):
                 next_seq = msg.seq + 1
                 if msg.data:
                     job_id = msg.subject.rsplit(".", 1)[-1]

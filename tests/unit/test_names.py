@@ -9,10 +9,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("core", "bots", "tui", "cli", "ledger", "harness", "bench", "streams", "corral")
 #: A string literal or f-string that starts a KV subject or stream, an API subject, an events or results subject.
 INLINE = re.compile(r"""(?<![A-Za-z0-9_])[rbfRBF]{0,2}["'](\$KV\.|KV_|\$JS\.API|corral\.events|corral\.results)""")
-#: Modules another engineer is reworking; their names move to core/names.py when that lands.
-PENDING = {"bots/execute.py", "bots/bot.py", "bots/feeds.py", "bots/settle.py", "bots/attempt.py", "bots/record.py",
-           "bots/after.py", "bots/dead.py", "harness/chaos.py",
-           "tui/screens/events.py"}  # being relaid out; its one prefix becomes names.EVENTS_PREFIX
+#: No exemptions: every module takes its names from core/names.py.
+PENDING: set[str] = set()
 
 
 def inline_names() -> list[str]:

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input
 
+from corral.core.names import EVENTS_PREFIX
 from corral.tui.screens.base import TaskScreen
 from corral.tui.store import EventRow
 from corral.tui.widgets.detail_pane import DetailPane
@@ -32,7 +33,7 @@ def clock(ts: float) -> str:
 
 def about(row: EventRow) -> str:
     """What an event is about in a few characters: its job's short id, else its subject's tail (``ops.fleet``)."""
-    return short_id(row.event.job_id) if row.event.job_id else row.subject.removeprefix("corral.events.")
+    return short_id(row.event.job_id) if row.event.job_id else row.subject.removeprefix(EVENTS_PREFIX)
 
 
 def event_cells(row: EventRow) -> tuple:

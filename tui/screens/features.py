@@ -23,6 +23,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Label
 
+from corral.core.names import FIRING_PREFIX
 from corral.tui.features import Features, GroupRow, LockRow, ScheduleRow
 from corral.tui.screens.base import TaskScreen
 from corral.tui.screens.schedule_form import AddScheduleScreen, ScheduleRequest
@@ -52,7 +53,7 @@ def next_cell(at: float | None, now: float) -> str:
 def schedule_rows(f: Features, now: float) -> list[Row]:
     def cells(r: ScheduleRow) -> tuple:
         s, job = r.schedule, r.schedule.job
-        target = s.target.removeprefix("corral.schedules.fire.").replace(".", "/")
+        target = s.target.removeprefix(FIRING_PREFIX).replace(".", "/")
         args = Text(json.dumps(job.args, separators=(",", ":"), default=str)[:30] if job else "?")  # literal, not markup
         return (s.name, s.spec, next_cell(r.upcoming(now), now), job.kind if job else "? (unreadable)", target, args)
     return [(r.schedule.name, cells(r)) for r in f.schedules]
