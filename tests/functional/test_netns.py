@@ -28,7 +28,9 @@ from corral.harness.cluster import healthy
 from corral.harness.netns import HOSTS, HostServer, Network
 from tests.conftest import FAST, eventually, wait_for
 
-pytestmark = [pytest.mark.anyio, pytest.mark.netns]
+# A partition and its heal take 60-120 s here (clients notice a dead link through unanswered pings);
+# the suite-wide 120 s timeout would cut it off on a loaded machine.
+pytestmark = [pytest.mark.anyio, pytest.mark.netns, pytest.mark.timeout(360)]
 
 JOBS = 300
 JOB_SECONDS = 0.3
