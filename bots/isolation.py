@@ -54,7 +54,7 @@ class _Child:
         self._greeting = frame(Init(sys_path=list(sys.path)))  # sent with the first job
 
     @classmethod
-    async def spawn(cls) -> "_Child":
+    async def spawn(cls) -> _Child:
         # stderr is inherited: the handler's output and any traceback land in the bot's log.
         command = [sys.executable, "-u", "-m", "corral.bots.isolated_worker", str(os.getpid())]
         return cls(await anyio.open_process(command, stderr=None))

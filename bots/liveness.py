@@ -83,7 +83,8 @@ class Liveness:
                     if time.monotonic() > deadline:
                         raise NameTakenError(self._taken(holder))
                     watched_seq = last.seq
-                    self.log.info("name.waiting", name=self.name, holder=getattr(holder, "incarnation", "?"), hint="waiting for the old key to expire")
+                    self.log.info("name.waiting", name=self.name, holder=getattr(holder, "incarnation", "?"),
+                                  hint="waiting for the old key to expire")
                     await anyio.sleep(poll)
                     continue
                 self.log.info("name.reclaimed", name=self.name, previous=holder.incarnation, previous_pid=holder.pid)

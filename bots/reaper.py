@@ -119,7 +119,8 @@ class Reaper:
                     break
                 seq = msg.seq + 1
                 if all_exhausted or await self._exhausted(msg.data or b"", max_deliver):
-                    moved += await self.reap(msg.seq, f"lingered after max_deliver ({max_deliver}) was exhausted; found by sweep", max_deliver)
+                    why = f"lingered after max_deliver ({max_deliver}) was exhausted; found by sweep"
+                    moved += await self.reap(msg.seq, why, max_deliver)
         return moved
 
     async def _exhausted(self, data: bytes, max_deliver: int) -> bool:

@@ -30,7 +30,7 @@ class Backlog:
 
 async def backlog(js: JetStreamContext) -> list[Backlog]:
     out = []
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for c in await js.consumers_info(JOBS_STREAM):
         age = 0.0
         if c.num_pending + c.num_ack_pending:

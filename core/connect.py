@@ -123,7 +123,7 @@ async def connect(
     async def attempt_connect() -> NATS:
         try:
             return await asyncio.wait_for(nats.connect(**kwargs), deadline)
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise TransportError(f"no connection within {deadline}s: {last_error[0] if last_error else 'no answer'}") from e
 
     if not wait:
@@ -178,7 +178,8 @@ def publish_error(e: Exception, subject: str) -> Exception:
             "or the server is restarting or electing a leader"
         )
     if isinstance(e, (nats.errors.TimeoutError, TimeoutError)):
-        return TransportError(f"no acknowledgement for {subject} from JetStream in time (the job may or may not have landed; resubmitting is safe)")
+        return TransportError(f"no acknowledgement for {subject} from JetStream in time "
+                              "(the job may or may not have landed; resubmitting is safe)")
     return e
 
 

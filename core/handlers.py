@@ -265,7 +265,7 @@ class Registry:
     isolated: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, specs: list[str] = ()) -> "Registry":
+    def build(cls, specs: list[str] = ()) -> Registry:
         """The built-ins plus ``kind=module:function[@process]`` specs from the command line.
 
         Raises:

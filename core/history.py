@@ -20,7 +20,8 @@ from corral.core.messages import Event, EventType, JobResult, event_decoder, res
 from corral.core.names import EVENTS_STREAM, RESULTS_STREAM, job_events_subject, result_subject
 
 
-async def walk(js: JetStreamContext, stream: str, subject: str, start_seq: int = 1, limit: int | None = None) -> AsyncIterator[RawStreamMsg]:
+async def walk(js: JetStreamContext, stream: str, subject: str, start_seq: int = 1,
+               limit: int | None = None) -> AsyncIterator[RawStreamMsg]:
     """Yield the stream's messages on ``subject`` (wildcards allowed) from ``start_seq`` on.
 
     Raises:

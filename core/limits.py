@@ -43,8 +43,8 @@ from corral.core.errors import ConfigError, InvalidJobError, MissingResourceErro
 from corral.core.history import walk
 from corral.core.names import LIMITS_BUCKET, check_token, kv_stream, kv_subject
 
-__all__ = ["LimitDef", "Limiter", "Admitted", "Throttled", "LimitStatus", "parse_rate", "throttle_delay",
-           "set_limit", "remove_limit", "list_limits"]
+__all__ = ["Admitted", "LimitDef", "LimitStatus", "Limiter", "Throttled", "list_limits", "parse_rate", "remove_limit",
+           "set_limit", "throttle_delay"]
 
 BUCKET = LIMITS_BUCKET
 #: Seconds a bot keeps a kind's definition before reading it again.
@@ -74,7 +74,7 @@ class LimitDef(msgspec.Struct, kw_only=True):
     #: How long a slot outlives a bot that died holding it.
     lease: float = DEFAULT_LEASE
 
-    def validate(self) -> "LimitDef":
+    def validate(self) -> LimitDef:
         """Return self if usable.
 
         Raises:

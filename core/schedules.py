@@ -43,7 +43,7 @@ _NAMED = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", 
 
 
 def spec_at(when: dt.datetime) -> str:
-    return f"@at {when.astimezone(dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return f"@at {when.astimezone(dt.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
 
 
 def check_spec(spec: str) -> str:
@@ -85,7 +85,7 @@ async def add(js: JetStreamContext, name: str, job: Job, spec: str) -> Schedule:
     headers = {"Nats-Schedule": spec, "Nats-Schedule-Target": firing_subject(job.queue, job.priority)}
     try:
         await js.publish(subject, encode(job), headers=headers, stream=SCHEDULES_STREAM)
-    except Exception as e:  # noqa: BLE001 - translated once, here
+    except Exception as e:  # translated once, here
         raise publish_error(e, subject) from e
     return Schedule(name, spec, headers["Nats-Schedule-Target"], job)
 

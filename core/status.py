@@ -90,5 +90,6 @@ async def snapshot(js: JetStreamContext) -> Snapshot:
         pass
     now = time.time()
     for b in sorted(await live_bots(js), key=lambda b: b.name):
-        snap.bots.append(BotStat(b.name, b.state, b.host, b.pid, round(now - b.heartbeat_at, 1), len(b.current), b.done, b.failed, b.version))
+        snap.bots.append(BotStat(b.name, b.state, b.host, b.pid, round(now - b.heartbeat_at, 1), len(b.current), b.done, b.failed,
+                                 b.version))
     return snap

@@ -74,7 +74,7 @@ async def submit(js: JetStreamContext, job: Job, *, timeout: float = 5.0, retry_
             with attempt:
                 try:
                     ack = await js.publish(subject, data, timeout=timeout, headers=_headers(job))
-                except Exception as e:  # noqa: BLE001 - translated once, here
+                except Exception as e:  # translated once, here
                     raise publish_error(e, subject) from e
     except BaseException:
         if job.unique_key:

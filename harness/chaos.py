@@ -339,7 +339,7 @@ class ChaosRun:
             n_dead = dead.get(job.id, 0)
             if not has_result and not n_dead:
                 self.report.lost.append(job.id)
-            elif has_result and n_dead or n_dead > 1:
+            elif (has_result and n_dead) or n_dead > 1:
                 self.report.duplicated.append(job.id)
             elif (job.id in self.expected_dead) != bool(n_dead):
                 self.report.unexpected.append(job.id)

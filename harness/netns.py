@@ -80,7 +80,7 @@ class Network:
     def _switch_end(self, host: int | str) -> str:
         return f"v{self.tag[2:]}s{host}"
 
-    def up(self) -> "Network":
+    def up(self) -> Network:
         sw = self.ns("sw")
         for name in (sw, *(self.ns(h) for h in HOSTS)):
             _ip("netns", "add", name)
