@@ -8,7 +8,7 @@ and log what they wait for, until the server is up and provisioned.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
@@ -144,6 +144,7 @@ async def connect(
             if attempt.num > 1:
                 log.info("nats.waiting", servers=settings.display, attempt=attempt.num, last_error=last_error[0] if last_error else None)
             nc = await attempt_connect()
+    assert nc is not None, "the retry loop ends only once a connect succeeded"
     nc.options["max_reconnect_attempts"] = -1
     connected = True
     log.info("nats.connected", servers=settings.display)
@@ -183,7 +184,7 @@ def publish_error(e: Exception, subject: str) -> Exception:
     return e
 
 
-async def wait_for_resources(js: JetStreamContext, log: Logger, streams: list[str], consumers: list[tuple[str, str]] = ()) -> None:
+async def wait_for_resources(js: JetStreamContext, log: Logger, streams: list[str], consumers: Sequence[tuple[str, str]] = ()) -> None:
     """Block until every named stream and consumer exists, logging what is missing.
 
     Retries forever with backoff: a bot started before `corral provision` starts

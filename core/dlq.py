@@ -11,7 +11,7 @@ listener) a no-op.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -57,7 +57,7 @@ async def move_to_dlq(
     attempts: int,
     source_subject: str,
     source_seq: int,
-    bots: list[str] = (),
+    bots: Sequence[str] = (),
 ) -> None:
     """Store a dead letter and wait for its acknowledgement (the caller then removes the job).
 

@@ -34,7 +34,7 @@ from nats.js import JetStreamContext
 from corral.core.connect import publish_error
 from corral.core.control import record
 from corral.core.errors import InvalidJobError
-from corral.core.history import walk
+from corral.core.history import subject_of, walk
 from corral.core.messages import Job, decode_job, encode
 from corral.core.names import SCHEDULES_STREAM, check_token, firing_subject, schedule_subject
 
@@ -106,7 +106,7 @@ async def list_schedules(js: JetStreamContext) -> list[Schedule]:
             job = decode_job(msg.data or b"")
         except InvalidJobError:
             job = None
-        out.append(Schedule(msg.subject.rsplit(".", 1)[-1], h.get("Nats-Schedule", "?"), h.get("Nats-Schedule-Target", "?"), job))
+        out.append(Schedule(subject_of(msg).rsplit(".", 1)[-1], h.get("Nats-Schedule", "?"), h.get("Nats-Schedule-Target", "?"), job))
     return out
 
 

@@ -83,7 +83,7 @@ async def snapshot(js: JetStreamContext) -> Snapshot:
     try:
         for c in await js.consumers_info(JOBS_STREAM):
             snap.consumers.append(ConsumerStat(
-                c.name, c.num_pending, c.num_ack_pending, c.num_redelivered, c.num_waiting,
+                c.name, c.num_pending or 0, c.num_ack_pending or 0, c.num_redelivered or 0, c.num_waiting or 0,
                 c.config.max_ack_pending or 0, bool(getattr(c, "paused", False)),
             ))
     except nats.js.errors.NotFoundError:

@@ -106,7 +106,8 @@ async def submit_many(
             summary.accepted += 1
             summary.duplicates += bool(fut.result().duplicate)
         else:
-            err = publish_error(exc, job_subject(job.queue, job.priority))
+            # the publisher resolves a future with an Exception; anything else passes through as is
+            err = publish_error(exc, job_subject(job.queue, job.priority)) if isinstance(exc, Exception) else exc
             stop = stop or isinstance(err, StreamFullError)
             summary.refused.append((index, job.id, str(err) or type(err).__name__))
         progress(summary.accepted + len(summary.refused))
