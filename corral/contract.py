@@ -132,9 +132,9 @@ def _member_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _classes(tp: Any) -> dict[str, type]:
+def _classes(tp: Any) -> dict[str, type[msgspec.Struct] | type[Enum]]:
     """Every Struct and Enum class reachable from ``tp``, by the name msgspec gives its component."""
-    found: dict[str, type] = {}
+    found: dict[str, type[msgspec.Struct] | type[Enum]] = {}
 
     def walk(node: Any) -> None:
         cls = getattr(node, "cls", None)
@@ -152,7 +152,7 @@ def _classes(tp: Any) -> dict[str, type]:
     return found
 
 
-def _describe(defs: dict[str, Any], classes: dict[str, type]) -> None:
+def _describe(defs: dict[str, Any], classes: dict[str, type[msgspec.Struct] | type[Enum]]) -> None:
     """Fill field and enum-member descriptions from the ``#:`` comments."""
     for name, schema in defs.items():
         cls = classes.get(name)
