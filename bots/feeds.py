@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import anyio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from corral.core.log import Logger
 from corral.core.names import api_subject, consumer_op
@@ -80,7 +81,7 @@ class Feed:
         self._requests: dict[str, _Request] = {}
         self._tokens = itertools.count(1)
         self._on_arrival = on_arrival
-        self._sub = None
+        self._sub: Subscription | None = None
         self.answered = 0.0  #: monotonic time the server last answered this consumer
         self.long_poll: _Request | None = None
         self._refusals_logged: dict[str, float] = {}
@@ -95,7 +96,8 @@ class Feed:
 
     async def _on_msg(self, msg: Msg) -> None:
         self.answered = time.monotonic()
-        status = msg.headers.get("Status") if msg.headers else None
+        headers = msg.headers or {}
+        status = headers.get("Status")
         if status is None and msg.reply:
             # A job. The server fills pull requests in the order it got them.
             self.buffer.append(Buffered(msg, anyio.current_time()))
@@ -111,11 +113,12 @@ class Feed:
         if status not in ("404", "408"):
             # 409: max waiting exceeded, consumer deleted, leadership change; 503: no consumer leader
             # (an election, or interest not yet propagated). Logged once per REFUSAL_LOG_EVERY per status.
-            now = time.monotonic()
-            if now - self._refusals_logged.get(status, -REFUSAL_LOG_EVERY) >= REFUSAL_LOG_EVERY:
-                self._refusals_logged[status] = now
-                self.log.warning("pull.refused", consumer=self.consumer, status=status,
-                                 detail=(msg.headers.get("Description") or "").strip() or "no responders")
+            # A message with neither a status nor a reply subject is no job either: logged the same way.
+            now, key = time.monotonic(), status or "none"
+            if now - self._refusals_logged.get(key, -REFUSAL_LOG_EVERY) >= REFUSAL_LOG_EVERY:
+                self._refusals_logged[key] = now
+                self.log.warning("pull.refused", consumer=self.consumer, status=key,
+                                 detail=(headers.get("Description") or "").strip() or "no responders")
         self._finish(msg.subject.rsplit(".", 1)[-1])
 
     def _finish(self, token: str) -> None:

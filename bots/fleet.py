@@ -86,7 +86,7 @@ class Supervisor:
     def beat(self) -> SupervisorBeat:
         slots = [
             SlotStatus(slot=s.number, name=s.name, state=s.state, pid=s.pid, exits=s.exits,
-                       last_code=s.last_code, retry_in=None if s.retry_in() is None else round(s.retry_in(), 1))
+                       last_code=s.last_code, retry_in=None if (wait := s.retry_in()) is None else round(wait, 1))
             for s in sorted(self.slots.values(), key=lambda s: s.number)
         ]
         return SupervisorBeat(
@@ -100,7 +100,7 @@ class Supervisor:
 
     async def run(self) -> int:
         """Run until signalled; returns the process exit code."""
-        if self.metrics is not None:
+        if self.metrics is not None and self.config.metrics_port is not None:  # one is set exactly when the other is
             self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
         self.nc = await connect(self.settings, self.log, on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)
         self.js = self.nc.jetstream()
@@ -116,7 +116,7 @@ class Supervisor:
                 tg.start_soon(self._desired_watch.run)
                 tg.start_soon(self._hung_check_loop)
                 if self.metrics is not None:
-                    tg.start_soon(self._backlog_loop)
+                    tg.start_soon(self._backlog_loop, self.metrics)
                 async with anyio.create_task_group() as slots:
                     self._slot_tg = slots
                     self._reconcile()
@@ -251,14 +251,14 @@ class Supervisor:
                     for slot in list(self.slots.values()):
                         slot.signal(signal.SIGTERM)  # a bot's second signal: hand jobs back now
 
-    async def _backlog_loop(self, interval: float = 5.0) -> None:
+    async def _backlog_loop(self, metrics: FleetMetrics, interval: float = 5.0) -> None:
         """Export the backlog an external autoscaler (KEDA, an HPA) would scale on."""
         while True:
             if self.nc.is_connected:
                 try:
                     for b in await backlog(self.js):
-                        self.metrics.backlog.labels(b.consumer).set(b.total)
-                        self.metrics.oldest.labels(b.consumer).set(b.oldest_age)
+                        metrics.backlog.labels(b.consumer).set(b.total)
+                        metrics.oldest.labels(b.consumer).set(b.oldest_age)
                 except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
                     self.log.warning("fleet.backlog_failed", error=str(e) or type(e).__name__)
             await anyio.sleep(interval)

@@ -22,7 +22,7 @@ whole supervisor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.bots.fleet_slot import SlotPolicy
@@ -83,7 +83,7 @@ class FleetConfig:
     bot_ttl: float = 10.0
     #: The supervisor key's TTL; refreshed every ttl/3.
     ttl: float = 10.0
-    policy: SlotPolicy = SlotPolicy()
+    policy: SlotPolicy = field(default_factory=SlotPolicy)
     #: Extra ``corral bot`` arguments (queue, concurrency, handlers...).
     bot_args: tuple[str, ...] = ()
     #: Per-slot log files here (``<host>-<slot>.log``); None: bots inherit the supervisor's stderr.

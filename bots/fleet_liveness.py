@@ -12,7 +12,7 @@ import nats.js.errors
 
 from corral.core.fleet import FLEET_BUCKET, SupervisorBeat, decode_supervisor, supervisor_key
 from corral.core.names import fleet_key_subject
-from corral.bots.liveness import Liveness
+from corral.bots.liveness import Beat, Liveness
 from corral.core import leases
 from corral.core.connect import TRANSIENT
 from corral.core.log import Logger
@@ -49,7 +49,7 @@ class SupervisorLiveness(Liveness):
             self.seq = last.seq
         await super().release()
 
-    def _taken(self, holder: SupervisorBeat | None) -> str:
+    def _taken(self, holder: Beat | None) -> str:
         if holder is None:
             return f"fleet host {self.name!r} is held by a live supervisor"
         return (

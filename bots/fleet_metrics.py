@@ -24,9 +24,12 @@ class FleetMetrics:
         self.slots = Gauge("corral_fleet_slots", "Slots by state", [*labels, "state"], registry=self.registry)
         self.crash_loop = Gauge("corral_fleet_crash_loop_slots", "Slots that keep dying (backing off)", labels, registry=self.registry)
         self.connected = Gauge("corral_fleet_connected", "1 while the supervisor reaches NATS", labels, registry=self.registry)
-        self.backlog = Gauge("corral_backlog_jobs", "Jobs pending + in flight on a job consumer (KEDA's lag)", ["consumer"], registry=self.registry)
-        self.oldest = Gauge("corral_backlog_oldest_seconds", "Age of the oldest unfinished job on a job consumer", ["consumer"], registry=self.registry)
-        self.exits = Counter("corral_fleet_unexpected_exits", "Bot exits nobody asked for, by kind", [*labels, "kind"], registry=self.registry)
+        self.backlog = Gauge("corral_backlog_jobs", "Jobs pending + in flight on a job consumer (KEDA's lag)", ["consumer"],
+                             registry=self.registry)
+        self.oldest = Gauge("corral_backlog_oldest_seconds", "Age of the oldest unfinished job on a job consumer", ["consumer"],
+                            registry=self.registry)
+        self.exits = Counter("corral_fleet_unexpected_exits", "Bot exits nobody asked for, by kind", [*labels, "kind"],
+                             registry=self.registry)
         self.host = host
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:

@@ -11,9 +11,11 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from corral.bots.fleet_config import FleetConfig
 from corral.core.settings import Settings
@@ -77,8 +79,8 @@ class BotLauncher:
         env = bot_environment(os.environ, self.settings, self.config, name)
         out = None
         if self.config.log_dir is not None:
-            self.config.log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(self.config.log_dir / f"{name}.log", "ab")
+            # in a worker thread: a slow disk must not stall the supervisor's heartbeats
+            out = await anyio.to_thread.run_sync(_open_log, self.config.log_dir, name)
         try:
             # A new session: a Ctrl-C in the supervisor's terminal reaches the supervisor only,
             # which then drains the bots in order instead of all of them at once.
@@ -88,3 +90,9 @@ class BotLauncher:
         finally:
             if out is not None:
                 out.close()
+
+
+def _open_log(folder: Path, name: str) -> BinaryIO:
+    """Slot ``name``'s log file in ``folder``, opened for appending."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return open(folder / f"{name}.log", "ab")

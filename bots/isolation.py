@@ -50,11 +50,13 @@ class _Child:
     def __init__(self, process: Process) -> None:
         self.process = process
         self.idle_since = 0.0
+        assert process.stdin is not None and process.stdout is not None, "spawned with pipes for both"
+        self._stdin = process.stdin
         self._stdout = BufferedByteReceiveStream(process.stdout)
         self._greeting = frame(Init(sys_path=list(sys.path)))  # sent with the first job
 
     @classmethod
-    async def spawn(cls) -> "_Child":
+    async def spawn(cls) -> _Child:
         # stderr is inherited: the handler's output and any traceback land in the bot's log.
         command = [sys.executable, "-u", "-m", "corral.bots.isolated_worker", str(os.getpid())]
         return cls(await anyio.open_process(command, stderr=None))
@@ -66,7 +68,7 @@ class _Child:
             anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, msgspec.DecodeError:
                 the child died or broke the protocol.
         """
-        await self.process.stdin.send(self._greeting + frame(run))
+        await self._stdin.send(self._greeting + frame(run))
         self._greeting = b""
         while True:
             reply = await self._receive()
@@ -91,6 +93,7 @@ class _Child:
                 await self.process.wait()
             self._signal(self.process.kill)
             await self.process.aclose()
+        assert self.process.returncode is not None, "aclose() waits for the process to exit"
         return self.process.returncode
 
     def _signal(self, send) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from typing import Protocol
 
 import anyio
 import msgspec
@@ -34,12 +35,23 @@ from corral.core.connect import TRANSIENT
 from corral.core.errors import CorralError, NameTakenError, TransportError
 from corral.core.leases import is_gone
 from corral.core.log import Logger
-from corral.core.messages import BotHeartbeat, encode, heartbeat_decoder
+from corral.core.messages import encode, heartbeat_decoder
 from corral.core.names import BOTS_STREAM, bot_key_subject
 
 
 class NameLostError(CorralError):
     """Raised when another incarnation now holds this bot's name (our key expired while we were away)."""
+
+
+class Beat(Protocol):
+    """What a liveness key holds, as far as claiming it goes: whose it is and where that process runs.
+
+    A bot's :class:`corral.core.messages.BotHeartbeat`, and the fleet supervisor's beat (bots/fleet_liveness.py).
+    """
+
+    incarnation: str
+    host: str
+    pid: int
 
 
 class Liveness:
@@ -61,7 +73,7 @@ class Liveness:
         """Compare-and-set the key (with the TTL, unless ``extra`` makes it a delete); None if refused."""
         return await leases.publish_if(self.js, self.subject, data, expected, None if extra else self.ttl, extra)
 
-    async def claim(self, beat: BotHeartbeat, poll: float = 0.5) -> None:
+    async def claim(self, beat: Beat, poll: float = 0.5) -> None:
         """Take the name, waiting at most about 1.5 TTL for a dead holder's key to expire.
 
         Raises:
@@ -75,7 +87,7 @@ class Liveness:
             expected = 0 if last is None else last.seq
             if last is not None and not is_gone(last):
                 holder = self._decode(last.data)
-                if not self._holder_is_dead(holder):
+                if holder is None or not self._holder_is_dead(holder):
                     if holder is not None and holder.host == socket.gethostname():
                         raise NameTakenError(self._taken(holder))
                     if watched_seq is not None and watched_seq != last.seq:
@@ -83,7 +95,8 @@ class Liveness:
                     if time.monotonic() > deadline:
                         raise NameTakenError(self._taken(holder))
                     watched_seq = last.seq
-                    self.log.info("name.waiting", name=self.name, holder=getattr(holder, "incarnation", "?"), hint="waiting for the old key to expire")
+                    self.log.info("name.waiting", name=self.name, holder=getattr(holder, "incarnation", "?"),
+                                  hint="waiting for the old key to expire")
                     await anyio.sleep(poll)
                     continue
                 self.log.info("name.reclaimed", name=self.name, previous=holder.incarnation, previous_pid=holder.pid)
@@ -94,14 +107,14 @@ class Liveness:
             # Another claimant wrote first; look again.
 
     @staticmethod
-    def _decode(data: bytes | None) -> BotHeartbeat | None:
+    def _decode(data: bytes | None) -> Beat | None:
         try:
             return heartbeat_decoder.decode(data or b"")
         except msgspec.DecodeError:
             return None
 
     @staticmethod
-    def _holder_is_dead(holder: BotHeartbeat | None) -> bool:
+    def _holder_is_dead(holder: Beat | None) -> bool:
         """Only provable on our own host: the recorded pid no longer runs."""
         if holder is None or holder.host != socket.gethostname():
             return False
@@ -109,7 +122,7 @@ class Liveness:
         # with the same hostname and pid): that process is gone.
         return holder.pid == os.getpid() or not psutil.pid_exists(holder.pid)
 
-    def _taken(self, holder: BotHeartbeat | None) -> str:
+    def _taken(self, holder: Beat | None) -> str:
         if holder is None:
             return f"bot name {self.name!r} is held by a live entry"
         return (
@@ -117,7 +130,7 @@ class Liveness:
             f"incarnation {holder.incarnation}); stop it or pick another --name"
         )
 
-    async def beat(self, beat: BotHeartbeat) -> None:
+    async def beat(self, beat: Beat) -> None:
         """Refresh the key (and its TTL) with the current heartbeat.
 
         Raises:
@@ -132,7 +145,7 @@ class Liveness:
             raise TransportError(f"heartbeat for {self.name} not acknowledged") from e
         self.seq = seq
 
-    async def _rewrite(self, beat: BotHeartbeat) -> int:
+    async def _rewrite(self, beat: Beat) -> int:
         """The refresh found the key rewritten: take it back if it is free or still ours.
 
         Raises:

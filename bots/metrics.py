@@ -38,7 +38,8 @@ class BotMetrics:
     def __init__(self, bot: str) -> None:
         self.registry = r = CollectorRegistry()
         ProcessCollector(registry=r)
-        self.jobs = Counter("corral_bot_jobs", "Jobs ended by this bot, by kind and outcome (throttled: a delivery a limit refused)", ["kind", "outcome"], registry=r)
+        self.jobs = Counter("corral_bot_jobs", "Jobs ended by this bot, by kind and outcome (throttled: a delivery a limit refused)",
+                            ["kind", "outcome"], registry=r)
         self.duration = Histogram(
             "corral_bot_handler_seconds", "Handler run time of succeeded jobs", ["kind"], registry=r,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),

@@ -36,7 +36,7 @@ from nats.js import JetStreamContext
 from corral.core.connect import TRANSIENT
 from corral.core.dlq import move_to_dlq
 from corral.core.errors import CorralError
-from corral.core.history import bots_that_ran, job_events
+from corral.core.history import bots_that_ran, job_events, seq_of, subject_of
 from corral.core.log import Logger
 from corral.core.messages import Event, EventType, decode_job, encode
 from corral.core.names import JOBS_STREAM, MAX_DELIVERIES_ADVISORY, job_events_subject, parse_job_subject
@@ -57,8 +57,9 @@ class Reaper:
             msg = await self.js.get_msg(JOBS_STREAM, seq=seq, direct=True)
         except nats.js.errors.NotFoundError:
             return False
-        place = parse_job_subject(msg.subject)
-        queue = place[0] if place else msg.subject.split(".")[2]
+        subject = subject_of(msg)
+        place = parse_job_subject(subject)
+        queue = place[0] if place else subject.split(".")[2]
         try:
             job = decode_job(msg.data or b"")
             job_id = job.id
@@ -67,7 +68,7 @@ class Reaper:
         bots = bots_that_ran(await job_events(self.js, job_id)) if job is not None else []
         await move_to_dlq(
             self.js, data=msg.data or b"", queue=queue, job_id=job_id, reason=reason, attempts=attempts,
-            source_subject=msg.subject, source_seq=seq, bots=bots or ([self.bot] if self.bot else []),
+            source_subject=subject, source_seq=seq, bots=bots or ([self.bot] if self.bot else []),
         )
         if job is not None:
             event = Event(type=EventType.DEAD, ts=time.time(), job_id=job.id, kind=job.kind, queue=queue,
@@ -99,7 +100,7 @@ class Reaper:
         """One sweep; returns how many messages it moved."""
         stream = await self.js.stream_info(JOBS_STREAM)
         consumers = await self.js.consumers_info(JOBS_STREAM)
-        accounted = sum(c.num_pending + c.num_ack_pending for c in consumers)
+        accounted = sum((c.num_pending or 0) + (c.num_ack_pending or 0) for c in consumers)
         if stream.state.messages <= accounted or not consumers:
             return 0
         moved = 0
@@ -109,17 +110,20 @@ class Reaper:
                 continue
             # Nothing in flight: every delivered message still in the stream is one the server gave up on.
             all_exhausted = c.num_ack_pending == 0
+            delivered = c.delivered.stream_seq if c.delivered else 0  # none delivered: nothing to find
             seq = stream.state.first_seq
-            while seq and seq <= c.delivered.stream_seq:
+            while seq and seq <= delivered:
                 try:
                     msg = await self.js.get_msg(JOBS_STREAM, seq=seq, subject=c.config.filter_subject, next=True, direct=True)
                 except nats.js.errors.NotFoundError:
                     break
-                if msg.seq > c.delivered.stream_seq:
+                found = seq_of(msg)
+                if found > delivered:
                     break
-                seq = msg.seq + 1
+                seq = found + 1
                 if all_exhausted or await self._exhausted(msg.data or b"", max_deliver):
-                    moved += await self.reap(msg.seq, f"lingered after max_deliver ({max_deliver}) was exhausted; found by sweep", max_deliver)
+                    why = f"lingered after max_deliver ({max_deliver}) was exhausted; found by sweep"
+                    moved += await self.reap(found, why, max_deliver)
         return moved
 
     async def _exhausted(self, data: bytes, max_deliver: int) -> bool:

@@ -91,7 +91,7 @@ class Recorder:
             except Exception as e:  # noqa: BLE001 - translated right here
                 err = publish_error(e, subject)
             if not isinstance(err, TransportError) or anyio.current_time() + delay > deadline:
-                if kept is not None and (err is None or isinstance(err, ResultAlreadyRecordedError)):
+                if kept is not None and self.outbox is not None and (err is None or isinstance(err, ResultAlreadyRecordedError)):
                     self.outbox.discard(kept)  # recorded after all: nothing left to flush
                 return err, retried
             if kept is None and self.outbox is not None:

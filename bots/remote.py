@@ -20,7 +20,7 @@ from nats.js import JetStreamContext
 
 from corral.core.connect import TRANSIENT
 from corral.core.errors import CorralError
-from corral.core.history import walk
+from corral.core.history import seq_of, subject_of, walk
 from corral.core.log import Logger
 from corral.core.names import CANCEL_BUCKET, control_subject, kv_stream, kv_subject
 
@@ -57,9 +57,9 @@ async def watch_cancellations(js: JetStreamContext, cancel: Callable[[str], bool
     while True:
         try:
             async for msg in walk(js, kv_stream(CANCEL_BUCKET), kv_subject(CANCEL_BUCKET, ">"), start_seq=next_seq):
-                next_seq = msg.seq + 1
+                next_seq = seq_of(msg) + 1
                 if msg.data:
-                    job_id = msg.subject.rsplit(".", 1)[-1]
+                    job_id = subject_of(msg).rsplit(".", 1)[-1]
                     if cancel(job_id):
                         log.info("job.cancel_requested", job=job_id)
         except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:

@@ -30,14 +30,15 @@ class Backlog:
 
 async def backlog(js: JetStreamContext) -> list[Backlog]:
     out = []
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for c in await js.consumers_info(JOBS_STREAM):
         age = 0.0
-        if c.num_pending + c.num_ack_pending:
+        pending, in_flight = c.num_pending or 0, c.num_ack_pending or 0  # nats-py types the counts optional
+        if pending + in_flight:
             try:
                 oldest = await js.get_msg(JOBS_STREAM, seq=1, subject=c.config.filter_subject, next=True, direct=True)
                 age = max((now - oldest.time).total_seconds(), 0.0) if oldest.time else 0.0
             except nats.js.errors.NotFoundError:
                 pass
-        out.append(Backlog(c.name, c.num_pending, c.num_ack_pending, age))
+        out.append(Backlog(c.name, pending, in_flight, age))
     return out

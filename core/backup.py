@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 from nats.aio.client import Client as NATS
 
 from corral.core.connect import publish_error
@@ -80,10 +81,10 @@ async def backup(nc: NATS, folder: Path, progress: Callable[[str, int], None] = 
         consumers = (await api(nc, consumer_op("LIST", stream), {})).get("consumers") or []
         (target / "consumers.json").write_text(json.dumps([c["config"] for c in consumers], indent=2))
         n = 0
-        with open(target / "messages.ndjson", "w") as f:
+        async with await anyio.open_file(target / "messages.ndjson", "w") as f:
             async for msg in walk(js, stream, KEPT_SUBJECTS.get(stream, ">")):
                 headers = {k: v for k, v in (msg.headers or {}).items() if k not in _SKIP_HEADERS}
-                f.write(json.dumps({
+                await f.write(json.dumps({
                     "seq": msg.seq, "subject": msg.subject, "time": msg.time.isoformat() if msg.time else None,
                     "headers": headers or None, "data": base64.b64encode(msg.data or b"").decode(),
                 }) + "\n")
@@ -127,12 +128,12 @@ async def restore(nc: NATS, folder: Path, progress: Callable[[str, int], None] =
             pass
         await api(nc, stream_op("CREATE", stream), config)
         n = 0
-        with open(source / "messages.ndjson") as f:
-            for line in f:
+        async with await anyio.open_file(source / "messages.ndjson") as f:
+            async for line in f:
                 rec = json.loads(line)
                 try:
                     await js.publish(rec["subject"], base64.b64decode(rec["data"]), headers=rec["headers"], timeout=10)
-                except Exception as e:  # noqa: BLE001 - translated once, here
+                except Exception as e:  # translated once, here
                     raise publish_error(e, rec["subject"]) from e
                 n += 1
                 if n % 500 == 0:

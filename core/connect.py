@@ -8,7 +8,7 @@ and log what they wait for, until the server is up and provisioned.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
@@ -123,7 +123,7 @@ async def connect(
     async def attempt_connect() -> NATS:
         try:
             return await asyncio.wait_for(nats.connect(**kwargs), deadline)
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise TransportError(f"no connection within {deadline}s: {last_error[0] if last_error else 'no answer'}") from e
 
     if not wait:
@@ -144,6 +144,7 @@ async def connect(
             if attempt.num > 1:
                 log.info("nats.waiting", servers=settings.display, attempt=attempt.num, last_error=last_error[0] if last_error else None)
             nc = await attempt_connect()
+    assert nc is not None, "the retry loop ends only once a connect succeeded"
     nc.options["max_reconnect_attempts"] = -1
     connected = True
     log.info("nats.connected", servers=settings.display)
@@ -178,11 +179,12 @@ def publish_error(e: Exception, subject: str) -> Exception:
             "or the server is restarting or electing a leader"
         )
     if isinstance(e, (nats.errors.TimeoutError, TimeoutError)):
-        return TransportError(f"no acknowledgement for {subject} from JetStream in time (the job may or may not have landed; resubmitting is safe)")
+        return TransportError(f"no acknowledgement for {subject} from JetStream in time "
+                              "(the job may or may not have landed; resubmitting is safe)")
     return e
 
 
-async def wait_for_resources(js: JetStreamContext, log: Logger, streams: list[str], consumers: list[tuple[str, str]] = ()) -> None:
+async def wait_for_resources(js: JetStreamContext, log: Logger, streams: list[str], consumers: Sequence[tuple[str, str]] = ()) -> None:
     """Block until every named stream and consumer exists, logging what is missing.
 
     Retries forever with backoff: a bot started before `corral provision` starts

@@ -46,7 +46,7 @@ async def pause_queue(nc: NATS, queue: str, actor: str, priority: str = "normal"
     Raises:
         NotFoundError: the queue has no consumer at that priority.
     """
-    until = until or dt.datetime(2999, 1, 1, tzinfo=dt.timezone.utc)
+    until = until or dt.datetime(2999, 1, 1, tzinfo=dt.UTC)
     try:
         await nc.jetstream().pause_consumer(JOBS_STREAM, consumer_name(queue, priority), until.strftime("%Y-%m-%dT%H:%M:%SZ"))
     except nats.js.errors.NotFoundError as e:

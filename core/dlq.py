@@ -11,7 +11,7 @@ listener) a no-op.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -57,7 +57,7 @@ async def move_to_dlq(
     attempts: int,
     source_subject: str,
     source_seq: int,
-    bots: list[str] = (),
+    bots: Sequence[str] = (),
 ) -> None:
     """Store a dead letter and wait for its acknowledgement (the caller then removes the job).
 
@@ -78,7 +78,7 @@ async def move_to_dlq(
         headers[H.BOTS] = ",".join(bots)
     try:
         await js.publish(dlq_subject(queue, job_id), data, headers=headers, timeout=10)
-    except Exception as e:  # noqa: BLE001 - translated once, here at the boundary
+    except Exception as e:  # translated once, here at the boundary
         raise publish_error(e, dlq_subject(queue, job_id)) from e
 
 
@@ -97,7 +97,8 @@ def _record(msg) -> DeadLetter:
     )
 
 
-async def list_dead(js: JetStreamContext, *, queue: str | None = None, limit: int | None = None, match: Callable[[DeadLetter], bool] | None = None) -> list[DeadLetter]:
+async def list_dead(js: JetStreamContext, *, queue: str | None = None, limit: int | None = None,
+                    match: Callable[[DeadLetter], bool] | None = None) -> list[DeadLetter]:
     """Dead letters, oldest first, optionally filtered."""
     out: list[DeadLetter] = []
     async for msg in walk(js, DLQ_STREAM, dlq_queue_subject(queue)):
@@ -136,7 +137,7 @@ async def replay(js: JetStreamContext, letters: list[DeadLetter], *, actor: str,
         subject = rec.source_subject or job_subject(rec.queue)
         try:
             await js.publish(subject, rec.data, headers={"Nats-Msg-Id": f"replay-{rec.seq}"}, stream=JOBS_STREAM)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise publish_error(e, subject) from e
         await _delete(js, rec.seq)
         event = Event(type=EventType.REPLAYED, ts=time.time(), job_id=rec.job_id, queue=rec.queue, actor=actor, detail=f"dlq seq {rec.seq}")

@@ -21,7 +21,7 @@ import nats.js.errors
 from nats.js import JetStreamContext
 
 from corral.core.errors import ConfigError, InvalidJobError
-from corral.core.history import walk
+from corral.core.history import subject_of, walk
 from corral.core.leases import is_gone
 from corral.core.messages import SCHEMA_VERSION, encode
 from corral.core.names import FLEET_BUCKET, FLEET_EVENTS_ACTION, FLEET_STREAM, check_token, fleet_key_subject
@@ -180,7 +180,7 @@ async def fleet_status(js) -> list[HostStatus]:
     hosts: dict[str, HostStatus] = {}
     now = time.time()
     async for msg in walk(js, FLEET_STREAM, fleet_key_subject(">")):
-        kind, _, host = msg.subject.removeprefix(fleet_key_subject("")).partition(".")
+        kind, _, host = subject_of(msg).removeprefix(fleet_key_subject("")).partition(".")
         if is_gone(msg) or not host:
             continue
         row = hosts.setdefault(host, HostStatus(host))

@@ -26,7 +26,7 @@ from nats.js.api import RawStreamMsg
 
 from corral.core.jsapi import api
 from corral.core.dlq import list_dead
-from corral.core.history import job_events, job_result, walk
+from corral.core.history import job_events, job_result, subject_of, walk
 from corral.core.messages import EventType, Job, job_decoder, new_id
 from corral.core.names import GROUPS_BUCKET, JOBS_STREAM, JOBS_SUBJECT, check_token, kv_stream, kv_subject, stream_op
 
@@ -42,13 +42,14 @@ def make_group(members: list[Job], callback: Job, group: str | None = None) -> l
 
 async def member_done(js: JetStreamContext, job: Job, outcome: str, detail: Any) -> dict[str, Any] | None:
     """Record a member's outcome; returns every member's outcome once all have finished, else None."""
+    assert job.group is not None, "only a group member has an outcome to record"  # the caller checks job.group
     subject = kv_subject(BUCKET, f"{job.group}.{job.id}")
     await js.publish(subject, json.dumps({"outcome": outcome, "detail": detail, "ts": time.time()}, default=str).encode())
     if await finished_count(js, job.group) < job.group_size:  # distinct members, not increments
         return None
     members: dict[str, Any] = {}
     async for msg in walk(js, STREAM, kv_subject(BUCKET, f"{job.group}.*")):
-        members[msg.subject.rsplit(".", 1)[-1]] = json.loads(msg.data or b"{}")
+        members[subject_of(msg).rsplit(".", 1)[-1]] = json.loads(msg.data or b"{}")
     return members
 
 
@@ -99,7 +100,8 @@ def _outcome(msg: RawStreamMsg) -> MemberOutcome:
         value = json.loads(msg.data or b"{}")
     except ValueError:
         value = {}
-    return MemberOutcome(msg.subject.rsplit(".", 1)[-1], str(value.get("outcome", "?")), float(value.get("ts", 0.0)), value.get("detail"))
+    return MemberOutcome(subject_of(msg).rsplit(".", 1)[-1], str(value.get("outcome", "?")), float(value.get("ts", 0.0)),
+                         value.get("detail"))
 
 
 async def finished_members(js: JetStreamContext, group: str) -> list[MemberOutcome]:
@@ -131,7 +133,7 @@ async def recent_groups(js: JetStreamContext, *, window: int = 300, limit: int =
     start = max(info.state.last_seq - window + 1, 1)
     seen: dict[str, list[MemberOutcome]] = {}
     async for msg in walk(js, STREAM, kv_subject(BUCKET, ">"), start_seq=start, limit=window):
-        group = msg.subject.split(".")[-2]
+        group = subject_of(msg).split(".")[-2]
         seen.setdefault(group, []).append(_outcome(msg))
         seen[group] = seen.pop(group)  # most recent write last
     return dict(list(reversed(seen.items()))[:limit])

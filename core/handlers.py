@@ -27,7 +27,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,7 +131,7 @@ async def locked_sleep_handler(args: dict[str, Any], ctx: JobContext) -> float:
     return float(args.get("seconds", 1.0))
 
 
-POPULATE_KINDS = {
+POPULATE_KINDS: dict[str, Callable[[], dict[str, Any]]] = {
     "sum": lambda: {"a": random.randint(0, 1000), "b": random.randint(0, 1000)},
     "sleep": lambda: {"seconds": round(random.uniform(0.1, 2.0), 2)},
     "fail": lambda: {"p": 0.1},
@@ -197,7 +197,8 @@ def _is(value: Any, types: tuple[type, ...]) -> bool:
 
 
 def _type_names(types: tuple[type, ...]) -> str:
-    return {NUMBER: "a number", (str,): "a string", (int,): "a whole number"}.get(types, " or ".join(t.__name__ for t in types))
+    names: dict[tuple[type, ...], str] = {NUMBER: "a number", (str,): "a string", (int,): "a whole number"}
+    return names.get(types, " or ".join(t.__name__ for t in types))
 
 
 #: The built-in kinds' arguments. A bot that registers its own handler under a built-in's name
@@ -265,14 +266,15 @@ class Registry:
     isolated: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, specs: list[str] = ()) -> "Registry":
+    def build(cls, specs: Sequence[str] = ()) -> Registry:
         """The built-ins plus ``kind=module:function[@process]`` specs from the command line.
 
         Raises:
             ConfigError: a spec is malformed, its handler cannot be loaded, or ``@process``
                 names an async handler (anyio cancellation already stops those where they run).
         """
-        handlers, isolated = dict(BUILTINS), {}
+        handlers = dict(BUILTINS)
+        isolated: dict[str, str] = {}
         for spec in specs:
             kind, sep, target = spec.partition("=")
             if not sep or not kind:

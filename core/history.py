@@ -20,7 +20,8 @@ from corral.core.messages import Event, EventType, JobResult, event_decoder, res
 from corral.core.names import EVENTS_STREAM, RESULTS_STREAM, job_events_subject, result_subject
 
 
-async def walk(js: JetStreamContext, stream: str, subject: str, start_seq: int = 1, limit: int | None = None) -> AsyncIterator[RawStreamMsg]:
+async def walk(js: JetStreamContext, stream: str, subject: str, start_seq: int = 1,
+               limit: int | None = None) -> AsyncIterator[RawStreamMsg]:
     """Yield the stream's messages on ``subject`` (wildcards allowed) from ``start_seq`` on.
 
     Raises:
@@ -36,7 +37,19 @@ async def walk(js: JetStreamContext, stream: str, subject: str, start_seq: int =
             raise TransportError(f"no answer reading {stream} ({subject})") from e
         yield msg
         n += 1
-        seq = msg.seq + 1
+        seq = seq_of(msg) + 1
+
+
+def seq_of(msg: RawStreamMsg) -> int:
+    """A stored message's sequence: a direct get always carries one, though nats-py types it optional."""
+    assert msg.seq is not None, "a direct get always carries Nats-Sequence"
+    return msg.seq
+
+
+def subject_of(msg: RawStreamMsg) -> str:
+    """A stored message's subject: a direct get always carries one, though nats-py types it optional."""
+    assert msg.subject is not None, "a direct get always carries Nats-Subject"
+    return msg.subject
 
 
 async def job_events(js: JetStreamContext, job_id: str) -> list[Event]:

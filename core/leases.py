@@ -29,6 +29,7 @@ from nats.js.kv import KeyValue
 
 from corral.core.connect import TRANSIENT
 from corral.core.errors import ErrorCode
+from corral.core.history import seq_of
 from corral.core.names import kv_stream, kv_subject
 
 #: Headers that turn a write into a delete (watchers see a ``DEL``).
@@ -75,6 +76,11 @@ async def read_subject(js: JetStreamContext, stream: str, subject: str) -> RawSt
         return None
 
 
+def revision(last: RawStreamMsg | None) -> int:
+    """The sequence to compare-and-set a key against, given its :func:`read`: 0 if it was never written."""
+    return 0 if last is None else seq_of(last)
+
+
 async def put_if(js: JetStreamContext, bucket: str, key: str, body: bytes, expected: int, ttl: float | None) -> int | None:
     """Write ``body`` if the key's last sequence is still ``expected`` (0: never written).
 
@@ -109,7 +115,7 @@ async def take(js: JetStreamContext, bucket: str, key: str, body: bytes, ttl: fl
     last = await read(js, bucket, key)
     if last is not None and not is_gone(last):
         return None
-    return await put_if(js, bucket, key, body, last.seq if last else 0, ttl)
+    return await put_if(js, bucket, key, body, revision(last), ttl)
 
 
 async def delete_if(js: JetStreamContext, bucket: str, key: str, expected: int) -> None:

@@ -40,11 +40,11 @@ from nats.js import JetStreamContext
 from corral.core import leases
 from corral.core.connect import TRANSIENT
 from corral.core.errors import ConfigError, InvalidJobError, MissingResourceError
-from corral.core.history import walk
+from corral.core.history import subject_of, walk
 from corral.core.names import LIMITS_BUCKET, check_token, kv_stream, kv_subject
 
-__all__ = ["LimitDef", "Limiter", "Admitted", "Throttled", "LimitStatus", "parse_rate", "throttle_delay",
-           "set_limit", "remove_limit", "list_limits"]
+__all__ = ["Admitted", "LimitDef", "LimitStatus", "Limiter", "Throttled", "list_limits", "parse_rate", "remove_limit",
+           "set_limit", "throttle_delay"]
 
 BUCKET = LIMITS_BUCKET
 #: Seconds a bot keeps a kind's definition before reading it again.
@@ -74,7 +74,7 @@ class LimitDef(msgspec.Struct, kw_only=True):
     #: How long a slot outlives a bot that died holding it.
     lease: float = DEFAULT_LEASE
 
-    def validate(self) -> "LimitDef":
+    def validate(self) -> LimitDef:
         """Return self if usable.
 
         Raises:
@@ -172,7 +172,7 @@ class Admitted:
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[leases.Lease | None]:
         """Renew the slot while the body runs and release it after, however the body ends."""
-        if self.slot is None:
+        if self.js is None or self.slot is None:
             yield None
             return
         async with leases.keep(self.js, BUCKET, self.slot, self.body, self.seq, self.lease) as lease:
@@ -223,12 +223,13 @@ class Limiter:
             return FREE
         admitted = FREE
         if d.concurrency:
-            admitted = await self._take_slot(kind, d, owner)
-            if admitted is None:
+            slot = await self._take_slot(kind, d.concurrency, d.lease, owner)
+            if slot is None:
                 return Throttled(f"concurrency cap {d.concurrency} reached for kind {kind}", throttle_delay(throttles))
+            admitted = slot
         if d.rate:
             try:
-                wait = await self._count_start(kind, d)
+                wait = await self._count_start(kind, d.rate, d.per)
             except BaseException:
                 await self._give_back(admitted)
                 raise
@@ -238,15 +239,15 @@ class Limiter:
                                  throttle_delay(throttles, wait, spread=d.per))
         return admitted
 
-    async def _take_slot(self, kind: str, d: LimitDef, owner: str) -> Admitted | None:
+    async def _take_slot(self, kind: str, concurrency: int, lease: float, owner: str) -> Admitted | None:
         # Start at a random slot so bots racing for a kind do not all fight over slot 0.
         body = json.dumps({"owner": owner, "since": time.time()}).encode()
-        first = random.randrange(d.concurrency)
-        for i in range(d.concurrency):
-            key = _slot_key(kind, (first + i) % d.concurrency)
-            seq = await leases.take(self.js, BUCKET, key, body, d.lease)
+        first = random.randrange(concurrency)
+        for i in range(concurrency):
+            key = _slot_key(kind, (first + i) % concurrency)
+            seq = await leases.take(self.js, BUCKET, key, body, lease)
             if seq is not None:
-                return Admitted(self.js, key, seq, body, d.lease)
+                return Admitted(self.js, key, seq, body, lease)
         return None
 
     async def _give_back(self, admitted: Admitted) -> None:
@@ -254,17 +255,17 @@ class Limiter:
             with anyio.CancelScope(shield=True):
                 await leases.delete_if(self.js, BUCKET, admitted.slot, admitted.seq)
 
-    async def _count_start(self, kind: str, d: LimitDef) -> float | None:
+    async def _count_start(self, kind: str, rate: int, per: float) -> float | None:
         """Count one start in the current window; None if counted, else seconds to the next window."""
         now = time.time()
-        w = window(now, d.per)
+        w = window(now, per)
         key = _rate_key(kind, w)
         for _ in range(CAS_TRIES):
             last = await leases.read(self.js, BUCKET, key)
             count = 0 if last is None or leases.is_gone(last) else int(last.data or b"0")
-            if count >= d.rate:
-                return (w + 1) * d.per - now
-            if await leases.put_if(self.js, BUCKET, key, str(count + 1).encode(), last.seq if last else 0, 2 * d.per) is not None:
+            if count >= rate:
+                return (w + 1) * per - now
+            if await leases.put_if(self.js, BUCKET, key, str(count + 1).encode(), leases.revision(last), 2 * per) is not None:
                 return None
         return 0.0  # lost every race for the window: try again shortly (the backoff applies)
 
@@ -331,7 +332,7 @@ async def list_limits(js: JetStreamContext) -> list[LimitStatus]:
     async for msg in walk(js, kv_stream(BUCKET), kv_subject(BUCKET, _def_key("*"))):
         limit = None if leases.is_gone(msg) else _decode(msg.data)
         if limit is not None:
-            out.append(await _status(js, msg.subject.rsplit(".", 1)[-1], limit))
+            out.append(await _status(js, subject_of(msg).rsplit(".", 1)[-1], limit))
     return sorted(out, key=lambda s: s.kind)
 
 

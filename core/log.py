@@ -30,7 +30,7 @@ class Logger:
         self.stream = stream
         self.bound = bound
 
-    def bind(self, **fields: Any) -> "Logger":
+    def bind(self, **fields: Any) -> Logger:
         return Logger(self.name, fmt=self.fmt, stream=self.stream, **{**self.bound, **fields})
 
     def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:

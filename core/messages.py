@@ -59,19 +59,19 @@ class Job(msgspec.Struct, kw_only=True):
     #: While a job with this key is pending or running, another with the same key is refused.
     unique_key: str | None = None
     #: Jobs to submit when this one succeeds, each receiving ``args["previous"]`` = this result.
-    then: list["Job"] = []
+    then: list[Job] = []
     #: Saga: the job that undoes this step, run if a later step of the chain dies.
-    compensate: "Job | None" = None
+    compensate: Job | None = None
     #: Saga: undo jobs of the steps completed before this one, most recent first (filled by bots).
-    compensations: list["Job"] = []
+    compensations: list[Job] = []
     #: Fan-in (core/groups.py): the group this job belongs to, its size, and the callback.
     group: str | None = None
     group_size: int = 0
-    on_complete: "Job | None" = None
+    on_complete: Job | None = None
     #: The schema version the payload was written with.
     v: int = SCHEMA_VERSION
 
-    def validate(self, nested: bool = False) -> "Job":
+    def validate(self, nested: bool = False) -> Job:
         """Return self if every field is usable (``nested``: a step inside another job, id optional).
 
         Raises:

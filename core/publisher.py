@@ -35,7 +35,7 @@ class AsyncPublisher:
         *,
         ack_timeout: float = 10.0,
         max_pending: int = 4000,
-        on_lost: Callable[[str, bytes, dict[str, str] | None], None] | None = None,
+        on_lost: Callable[[str, bytes, dict[str, str] | None], object] | None = None,
     ) -> None:
         self.js = js
         self.on_lost = on_lost
@@ -55,6 +55,7 @@ class AsyncPublisher:
         return self._prefix
 
     async def _on_reply(self, msg) -> None:
+        assert self._prefix is not None, "subscribed only once the prefix is set"
         fut = self._futures.pop(msg.subject[len(self._prefix):], None)
         if fut is None or fut.done():
             return

@@ -34,7 +34,7 @@ from nats.js import JetStreamContext
 from corral.core.connect import publish_error
 from corral.core.control import record
 from corral.core.errors import InvalidJobError
-from corral.core.history import walk
+from corral.core.history import subject_of, walk
 from corral.core.messages import Job, decode_job, encode
 from corral.core.names import SCHEDULES_STREAM, check_token, firing_subject, schedule_subject
 
@@ -43,7 +43,7 @@ _NAMED = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", 
 
 
 def spec_at(when: dt.datetime) -> str:
-    return f"@at {when.astimezone(dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return f"@at {when.astimezone(dt.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
 
 
 def check_spec(spec: str) -> str:
@@ -85,7 +85,7 @@ async def add(js: JetStreamContext, name: str, job: Job, spec: str) -> Schedule:
     headers = {"Nats-Schedule": spec, "Nats-Schedule-Target": firing_subject(job.queue, job.priority)}
     try:
         await js.publish(subject, encode(job), headers=headers, stream=SCHEDULES_STREAM)
-    except Exception as e:  # noqa: BLE001 - translated once, here
+    except Exception as e:  # translated once, here
         raise publish_error(e, subject) from e
     return Schedule(name, spec, headers["Nats-Schedule-Target"], job)
 
@@ -106,7 +106,7 @@ async def list_schedules(js: JetStreamContext) -> list[Schedule]:
             job = decode_job(msg.data or b"")
         except InvalidJobError:
             job = None
-        out.append(Schedule(msg.subject.rsplit(".", 1)[-1], h.get("Nats-Schedule", "?"), h.get("Nats-Schedule-Target", "?"), job))
+        out.append(Schedule(subject_of(msg).rsplit(".", 1)[-1], h.get("Nats-Schedule", "?"), h.get("Nats-Schedule-Target", "?"), job))
     return out
 
 

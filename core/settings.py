@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Mapping
+from collections.abc import Mapping
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 
@@ -36,7 +36,7 @@ class Settings:
     client_name: str = "corral"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, server: str | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, server: str | None = None) -> Settings:
         """Settings from ``--server`` (wins) or ``CORRAL_NATS_URL`` (comma-separated for a cluster)."""
         env = os.environ if env is None else env
         url = server or env.get("CORRAL_NATS_URL") or DEFAULT_URL
@@ -53,7 +53,7 @@ class Settings:
             tls_key=env.get("CORRAL_NATS_TLS_KEY") or None,
         )
 
-    def named(self, client_name: str) -> "Settings":
+    def named(self, client_name: str) -> Settings:
         return replace(self, client_name=client_name)
 
     def ssl_context(self):

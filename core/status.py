@@ -83,12 +83,13 @@ async def snapshot(js: JetStreamContext) -> Snapshot:
     try:
         for c in await js.consumers_info(JOBS_STREAM):
             snap.consumers.append(ConsumerStat(
-                c.name, c.num_pending, c.num_ack_pending, c.num_redelivered, c.num_waiting,
+                c.name, c.num_pending or 0, c.num_ack_pending or 0, c.num_redelivered or 0, c.num_waiting or 0,
                 c.config.max_ack_pending or 0, bool(getattr(c, "paused", False)),
             ))
     except nats.js.errors.NotFoundError:
         pass
     now = time.time()
     for b in sorted(await live_bots(js), key=lambda b: b.name):
-        snap.bots.append(BotStat(b.name, b.state, b.host, b.pid, round(now - b.heartbeat_at, 1), len(b.current), b.done, b.failed, b.version))
+        snap.bots.append(BotStat(b.name, b.state, b.host, b.pid, round(now - b.heartbeat_at, 1), len(b.current), b.done, b.failed,
+                                 b.version))
     return snap

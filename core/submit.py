@@ -74,7 +74,7 @@ async def submit(js: JetStreamContext, job: Job, *, timeout: float = 5.0, retry_
             with attempt:
                 try:
                     ack = await js.publish(subject, data, timeout=timeout, headers=_headers(job))
-                except Exception as e:  # noqa: BLE001 - translated once, here
+                except Exception as e:  # translated once, here
                     raise publish_error(e, subject) from e
     except BaseException:
         if job.unique_key:
@@ -106,7 +106,8 @@ async def submit_many(
             summary.accepted += 1
             summary.duplicates += bool(fut.result().duplicate)
         else:
-            err = publish_error(exc, job_subject(job.queue, job.priority))
+            # the publisher resolves a future with an Exception; anything else passes through as is
+            err = publish_error(exc, job_subject(job.queue, job.priority)) if isinstance(exc, Exception) else exc
             stop = stop or isinstance(err, StreamFullError)
             summary.refused.append((index, job.id, str(err) or type(err).__name__))
         progress(summary.accepted + len(summary.refused))

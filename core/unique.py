@@ -40,6 +40,8 @@ async def hold(js: JetStreamContext, job: Job, unique_for: float = DEFAULT_UNIQU
     Raises:
         DuplicateJobError: another job holds the key.
     """
+    if not job.unique_key:
+        return  # nothing to hold, as release() has nothing to free
     key = _digest(job.unique_key)
     last = await leases.read(js, UNIQUE_BUCKET, key)
     if last is not None and not leases.is_gone(last):
@@ -48,7 +50,7 @@ async def hold(js: JetStreamContext, job: Job, unique_for: float = DEFAULT_UNIQU
             raise DuplicateJobError(f"a job with unique key {job.unique_key!r} is pending or running (job {holder})")
         return  # a retried submit of the same job
     body = json.dumps({"job_id": job.id, "key": job.unique_key}).encode()
-    if await leases.put_if(js, UNIQUE_BUCKET, key, body, last.seq if last else 0, unique_for) is None:
+    if await leases.put_if(js, UNIQUE_BUCKET, key, body, leases.revision(last), unique_for) is None:
         raise DuplicateJobError(f"a job with unique key {job.unique_key!r} was submitted concurrently")
 
 

@@ -67,7 +67,8 @@ class ScheduleHeaders(msgspec.Struct, kw_only=True):
     #: ``@at 2026-11-23T18:00:00Z``, ``@every 10m``, ``@hourly``-style, or a 6-field cron.
     schedule: str = field(name="Nats-Schedule")
     #: ``corral.schedules.fire.<queue>.<priority>``: the server publishes the body there at each firing.
-    target: Annotated[str, Meta(pattern=r"^corral\.schedules\.fire\.[A-Za-z0-9_-]+\.(high|normal|low)$")] = field(name="Nats-Schedule-Target")
+    target: Annotated[str, Meta(pattern=r"^corral\.schedules\.fire\.[A-Za-z0-9_-]+\.(high|normal|low)$")] = field(
+        name="Nats-Schedule-Target")
 
 
 class ControlRequest(msgspec.Struct, kw_only=True, omit_defaults=True):

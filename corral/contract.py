@@ -70,7 +70,8 @@ SUBJECT_RULE = (
 
 MESSAGES: tuple[Message, ...] = (
     Message("job", Job, "Job", "The body of a message on `corral.jobs.<queue>.<priority>` (stream CORRAL_JOBS), "
-            f"also the body of a schedule and of a dead letter. `id` is required: a job without one is dead-lettered as invalid. {SUBJECT_RULE}",
+            "also the body of a schedule and of a dead letter. `id` is required: a job without one is dead-lettered as invalid. "
+            f"{SUBJECT_RULE}",
             SUBMITTED_JOB),
     Message("job-headers", wire.JobHeaders, "Job headers", "The headers of a message on `corral.jobs.<queue>.<priority>`."),
     Message("result", JobResult, "Job result", "The body of the one message on `corral.results.<job_id>` (stream CORRAL_RESULTS)."),
@@ -85,7 +86,8 @@ MESSAGES: tuple[Message, ...] = (
     Message("control-request", wire.ControlRequest, "Bot control request", "A core NATS request on `corral.control.bot.<bot>`."),
     Message("control-reply", wire.ControlReply, "Bot control reply", "The reply to a request on `corral.control.bot.<bot>`."),
     Message("fleet-desired", DesiredCount, "Desired bot count", "The value of `$KV.corral_fleet.desired.<host>`."),
-    Message("fleet-supervisor", SupervisorBeat, "Fleet supervisor heartbeat", "The value of `$KV.corral_fleet.supervisor.<host>`, with a per-key TTL."),
+    Message("fleet-supervisor", SupervisorBeat, "Fleet supervisor heartbeat",
+            "The value of `$KV.corral_fleet.supervisor.<host>`, with a per-key TTL."),
     Message("limit", LimitDef, "Kind limits",
             "The value of `$KV.corral_limits.def.<kind>`."),
     Message("limit-slot", wire.LeaseHolder, "Concurrency slot", "The value of `$KV.corral_limits.slot.<kind>.<i>`, with a TTL lease."),
@@ -130,9 +132,9 @@ def _member_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _classes(tp: Any) -> dict[str, type]:
+def _classes(tp: Any) -> dict[str, type[msgspec.Struct] | type[Enum]]:
     """Every Struct and Enum class reachable from ``tp``, by the name msgspec gives its component."""
-    found: dict[str, type] = {}
+    found: dict[str, type[msgspec.Struct] | type[Enum]] = {}
 
     def walk(node: Any) -> None:
         cls = getattr(node, "cls", None)
@@ -150,7 +152,7 @@ def _classes(tp: Any) -> dict[str, type]:
     return found
 
 
-def _describe(defs: dict[str, Any], classes: dict[str, type]) -> None:
+def _describe(defs: dict[str, Any], classes: dict[str, type[msgspec.Struct] | type[Enum]]) -> None:
     """Fill field and enum-member descriptions from the ``#:`` comments."""
     for name, schema in defs.items():
         cls = classes.get(name)

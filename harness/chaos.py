@@ -32,6 +32,7 @@ import contextlib
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,7 @@ import nats.errors
 import nats.js.errors
 
 from corral.core.connect import TRANSIENT
-from corral.core.dlq import list_dead
+from corral.core.dlq import DeadLetter, list_dead
 from corral.core.history import job_result
 from corral.core.log import Logger
 from corral.core.messages import Job, make_job
@@ -167,7 +168,6 @@ class ChaosRun:
         self._serial += 1
         bot = BotProcess(url, name or f"chaos-{self._serial}", self.home / "bots", "--concurrency", "2",
                          "--publish-timeout", "2", "--backoff-base", "0.2", "--sweep-interval", "5")
-        bot.url = url
         self.bots.append(bot)
         return bot
 
@@ -312,7 +312,7 @@ class ChaosRun:
     async def _any_done(self, js, job_ids: list[str]) -> bool:
         for job_id in job_ids:
             if job_id in self.expected_dead:
-                if await list_dead(js, match=lambda d, j=job_id: d.job_id == j):
+                if await list_dead(js, match=_letter_of(job_id)):
                     return True
             elif await job_result(js, job_id) is not None:
                 return True
@@ -339,7 +339,7 @@ class ChaosRun:
             n_dead = dead.get(job.id, 0)
             if not has_result and not n_dead:
                 self.report.lost.append(job.id)
-            elif has_result and n_dead or n_dead > 1:
+            elif (has_result and n_dead) or n_dead > 1:
                 self.report.duplicated.append(job.id)
             elif (job.id in self.expected_dead) != bool(n_dead):
                 self.report.unexpected.append(job.id)
@@ -356,6 +356,11 @@ class ChaosRun:
 
 async def _now(value):
     return value
+
+
+def _letter_of(job_id: str) -> Callable[[DeadLetter], bool]:
+    """A :func:`list_dead` filter for one job's dead letter."""
+    return lambda d: d.job_id == job_id
 
 
 async def _quiet(check):

@@ -34,14 +34,14 @@ class LocalCluster:
         self.nodes = {
             name: EmbeddedServer(home / name, config=CLUSTER_CONF / f"{name}.conf",
                                  extra=["--cluster", f"nats://127.0.0.1:{port}", "--routes", routes])
-            for name, port in zip(NODES, route_ports)
+            for name, port in zip(NODES, route_ports, strict=True)
         }
 
     @property
     def urls(self) -> list[str]:
         return [n.url for n in self.nodes.values()]
 
-    def start(self, timeout: float = 60.0) -> "LocalCluster":
+    def start(self, timeout: float = 60.0) -> LocalCluster:
         for node in self.nodes.values():
             node.start()
         for name in NODES:

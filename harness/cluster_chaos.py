@@ -104,7 +104,7 @@ class ClusterChaosRun(ChaosRun):
             for k, fault in enumerate(self.config.faults):
                 # Spread over the run: fault k strikes once k/(n+1) of the first batch has ended.
                 mark = len(jobs) * (k + 1) // (len(self.config.faults) + 1)
-                await _until(lambda: _quiet(lambda: self._ended(js, mark)), self.config.timeout, f"{mark} jobs ended")
+                await _until(lambda mark=mark: _quiet(lambda: self._ended(js, mark)), self.config.timeout, f"{mark} jobs ended")
                 jobs += await self._top_up(js)
                 await self._inject_cluster(fault, js, t0)
             await _until(lambda: self._settled(js, len(jobs)), self.config.timeout, "every job to end")

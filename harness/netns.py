@@ -80,7 +80,7 @@ class Network:
     def _switch_end(self, host: int | str) -> str:
         return f"v{self.tag[2:]}s{host}"
 
-    def up(self) -> "Network":
+    def up(self) -> Network:
         sw = self.ns("sw")
         for name in (sw, *(self.ns(h) for h in HOSTS)):
             _ip("netns", "add", name)
@@ -123,6 +123,14 @@ class Network:
         self.created.clear()
 
 
+def _conf_port(text: str, key: str, conf: Path) -> int:
+    """The port of the first top-level ``key: address:port`` line of a server config."""
+    m = re.search(rf"^{key}:\s*[\d.]+:(\d+)", text, re.M)
+    if m is None:
+        raise ConfigError(f"{conf} has no top-level `{key}: address:port` line")
+    return int(m.group(1))
+
+
 class HostServer(EmbeddedServer):
     """Host i's cluster node, inside its namespace, on the host's address with the file's ports."""
 
@@ -135,9 +143,8 @@ class HostServer(EmbeddedServer):
             text = re.sub(rf"127\.0\.0\.1:(1\d{{3}}{j})\b", rf"{net.addr(j)}:\1", text)
         conf.write_text(text)
         # The first listen is the client port; the cluster block's comes later.
-        port = re.search(r"^listen:\s*[\d.]+:(\d+)", text, re.M).group(1)
-        http = re.search(r"^http:\s*[\d.]+:(\d+)", text, re.M).group(1)
-        super().__init__(home, port=int(port), http_port=int(http), config=conf)
+        port, http = _conf_port(text, "listen", conf), _conf_port(text, "http", conf)
+        super().__init__(home, port=port, http_port=http, config=conf)
         self.net, self.host = net, host
 
     @property

@@ -14,6 +14,7 @@ class BotProcess:
 
     def __init__(self, url: str, name: str, log_dir: Path, *extra: str, ttl: float = 3.0) -> None:
         self.name = name
+        self.url = url
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"bot-{name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
