@@ -41,7 +41,9 @@ class Marks:
             # registers every attach with the resource tracker (3.13 has track=False).
             resource_tracker.unregister(self.shm._name, "shared_memory")  # type: ignore[attr-defined]
             self.owner = False
-        self.view = self.shm.buf.cast("d")
+        buf = self.shm.buf
+        assert buf is not None, "a block just created or attached has its buffer"  # None only after close()
+        self.view = buf.cast("d")
 
     @property
     def name(self) -> str:
@@ -99,7 +101,8 @@ def taskiq_broker(url: str, batch: int = 1):
 
     return PullBasedJetStreamBroker(
         url, subject=TASKIQ_SUBJECT, stream_name=TASKIQ_STREAM,
-        durable=TASKIQ_DURABLE, pull_consume_batch=batch, pull_consume_timeout=FETCH_TIMEOUT, consumer_config=ConsumerConfig(durable_name=TASKIQ_DURABLE),
+        durable=TASKIQ_DURABLE, pull_consume_batch=batch, pull_consume_timeout=FETCH_TIMEOUT,
+        consumer_config=ConsumerConfig(durable_name=TASKIQ_DURABLE),
     )
 
 

@@ -35,7 +35,8 @@ def register(sub) -> None:
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address for the endpoint (0.0.0.0 in a pod; default 127.0.0.1)")
     p.add_argument("--lean-events", action="store_true",
                    help="skip the started (first delivery) and succeeded events a result implies: fewer writes per job")
-    p.add_argument("--publish-timeout", type=positive_float, default=10.0, help="seconds to wait for a result's ack before keeping it in the outbox (default 10)")
+    p.add_argument("--publish-timeout", type=positive_float, default=10.0,
+                   help="seconds to wait for a result's ack before keeping it in the outbox (default 10)")
     p.add_argument("--outbox", type=Path, help="folder for results/events awaiting an unreachable server "
                    "(default: $XDG_STATE_HOME or ~/.local/state, /corral/outbox/NAME); 'none' disables it")
     p.add_argument("--handler", action="append", default=[], metavar="KIND=MODULE:FUNCTION[@process]",

@@ -64,7 +64,10 @@ def cmd(args: argparse.Namespace) -> int:
             f"dead {report.dead} · lost {len(report.lost)} · duplicated {len(report.duplicated)} · "
             f"wrong outcome {len(report.unexpected)} · {report.seconds:.1f}s"
         )
-        console.print("[green]OK: every job has exactly one outcome[/]" if report.ok else f"[red]FAILED[/]: lost {report.lost[:5]} duplicated {report.duplicated[:5]} unexpected {report.unexpected[:5]}")
+        if report.ok:
+            console.print("[green]OK: every job has exactly one outcome[/]")
+        else:
+            console.print(f"[red]FAILED[/]: lost {report.lost[:5]} duplicated {report.duplicated[:5]} unexpected {report.unexpected[:5]}")
     return 0 if report.ok else 1
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from corral.core.settings import Settings
 from corral.core.control import actor  # noqa: F401 - the CLI commands import it from here
@@ -28,6 +30,34 @@ def settings(args: argparse.Namespace) -> Settings:
 
 def run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     return anyio.run(fn, *args)
+
+
+async def ask(prompt: str) -> str:
+    """input() off the event loop, so an open connection keeps answering the server's pings while a person reads.
+
+    The read runs on a daemon thread (an unanswered prompt must not hold the interpreter open after Ctrl-C),
+    and the event loop waits for it on a worker thread that the `finally` always releases.
+    """
+    answer: list[str] = []
+    failure: list[BaseException] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        try:
+            answer.append(input(prompt))
+        except BaseException as e:  # noqa: BLE001 - handed back to the awaiting task, which re-raises it
+            failure.append(e)
+        finally:
+            ready.set()
+
+    threading.Thread(target=read, name="corral prompt", daemon=True).start()
+    try:
+        await anyio.to_thread.run_sync(ready.wait, abandon_on_cancel=True)
+    finally:
+        ready.set()
+    if failure:
+        raise failure[0]
+    return answer[0]
 
 
 def print_json(obj: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import sys
 
-from corral.cli.common import actor, add_json, add_server, positive_int, print_json, run, settings
+from corral.cli.common import actor, add_json, ask, add_server, positive_int, print_json, run, settings
 from corral.cli.progress import progress
 from corral.core.connect import connect
 from corral.core.dlq import DeadLetter, list_dead, purge, replay
@@ -17,7 +17,9 @@ from corral.core.log import get_logger
 def register(sub) -> None:
     p = sub.add_parser("dlq", help="dead letters: list, replay, purge")
     dsub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
-    for name, helptext in (("list", "list dead letters"), ("replay", "put dead letters back on the jobs stream"), ("purge", "delete dead letters for good")):
+    actions = (("list", "list dead letters"), ("replay", "put dead letters back on the jobs stream"),
+               ("purge", "delete dead letters for good"))
+    for name, helptext in actions:
         q = dsub.add_parser(name, help=helptext)
         add_server(q)
         add_json(q)
@@ -59,7 +61,7 @@ async def _dlq(args: argparse.Namespace) -> int:
                 print_json([_row(d) for d in letters])
             else:
                 for d in letters:
-                    when = dt.datetime.fromtimestamp(d.dead_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+                    when = dt.datetime.fromtimestamp(d.dead_at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
                     print(f"#{d.seq:<6} {when}  {d.queue}/{d.kind:8} {d.job_id}  attempts={d.attempts}  {d.reason}")
                 print(f"{len(letters)} dead letter(s)", file=sys.stderr)
             return 0
@@ -69,7 +71,7 @@ async def _dlq(args: argparse.Namespace) -> int:
         if not args.yes:
             if not sys.stdin.isatty():
                 raise ConfigError(f"{args.action} would touch {len(letters)} dead letter(s); add --yes to confirm")
-            answer = input(f"{args.action} {len(letters)} dead letter(s)? [y/N] ")
+            answer = await ask(f"{args.action} {len(letters)} dead letter(s)? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("cancelled", file=sys.stderr)
                 return 1

@@ -146,22 +146,21 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return run(_schedule, args)
 
 
-def build_group(members: list[Job], callback: Job, group: str | None) -> list[Job]:
-    """:func:`corral.core.groups.make_group`, with a default group id derived from the members' ids and the
-    callback, so submitting the same input twice is one group (members and callback dedupe by id)."""
+def build_group(members: list[Job], callback: Job, group: str | None) -> tuple[str, list[Job]]:
+    """The group id and :func:`corral.core.groups.make_group`'s members, with a default group id derived from the
+    members' ids and the callback, so submitting the same input twice is one group (members and callback dedupe by id)."""
     if not members:
         raise ConfigError("a group needs at least one member: the file has no jobs")
-    if group is None:
+    if not group:  # also for an empty --group, which make_group would replace with a random id
         key = json.dumps([[m.id for m in members], callback.kind, callback.args, callback.queue], sort_keys=True, default=str)
         group = f"group-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
-    return groups.make_group(members, callback, group)
+    return group, groups.make_group(members, callback, group)
 
 
 async def _group_submit(args: argparse.Namespace) -> int:
     callback = make_job(args.callback, parse_kv(args.args), queue=args.queue)
-    members = build_group(read_ndjson(args.file, args.queue), callback, args.group_id)
+    group, members = build_group(read_ndjson(args.file, args.queue), callback, args.group_id)
     check_jobs([*members, callback], args)
-    group = members[0].group
     nc = await connect(settings(args), get_logger("group"), wait=False)
     try:
         await check_served(nc.jetstream(), {callback.kind, *(m.kind for m in members)}, args)

@@ -35,7 +35,8 @@ async def checks(args: argparse.Namespace) -> list[tuple[str, bool, str]]:
         nc = await connect(settings(args), get_logger("health"), wait=False)
     except CorralError as e:
         return [("server", False, str(e))]
-    out.append(("server", True, f"connected to {nc.connected_url.netloc}"))
+    url = nc.connected_url  # None once the connection has dropped again
+    out.append(("server", True, f"connected to {url.netloc if url else 'the server'}"))
     try:
         js = nc.jetstream()
         try:

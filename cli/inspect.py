@@ -47,7 +47,7 @@ def _name_column(t: Table, title: str, names: list[str]) -> None:
 
 
 def _ts(t: float | None) -> str:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if t else "-"
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if t else "-"
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -167,7 +167,9 @@ async def _job(args: argparse.Namespace) -> int:
         t.add_row(*_event_row(e))
     console.print(t)
     if result:
-        console.print(f"result: {msgspec.json.encode(result.value).decode()}  (bot {result.bot}, attempt {result.attempt}, {(result.finished_at - result.started_at) * 1000:.1f} ms)")
+        took_ms = (result.finished_at - result.started_at) * 1000
+        value = msgspec.json.encode(result.value).decode()
+        console.print(f"result: {value}  (bot {result.bot}, attempt {result.attempt}, {took_ms:.1f} ms)")
     for d in dead:
         console.print(f"dead letter #{d.seq}: {d.reason} (attempts {d.attempts}{', bots ' + d.bots if d.bots else ''})")
     return 0

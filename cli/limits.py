@@ -65,7 +65,7 @@ async def _limit(args: argparse.Namespace) -> int:
     nc = await connect(settings(args), get_logger("limit"), wait=False)
     js = nc.jetstream()
     try:
-        if args.action == "set":
+        if wanted is not None:  # the set action
             await limits.set_limit(js, args.kind, wanted)
             await record(nc, "limit", actor(), f"set limit on kind {args.kind}: {wanted.describe()}")
             rows = await limits.list_limits(js)

@@ -21,20 +21,20 @@ def progress(description: str, total: int | None) -> Iterator[Callable[[int], No
             task = bar.add_task(description, total=total, rate="0")
             start = time.monotonic()
 
-            def update(done: int) -> None:
+            def update_bar(done: int) -> None:
                 rate = done / max(time.monotonic() - start, 1e-6)
                 bar.update(task, completed=done, rate=f"{rate:,.0f}")
 
-            yield update
+            yield update_bar
         return
     last = [0.0]
     start = time.monotonic()
 
-    def update(done: int) -> None:
+    def update_line(done: int) -> None:
         now = time.monotonic()
         if now - last[0] >= 1 or done == total:
             last[0] = now
             of = f"/{total}" if total else ""
             print(f"{description}: {done}{of} ({done / max(now - start, 1e-6):,.0f}/s)", file=sys.stderr, flush=True)
 
-    yield update
+    yield update_line

@@ -42,7 +42,8 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=positive_float, default=60.0, help="handler timeout in seconds (default 60)")
     p.add_argument("--max-attempts", type=positive_int, default=3, help="attempts before dead-lettering (default 3)")
     p.add_argument("--unique", metavar="KEY", help="refuse this job while another with the same key is pending or running")
-    p.add_argument("--expires-in", type=positive_float, metavar="SECONDS", help="drop the job (recorded as expired) if not started within this time")
+    p.add_argument("--expires-in", type=positive_float, metavar="SECONDS",
+                   help="drop the job (recorded as expired) if not started within this time")
     add_checks(p)
     when = p.add_mutually_exclusive_group()
     when.add_argument("--delay", type=positive_float, metavar="SECONDS", help="run after this many seconds (a server schedule)")
@@ -153,7 +154,7 @@ async def _submit(args: argparse.Namespace) -> int:
     try:
         await check_served(nc.jetstream(), {job.kind}, args)
         if args.delay or args.at:
-            when = f"@at {args.at}" if args.at else schedules.spec_at(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=args.delay))
+            when = f"@at {args.at}" if args.at else schedules.spec_at(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.delay))
             await schedules.add(nc.jetstream(), job.id, job, when)
             if args.json:
                 print_json({"id": job.id, "scheduled": when})

@@ -98,7 +98,8 @@ async def _status_lines(login: Settings) -> None:
                     inflight = sum(c.in_flight for c in snap.consumers)
                     results = next((s.messages for s in snap.streams if s.name == "CORRAL_RESULTS"), 0)
                     dead = next((s.messages for s in snap.streams if s.name == "CORRAL_DLQ"), 0)
-                    print(f"bots={len(snap.bots)} pending={backlog} in_flight={inflight} results={results} dead={dead}", file=sys.stderr, flush=True)
+                    print(f"bots={len(snap.bots)} pending={backlog} in_flight={inflight} results={results} dead={dead}",
+                          file=sys.stderr, flush=True)
                     await anyio.sleep(5)
     finally:
         await nc.close()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # jsonschema ships no type hints
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schema"
 

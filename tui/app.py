@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import ClassVar, TextIO, cast
 
 import anyio
 from nats.aio.client import Client as NATS
@@ -46,6 +47,7 @@ from corral.tui.messages import (
     SnapshotTaken,
 )
 from corral.tui.screens.analytics import AnalyticsScreen
+from corral.tui.screens.base import TaskScreen
 from corral.tui.screens.bots import BotsScreen
 from corral.tui.screens.confirm import ALT, ConfirmScreen
 from corral.tui.screens.dead_letters import DeadLettersScreen
@@ -66,7 +68,7 @@ VARZ_INTERVAL = 5.0  #: seconds between reads of the monitoring endpoint
 FEATURES_INTERVAL = 2.0  #: seconds between reads of schedules, groups and locks while the Features screen is shown
 JS_TIMEOUT = 2.0  #: seconds a JetStream API request may take before the server counts as not answering
 
-SCREENS = {
+SCREENS: Mapping[str, type[TaskScreen]] = {
     "overview": OverviewScreen,
     "bots": BotsScreen,
     "jobs": JobsScreen,
@@ -94,7 +96,7 @@ class CorralApp(App):
     TITLE = "corral"
     #: Below 36 rows (an 80x24 terminal) the overview compacts so the consumers table stays visible.
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
-    MODES = SCREENS
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = dict(SCREENS)
     DEFAULT_MODE = "overview"
     BINDINGS = [
         # The footer shows one "1-8 Screens" entry (the ? screen lists each): eight would push Quit off an 80-column footer.
@@ -147,7 +149,8 @@ class CorralApp(App):
         async def back() -> None:
             self.post_message(ConnectionChanged(True, "reconnected"))
 
-        log = Logger("tui", stream=_TextualLogStream(self))
+        # core.log types its stream as TextIO; this one has the write() that Logger calls
+        log = Logger("tui", stream=cast(TextIO, _TextualLogStream(self)))
         nc = await connect(self.settings, log, wait=True, on_disconnect=lost, on_reconnect=back)
         self.nc, self.js = nc, nc.jetstream(timeout=JS_TIMEOUT)
         self._bots_watch = feeds.watch_bots(self.js, self.post_message, log)
@@ -156,24 +159,24 @@ class CorralApp(App):
     def _clock(self) -> None:
         """Once a second: a snapshot, and restart any feed that is not running."""
         self.store.prune()
-        js = self.js
-        if js is None:
+        nc, js = self.nc, self.js
+        if nc is None or js is None:
             return
         self._ensure("snapshot", lambda: self._run_feed("snapshot", feeds.take_snapshot(js, self.post_message)))
         if not self.store.connected:
             return
         if (bots := self._bots_watch) is not None:
             self._ensure("bots", lambda: self._run_feed("bots", bots.run()))
-        self._ensure("events", lambda: self._run_feed("events", feeds.tail_events(self.nc, js, self.post_message)))
+        self._ensure("events", lambda: self._run_feed("events", feeds.tail_events(nc, js, self.post_message)))
         self._maybe_reload_dead()
         if self.current_mode in ("fleet", "bots"):  # the bots screen asks which bots a supervisor owns
             self.refresh_fleet()
         if self.current_mode == "features":
             self.refresh_features()
         now = anyio.current_time()
-        if self.monitor_url and now - self._varz_at >= VARZ_INTERVAL:
+        if (url := self.monitor_url) and now - self._varz_at >= VARZ_INTERVAL:
             self._varz_at = now
-            self._ensure("varz", self._read_varz)
+            self._ensure("varz", lambda: self._read_varz(url))
 
     def _ensure(self, name: str, start: Callable[[], Worker]) -> None:
         worker = self._feeds.get(name)
@@ -202,16 +205,19 @@ class CorralApp(App):
             self._feeds["features"] = self._run_feed("features", feeds.load_features(js, self._features, self.post_message))
 
     def _maybe_reload_dead(self, force: bool = False) -> None:
+        js = self.js
+        if js is None:  # an action that failed for want of a connection asks too: there is nothing to read yet
+            return
         dlq = next((s.messages for s in self.store.snapshot.streams if s.name == "CORRAL_DLQ"), 0) if self.store.snapshot else 0
         when, count = self._dead_loaded
         now = anyio.current_time()
         if force or dlq != count or now - when >= DEAD_RELOAD:
             self._dead_loaded = (now, dlq)
-            self._ensure("dead", lambda: self._run_feed("dead", feeds.load_dead(self.js, self.post_message)))
+            self._ensure("dead", lambda: self._run_feed("dead", feeds.load_dead(js, self.post_message)))
 
     @work(thread=True, name="varz", group="feeds", exit_on_error=False)
-    def _read_varz(self) -> None:
-        self.post_message(ServerStats(feeds.read_varz(self.monitor_url)))
+    def _read_varz(self, url: str) -> None:
+        self.post_message(ServerStats(feeds.read_varz(url)))
 
     # -- feed messages -> store -------------------------------------------------------------
 
@@ -284,41 +290,45 @@ class CorralApp(App):
     def confirm_then(self, question: str, then: Callable[[], object], *, yes: str = "Yes", no: str = "Cancel",
                      alt: tuple[str, Callable[[], object]] | None = None) -> None:
         """Ask first; run ``then`` only on yes (or ``alt``'s callable when its answer is picked)."""
-        def answered(ok: bool | str) -> None:
+        def answered(ok: bool | str | None) -> None:
             if ok == ALT and alt is not None:
                 alt[1]()
             elif ok is True:
                 then()
         self.push_screen(ConfirmScreen(question, yes=yes, no=no, alt=alt[0] if alt else None), answered)
 
-    def _connected_js(self) -> JetStreamContext:
-        if self.js is None or self.nc is None or not self.nc.is_connected:
+    def _connected(self) -> tuple[NATS, JetStreamContext]:
+        nc, js = self.nc, self.js
+        if js is None or nc is None or not nc.is_connected:
             raise ConnectionError("not connected to NATS: try again when the banner is green")
-        return self.js
+        return nc, js
+
+    def _connected_js(self) -> JetStreamContext:
+        return self._connected()[1]
 
     @work(name="drain", group="actions", exit_on_error=False)
     async def drain_bot(self, bot: str) -> None:
-        self._connected_js()
-        reply = await drain_bot(self.nc, bot, self.actor)
+        nc, _ = self._connected()
+        reply = await drain_bot(nc, bot, self.actor)
         self.notify(f"{bot} is draining (was {reply.get('state', '?')})", title="drain")
 
     @work(name="pause", group="actions", exit_on_error=False)
     async def pause_queue(self, queue: str, priority: str) -> None:
-        self._connected_js()
-        await pause_queue(self.nc, queue, self.actor, priority)
+        nc, _ = self._connected()
+        await pause_queue(nc, queue, self.actor, priority)
         self.notify(f"queue {queue}/{priority} paused", title="pause")
 
     @work(name="resume", group="actions", exit_on_error=False)
     async def resume_queue(self, queue: str, priority: str) -> None:
-        self._connected_js()
-        await resume_queue(self.nc, queue, self.actor, priority)
+        nc, _ = self._connected()
+        await resume_queue(nc, queue, self.actor, priority)
         self.notify(f"queue {queue}/{priority} resumed", title="resume")
 
     @work(name="cancel", group="actions", exit_on_error=False)
     async def cancel_job(self, job_id: str) -> None:
         """Ask every bot to cancel a job (``corral cancel``; ``request_cancel`` records it as this operator)."""
-        self._connected_js()
-        await request_cancel(self.nc, job_id, self.actor)
+        nc, _ = self._connected()
+        await request_cancel(nc, job_id, self.actor)
         self.notify(f"job {job_id}: cancel requested, the bots act on it within a second", title="cancel")
 
     def scale_host(self, host: str, count: int) -> None:
@@ -334,12 +344,12 @@ class CorralApp(App):
         ok = False
         try:
             async with self._scale_lock:
-                js = self._connected_js()
+                nc, js = self._connected()
                 await write_desired(js, host, count, self.actor)
                 ok = True
         finally:
             self.store.scale_done(host, count, ok)
-        await record(self.nc, "scale", self.actor, f"scale {host} to {count}")
+        await record(nc, "scale", self.actor, f"scale {host} to {count}")
         self.notify(f"{host}: desired {count} bot(s)", title="scale")
 
     def _dlq_progress(self, total: int) -> Callable[[int], None]:
@@ -386,16 +396,16 @@ class CorralApp(App):
     @work(name="schedule", group="actions", exit_on_error=False)
     async def add_schedule(self, req: ScheduleRequest) -> None:
         """Create or replace a schedule (``corral schedule add``), recorded as this operator."""
-        self._connected_js()
-        s = await add_schedule(self.nc, req.name, req.job, req.spec, self.actor)
+        nc, _ = self._connected()
+        s = await add_schedule(nc, req.name, req.job, req.spec, self.actor)
         self.refresh_features(force=True)
         self.notify(f"schedule {s.name}: {req.job.kind} {s.spec}", title="schedule added")
 
     @work(name="unschedule", group="actions", exit_on_error=False)
     async def remove_schedule(self, name: str) -> None:
         """Remove a schedule (``corral schedule rm``), recorded as this operator."""
-        self._connected_js()
-        await remove_schedule(self.nc, name, self.actor)
+        nc, _ = self._connected()
+        await remove_schedule(nc, name, self.actor)
         self.refresh_features(force=True)
         self.notify(f"schedule {name} removed", title="schedule removed")
 

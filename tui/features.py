@@ -113,8 +113,8 @@ async def held_locks(js: JetStreamContext) -> list[LockRow]:
         except ValueError:
             body = {}
         ttl = parse_ttl(h.get("Nats-TTL"))
-        stored = msg.time.timestamp() if getattr(msg, "time", None) else None
-        out.append(LockRow(msg.subject.rsplit(".", 1)[-1], str(body.get("owner", "?")), body.get("since"),
+        stored = msg.time.timestamp() if msg.time else None
+        out.append(LockRow((msg.subject or "").rsplit(".", 1)[-1], str(body.get("owner", "?")), body.get("since"),
                            stored + ttl if stored is not None and ttl is not None else None))
     return out
 

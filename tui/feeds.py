@@ -85,7 +85,7 @@ async def tail_events(nc: NATS, js: JetStreamContext, post: Post) -> None:
         info = await js.stream_info(EVENTS_STREAM)
         start = max(info.state.last_seq - BACKFILL + 1, 1)
         async for msg in walk(js, EVENTS_STREAM, EVENTS_SUBJECT, start_seq=start, limit=BACKFILL):
-            deliver(msg.subject, msg.data or b"")
+            deliver(msg.subject or "", msg.data or b"")
         await anyio.sleep_forever()
     finally:
         with anyio.CancelScope(shield=True):

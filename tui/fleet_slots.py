@@ -54,5 +54,6 @@ def exits_by_bot(events: Iterable) -> dict[str, SlotExits]:
         if not row.subject.endswith(f".ops.{FLEET_EVENTS_ACTION}") or e.state not in EXIT_STATES or not e.bot:
             continue
         seen = out.get(e.bot, SlotExits())
-        out[e.bot] = SlotExits(seen.count + 1, e.state, e.ts) if e.ts >= seen.last_at else SlotExits(seen.count + 1, seen.last_state, seen.last_at)
+        newer = e.ts >= seen.last_at
+        out[e.bot] = SlotExits(seen.count + 1, e.state, e.ts) if newer else SlotExits(seen.count + 1, seen.last_state, seen.last_at)
     return out

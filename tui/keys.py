@@ -13,6 +13,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from corral.tui.screens.base import TaskScreen
 from corral.tui.screens.confirm import ConfirmScreen
 
 
@@ -23,10 +24,11 @@ def binding_commands(app: App, screen: Screen) -> Iterable[SystemCommand]:
             yield SystemCommand(b.description, f"key {b.key_display or b.key}", partial(app.run_action, b.action))
     for b in getattr(screen, "BINDINGS", []):
         if isinstance(b, Binding) and b.description and b.show:
-            yield SystemCommand(f"{screen.sub_title}: {b.description}", f"key {b.key_display or b.key}", partial(screen.run_action, b.action))
+            yield SystemCommand(f"{screen.sub_title}: {b.description}", f"key {b.key_display or b.key}",
+                                partial(screen.run_action, b.action))
 
 
-def help_sections(app_bindings: list, screens: Mapping[str, type]) -> list[tuple[str, list]]:
+def help_sections(app_bindings: list, screens: Mapping[str, type[TaskScreen]]) -> list[tuple[str, list]]:
     """Every binding, app-wide first, then per screen, then the confirmation's."""
     sections: list[tuple[str, list]] = [("everywhere", list(app_bindings))]
     for cls in screens.values():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 
+from corral.core.errors import TransportError
 from corral.core.messages import make_job
 from corral.harness.server import EmbeddedServer
 from corral.harness.stack import start_fleet, stop
@@ -31,12 +32,15 @@ async def shoot(url: str, monitor_url: str, out: Path) -> None:
         deadline = time.monotonic() + 20
         while len([b for b in app.store.bots.values() if b.gone_at is None]) < 3 and time.monotonic() < deadline:
             await pilot.pause(0.1)
-        await submit_many(app.js, [make_job("sleep", {"seconds": 30}) for _ in range(2)])
+        js = app.js
+        if js is None:
+            raise TransportError(f"the dashboard did not connect to {url} within 20 s")
+        await submit_many(js, [make_job("sleep", {"seconds": 30}) for _ in range(2)])
         for wave in range(int(WATCH_SECONDS * 2)):  # a steady trickle draws a sparkline, not one spike
             jobs = [make_job("sum", {"a": i, "b": wave}) for i in range(10 + 3 * wave)]
             if wave % 4 == 1:
                 jobs.append(make_job("fail", {"message": "upstream 503"}, max_attempts=1))
-            await submit_many(app.js, jobs)
+            await submit_many(js, jobs)
             await pilot.pause(0.5)
         app.save_screenshot(out.name, str(out.parent))
 

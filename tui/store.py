@@ -133,18 +133,18 @@ class Store:
         if event.type in RATE_TYPES:
             self._counts[(int(event.ts), event.type)] += 1
         if event.job_id and is_job_events_subject(subject):
-            self._track_job(event)
+            self._track_job(event.job_id, event)
         return True
 
-    def _track_job(self, e: Event) -> None:
-        old = self.jobs.pop(e.job_id, None)
+    def _track_job(self, job_id: str, e: Event) -> None:
+        old = self.jobs.pop(job_id, None)
         # An older event read back after a newer live one; or a progress report the bot flushed
         # just after the job ended (it flushes them every half second), which would hide the end.
         if old and (old.ts > e.ts or (e.type == EventType.PROGRESS and old.last in TERMINAL_EVENTS)):
-            self.jobs[e.job_id] = old
+            self.jobs[job_id] = old
             return
-        self.jobs[e.job_id] = JobRow(
-            e.job_id, e.kind or (old.kind if old else ""), e.queue or (old.queue if old else ""),
+        self.jobs[job_id] = JobRow(
+            job_id, e.kind or (old.kind if old else ""), e.queue or (old.queue if old else ""),
             str(e.type), e.attempt or (old.attempt if old else 0), e.bot or e.actor or "", e.ts,
         )
         while len(self.jobs) > MAX_EVENTS:

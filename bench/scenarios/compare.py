@@ -129,7 +129,7 @@ async def run_taskiq(ctx: Context, marks: peer.Marks) -> dict[str, float]:
         await _taskiq_reset(js)
         await js.pause_consumer(peer.TASKIQ_STREAM, peer.TASKIQ_DURABLE, FAR_FUTURE)
         await client.startup()
-        kick = AsyncKicker(task_name="add", broker=client, labels={})
+        kick: AsyncKicker[..., Any] = AsyncKicker(task_name="add", broker=client, labels={})
         t0 = time.perf_counter()
         for i in range(n):
             await kick.kiq(i=i, a=i, b=1)

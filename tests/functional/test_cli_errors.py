@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,7 +176,7 @@ def _run(row: Row, url: str, stopped: str, tmp: Path) -> Outcome:
 
 
 @pytest.fixture(scope="module")
-def table(tmp_path_factory) -> dict[str, Outcome]:
+def table(tmp_path_factory) -> Iterator[dict[str, Outcome]]:
     """Every row's outcome, against one server with one live bot (and the URL of a stopped server)."""
     tmp = tmp_path_factory.mktemp("cli-errors")
     server = EmbeddedServer(tmp / "nats").start()

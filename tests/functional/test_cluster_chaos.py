@@ -19,6 +19,7 @@ async def test_no_job_is_lost_or_duplicated_through_leader_kills_a_cut_node_and_
                            f"rejoined {f.rejoined_s}s, in flight {f.held}" for f in report.faults))
     assert [f.fault for f in report.faults] == list(CLUSTER_FAULTS)
     assert all(f.recovery_s is not None and f.held > 0 for f in report.faults)
-    assert all(f.leader_s is not None and f.rejoined_s is not None for f in report.faults if f.fault.startswith("kill_") and "leader" in f.fault)
+    leader_kills = [f for f in report.faults if f.fault.startswith("kill_") and "leader" in f.fault]
+    assert all(f.leader_s is not None and f.rejoined_s is not None for f in leader_kills)
     assert report.lost == [] and report.duplicated == [] and report.unexpected == []
     assert report.completed == report.submitted - report.expected_dead and report.dead == report.expected_dead == 20

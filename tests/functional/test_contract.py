@@ -170,7 +170,8 @@ async def capture_control(nc, url: str, seen: Captured) -> None:
 
 
 async def test_every_kind_of_real_message_matches_its_committed_schema(js, provisioned, bots, ledgers, tmp_path):  # noqa: F811
-    """Given a server with a bot, a fleet supervisor and a ledger, when jobs of every shape run, then every captured message matches its schema."""
+    """Given a server with a bot, a fleet supervisor and a ledger, when jobs of every shape run,
+    then every captured message matches its schema."""
     nc = js._nc
     await set_limit(js, "sleep", LimitDef(concurrency=2, rate=100, per=60))
     bot = bots(provisioned.url, "b1")

@@ -35,7 +35,9 @@ def triggers() -> list[dict[str, str]]:
 
 def secure_account() -> str:
     """The account the manifest's comment gives for nats-secure.conf."""
-    return re.search(r'#\s+nats-secure\.conf\s+"([^"]+)"', MANIFEST).group(1)
+    found = re.search(r'#\s+nats-secure\.conf\s+"([^"]+)"', MANIFEST)
+    assert found, "the manifest's comment names no account for nats-secure.conf"
+    return found.group(1)
 
 
 def keda_lag(server: EmbeddedServer, account: str, stream: str, consumer: str) -> int | None:
@@ -64,7 +66,8 @@ async def test_the_manifests_account_finds_every_jobs_consumer_on_the_default_pr
 
 
 async def test_the_secure_profiles_account_is_the_one_the_manifest_documents(secure):  # noqa: F811
-    """Given nats-secure.conf and 2 queued jobs, when KEDA's query uses the documented account, then it sees a lag of 2, and JOBS or $G see nothing."""
+    """Given nats-secure.conf and 2 queued jobs, when KEDA's query uses the documented account,
+    then it sees a lag of 2, and JOBS or $G see nothing."""
     admin = await login(secure.url, "admin")
     try:
         await submit_many(admin.nc.jetstream(), [make_job("sum", {"a": i, "b": 1}) for i in range(2)])

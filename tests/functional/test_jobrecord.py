@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import time
 
+import anyio
 import nats
 import pytest
 from rich.console import Console
@@ -52,9 +52,9 @@ async def test_the_cli_and_the_dashboard_show_the_same_record_of_a_job_that_died
 
     tui = await tui_read_record(js, job.id)
     assert tui == rec
-    proc = subprocess.run(corral_argv("job", job.id, "--json", "--server", provisioned.url),
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    with anyio.fail_after(60):
+        proc = await anyio.run_process(corral_argv("job", job.id, "--json", "--server", provisioned.url), check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout) == json.loads(json.dumps(rec.as_dict()))
 
     console = Console(file=io.StringIO(), width=120, color_system=None)

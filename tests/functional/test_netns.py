@@ -8,6 +8,7 @@ except under CI (the environment variable CI set), where it fails instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -107,7 +108,7 @@ def hosts(tmp_path: Path):
         for s in servers.values():
             s.start()
         for s in servers.values():
-            wait_for(lambda s=s: healthy(s), timeout=60, interval=0.1, what=f"{s.monitor_url}/healthz ok")
+            wait_for(functools.partial(healthy, s), timeout=60, interval=0.1, what=f"{s.monitor_url}/healthz ok")
         urls = ",".join(s.url for s in servers.values())
 
         def fleet(host: int) -> HostFleet:
@@ -196,7 +197,7 @@ async def test_a_partitioned_host_stops_claiming_the_majority_finishes_and_heali
     for where, done in seen.items():
         print(f"--- corral fleet-status from {where} (exit {done.returncode}):\n{done.stdout}{done.stderr[-600:]}")
     assert all(t < CLAIM_GRACE for t in late), f"h{CUT}'s bots kept claiming while cut off: starts at {late}"
-    assert seen[f"majority (h1)"].returncode == 0
+    assert seen["majority (h1)"].returncode == 0
     await nc.close()
 
 

@@ -20,13 +20,15 @@ STEPS = ("submit", "duplicate submit is one job", "read result", "read events", 
 def node_or_skip() -> str:
     """The node binary; a skip outside CI when node or the packages are missing, a failure in CI."""
     node = shutil.which("node")
-    missing = "node is not installed" if node is None else (
-        "tests/node/node_modules is absent: run `npm ci --prefix tests/node`" if not (NODE_DIR / "node_modules").is_dir() else "")
-    if missing and os.environ.get("CI"):
+    if node is None:
+        missing = "node is not installed"
+    elif not (NODE_DIR / "node_modules").is_dir():
+        missing = "tests/node/node_modules is absent: run `npm ci --prefix tests/node`"
+    else:
+        return node
+    if os.environ.get("CI"):
         pytest.fail(f"{missing} (CI is set, so this cannot be skipped; .ci/run installs the packages)")
-    if missing:
-        pytest.skip(missing)
-    return node
+    pytest.skip(missing)
 
 
 def test_the_node_client_passes_every_step_against_real_bots_and_a_ledger(provisioned, bots, ledgers, tmp_path):  # noqa: F811

@@ -82,7 +82,8 @@ def test_corral_up_from_an_empty_folder_runs_the_readme_handler(venv: Path, tmp_
         env = {**os.environ, "CORRAL_NATS_URL": url}
         bot = subprocess.Popen([str(venv / "bin/corral"), "bot", "--name", "app-1", "--handler", "resize=myapp.jobs:resize"],
                                cwd=app, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "bot.log").open("w"))
-        done = subprocess.run([str(venv / "bin/python"), "-m", "myapp.enqueue"], cwd=app, env=env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run([str(venv / "bin/python"), "-m", "myapp.enqueue"], cwd=app, env=env,
+                              capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         job_id = done.stdout.strip()
 

@@ -8,6 +8,7 @@ at once under a new name, as the fleet supervisor would.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import anyio
@@ -61,9 +62,9 @@ async def test_a_crashing_job_is_quarantined_alone_while_its_neighbours_complete
         for _ in range(ROUNDS):
             sleepers = [make_job("sleep", {"seconds": 0.5}) for _ in range(SLEEPERS)]
             crasher = make_job("crash", {}, max_attempts=10)
-            batch = sleepers[:2] + [crasher] + sleepers[2:]
+            batch = [*sleepers[:2], crasher, *sleepers[2:]]
             raise_for(await submit_many(js_fast, batch))
-            dead = await eventually(lambda: _round_done(js_fast, sleepers, crasher), timeout=90, what="the round to end")
+            dead = await eventually(functools.partial(_round_done, js_fast, sleepers, crasher), timeout=90, what="the round to end")
             assert dead[0].reason.startswith("quarantined")
             await _assert_names_only_its_victims(js_fast, crasher.id, dead[0].bots.split(","), fleet.dead)
             bystanders += sum([await _died_once(js_fast, s.id) for s in sleepers])

@@ -11,6 +11,7 @@ any violation in any process's log, the server's included.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -109,8 +110,8 @@ async def operator_js(system: System):
 
     async def error_cb(e: Exception) -> None:
         errors.append(str(e))
-        with open(system.logs / "operator-connection.log", "a") as log:
-            log.write(f"nats.error {e}\n")
+        async with await anyio.open_file(system.logs / "operator-connection.log", "a") as log:
+            await log.write(f"nats.error {e}\n")
 
     s = system.run.settings(system.server.url, OPERATOR_USER)
     nc = await nats.connect(servers=list(s.servers), user=s.user, password=s.password, inbox_prefix=s.inbox_prefix,
@@ -179,7 +180,7 @@ async def test_the_whole_fleet_runs_under_the_secured_profile_with_no_permission
         assert system.corral("scale", "3", "--host", FLEET_HOST).returncode == 0
         pids = await eventually(until_live(js, {"bot-1", "bot-2", "bot-3"}), timeout=60, what="bot-1..3 live")
         for job in jobs:
-            result = await eventually(lambda: job_result(js, job.id), timeout=60, what=f"result of {job.id}")
+            result = await eventually(functools.partial(job_result, js, job.id), timeout=60, what=f"result of {job.id}")
             assert result.value == job.args["a"] + 1
 
         # A crash: the supervisor restarts the slot under the same user and reports it as an event.

@@ -51,7 +51,7 @@ def cell(app: CorralApp, selector: str, key: str, column: str) -> str | None:
 
 def rows_where(app: CorralApp, selector: str, column: str, text: str) -> list[str]:
     t = table(app, selector)
-    return [k.value for k in t.rows if t.value(k.value, column) == text]
+    return [k.value for k in t.rows if k.value is not None and t.value(k.value, column) == text]
 
 
 def dashboard(url: str) -> CorralApp:

@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from corral.bots.fleet_keys import write_desired
+from corral.core.fleet import write_desired
 from corral.core.messages import make_job
 from corral.core.submit import submit
 from corral.tui.screens.confirm import ConfirmScreen

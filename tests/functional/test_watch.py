@@ -30,7 +30,7 @@ async def test_a_kv_watch_sees_a_value_written_after_the_server_restarts(provisi
     async def reconnected() -> None:
         holder["watch"].restart()
 
-    log = Logger("test", stream=open(tmp_path / "watch.log", "w"))
+    log = Logger("test", stream=open(tmp_path / "watch.log", "w"))  # noqa: ASYNC230 - a local file, opened once before any I/O
     nc = await connect(Settings(servers=(provisioned.url,)), log, on_reconnect=reconnected)
     js = nc.jetstream()
     watch = holder["watch"] = KVWatch(js, FLEET_BUCKET, "desired.w1", lambda e: seen.append(e.value or b""), log)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # jsonschema ships no type hints
 
 from corral import contract
 from corral.core.errors import InvalidJobError

@@ -92,7 +92,8 @@ def broken_link(page: Path, target: str) -> str | None:
 
 
 def test_no_file_refers_to_a_document_outside_the_repository():
-    """Given every file in the repository, when searched, then none cites the outside notes file or the shared folder beside the repository."""
+    """Given every file in the repository, when searched,
+    then none cites the outside notes file or the shared folder beside the repository."""
     offenders = [
         f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
         for path in repository_files()

@@ -149,7 +149,7 @@ class AnalyticsScreen(TaskScreen):
         except CorralError as e:  # TransportError: no ledger service answered
             self.show_status(f"{label}: {e}", error=True)
             return
-        except Exception as e:  # never let a query take the dashboard down
+        except Exception as e:  # noqa: BLE001 - never let a query take the dashboard down
             self.show_status(f"{label} failed: {type(e).__name__}: {e}", error=True)
             return
         self.show_result(label, reply.columns, reply.types, reply.rows, reply.truncated, reply.elapsed_ms)

@@ -8,7 +8,7 @@ coalesces bursts of events into one redraw. No NATS I/O happens here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from textual import on
 from textual.app import ComposeResult
@@ -32,8 +32,8 @@ class TaskScreen(Screen):
     TITLE_TEXT = ""
 
     @property
-    def corral(self) -> "CorralApp":
-        return self.app  # type: ignore[return-value]
+    def corral(self) -> CorralApp:
+        return cast("CorralApp", self.app)
 
     @property
     def store(self) -> Store:

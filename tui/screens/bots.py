@@ -87,7 +87,7 @@ class BotsScreen(TaskScreen):
     def action_drain(self) -> None:
         name = self.query_one("#bots-table", SyncedTable).selected_key()
         row = self.store.bots.get(name) if name else None
-        if row is None or row.gone_at is not None:
+        if not name or row is None or row.gone_at is not None:
             self.notify("select a live bot to drain", severity="warning")
             return
         jobs = len(row.beat.current)

@@ -65,7 +65,7 @@ class JobsScreen(TaskScreen):
 
     def on_mount(self) -> None:
         self._inspecting: str | None = None
-        self._inspected_at = 0
+        self._inspected_at = 0.0  #: ts of the inspected job's event last read
         super().on_mount()
         self.query_one("#jobs-table").focus()
 

@@ -17,5 +17,5 @@ class CorralFooter(Footer):
     def compose(self) -> ComposeResult:
         # Safe to reorder: no binding here uses a Binding.Group, so every item is a plain FooterKey.
         keys = list(super().compose())
-        rank = {action: i for i, action in enumerate(ESSENTIAL)}
+        rank: dict[str | None, int] = {action: i for i, action in enumerate(ESSENTIAL)}
         yield from sorted(keys, key=lambda k: rank.get(getattr(k, "action", None), len(rank)))

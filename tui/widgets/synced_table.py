@@ -34,7 +34,8 @@ class SyncedTable(DataTable):
     SyncedTable { height: 1fr; }
     """
 
-    def __init__(self, columns: Sequence[Col | tuple[str, str]], *, id: str | None = None, sort_column: str | None = None, reverse: bool = False) -> None:
+    def __init__(self, columns: Sequence[Col | tuple[str, str]], *, id: str | None = None, sort_column: str | None = None,
+                 reverse: bool = False) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._cols = as_cols(columns)
         self._sort_column = sort_column
@@ -63,7 +64,7 @@ class SyncedTable(DataTable):
                 self.add_row(*self._shown(cells), key=key)
                 changed = True
                 continue
-            for (col, width), i in zip(self._layout, self._indexes()):
+            for (col, width), i in zip(self._layout, self._indexes(), strict=True):
                 new = cells[i]
                 before = old[key][i]
                 if str(before) != str(new) or type(before) is not type(new):
@@ -83,7 +84,8 @@ class SyncedTable(DataTable):
 
     def row_values(self, key: str) -> list[tuple[str, Cell]]:
         """(column label, whole cell) for every column of a row, shown or not."""
-        return [(c.label, cell) for c, cell in zip(self._cols, self._full.get(key, []))]
+        # not strict: an unknown row has no cells, and a caller's row may be shorter than the columns
+        return [(c.label, cell) for c, cell in zip(self._cols, self._full.get(key, []), strict=False)]
 
     def row_text(self, key: str) -> list[str]:
         """The row's cells as whole text."""
@@ -109,12 +111,12 @@ class SyncedTable(DataTable):
         return [where[key] for key, _ in self._layout]
 
     def _shown(self, cells: Sequence[Cell]) -> list[Cell]:
-        return [cut(cells[i], width) for (_, width), i in zip(self._layout, self._indexes())]
+        return [cut(cells[i], width) for (_, width), i in zip(self._layout, self._indexes(), strict=True)]
 
     def _content_widths(self) -> dict[str, int]:
         widths = {c.key: 0 for c in self._cols}
         for cells in self._full.values():
-            for c, cell in zip(self._cols, cells):
+            for c, cell in zip(self._cols, cells, strict=False):  # a caller's row may be shorter than the columns
                 n = cell.cell_len if isinstance(cell, Text) else cell_len(cell)
                 if n > widths[c.key]:
                     widths[c.key] = n
