@@ -29,7 +29,9 @@ def register(sub) -> None:
     p.add_argument("--drain-timeout", type=positive_float, default=30.0, help="seconds a draining bot lets jobs finish (default 30)")
     p.add_argument("--backoff-base", type=positive_float, default=1.0, help="first retry delay in seconds (default 1)")
     p.add_argument("--backoff-max", type=positive_float, default=60.0, help="longest retry delay in seconds (default 60)")
-    p.add_argument("--poison-after", type=positive_int, default=3, help="deliveries that die with no outcome while running alone on their bot before quarantine (default 3; docs/jobs.md)")
+    p.add_argument("--poison-after", type=positive_int, default=3,
+                   help="deliveries that die with no outcome while running alone on their bot before quarantine "
+                   "(default 3; docs/jobs.md)")
     p.add_argument("--sweep-interval", type=positive_float, default=60.0, help="seconds between sweeps for lingering jobs (default 60)")
     p.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz and /readyz on this port (0: any free port)")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address for the endpoint (0.0.0.0 in a pod; default 127.0.0.1)")
