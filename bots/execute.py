@@ -38,6 +38,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 import msgspec
+import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -49,9 +50,11 @@ from corral.bots.outbox import Outbox
 from corral.bots.record import Recorder, Status
 from corral.bots.settle import Bury, Recorded, Run, Settler
 from corral.bots.trail import Counters, OnCount, Trail
+from corral.core.connect import TRANSIENT
 from corral.core.errors import CorralError, InvalidJobError
 from corral.core.handlers import Registry
 from corral.core.history import job_events, throttled_deliveries
+from corral.core.kinds import coverage
 from corral.core.limits import Limiter
 from corral.core.log import Logger
 from corral.core.messages import EventType, Job, decode_job
@@ -62,6 +65,8 @@ from corral.core.schedules import firing_id
 
 #: Seconds (plus up to 100% jitter) before a suspect refused by a reserved bot is offered again.
 SUSPECT_RETRY = 1.0
+#: Seconds (plus up to 100% jitter) before a job of a kind this bot does not serve is offered again.
+NOT_SERVED_RETRY = 0.5
 
 
 class Gate(Protocol):
@@ -168,6 +173,9 @@ class Executor:
         if job.expires_at is not None and time.time() > job.expires_at:
             await self._ended(msg, job, attempt, Ended.EXPIRED, f"expired at {job.expires_at:.3f}, not run", log)
             return
+        if job.kind not in self.attempts.registry.handlers and await self._served_elsewhere(job.kind):
+            await self._not_served(msg, job, attempt, log)
+            return
         if not verdict.suspect or self.gate is None:
             # A one-slot bot always runs its job alone: a death there is the job's own.
             await self._attempt(msg, job, verdict, log, isolated=self.config.concurrency == 1)
@@ -205,6 +213,32 @@ class Executor:
         await msg.nak(delay=delay)
         self.trail.count("deferred", job.kind)
         log.info("job.deferred", reason="suspect waits to run alone", retry_in=round(delay, 2))
+
+    async def _served_elsewhere(self, kind: str) -> bool:
+        """Whether another live bot advertises ``kind`` (core/kinds.py), or old bots may serve it.
+
+        If none does, the job runs here and fails as ``UnknownKindError``: an attempt, so a kind
+        no bot serves (a typo) is dead-lettered after its attempts rather than passed around.
+        """
+        try:
+            return (await coverage(self.js)).serves(kind) is not False
+        except (CorralError, nats.errors.Error, *TRANSIENT):
+            return True  # cannot tell: offer it again rather than spend an attempt
+
+    async def _not_served(self, msg: Msg, job: Job, attempt: int, log: Logger) -> None:
+        """A kind this bot has no handler for: offer it again soon, to a bot that serves it.
+
+        Bots with different handlers share a queue (the README's `corral up` bots beside an
+        application's own), so a job can reach a bot that cannot run it while another live bot
+        can. That delivery never starts, so it is not an attempt (recorded ``throttled``, as a
+        limit's refusal is); the consumer's ``max_deliver`` still bounds the deliveries.
+        """
+        delay = NOT_SERVED_RETRY * (1 + random.random())
+        detail = f"kind {job.kind!r} is not served by this bot; offered again in {delay:.1f}s"
+        await self.trail.emit(job, EventType.THROTTLED, attempt, confirm=True, detail=detail)
+        await msg.nak(delay=delay)
+        self.trail.count("deferred", job.kind)
+        log.info("job.deferred", reason="kind not served here", retry_in=round(delay, 2))
 
     async def _duplicate(self, msg: Msg, job: Job, recorded: Recorded) -> None:
         """A redelivery of a job whose result is recorded: not re-run, but what follows success is.

@@ -37,6 +37,27 @@ async def test_garbage_truncated_and_unknown_kind_jobs_end_in_the_dlq_and_the_bo
     assert bot.proc.poll() is None
 
 
+async def test_a_kind_only_another_bot_serves_reaches_it_without_spending_attempts(js, provisioned, bots):
+    """Given a built-in-only bot and a bot with the app's handler, when 6 app jobs with one attempt run, then all succeed."""
+    plain = bots(provisioned.url, "plain")
+    app = bots(provisioned.url, "app", "--handler", "add2=tests.isolated_handlers:async_add")
+    await eventually(lambda: _both_live(js), what="both bots live")
+    jobs = [make_job("add2", {"a": i, "b": i}, max_attempts=1) for i in range(6)]
+    for job in jobs:
+        await submit(js, job)
+    for job in jobs:
+        result = await eventually(lambda job=job: job_result(js, job.id), timeout=30, what=f"the result of {job.id}")
+        assert result.value == job.args["a"] * 2 and result.bot == "app"
+    assert await list_dead(js) == []
+    assert plain.proc.poll() is None and app.proc.poll() is None
+
+
+async def _both_live(js):
+    from corral.core.status import live_bots
+
+    return {b.name for b in await live_bots(js)} >= {"plain", "app"}
+
+
 async def _at_least(js, n):
     dead = await list_dead(js)
     return dead if len(dead) >= n else None

@@ -176,7 +176,7 @@ async def test_a_partitioned_host_stops_claiming_the_majority_finishes_and_heali
 
     # When healed: host 3 rejoins, serves new work, and nothing is pending or recorded twice.
     wait_for(lambda: healthy(servers[CUT]), timeout=60, interval=0.2, what=f"node n{CUT} healthy again")
-    await eventually(lambda: _all_live(fleets[1], 2), timeout=60, interval=0.5, what=f"h{CUT}'s bots live again")
+    await eventually(lambda: _all_live(fleets[1], 2), timeout=150, interval=0.5, what=f"h{CUT}'s bots live again")
     more = [make_job("sleep", {"seconds": 0.05}) for _ in range(60)]
 
     async def all_accepted() -> bool:  # a stream may still be electing a leader: resubmit (ids dedupe)
