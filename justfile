@@ -31,6 +31,10 @@ test-cluster *args:
 check-deploy:
     deploy/check
 
+# the three-host partition test alone (network namespaces, root; out of the default run)
+test-netns *args:
+    CORRAL_TEST_NETNS=1 pytest -q -m netns "$@"
+
 # open the dashboard against a running server
 tui *args:
     corral tui "$@"

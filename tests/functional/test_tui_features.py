@@ -150,10 +150,10 @@ async def test_a_kind_at_its_concurrency_cap_shows_its_slots_full(provisioned, b
     await set_limit(js, "sleep", LimitDef(concurrency=1, rate=50, per=1.0))
     bots(provisioned.url, "b1")
     for _ in range(2):
-        await submit(js, make_job("sleep", {"seconds": 2}))
+        await submit(js, make_job("sleep", {"seconds": 5}))
     app = dashboard(provisioned.url)
     async with app.run_test(size=SIZE) as pilot:
         await open_features(pilot, app)
-        await until(pilot, lambda: cell(app, "#limits-table", "sleep", "cap") == "1/1", what="the cap full")
+        await until(pilot, lambda: cell(app, "#limits-table", "sleep", "cap") == "1/1", timeout=30, what="the cap full")
         assert cell(app, "#limits-table", "sleep", "rate").endswith("/50 per 1s")
-        await until(pilot, lambda: cell(app, "#limits-table", "sleep", "cap") == "0/1", timeout=30, what="the slot released")
+        await until(pilot, lambda: cell(app, "#limits-table", "sleep", "cap") == "0/1", timeout=45, what="the slot released")
