@@ -203,16 +203,21 @@ class Executor:
             await self._succeeded(msg, job, run.attempt, ran.data, ran.started, log, ran.value)
 
     async def _refused(self, msg: Msg, job: Job, attempt: int, log: Logger) -> None:
-        """A suspect whose bot is reserved by another suspect: offer it again soon, elsewhere or later.
+        """A suspect whose bot is reserved by another suspect: offer it again soon, elsewhere or later."""
+        await self._defer(msg, job, attempt, log, SUSPECT_RETRY, "suspect waits to run alone",
+                          "suspect waits to run alone; this bot is reserved by another; retry in {delay:.1f}s")
+
+    async def _defer(self, msg: Msg, job: Job, attempt: int, log: Logger, base: float, reason: str, detail: str) -> None:
+        """Hand a delivery that never started back after ``base`` seconds (plus up to 100% jitter).
 
         Recorded as ``throttled`` (confirmed before the nak), so the delivery is not an attempt.
+        ``detail`` may name ``{delay}``.
         """
-        delay = SUSPECT_RETRY * (1 + random.random())
-        detail = f"suspect waits to run alone; this bot is reserved by another; retry in {delay:.1f}s"
-        await self.trail.emit(job, EventType.THROTTLED, attempt, confirm=True, detail=detail)
+        delay = base * (1 + random.random())
+        await self.trail.emit(job, EventType.THROTTLED, attempt, confirm=True, detail=detail.format(delay=delay))
         await msg.nak(delay=delay)
         self.trail.count("deferred", job.kind)
-        log.info("job.deferred", reason="suspect waits to run alone", retry_in=round(delay, 2))
+        log.info("job.deferred", reason=reason, retry_in=round(delay, 2))
 
     async def _served_elsewhere(self, kind: str) -> bool:
         """Whether another live bot advertises ``kind`` (core/kinds.py), or old bots may serve it.
@@ -230,15 +235,11 @@ class Executor:
 
         Bots with different handlers share a queue (the README's `corral up` bots beside an
         application's own), so a job can reach a bot that cannot run it while another live bot
-        can. That delivery never starts, so it is not an attempt (recorded ``throttled``, as a
-        limit's refusal is); the consumer's ``max_deliver`` still bounds the deliveries.
+        can. That delivery never starts, so it is not an attempt; the consumer's ``max_deliver``
+        still bounds the deliveries.
         """
-        delay = NOT_SERVED_RETRY * (1 + random.random())
-        detail = f"kind {job.kind!r} is not served by this bot; offered again in {delay:.1f}s"
-        await self.trail.emit(job, EventType.THROTTLED, attempt, confirm=True, detail=detail)
-        await msg.nak(delay=delay)
-        self.trail.count("deferred", job.kind)
-        log.info("job.deferred", reason="kind not served here", retry_in=round(delay, 2))
+        await self._defer(msg, job, attempt, log, NOT_SERVED_RETRY, "kind not served here",
+                          f"kind {job.kind!r} is not served by this bot; offered again in {{delay:.1f}}s")
 
     async def _duplicate(self, msg: Msg, job: Job, recorded: Recorded) -> None:
         """A redelivery of a job whose result is recorded: not re-run, but what follows success is.

@@ -12,12 +12,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from corral.harness.server import free_port
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERIC = ("core", "bots", "tui", "streams", "bench", "cli", "ledger", "harness")
@@ -78,7 +78,8 @@ def test_corral_up_from_an_empty_folder_runs_the_readme_handler(venv: Path, tmp_
                            "--populate-every", "off"], cwd=home, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     bot = None
     try:
-        _wait(lambda: "bots=2" in (tmp_path / "up.log").read_text(), 120, tmp_path / "up.log", "two ready bots")
+        wait_for(lambda: "bots=2" in (tmp_path / "up.log").read_text(), timeout=120, interval=0.2,
+                 what=f"two ready bots (log: {tmp_path / 'up.log'})")
         env = {**os.environ, "CORRAL_NATS_URL": url}
         bot = subprocess.Popen([str(venv / "bin/corral"), "bot", "--name", "app-1", "--handler", "resize=myapp.jobs:resize"],
                                cwd=app, env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "bot.log").open("w"))
@@ -91,7 +92,7 @@ def test_corral_up_from_an_empty_folder_runs_the_readme_handler(venv: Path, tmp_
             shown = subprocess.run([str(venv / "bin/corral"), "job", job_id, "--json"], env=env, capture_output=True, text=True, timeout=30)
             return shown.returncode == 0 and '"width": 640' in shown.stdout
 
-        _wait(recorded, 60, tmp_path / "bot.log", f"the result of {job_id}")
+        wait_for(recorded, timeout=60, interval=0.2, what=f"the result of {job_id} (log: {tmp_path / 'bot.log'})")
         assert (home / "data/jetstream").is_dir(), "the store lands under the folder `corral up` ran in"
     finally:
         if bot is not None:
@@ -102,10 +103,3 @@ def test_corral_up_from_an_empty_folder_runs_the_readme_handler(venv: Path, tmp_
         log.close()
     assert up.returncode == 0
 
-
-def _wait(predicate, timeout: float, log: Path, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}; log:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
