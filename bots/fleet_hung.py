@@ -84,7 +84,9 @@ class HungCheck:
 
     async def bot_entry(self, name: str) -> BotHeartbeat | None:
         """The bot's live heartbeat, or None when its key is absent, deleted or expired."""
-        msg = await leases.read(self.js, BOTS_BUCKET, name)
+        # From the leader: a replica catching up after a partition shows old entries (another
+        # pid), and this read decides whether a process is killed.
+        msg = await leases.read(self.js, BOTS_BUCKET, name, leader=True)
         if msg is None or leases.is_gone(msg) or not msg.data:
             return None
         try:
