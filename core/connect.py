@@ -100,7 +100,9 @@ async def connect(
         # silently); set to -1 (reconnect forever) once connected, below.
         max_reconnect_attempts=1,
         reconnect_time_wait=0.5,
-        ping_interval=10,
+        # A cut cable gives no reset: a dead link is noticed only by unanswered pings, so
+        # within 15-20 s (interval x outstanding, plus one interval); docs/cluster.md.
+        ping_interval=5,
         max_outstanding_pings=3,
         connect_timeout=2,
         disconnected_cb=disconnected,
