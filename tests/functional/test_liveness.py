@@ -60,7 +60,7 @@ async def expired(js, name: str) -> None:
 async def holder(js, name: str) -> str:
     last = await leases.read_subject(js, BOTS_STREAM, bot_key_subject(name), leader=True)
     assert last is not None and not leases.is_gone(last)
-    return heartbeat_decoder.decode(last.data).incarnation
+    return heartbeat_decoder.decode(last.data or b"").incarnation
 
 
 async def test_a_bot_whose_key_expired_while_it_was_away_takes_its_name_back_on_the_next_beat(js):

@@ -240,7 +240,7 @@ async def _answered(f: HostFleet) -> subprocess.CompletedProcess | None:
 async def _cut_host_starts(js, results: list[tuple[str, bytes]], cut_at: float, healed_at: float) -> list[float]:
     """Seconds after the cut at which a cut-off bot started a job: from `started` events and from results."""
     starts = [e.ts for m in [m async for m in walk(js, EVENTS_STREAM, "corral.events.job.*")]
-              if (e := event_decoder.decode(m.data)).type == "started" and (e.bot or "").startswith(f"h{CUT}-")]
+              if (e := event_decoder.decode(m.data or b"")).type == "started" and (e.bot or "").startswith(f"h{CUT}-")]
     starts += [r.started_at for _, data in results if (r := result_decoder.decode(data)).bot.startswith(f"h{CUT}-")]
     return sorted({round(t - cut_at, 2) for t in starts if cut_at < t < healed_at})
 
