@@ -6,8 +6,9 @@ does nothing and must say so; a job submitted with ``--delay`` exists only as a
 schedule until it fires, and one no bot has taken yet only as a message on the
 jobs stream, with no event at all.
 
-Finding a waiting job means reading the jobs stream (a work queue: no second
-consumer may read it, so it is read with direct gets, one message at a time).
+Finding a waiting job means reading the jobs stream with direct gets, one
+message at a time, from the first unconsumed sequence (the stream keeps acked
+jobs until the purger removes them, core/purge.py).
 Past :data:`SCAN_LIMIT` waiting jobs the search stops and the answer is
 ``unverified`` rather than a slow, certain one.
 """
@@ -22,7 +23,9 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from corral.core.errors import TransportError
+from corral.core.backlog import unfinished
+from corral.core.errors import MissingResourceError, TransportError
+from corral.core.purge import first_unconsumed
 from corral.core.history import job_events, job_result, walk
 from corral.core.messages import TERMINAL_EVENTS, Event, EventType, Job, JobResult, job_decoder
 from corral.core.names import (
@@ -99,13 +102,13 @@ async def cancel_requested(js: JetStreamContext, job_id: str) -> bool:
 async def _waiting_on(js: JetStreamContext, job_id: str, limit: int) -> RawStreamMsg | str | None:
     """The job's message on the jobs stream, None if absent, or "" if there are too many to search."""
     try:
-        info = await js.stream_info(JOBS_STREAM)
-    except nats.js.errors.NotFoundError:
+        if await unfinished(js) > limit:
+            return ""
+        start = await first_unconsumed(js._nc)
+    except (nats.js.errors.NotFoundError, MissingResourceError):
         return None
-    if info.state.messages > limit:
-        return ""
     needle = job_id.encode()
-    async for msg in walk(js, JOBS_STREAM, JOBS_SUBJECT, limit=limit):
+    async for msg in walk(js, JOBS_STREAM, JOBS_SUBJECT, start_seq=start, limit=limit):
         if needle not in (msg.data or b""):
             continue  # a cheap pre-filter: most waiting jobs are someone else's
         try:

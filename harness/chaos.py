@@ -45,8 +45,9 @@ from corral.core.connect import TRANSIENT
 from corral.core.dlq import DeadLetter, list_dead
 from corral.core.history import job_result
 from corral.core.log import Logger
+from corral.core.backlog import unfinished
 from corral.core.messages import Job, make_job
-from corral.core.names import JOBS_STREAM, RESULTS_STREAM, job_subject
+from corral.core.names import RESULTS_STREAM, job_subject
 from corral.harness.procs import BotProcess
 from corral.harness.server import EmbeddedServer, free_port
 from corral.core.status import live_bots
@@ -228,7 +229,7 @@ class ChaosRun:
 
     async def _top_up(self, js, low: int = 12, batch: int = 20) -> list[Job]:
         """Keep work in flight for the next fault: submit more jobs when the backlog runs low."""
-        backlog = (await js.stream_info(JOBS_STREAM)).state.messages
+        backlog = await unfinished(js)  # the stream's count includes acked jobs awaiting the purge
         if backlog >= low:
             return []
         more = [make_job("sleep", {"seconds": round(self.rng.uniform(0.2, 1.0), 3)}) for _ in range(batch)]
@@ -320,12 +321,12 @@ class ChaosRun:
 
     async def _settled(self, js, total: int) -> bool:
         try:
-            jobs = await js.stream_info(JOBS_STREAM)
+            pending = await unfinished(js)
             results = await js.stream_info(RESULTS_STREAM)
             dead = await js.stream_info("CORRAL_DLQ")
         except (nats.js.errors.APIError, *TRANSIENT):
             return False
-        return jobs.state.messages == 0 and results.state.messages + dead.state.messages >= total
+        return pending == 0 and results.state.messages + dead.state.messages >= total
 
     async def _verify(self, js, jobs: list[Job]) -> None:
         dead: dict[str, int] = {}

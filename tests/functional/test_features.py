@@ -13,6 +13,7 @@ from corral.core.cancel import request_cancel
 from corral.core.errors import InvalidJobError
 from corral.core.history import job_events, job_result, walk
 from corral.core.messages import EventType, JobResult, encode, make_job
+from corral.core.backlog import unfinished
 from corral.core.names import JOBS_STREAM, RESULTS_STREAM, result_subject
 from corral.core.submit import submit
 from corral.core.unique import DuplicateJobError
@@ -89,7 +90,7 @@ async def test_a_cancelled_pending_job_never_runs(js, provisioned, bots):
     bots(provisioned.url, "b1")
     await eventually(lambda: _has_type(js, job.id, EventType.CANCELLED), what="the cancelled event")
     assert await job_result(js, job.id) is None
-    assert (await js.stream_info(JOBS_STREAM)).state.messages == 0
+    assert await unfinished(js) == 0
 
 
 async def test_a_running_job_reports_progress_and_stops_when_cancelled(js, provisioned, bots):

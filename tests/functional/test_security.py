@@ -20,6 +20,7 @@ from corral.core.control import drain_bot
 from corral.core.dlq import list_dead
 from corral.core.history import job_result
 from corral.core.messages import heartbeat_decoder, make_job
+from corral.core.purge import purge_once
 from corral.core.names import BOTS_STREAM, DLQ_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_key_subject
 from corral.harness.server import SECURE_CONF, EmbeddedServer
 from corral.core.submit import submit
@@ -137,12 +138,10 @@ async def test_a_wrong_password_is_refused(secure):
 # -- what a bot's credentials cannot do ------------------------------------------------------
 
 
-async def test_bot_credentials_cannot_purge_the_jobs_stream(admin, bot1):
-    """Given a queued job, when bot-1 purges CORRAL_JOBS, the server refuses and the job stays."""
+async def test_bot_credentials_purge_consumed_jobs_and_leave_a_waiting_one(admin, bot1):
+    """Given a waiting job, when bot-1 runs the ack-floor purge (its purger's call), the server allows it and the job stays."""
     await submit(admin.js, make_job("sum", {"a": 1, "b": 1}))
-    with pytest.raises(nats.errors.TimeoutError):
-        await bot1.js.purge_stream(JOBS_STREAM)
-    await bot1.refused(f"$JS.API.STREAM.PURGE.{JOBS_STREAM}")
+    assert await purge_once(bot1.nc) == 0
     assert (await admin.js.stream_info(JOBS_STREAM)).state.messages == 1
 
 
