@@ -157,6 +157,8 @@ class EventType(StrEnum):
     CHAINED = "chained"  #: the job's ``then`` steps were submitted (``detail``: their ids)
     FAN_IN = "fan_in"  #: the last member of a group finished; the group's callback was submitted
     COMPENSATING = "compensating"  #: the job died; its saga's compensations were submitted (``detail``: the first id)
+    DEBOUNCED = "debounced"  #: submitted with a debounce key: waits for its window to end (``detail``: key, fire time)
+    SUPERSEDED = "superseded"  #: a newer job with the same debounce key replaced it inside the window: not run
     THROTTLED = "throttled"  #: over its kind's limits (core/limits.py): nak'd with a delay, not run, not an attempt
     PURGED = "purged"  #: an operator purged dead letters
     BOT_STATE = "bot_state"  #: a bot changed state
@@ -168,6 +170,7 @@ class EventType(StrEnum):
 #: may be replayed, which starts a new life with ``replayed``.
 TERMINAL_EVENTS = frozenset({
     EventType.SUCCEEDED, EventType.DEAD, EventType.CANCELLED, EventType.EXPIRED, EventType.DUPLICATE,
+    EventType.SUPERSEDED,
 })
 
 
