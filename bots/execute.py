@@ -61,6 +61,7 @@ from corral.core.messages import EventType, Job, decode_job
 from corral.core.names import parse_job_subject
 from corral.core.publisher import AsyncPublisher
 from corral.core.schedules import firing_id
+from corral.core.singleton import Busy
 
 
 #: Seconds (plus up to 100% jitter) before a suspect refused by a reserved bot is offered again.
@@ -190,6 +191,10 @@ class Executor:
         """Admit, run and record one attempt."""
         admitted = await self.attempts.admit(msg, job, run.attempt, run.throttles, log)
         if admitted is None:
+            return
+        if isinstance(admitted, Busy):
+            await self._ended(msg, job, run.attempt, Ended.DROPPED,
+                              f"singleton key {admitted.key} is held by {admitted.holder}: dropped, not run", log)
             return
         async with admitted.held() as slot:
             ran = await self.attempts.run(job, run.attempt, msg.metadata.num_delivered > 1, log, isolated)

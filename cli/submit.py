@@ -20,7 +20,7 @@ from corral.core.errors import ConfigError, InvalidJobError, UnknownKindError
 from corral.core.handlers import POPULATE_KINDS, check_args, generate
 from corral.core.kinds import coverage
 from corral.core.log import get_logger
-from corral.core.messages import Job, make_job
+from corral.core.messages import Job, Singleton, make_job
 from corral.core.names import PRIORITIES, check_token
 from corral.core import debounce, schedules
 from corral.core.submit import parse_kv, submit, submit_many
@@ -52,6 +52,10 @@ def register(sub) -> None:
                       help="with --key: run after WINDOW (5s, 500ms, 2m) unless a newer job with the same key "
                       "arrives first; only the last of a burst runs, the others are recorded as superseded")
     p.add_argument("--key", metavar="KEY", help="the debounce key (with --debounce); [A-Za-z0-9_-], at most 128")
+    p.add_argument("--singleton", metavar="KEY", help="at most one job with this key runs at a time, fleet-wide")
+    p.add_argument("--if-busy", choices=("queue", "drop"), default="queue",
+                   help="with --singleton, while another job holds the key: queue (wait behind it, the default) "
+                   "or drop (end without running, recorded as dropped)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("populate", help="submit N generated `sum` jobs, pipelined, with progress (the seed's population)")
@@ -167,6 +171,8 @@ async def _submit(args: argparse.Namespace) -> int:
         return await _submit_many(args, jobs, "submitting")
     fields = dict(queue=args.queue, priority=args.priority, timeout=args.timeout, max_attempts=args.max_attempts,
                   idempotency_key=args.idempotency_key, correlation_id=args.correlation_id, unique_key=args.unique)
+    if args.singleton:
+        fields["singleton"] = Singleton(key=args.singleton, busy=args.if_busy)
     if args.job_id:
         fields["id"] = args.job_id
     if args.expires_in:

@@ -86,9 +86,9 @@ async def _waiting(js: JetStreamContext, subject: str) -> tuple[int, str | None]
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
         raise TransportError(f"no answer reading {subject}: is the server up and provisioned?") from e
     try:
-        return msg.seq, decode_job(msg.data or b"").id
+        return msg.seq or 0, decode_job(msg.data or b"").id
     except InvalidJobError:
-        return msg.seq, None
+        return msg.seq or 0, None
 
 
 async def debounce(js: JetStreamContext, job: Job, key: str, window: float, *, actor: str | None = None) -> Debounced:
