@@ -28,6 +28,7 @@ from corral.bots.config import BotConfig
 from corral.bots import singleton as singletons
 from corral.bots.isolation import run_isolated
 from corral.bots.trail import Trail
+from corral.core import tracing
 from corral.core.connect import TRANSIENT
 from corral.core.errors import CorralError
 from corral.core.handlers import JobContext, Registry
@@ -181,4 +182,5 @@ class Attempts:
         return JobResult(
             job_id=job.id, kind=job.kind, queue=job.queue, bot=self.config.name, incarnation=self.trail.incarnation,
             attempt=attempt, started_at=started, finished_at=time.time(), value=value, job=job,
+            trace_id=tracing.current_trace_id(),
         )

@@ -22,7 +22,7 @@ from corral.core.kinds import coverage
 from corral.core.log import get_logger
 from corral.core.messages import Job, Singleton, make_job
 from corral.core.names import PRIORITIES, check_token
-from corral.core import debounce, schedules
+from corral.core import debounce, schedules, tracing
 from corral.core.submit import parse_kv, submit, submit_many
 
 
@@ -52,6 +52,9 @@ def register(sub) -> None:
                       help="with --key: run after WINDOW (5s, 500ms, 2m) unless a newer job with the same key "
                       "arrives first; only the last of a burst runs, the others are recorded as superseded")
     p.add_argument("--key", metavar="KEY", help="the debounce key (with --debounce); [A-Za-z0-9_-], at most 128")
+    p.add_argument("--traceparent", metavar="TRACEPARENT",
+                   help="W3C trace context to run the job under (00-<trace id>-<span id>-<flags>); by default the "
+                   "current OpenTelemetry span's, if any")
     p.add_argument("--singleton", metavar="KEY", help="at most one job with this key runs at a time, fleet-wide")
     p.add_argument("--if-busy", choices=("queue", "drop"), default="queue",
                    help="with --singleton, while another job holds the key: queue (wait behind it, the default) "
@@ -165,6 +168,10 @@ async def _submit(args: argparse.Namespace) -> int:
         raise ConfigError("--debounce applies to one job; it cannot be combined with --file")
     if args.key is not None:
         check_token(args.key, "debounce key")
+    if args.traceparent is not None:
+        tracing.check_traceparent(args.traceparent)
+        if args.file is not None or args.debounce is not None or args.delay or args.at:
+            raise ConfigError("--traceparent applies to one job submitted now (not --file, --debounce, --delay or --at)")
     if args.file is not None:
         jobs = read_ndjson(args.file, args.queue)
         check_jobs(jobs, args)
@@ -193,7 +200,7 @@ async def _submit(args: argparse.Namespace) -> int:
                 print(job.id)
                 print(f"scheduled {when}: `corral job {job.id}` shows it until it runs", file=sys.stderr)
             return exits.OK
-        receipt = await submit(nc.jetstream(), job)
+        receipt = await submit(nc.jetstream(), job, traceparent=args.traceparent)
     finally:
         await nc.close()
     if args.json:

@@ -156,6 +156,8 @@ class JobResult(msgspec.Struct, kw_only=True):
     value: Any = None
     #: The job as it ran (its id is the delivery's id, e.g. a periodic firing's own).
     job: Job | None = None
+    #: The W3C trace id the job was submitted under (from its ``traceparent`` header), if any.
+    trace_id: str | None = None
     v: int = SCHEMA_VERSION
 
 
@@ -220,6 +222,9 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     actor: str | None = None
     #: Seconds the handler ran (``succeeded`` events).
     duration: float | None = None
+    #: The attempt's W3C trace id and, when a tracer is configured, its span id (core/tracing.py).
+    trace_id: str | None = None
+    span_id: str | None = None
     #: On ``started``: the job had its bot to itself (a suspect's run), so a death is its own.
     isolated: bool = False
     v: int = SCHEMA_VERSION
