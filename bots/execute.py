@@ -60,7 +60,9 @@ from corral.core.log import Logger
 from corral.core.messages import EventType, Job, decode_job
 from corral.core.names import parse_job_subject
 from corral.core.publisher import AsyncPublisher
+from corral.core import tracing
 from corral.core.schedules import firing_id
+from corral.core.singleton import Busy
 
 
 #: Seconds (plus up to 100% jitter) before a suspect refused by a reserved bot is offered again.
@@ -191,6 +193,17 @@ class Executor:
         admitted = await self.attempts.admit(msg, job, run.attempt, run.throttles, log)
         if admitted is None:
             return
+        if isinstance(admitted, Busy):
+            await self._ended(msg, job, run.attempt, Ended.DROPPED,
+                              f"singleton key {admitted.key} is held by {admitted.holder}: dropped, not run", log)
+            return
+        # The attempt's span (core/tracing.py) covers the run, the recording and what follows it, so
+        # the steps a chain or saga submits carry it as their parent.
+        with tracing.attempt(job, msg.headers, run.attempt, run.previous_span):
+            await self._run_admitted(msg, job, run, admitted, log, isolated)
+
+    async def _run_admitted(self, msg: Msg, job: Job, run: Run, admitted, log: Logger, isolated: bool) -> None:
+        """Run an admitted attempt and record its outcome."""
         async with admitted.held() as slot:
             ran = await self.attempts.run(job, run.attempt, msg.metadata.num_delivered > 1, log, isolated)
         if slot is not None and slot.lost:

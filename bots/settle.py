@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 
 from corral.bots.config import BotConfig
-from corral.core.history import attempts_made, bots_that_ran, deaths, job_events, job_result, throttled_deliveries
+from corral.core.history import attempts_made, bots_that_ran, deaths, job_events, job_result, last_span, throttled_deliveries
 from corral.core.messages import Job, JobResult
 
 
@@ -42,6 +42,7 @@ class Run:
     throttles: int = 0
     ran_by: tuple[str, ...] = ()  #: bots that started earlier deliveries (a dead letter names them)
     suspect: bool = False  #: an earlier delivery died with no outcome: run alone
+    previous_span: tuple[str, str] | None = None  #: (trace id, span id) of the attempt before, to link (core/tracing.py)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class Settler:
             if died:
                 reason += f"; {len(died)} earlier deliveries died with no outcome ({len(beside)} beside other jobs)"
             return Bury(reason, attempt, ran_by)
-        return Run(attempt, throttles, tuple(ran_by), suspect=bool(died))
+        return Run(attempt, throttles, tuple(ran_by), suspect=bool(died), previous_span=last_span(events))
 
     def exhausted(self, job: Job, attempt: int, delivered: int, throttles: int) -> str:
         """Why a redelivery is out of attempts (or deliveries)."""

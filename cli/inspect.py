@@ -172,6 +172,8 @@ async def _job(args: argparse.Namespace) -> int:
         console.print(f"result: {value}  (bot {result.bot}, attempt {result.attempt}, {took_ms:.1f} ms)")
     for d in dead:
         console.print(f"dead letter #{d.seq}: {d.reason} (attempts {d.attempts}{', bots ' + d.bots if d.bots else ''})")
+    if rec.trace_id:
+        console.print(f"trace: {rec.trace_id}")
     return 0
 
 

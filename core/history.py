@@ -155,3 +155,11 @@ def bots_that_ran(events: list[Event]) -> list[str]:
         elif e.type == EventType.STARTED and e.bot:
             bots.add(e.bot)
     return sorted(bots)
+
+
+def last_span(events: list[Event]) -> tuple[str, str] | None:
+    """(trace id, span id) of the latest attempt that recorded a span: a retry's span links to it."""
+    for e in reversed(events):
+        if e.type in (EventType.STARTED, EventType.FAILED) and e.trace_id and e.span_id:
+            return e.trace_id, e.span_id
+    return None

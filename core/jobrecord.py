@@ -41,12 +41,20 @@ class JobRecord:
     def known(self) -> bool:
         return self.state != lookup.UNKNOWN or bool(self.dead)
 
+    @property
+    def trace_id(self) -> str | None:
+        """The W3C trace id the job ran under (core/tracing.py), from its result or any of its events."""
+        if self.result is not None and self.result.trace_id:
+            return self.result.trace_id
+        return next((e.trace_id for e in self.events if e.trace_id), None)
+
     def as_dict(self) -> dict[str, Any]:
         """The record as `corral job --json` prints it."""
         return {
             "id": self.job_id,
             "state": self.state,
             "detail": self.detail,
+            "trace_id": self.trace_id,
             "events": [msgspec.to_builtins(e) for e in self.events],
             "result": msgspec.to_builtins(self.result) if self.result else None,
             "dead_letters": [{"seq": d.seq, "reason": d.reason, "attempts": d.attempts, "bots": d.bots, "dead_at": d.dead_at}

@@ -12,6 +12,7 @@ The layout (docs/resources.md has the table and the `nats` commands):
     corral.control.bot.<bot>                (core NATS)     request/reply: {"action": "drain"} stops a bot gracefully
     corral.schedules.defs.<name>            CORRAL_SCHEDULES a server message schedule (the job is its body)
     corral.schedules.fire.<queue>.<prio>    CORRAL_SCHEDULES its firings; CORRAL_JOBS sources them onto corral.jobs.<queue>.<prio>
+    corral.schedules.debounce.<key>         CORRAL_SCHEDULES the newest job for a debounce key, fired when its window ends
     $KV.corral_cancel.<job_id>              KV_corral_cancel cancellation requests, watched by every bot
     $KV.corral_unique.<sha256(key)>         KV_corral_unique unique-job keys, held while the job is pending or running
     $KV.corral_limits.def.<kind>            KV_corral_limits a kind's fleet-wide limits (concurrency cap, rate)
@@ -156,6 +157,14 @@ SCHEDULES_STREAM = "CORRAL_SCHEDULES"
 def schedule_subject(name: str) -> str:
     """Where a schedule's definition lives (server schedules must fire into their own stream)."""
     return f"corral.schedules.defs.{name}"
+
+
+DEBOUNCE_PREFIX = "corral.schedules.debounce."
+
+
+def debounce_subject(key: str) -> str:
+    """Where the newest job of debounce key ``key`` waits (one message: a newer one rolls it up)."""
+    return f"{DEBOUNCE_PREFIX}{key}"
 
 
 FIRING_PREFIX = "corral.schedules.fire."

@@ -75,7 +75,7 @@ def _add_result(rows: Rows, m: Delivered) -> None:
     r = result_decoder.decode(m.data)
     rows.tables["results"].append((
         r.job_id, m.seq, m.stream_us, r.kind, r.queue, r.bot, r.incarnation, r.attempt,
-        us(r.started_at), us(r.finished_at), r.finished_at - r.started_at, _json_text(r.value),
+        us(r.started_at), us(r.finished_at), r.finished_at - r.started_at, _json_text(r.value), r.trace_id,
     ))
     if r.job is not None:
         rows.tables["jobs"].append(job_row(r.job))
@@ -85,7 +85,7 @@ def _add_event(rows: Rows, m: Delivered) -> None:
     e = event_decoder.decode(m.data)
     rows.tables["events"].append((
         m.seq, m.stream_us, m.subject, str(e.type), us(e.ts), e.job_id, e.bot, e.incarnation, e.attempt,
-        e.kind, e.queue, e.correlation_id, e.state, e.detail, e.actor, e.duration,
+        e.kind, e.queue, e.correlation_id, e.state, e.detail, e.actor, e.duration, e.trace_id,
     ))
     if e.type == "bot_state" and e.bot:
         rows.bots.add(e.bot)

@@ -12,8 +12,14 @@ from dataclasses import dataclass
 
 from corral.core.names import job_events_subject
 
-#: Bumped when a table changes shape; an older file is refused with a hint to rebuild.
-SCHEMA_VERSION = 1
+#: Bumped when a table changes shape. A file at a version listed in :data:`UPGRADES` is brought
+#: forward in place; any other older one is refused with a hint to rebuild.
+SCHEMA_VERSION = 2
+#: version -> the statements that bring a file at that version to the next one.
+UPGRADES: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE results ADD COLUMN IF NOT EXISTS trace_id VARCHAR",
+        "ALTER TABLE events ADD COLUMN IF NOT EXISTS trace_id VARCHAR"),
+}
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ RESULTS = Table(
         _c("finished_at", "TIMESTAMP", "handler end"),
         _c("duration_s", "DOUBLE", "finished_at - started_at, seconds"),
         _c("value", "JSON", "what the handler returned"),
+        _c("trace_id", "VARCHAR", "W3C trace id the job ran under, if it was submitted with one"),
     ),
     ("job_id",),
 )
@@ -115,6 +122,7 @@ EVENTS = Table(
         _c("detail", "VARCHAR", "error text, retry delay, transition, summary"),
         _c("actor", "VARCHAR", "operator events: user@host"),
         _c("duration_s", "DOUBLE", "succeeded events: handler duration, seconds"),
+        _c("trace_id", "VARCHAR", "job events: the W3C trace id of the attempt, if any"),
     ),
     ("seq",),
 )

@@ -22,7 +22,7 @@ import duckdb
 
 from corral.ledger.errors import LedgerLockedError, QueryError, SnapshotError
 from corral.ledger.rows import Rows
-from corral.ledger.schema import JOB_OUTCOMES, META, REFRESH_BOTS, SCHEMA_VERSION, TABLES
+from corral.ledger.schema import JOB_OUTCOMES, META, REFRESH_BOTS, SCHEMA_VERSION, TABLES, UPGRADES
 
 _BY_NAME = {t.name: t for t in TABLES}
 #: Insert order inside a batch transaction; bots are recomputed last, from events.
@@ -95,6 +95,11 @@ class LedgerStore:
                 self.con.execute(table.ddl())
             self.con.execute(JOB_OUTCOMES)
             version = self.meta("schema_version")
+            while version is not None and version.isdigit() and int(version) in UPGRADES:
+                for statement in UPGRADES[int(version)]:
+                    self.con.execute(statement)
+                version = str(int(version) + 1)
+                self.con.execute("UPDATE ledger_meta SET value = ? WHERE key = 'schema_version'", [version])
             if version is None:
                 self.con.execute("INSERT INTO ledger_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
             elif version != str(SCHEMA_VERSION):

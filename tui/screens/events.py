@@ -24,7 +24,7 @@ COLUMNS = [Col("time", "time", 0), Col("type", "event", 0), Col("job", "job / ab
            Col("subject", "subject", detail_only=True), Col("job_id", "job id", detail_only=True),
            Col("kind", "kind", detail_only=True), Col("queue", "queue", detail_only=True)]
 TYPE_STYLE = {"succeeded": "green", "failed": "yellow", "dead": "bold red", "replayed": "cyan", "purged": "magenta",
-              "handed_back": "yellow", "operator": "bold blue"}
+              "handed_back": "yellow", "operator": "bold blue", "debounced": "cyan", "superseded": "dim"}
 
 
 def clock(ts: float) -> str:

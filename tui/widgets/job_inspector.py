@@ -76,6 +76,8 @@ def render_record(rec: JobRecord) -> Group:
                           f"{(r.finished_at - r.started_at) * 1000:.1f} ms)", style="green"))
     for d in rec.dead:
         parts.append(Text(f"dead letter #{d.seq}: {d.reason} (attempts {d.attempts}{', bots ' + d.bots if d.bots else ''})", style="red"))
+    if rec.trace_id:
+        parts.append(Text(f"trace: {rec.trace_id}", style="dim"))
     return Group(*parts)
 
 
