@@ -54,7 +54,7 @@ class DeadLettersScreen(TaskScreen):
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="filter: words that must all appear (reason, kind, queue, job id)", id="dlq-filter")
         yield Label("", id="dlq-count", classes="section")
-        yield SyncedTable(COLUMNS, id="dlq-table")
+        yield SyncedTable(COLUMNS, id="dlq-table", filterable=False)  # its filter box also picks what R and P act on
         yield DetailPane(long=("reason",), skip=("job", "error"), empty="no dead letter selected", id="dlq-detail")
         yield ProgressBar(id="dlq-progress", show_eta=False)
 

@@ -59,7 +59,7 @@ class EventsScreen(TaskScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="filter: words that must all appear (type, job id, bot, detail)", id="events-filter")
-        yield SyncedTable(COLUMNS, id="events-table")
+        yield SyncedTable(COLUMNS, id="events-table", filterable=False)
         yield DetailPane(long=("detail",), skip=("job / about",), empty="no event selected", id="events-detail")
 
     def on_mount(self) -> None:

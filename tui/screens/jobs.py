@@ -47,7 +47,7 @@ def progress_cell(job: CurrentJob) -> str:
 class JobsScreen(TaskScreen):
     TITLE_TEXT = "jobs"
     BINDINGS = [
-        Binding("slash", "search", "Search id", key_display="/"),
+        Binding("f", "search", "Find job"),
         Binding("escape", "leave_search", "Leave search", show=False),
         Binding("i", "inspect", "Inspect"),
         Binding("c", "cancel_job", "Cancel job"),
