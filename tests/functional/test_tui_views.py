@@ -3,11 +3,14 @@ payload through the ledger, describe a row, draw a workflow. Driven through Pilo
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from corral.core.messages import make_job
-from corral.core.submit import submit_many
-from tests.functional.test_tui import dashboard, table, until
+from corral.core.messages import Job, make_job, new_id
+from corral.core.submit import submit, submit_many
+from corral.tui.screens.describe import DescribeScreen
+from corral.tui.screens.workflow import WorkflowScreen
+from tests.functional.test_tui import cell, dashboard, rows_where, table, until
 
 pytestmark = pytest.mark.anyio
 
@@ -61,3 +64,60 @@ async def test_o_cycles_the_sort_column_and_capital_o_flips_it_by_value_not_by_t
         seen = app.store.snapshot_at
         await until(pilot, lambda: app.store.snapshot_at > seen + 1.5, what="two more snapshots")
         assert keys_in_order(app, "#streams")[0] == "CORRAL_JOBS" and streams.selected_key() == "CORRAL_JOBS"
+
+
+SAGA = ('{"kind": "echo", "args": {"step": "reserve stock"}, "compensate": {"kind": "echo", "args": {"undo": "release stock"}},'
+        ' "then": [{"kind": "echo", "args": {"step": "charge card"}, "compensate": {"kind": "echo", "args": {"undo": "refund card"}},'
+        ' "then": [{"kind": "fail", "args": {"message": "shipping failed: the carrier API answered 503 for every one of our'
+        ' requests, which is a long error an operator must read whole"}, "max_attempts": 1}]}]}')
+
+
+def saga_job() -> Job:
+    return msgspec.structs.replace(msgspec.json.decode(SAGA, type=Job), id=new_id())
+
+
+async def test_enter_on_a_dead_letter_describes_it_whole_and_w_draws_the_saga_with_its_compensations(provisioned, bots, js):
+    """Given a saga whose third step dies, when the operator opens its dead letter then presses w, then the full reason shows and the tree shows both compensations succeeded."""
+    bots(provisioned.url, "b1")
+    job = saga_job()
+    await submit(js, job)
+    dead_id, comp = f"{job.id}-then0-then0", f"{job.id}-then0-then0-comp0"
+    app = dashboard(provisioned.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        await until(pilot, lambda: rows_where(app, "#dlq-table", "full_id", dead_id), timeout=30, what="the dead letter")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, DescribeScreen), what="the describe screen")
+        shown = await until(pilot, lambda: "status: dead" in app.screen.text() and app.screen.text().replace("\n", " "),
+                            what="the job's history")
+        assert "which is a long error an operator must read whole" in " ".join(shown.split())
+        assert "Corral-Reason" in shown and '"shipping failed' in " ".join(shown.split())  # the original bytes, as JSON
+        await pilot.press("w")
+        await until(pilot, lambda: isinstance(app.screen, WorkflowScreen), what="the workflow screen")
+
+        def settled() -> list[str] | None:
+            lines = app.screen.lines()
+            done = [ln for ln in lines if "compensation" in ln and "succeeded" in ln]
+            return lines if done and any(ln.strip().startswith("then 0 · echo") and "succeeded" in ln for ln in lines[4:]) else None
+        lines = await until(pilot, settled, timeout=30, what="the compensations to succeed")
+        await pilot.press("r")  # read again: the undo chain's second step may land after the first read
+        lines = await until(pilot, lambda: (ls := app.screen.lines()) and len(ls) >= 5 and all("succeeded" in ln for ln in ls[-2:]) and ls,
+                            timeout=30, what="the whole undo chain succeeded")
+        assert [ln.split(" · ")[0].strip() for ln in lines] == ["job", "then 0", "then 0", "compensation", "then 0"]
+        assert "dead" in lines[2] and "◀" in lines[2]
+        assert all("succeeded" in lines[i] for i in (0, 1, 3, 4))
+
+
+async def test_enter_on_a_bot_describes_its_heartbeat_with_cpu_and_memory(provisioned, bots):
+    """Given a live bot, when the operator presses Enter on its row, then its describe view shows its counters, CPU and RSS."""
+    bots(provisioned.url, "b1")
+    app = dashboard(provisioned.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: cell(app, "#bots-table", "b1", "state") == "ready", what="b1 ready")
+        table(app, "#bots-table").focus()
+        await pilot.press("enter")
+        text = await until(pilot, lambda: isinstance(app.screen, DescribeScreen) and app.screen.text(), what="the bot's describe view")
+        assert "done / failed / dead" in text and "MiB" in text and "% now" in text and "running jobs (0)" in text
+        await pilot.press("escape")
+        assert app.current_mode == "bots" and not isinstance(app.screen, DescribeScreen)

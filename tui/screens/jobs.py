@@ -51,6 +51,7 @@ class JobsScreen(TaskScreen):
         Binding("escape", "leave_search", "Leave search", show=False),
         Binding("i", "inspect", "Inspect"),
         Binding("c", "cancel_job", "Cancel job"),
+        Binding("w", "workflow", "Workflow", show=False),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -131,6 +132,13 @@ class JobsScreen(TaskScreen):
         bot = next((bot for bot, c in self.store.in_flight() if c.id == job_id), None)
         where = f"running on {bot}: its handler is stopped" if bot else "not running: it is dropped when next delivered"
         self.corral.confirm_then(f"Cancel job {job_id}? It is {where}.", lambda: self._cancel(job_id), yes="Cancel job", no="Keep it")
+
+    def action_workflow(self) -> None:
+        """The chain, saga or group the selected (or inspected) job belongs to, as a tree."""
+        from corral.tui.screens.workflow import WorkflowScreen
+
+        if (job_id := self._target()) is not None:
+            self.app.push_screen(WorkflowScreen(job_id))
 
     def _cancel(self, job_id: str) -> None:
         self.corral.cancel_job(job_id)
