@@ -9,8 +9,11 @@ import pytest
 from corral.core.messages import Job, make_job, new_id
 from corral.core.submit import submit, submit_many
 from corral.tui.screens.describe import DescribeScreen
+from corral.tui.screens.search import SearchScreen
 from corral.tui.screens.workflow import WorkflowScreen
+from tests.conftest import eventually
 from tests.functional.test_tui import cell, dashboard, rows_where, table, until
+from tests.functional.test_tui_analytics import ledger, results_in_ledger  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -22,7 +25,7 @@ def keys_in_order(app, selector: str) -> list[str]:
 
 
 async def test_a_slash_filter_narrows_a_table_and_survives_live_refreshes_until_esc_clears_it(provisioned):
-    """Given the overview's streams, when the operator types "/ dlq" and Enter, then one row shows through refreshes; Esc in the box clears it."""
+    """Given the overview's streams, when the operator types "/ dlq" Enter, then one row shows through refreshes; Esc clears it."""
     app = dashboard(provisioned.url)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: table(app, "#streams").row_count >= 4, what="the streams")
@@ -43,7 +46,7 @@ async def test_a_slash_filter_narrows_a_table_and_survives_live_refreshes_until_
 
 
 async def test_o_cycles_the_sort_column_and_capital_o_flips_it_by_value_not_by_text(provisioned, js):
-    """Given streams holding 12 jobs and 0 dead letters, when the operator sorts by messages and flips, then the order follows the numbers and the cursor's row."""
+    """Given 12 stored jobs, when the operator sorts by messages and flips, then rows follow the numbers and the cursor its row."""
     await submit_many(js, [make_job("sum", {"a": i, "b": 1}) for i in range(12)])
     app = dashboard(provisioned.url)
     async with app.run_test(size=SIZE) as pilot:
@@ -77,11 +80,11 @@ def saga_job() -> Job:
 
 
 async def test_enter_on_a_dead_letter_describes_it_whole_and_w_draws_the_saga_with_its_compensations(provisioned, bots, js):
-    """Given a saga whose third step dies, when the operator opens its dead letter then presses w, then the full reason shows and the tree shows both compensations succeeded."""
+    """Given a saga whose third step dies, when its dead letter is opened and w pressed, then the reason and both compensations show."""
     bots(provisioned.url, "b1")
     job = saga_job()
     await submit(js, job)
-    dead_id, comp = f"{job.id}-then0-then0", f"{job.id}-then0-then0-comp0"
+    dead_id = f"{job.id}-then0-then0"
     app = dashboard(provisioned.url)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("4")
@@ -121,3 +124,29 @@ async def test_enter_on_a_bot_describes_its_heartbeat_with_cpu_and_memory(provis
         assert "done / failed / dead" in text and "MiB" in text and "% now" in text and "running jobs (0)" in text
         await pilot.press("escape")
         assert app.current_mode == "bots" and not isinstance(app.screen, DescribeScreen)
+
+
+async def test_a_payload_search_finds_the_job_by_its_args_and_opens_its_timeline(provisioned, bots, ledger, js):  # noqa: F811
+    """Given 6 sum jobs in the ledger, when the operator searches args.a=3 kind=sum since=10m, then one row; Enter opens its timeline."""
+    bots(provisioned.url, "b1")
+    jobs = [make_job("sum", {"a": i, "b": 1}) for i in range(6)]
+    await submit_many(js, jobs)
+    await eventually(lambda: _at_least(js, 6), timeout=30, what="6 results in the ledger")
+    app = dashboard(provisioned.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.store.connected, what="the connection")
+        await pilot.press("3", "f", *"args.a=3 colour=red", "enter")
+        assert not isinstance(app.screen, SearchScreen)  # refused where it was typed, with the reason
+        await pilot.press("ctrl+a", "ctrl+k", *"args.a=3 kind=sum state=succeeded bot=b1 since=10m", "enter")
+        await until(pilot, lambda: isinstance(app.screen, SearchScreen), what="the search results")
+        await until(pilot, lambda: table(app, "#search-table").row_count == 1, timeout=15, what="one match")
+        assert table(app, "#search-table").value(jobs[3].id, "state") == "succeeded"
+        assert '"a":3' in table(app, "#search-table").value(jobs[3].id, "args").replace(" ", "")
+        await pilot.press("enter")
+        text = await until(pilot, lambda: isinstance(app.screen, DescribeScreen) and "status: succeeded" in app.screen.text()
+                           and app.screen.text(), what="the job's timeline")
+        assert jobs[3].id in text.replace("\n", "") and "result:" in text
+
+
+async def _at_least(js, n: int) -> bool:
+    return await results_in_ledger(js) >= n

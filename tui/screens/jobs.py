@@ -15,7 +15,10 @@ from corral.core.messages import CurrentJob
 from corral.core.errors import InvalidJobError
 from corral.core.names import check_token
 from corral.core.messages import TERMINAL_EVENTS
+from corral.ledger import search
+from corral.ledger.errors import InvalidSearchError
 from corral.tui.screens.base import TaskScreen
+from corral.tui.screens.search import SearchScreen
 from corral.tui.screens.events import TYPE_STYLE, clock
 from corral.core.jobrecord import JobRecord
 from corral.tui.widgets.fit import Col, short_id
@@ -55,7 +58,7 @@ class JobsScreen(TaskScreen):
     ]
 
     def compose_body(self) -> ComposeResult:
-        yield Input(placeholder="job id, then Enter to inspect", id="job-search")
+        yield Input(placeholder="job id, or a search: args.user=42 kind=resize state=failed bot=b1 since=10m", id="job-search")
         with Horizontal(id="jobs-body"):
             with Vertical(id="jobs-lists"):
                 yield Label("in flight (from bot heartbeats)", classes="section")
@@ -90,6 +93,9 @@ class JobsScreen(TaskScreen):
     @on(Input.Submitted, "#job-search")
     def _search(self, event: Input.Submitted) -> None:
         job_id = event.value.strip()
+        if "=" in job_id:  # key=value words: a payload search, answered by the ledger
+            self._find(job_id)
+            return
         try:
             check_token(job_id, "job id")
         except InvalidJobError as e:
@@ -101,6 +107,14 @@ class JobsScreen(TaskScreen):
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value:
             self.inspect(event.row_key.value)
+
+    def _find(self, text: str) -> None:
+        try:
+            query = search.parse(text)
+        except InvalidSearchError as e:
+            self.notify(str(e), title=e.title, severity="error", timeout=8)
+            return
+        self.app.push_screen(SearchScreen(text, query))
 
     def action_search(self) -> None:
         self.query_one("#job-search").focus()
