@@ -26,6 +26,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
+from corral.bots.usage import Usage
 from corral.bots.config import BotConfig
 from corral.bots.execute import Executor
 from corral.bots.feeds import Feed, Feeds
@@ -88,8 +89,13 @@ class Bot:
             queues=list(self.config.queues), concurrency=self.config.concurrency,
             current=self.inflight.current(ex.progress if ex else {}),
             done=ex.counters.done if ex else 0, failed=ex.counters.failed if ex else 0, dead=ex.counters.dead if ex else 0,
-            kinds=sorted(self.registry.handlers),
+            kinds=sorted(self.registry.handlers), **self._usage().sample(),
         )
+
+    def _usage(self) -> Usage:
+        if (usage := getattr(self, "_usage_sampler", None)) is None:
+            usage = self._usage_sampler = Usage()
+        return usage
 
     def stop(self, force: bool = False) -> None:
         """Begin a graceful drain (``force``: hand running jobs back at once)."""

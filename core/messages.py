@@ -260,6 +260,10 @@ class BotHeartbeat(msgspec.Struct, kw_only=True):
     #: The kinds this bot serves (its handler registry), so `corral submit` can warn about a kind
     #: nobody serves. Empty from bots older than the field: they are assumed to serve anything.
     kinds: list[str] = []
+    #: What the process costs (bots/usage.py), sampled at each write; 0 from bots older than the fields.
+    cpu_seconds: float = 0.0  #: user + system CPU time since the process started
+    cpu_percent: float = 0.0  #: CPU share of one core since the previous heartbeat
+    rss_bytes: int = 0  #: resident memory
     v: int = SCHEMA_VERSION
 
 

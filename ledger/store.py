@@ -161,8 +161,9 @@ class LedgerStore:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.con.cursor()
 
-    def query(self, sql: str, *, max_rows: int, cursor: duckdb.DuckDBPyConnection | None = None) -> QueryResult:
-        """Run one read-only statement and return at most ``max_rows`` rows.
+    def query(self, sql: str, *, max_rows: int, cursor: duckdb.DuckDBPyConnection | None = None,
+              params: list[Any] | None = None) -> QueryResult:
+        """Run one read-only statement and return at most ``max_rows`` rows (``params`` bind its ``?``).
 
         ``cursor`` lets a caller keep a handle to ``interrupt()`` it from another thread.
 
@@ -174,7 +175,7 @@ class LedgerStore:
         try:
             cur.execute("BEGIN TRANSACTION READ ONLY")
             try:
-                cur.execute(sql)
+                cur.execute(sql, params) if params else cur.execute(sql)
                 columns = [d[0] for d in cur.description or []]
                 types = [str(d[1]) for d in cur.description or []]
                 rows = cur.fetchmany(max_rows + 1)
