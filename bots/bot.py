@@ -83,13 +83,14 @@ class Bot:
 
     def heartbeat(self) -> BotHeartbeat:
         ex = getattr(self, "executor", None)
+        cpu_s, cpu_pct, rss = self._usage().sample()
         return BotHeartbeat(
             name=self.config.name, incarnation=self.incarnation, host=socket.gethostname(), pid=os.getpid(),
             state=self.sm.state, version=self.config.version, started_at=self.started_at, heartbeat_at=time.time(),
             queues=list(self.config.queues), concurrency=self.config.concurrency,
             current=self.inflight.current(ex.progress if ex else {}),
             done=ex.counters.done if ex else 0, failed=ex.counters.failed if ex else 0, dead=ex.counters.dead if ex else 0,
-            kinds=sorted(self.registry.handlers), **self._usage().sample(),
+            kinds=sorted(self.registry.handlers), cpu_seconds=cpu_s, cpu_percent=cpu_pct, rss_bytes=rss,
         )
 
     def _usage(self) -> Usage:

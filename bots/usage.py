@@ -39,10 +39,10 @@ class Usage:
         self._at = time.monotonic()
         self._cpu = cpu_seconds()
 
-    def sample(self) -> dict[str, float | int]:
-        """``cpu_seconds``, ``cpu_percent`` (of one core, since the last sample) and ``rss_bytes``."""
+    def sample(self) -> tuple[float, float, int]:
+        """(``cpu_seconds``, ``cpu_percent`` of one core since the last sample, ``rss_bytes``)."""
         now, cpu = time.monotonic(), cpu_seconds()
         elapsed = now - self._at
         percent = 100.0 * (cpu - self._cpu) / elapsed if elapsed > 0 else 0.0
         self._at, self._cpu = now, cpu
-        return {"cpu_seconds": round(cpu, 3), "cpu_percent": round(max(percent, 0.0), 1), "rss_bytes": rss_bytes()}
+        return round(cpu, 3), round(max(percent, 0.0), 1), rss_bytes()

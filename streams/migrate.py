@@ -103,7 +103,7 @@ async def migrate(nc: NATS, decls: list[Declaration], *, force: bool = False, sa
 
 async def _marker(nc: NATS) -> dict[str, Any] | None:
     msg = await _last(nc, HOLDING, MARKER)
-    return json.loads(msg.data) if msg is not None else None
+    return json.loads(msg.data or b"{}") if msg is not None else None
 
 
 async def _last(nc: NATS, stream: str, subject: str) -> RawStreamMsg | None:
@@ -126,7 +126,7 @@ async def _seal_and_copy(nc: NATS, jobs: dict[str, Any], resumed: bool, say: Pro
         await api(nc, stream_op("UPDATE", JOBS_STREAM), {**jobs["config"], "sealed": True})
         say("sealed CORRAL_JOBS: it takes no submit, firing or ack until the migration ends")
     last = await _last(nc, HOLDING, ENVELOPES)
-    start = json.loads(last.data)["seq"] + 1 if last is not None else 1
+    start = json.loads(last.data or b"{}")["seq"] + 1 if last is not None else 1
     count = 0 if last is None else (await api(nc, stream_op("INFO", HOLDING), {"subjects_filter": ENVELOPES}))["state"]["messages"]
     async for msg in walk(js, JOBS_STREAM, ">", start_seq=start):
         headers = {k: v for k, v in (msg.headers or {}).items() if k not in _SERVER_HEADERS and not k.startswith("Nats-Expected-")}
@@ -204,11 +204,11 @@ def _keep_firing_id(headers: dict[str, str], envelope: dict[str, Any]) -> None:
 async def _republish(nc: NATS, count: int, say: Progress) -> None:
     js = nc.jetstream()
     done = await _last(nc, HOLDING, PROGRESS)
-    start = json.loads(done.data)["seq"] + 1 if done is not None else 1
+    start = json.loads(done.data or b"{}")["seq"] + 1 if done is not None else 1
     seen: set[str] = set()
     n = 0
     async for msg in walk(js, HOLDING, ENVELOPES):
-        envelope = json.loads(msg.data)
+        envelope = json.loads(msg.data or b"{}")
         headers = dict(envelope["headers"] or {})
         msg_id = headers.get("Nats-Msg-Id")
         if msg_id in seen:

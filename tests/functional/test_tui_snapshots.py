@@ -64,8 +64,8 @@ def freeze(live: Store) -> Store:
     snap = replace(snap, streams=[replace(s, bytes=0) for s in snap.streams],
                    consumers=[replace(c, waiting=0, in_flight=0) for c in snap.consumers],
                    bots=[replace(b, pid=4242, host="host-1", heartbeat_age=0.5) for b in snap.bots])
-    for row in live.bots.values():
-        b = row.beat
+    for bot_row in live.bots.values():
+        b = bot_row.beat
         still.beat(msgspec.structs.replace(b, pid=4242, host="host-1", incarnation="inc-1", started_at=BASE, heartbeat_at=BASE + 59.5,
                                            version="0.0.0", cpu_seconds=1.5, cpu_percent=2.0, rss_bytes=64 << 20, current=[]))
     for n, row in enumerate(sorted(live.events, key=lambda r: (r.event.job_id or "", str(r.event.type), r.event.attempt or 0))):

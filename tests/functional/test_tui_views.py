@@ -21,7 +21,7 @@ SIZE = (120, 40)
 
 
 def keys_in_order(app, selector: str) -> list[str]:
-    return [r.key.value for r in table(app, selector).ordered_rows]
+    return [str(r.key.value) for r in table(app, selector).ordered_rows]
 
 
 async def test_a_slash_filter_narrows_a_table_and_survives_live_refreshes_until_esc_clears_it(provisioned):

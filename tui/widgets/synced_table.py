@@ -21,6 +21,7 @@ from rich.text import Text
 from textual import events
 from textual.actions import SkipAction
 from textual.binding import Binding
+from textual.widget import Widget
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
@@ -227,6 +228,7 @@ class SyncedTable(DataTable):
         box = next((b for b in self.parent.query_children(TableFilter) if b.table is self), None)
         if box is None:
             box = TableFilter(self)
+            assert isinstance(self.parent, Widget), "a table is always mounted in a widget"
             self.parent.mount(box, before=self)
         box.focus()
 
@@ -243,5 +245,5 @@ class SyncedTable(DataTable):
         self.sort_by(column, self.shape.reverse if current else False)
 
     def action_sort_flip(self) -> None:
-        column = self.shape.column or (self.shown_columns() or [None])[0]
+        column = self.shape.column or next(iter(self.shown_columns()), None)
         self.sort_by(column, not self.shape.reverse)

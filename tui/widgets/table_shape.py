@@ -55,7 +55,7 @@ def next_column(shown: Sequence[str], current: str | None) -> str | None:
     """The sort column after ``current`` among the shown ones, wrapping to none (the table's own order)."""
     if not shown:
         return None
-    if current not in shown:
+    if current is None or current not in shown:
         return shown[0]
     i = list(shown).index(current) + 1
     return shown[i] if i < len(shown) else None
