@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from corral.core import tracing
+from corral.core.errors import InvalidJobError
 
 
 def test_a_bot_and_the_client_import_no_opentelemetry():
@@ -21,9 +24,5 @@ def test_a_trace_id_is_read_from_a_traceparent_header_and_bad_ones_are_refused()
     assert tracing.trace_id_of({"traceparent": tp}) == "0af7651916cd43dd8448eb211c80319c"
     assert tracing.trace_id_of({"traceparent": "00-xyz-1-01"}) is None and tracing.trace_id_of(None) is None
     for bad in ("00-" + "0" * 32 + "-b7ad6b7169203331-01", "nonsense"):
-        try:
+        with pytest.raises(InvalidJobError, match="W3C traceparent"):
             tracing.check_traceparent(bad)
-        except Exception as e:  # noqa: BLE001 - the type is asserted below
-            assert "W3C traceparent" in str(e)
-        else:
-            raise AssertionError(f"{bad!r} was accepted")
