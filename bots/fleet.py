@@ -86,7 +86,9 @@ class Supervisor:
     def beat(self) -> SupervisorBeat:
         slots = [
             SlotStatus(slot=s.number, name=s.name, state=s.state, pid=s.pid, exits=s.exits,
-                       last_code=s.last_code, retry_in=None if (wait := s.retry_in()) is None else round(wait, 1))
+                       last_code=s.last_code, retry_in=None if (wait := s.retry_in()) is None else round(wait, 1),
+                       restarts=s.restarts, last_exit=s.last_exit, last_exit_at=s.last_exit_at, started_at=s.started_at,
+                       crash_loop=s.exits >= self.config.policy.crash_loop_after)
             for s in sorted(self.slots.values(), key=lambda s: s.number)
         ]
         return SupervisorBeat(

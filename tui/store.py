@@ -158,8 +158,20 @@ class Store:
     def set_fleet(self, rows: list[HostStatus], started_at: float, slots: dict | None = None) -> None:
         self.fleet, self.fleet_at, self.fleet_error = rows, started_at, ""
         self.fleet_slots = slots or {}
+        self._bury_replaced()
         for host in [h for h, (_, at) in self._scaled.items() if at < started_at]:
             del self._scaled[host]
+
+    def _bury_replaced(self) -> None:
+        """A slot whose supervisor saw its process die holds a dead incarnation: show it dead at once, not
+        only when the replacement's first heartbeat arrives (a new bot process takes a second or two to start)."""
+        for slot in (s for slots in self.fleet_slots.values() for s in slots):
+            row = self.bots.get(slot.name)
+            if (row is None or row.gone_at is not None or not slot.last_exit_at or row.beat.pid == slot.pid
+                    or row.beat.started_at > slot.last_exit_at):
+                continue
+            self.bots[f"{slot.name}@{row.beat.pid}"] = BotRow(row.beat, slot.last_exit_at, "replaced")
+            del self.bots[slot.name]
 
     def set_features(self, features: Features, started_at: float) -> None:
         self.features, self.features_at, self.features_error = features, started_at, ""
