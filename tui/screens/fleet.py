@@ -39,6 +39,7 @@ SLOT_COLUMNS = [
     Col("bot", "slot bot", 0), Col("state", "state", 0), Col("restarts", "restarts", 0), Col("last_exit", "last exit", 0, min=8),
     Col("pid", "pid", 1), Col("up", "up", 1), Col("in_row", "in a row", 2), Col("retry", "retry in", 2),
 ]
+SLOT_STYLE = {"running": "green", "backoff": "bold red", "draining": "yellow"}
 STALE_FLEET = 5.0  #: seconds without a fleet read before the status line says so
 
 
@@ -84,7 +85,7 @@ def exit_text(code: int | None, why: str) -> str:
 def slot_cells(slot: SlotStatus, exits: SlotExits, started_at: float | None, now: float) -> tuple:
     """A slot as its supervisor reports it; a supervisor too old to count restarts falls back on the exit events."""
     label = "crash loop" if slot.crash_loop else slot.state
-    style = "bold white on red" if slot.crash_loop else {"running": "green", "backoff": "bold red", "draining": "yellow"}.get(slot.state, "")
+    style = "bold white on red" if slot.crash_loop else SLOT_STYLE.get(slot.state, "")
     restarts = slot.restarts or exits.count
     started = slot.started_at or started_at
     return (slot.name, Text(label, style=style), str(restarts), exit_text(slot.last_code, slot.last_exit or exits.last_state),
