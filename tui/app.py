@@ -29,6 +29,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from corral.core.bulk import Frozen, run_cancel, run_dead
 from corral.core.cancel import request_cancel
 from corral.core.connect import connect
 from corral.core.control import actor as default_actor
@@ -379,6 +380,24 @@ class CorralApp(App):
             progress(len(letters))
             self._maybe_reload_dead(force=True)
         self.notify(f"purged {n} dead letter(s)", title="purge")
+
+    @work(name="bulk", group="actions", exit_on_error=False)
+    async def bulk_dead(self, frozen: Frozen) -> None:
+        """Replay or purge exactly the previewed dead letters, audited as this operator."""
+        progress = self._dlq_progress(frozen.count)
+        try:
+            n = await run_dead(self._connected_js(), frozen, actor=self.actor, progress=progress)
+        finally:
+            progress(frozen.count)
+            self._maybe_reload_dead(force=True)
+        self.notify(f"{frozen.done_verb} {n} of {frozen.count} dead letter(s)", title=frozen.action)
+
+    @work(name="bulk_cancel", group="actions", exit_on_error=False)
+    async def bulk_cancel(self, frozen: Frozen) -> None:
+        """Ask every bot to cancel exactly the previewed jobs, audited as this operator."""
+        nc, _ = self._connected()
+        n = await run_cancel(nc, frozen, actor=self.actor)
+        self.notify(f"cancel requested for {n} job(s), the bots act on it within a second", title="cancel")
 
     @work(name="submit", group="actions", exit_on_error=False)
     async def submit_jobs(self, req: SubmitRequest, form: SubmitScreen) -> None:
