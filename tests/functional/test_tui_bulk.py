@@ -134,3 +134,40 @@ def js_sync_dead(provisioned):
         finally:
             await nc.close()
     anyio.run(seed)
+
+
+async def test_cancel_all_matching_jobs_cancels_exactly_the_previewed_ones_and_is_audited(provisioned, js):
+    """Given 2 open resize jobs and 1 mail job, when the operator searches "resize", presses C, and a 3rd resize job
+    shows up before confirming, then only the 2 previewed get a cancel request and one audit event says so."""
+    import time
+
+    from corral.core.messages import Event, EventType
+    from corral.core.names import CANCEL_BUCKET, job_events_subject, kv_stream, kv_subject
+
+    async def failed_once(kind: str) -> str:
+        job = make_job(kind, {})
+        event = Event(type=EventType.FAILED, ts=time.time(), job_id=job.id, kind=kind, queue="default", attempt=1, bot="b1")
+        await js.publish(job_events_subject(job.id), encode(event))
+        return job.id
+
+    resize = {await failed_once("resize") for _ in range(2)}
+    await failed_once("mail")
+    app = dashboard(provisioned.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await until(pilot, lambda: len(app.store.jobs) == 3, what="3 open jobs seen")
+        search = app.screen.query_one("#job-search")
+        search.value = "resize"
+        await pilot.press("C")
+        await until(pilot, lambda: app.screen.query("#confirm-question"), what="the preview")
+        preview = str(app.screen.query_one("#confirm-question").render())
+        assert "Cancel 2 job(s)" in preview and all(j in preview for j in resize), preview
+        late = await failed_once("resize")
+        await until(pilot, lambda: late in app.store.jobs, what="the late job seen")
+        await pilot.press("y")
+        await until(pilot, lambda: any("cancel requested for 2" in str(n.message) for n in app._notifications),
+                    timeout=20, what="the cancel notification")
+    keys = {m.subject.rsplit(".", 1)[-1] async for m in walk(js, kv_stream(CANCEL_BUCKET), kv_subject(CANCEL_BUCKET, ">"))}
+    assert keys == resize
+    audits = await bulk_audits(js)
+    assert len(audits) == 1 and audits[0].state == "cancel" and "cancel 2 of 2 previewed, filter 'resize'" in audits[0].detail
