@@ -24,6 +24,7 @@ GONE_LINGER = 8.0  #: seconds a dead or stopped bot stays visible before it drop
 REPLACED_LINGER = 120.0  #: seconds a replaced incarnation (its name taken by a new process) stays visible
 RATE_WINDOW = 180  #: seconds of per-second throughput kept for the sparklines
 STALE_SNAPSHOT = 3.5  #: seconds without a successful snapshot before the server counts as unreachable
+SHARE_WINDOW = 60.0  #: seconds of work the bots screen's "1m" and "share" columns cover
 RATE_TYPES = (EventType.SUCCEEDED, EventType.FAILED, EventType.DEAD)
 
 
@@ -82,6 +83,8 @@ class Store:
     #: host -> (count, written at) for scales this dashboard sent; the count is shown until a fleet
     #: read started after the write landed (``inf`` while it is in flight), so fast key presses add up.
     _scaled: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: bot name -> (heartbeat_at, done) of its current incarnation, for its share of recent work
+    _done_samples: dict[str, deque] = field(default_factory=dict)
     _counts: Counter = field(default_factory=Counter)
     _keys: set = field(default_factory=set)
     _key_order: deque = field(default_factory=lambda: deque(maxlen=4 * MAX_EVENTS))
@@ -105,7 +108,12 @@ class Store:
             # A new process under the same name (a supervisor restarting a slot) means the old one
             # died, often before its key expired: keep its row, as dead, under ``name@pid``.
             self.bots[f"{hb.name}@{old.beat.pid}"] = BotRow(old.beat, old.gone_at or self.clock(), "replaced")
+            self._done_samples.pop(hb.name, None)  # a new process counts from 0
         self.bots[hb.name] = BotRow(hb)
+        samples = self._done_samples.setdefault(hb.name, deque())
+        samples.append((hb.heartbeat_at, hb.done))
+        while samples and samples[0][0] < hb.heartbeat_at - 2 * SHARE_WINDOW:
+            samples.popleft()
 
     def gone(self, name: str, operation: str) -> None:
         row = self.bots.get(name)
@@ -198,6 +206,22 @@ class Store:
     @property
     def reachable(self) -> bool:
         return self.connected and self.clock() - self.snapshot_at < STALE_SNAPSHOT
+
+    def recent_done(self, name: str, window: float = SHARE_WINDOW) -> int:
+        """Jobs the bot finished in the last ``window`` seconds, from the ``done`` counter of its heartbeats."""
+        samples = self._done_samples.get(name)
+        if not samples:
+            return 0
+        cutoff = samples[-1][0] - window
+        before = [done for at, done in samples if at <= cutoff]
+        # the last count from before the window; a bot seen for less than the window counts from its first beat
+        return samples[-1][1] - (before[-1] if before else samples[0][1])
+
+    def work_shares(self, window: float = SHARE_WINDOW) -> dict[str, tuple[int, float]]:
+        """Live bot name -> (jobs done in the window, share of all live bots' total in %)."""
+        done = {name: self.recent_done(name, window) for name, row in self.bots.items() if row.gone_at is None}
+        total = sum(done.values())
+        return {name: (n, 100.0 * n / total if total else 0.0) for name, n in done.items()}
 
     def rate_series(self, etype: EventType, seconds: int = 120) -> list[int]:
         now = int(self.clock())
