@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 from corral.core.dlq import DeadLetter
 from corral.core.fleet import HostStatus
+from corral.core.logship import LogLine
 from corral.core.messages import TERMINAL_EVENTS, BotHeartbeat, CurrentJob, Event, EventType
 from corral.core.names import DLQ_STREAM, is_job_events_subject
 from corral.core.status import Snapshot
 from corral.tui.features import Features
 
 MAX_EVENTS = 500  #: events kept for the tail and the jobs list
+MAX_LOGS = 2000  #: log lines kept for the Logs screen
 GONE_LINGER = 8.0  #: seconds a dead or stopped bot stays visible before it drops off
 REPLACED_LINGER = 120.0  #: seconds a replaced incarnation (its name taken by a new process) stays visible
 RATE_WINDOW = 180  #: seconds of per-second throughput kept for the sparklines
@@ -85,6 +87,9 @@ class Store:
     _scaled: dict[str, tuple[int, float]] = field(default_factory=dict)
     #: bot name -> (heartbeat_at, done) of its current incarnation, for its share of recent work
     _done_samples: dict[str, deque] = field(default_factory=dict)
+    logs: deque = field(default_factory=lambda: deque(maxlen=MAX_LOGS))  #: (arrival number, LogLine)
+    logs_seen: int = 0
+    logs_error: str = ""
     _counts: Counter = field(default_factory=Counter)
     _keys: set = field(default_factory=set)
     _key_order: deque = field(default_factory=lambda: deque(maxlen=4 * MAX_EVENTS))
@@ -157,6 +162,15 @@ class Store:
         )
         while len(self.jobs) > MAX_EVENTS:
             del self.jobs[next(iter(self.jobs))]
+
+    def add_log(self, line: LogLine) -> None:
+        self.logs_seen += 1
+        self.logs.append((self.logs_seen, line))
+
+    def bot_log_lines(self, bot: str, limit: int = 50) -> list[LogLine]:
+        """A bot's (or ``fleet-<host>``'s) newest lines this dashboard holds, oldest first (a bot's describe view);
+        :func:`corral.core.logship.recent_lines` reads older ones from the stream."""
+        return [line for _, line in self.logs if line.process == bot][-limit:]
 
     def set_dead(self, letters: list[DeadLetter]) -> None:
         if [d.seq for d in letters] != [d.seq for d in self.dead]:
