@@ -21,7 +21,7 @@ async def test_the_web_dashboard_renders_live_bot_data_over_its_websocket(provis
     bots(provisioned.url, "webbot")
     port = free_port()
     proc = subprocess.Popen(corral_argv("tui", "--web", "--port", str(port), "--server", provisioned.url),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)  # noqa: ASYNC220
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as http:
             deadline = time.monotonic() + 30
