@@ -20,8 +20,8 @@ async def test_the_web_dashboard_renders_live_bot_data_over_its_websocket(provis
     pytest.importorskip("textual_serve")
     bots(provisioned.url, "webbot")
     port = free_port()
-    proc = subprocess.Popen(corral_argv("tui", "--web", "--port", str(port), "--server", provisioned.url),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(corral_argv("tui", "--web", "--port", str(port), "--server", provisioned.url),  # noqa: ASYNC220 - started once, before any await
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as http:
             deadline = time.monotonic() + 30
