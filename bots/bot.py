@@ -42,6 +42,7 @@ from corral.core.connect import TRANSIENT, connect, wait_for_resources
 from corral.core.errors import CorralError, TransportError
 from corral.core.handlers import Registry
 from corral.core.log import Logger
+from corral.core.logship import ship_logs
 from corral.core.messages import BotHeartbeat, new_id
 from corral.core.names import (
     BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, LIMITS_BUCKET, PRIORITIES, RESULTS_STREAM, consumer_name, kv_stream,
@@ -145,6 +146,7 @@ class Bot:
     async def run(self) -> int:
         """Run until stopped; returns the process exit code."""
         self.nc = await connect(self.settings, self.log, on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)
+        ship_logs(self.nc, self.log, self.config.name)  # the dashboard's Logs screen (core/logship.py)
         self.js = self.nc.jetstream()
         self.outbox = Outbox(self.config.outbox_dir, self.log) if self.config.outbox_dir else None
         self.publisher = AsyncPublisher(

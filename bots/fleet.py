@@ -51,6 +51,7 @@ from corral.core.backlog import backlog
 from corral.core.connect import TRANSIENT, connect, wait_for_resources
 from corral.core.errors import CorralError, TransportError
 from corral.core.log import Logger
+from corral.core.logship import ship_logs
 from corral.core.messages import Event, EventType, encode, new_id
 from corral.core.names import BOTS_STREAM, ops_events_subject
 from corral.core.publisher import AsyncPublisher
@@ -86,7 +87,9 @@ class Supervisor:
     def beat(self) -> SupervisorBeat:
         slots = [
             SlotStatus(slot=s.number, name=s.name, state=s.state, pid=s.pid, exits=s.exits,
-                       last_code=s.last_code, retry_in=None if (wait := s.retry_in()) is None else round(wait, 1))
+                       last_code=s.last_code, retry_in=None if (wait := s.retry_in()) is None else round(wait, 1),
+                       restarts=s.restarts, last_exit=s.last_exit, last_exit_at=s.last_exit_at, started_at=s.started_at,
+                       crash_loop=s.exits >= self.config.policy.crash_loop_after)
             for s in sorted(self.slots.values(), key=lambda s: s.number)
         ]
         return SupervisorBeat(
@@ -103,6 +106,7 @@ class Supervisor:
         if self.metrics is not None and self.config.metrics_port is not None:  # one is set exactly when the other is
             self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
         self.nc = await connect(self.settings, self.log, on_disconnect=self._on_disconnect, on_reconnect=self._on_reconnect)
+        ship_logs(self.nc, self.log, f"fleet-{self.host}")  # the dashboard's Logs screen (core/logship.py)
         self.js = self.nc.jetstream()
         self.hung = HungCheck(self.nc, self.config.hung_after, self.log)
         self._desired_watch = DesiredWatch(self.js, self.host, self._set_desired, self.log)

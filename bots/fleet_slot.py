@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -101,6 +102,10 @@ class Slot:
         self.last_seen = 0.0  #: monotonic time the supervisor last saw this process's liveness key
         self.exits = 0
         self.last_code: int | None = None
+        self.restarts = 0  #: unexpected exits over the slot's life (``exits`` resets after a stable run)
+        self.last_exit = ""  #: exited, hung or crash_loop
+        self.last_exit_at: float | None = None  #: Unix seconds
+        self.started_at: float | None = None  #: Unix seconds the current process started
         self.retry_at: float | None = None
         self._wanted = True
         self._changed = anyio.Event()
@@ -158,6 +163,7 @@ class Slot:
     async def _run_once(self) -> None:
         self._stop_requested = self._hung = False
         self.started = self.last_seen = anyio.current_time()
+        self.started_at = time.time()
         self.retry_at = None
         try:
             self.process = await self.launcher(self.name)
@@ -182,8 +188,13 @@ class Slot:
         else:
             self.exits = 1 if uptime >= self.policy.stable_after else self.exits + 1
             self.last_code = code
+            self.restarts += 1
+            self.last_exit_at = time.time()
+            crash_loop = self.exits >= self.policy.crash_loop_after
+            self.last_exit = "crash_loop" if crash_loop else "hung" if self._hung else "exited"
             self.retry_at = now + self.policy.backoff.delay(self.exits) if self._wanted else None
         self.state = SlotState.BACKOFF if self.retry_at is not None else SlotState.IDLE
+        self.started_at = None
         await self.on_exit(SlotExit(
             slot=self.number, name=self.name, pid=pid, code=code, uptime=uptime,
             requested=self._stop_requested and not self._hung, hung=self._hung, exits=self.exits,

@@ -1,4 +1,9 @@
-"""`corral dlq list|replay|purge`: the dead-letter stream from the command line."""
+"""`corral dlq list|replay|purge`: the dead-letter stream from the command line.
+
+replay and purge resolve the filter to an exact set of dead letters once
+(:mod:`corral.core.bulk`); ``--dry-run`` prints that preview and stops, and the
+action itself is audited with the filter and the count.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ import sys
 from corral.cli.common import actor, add_json, ask, add_server, positive_int, print_json, run, settings
 from corral.cli.progress import progress
 from corral.core.connect import connect
-from corral.core.dlq import DeadLetter, list_dead, purge, replay
+from corral.core.bulk import Frozen, freeze_dead, run_dead
+from corral.core.dlq import DeadLetter, list_dead
 from corral.core.errors import ConfigError, NotFoundError
 from corral.core.log import get_logger
 
@@ -31,6 +37,8 @@ def register(sub) -> None:
             q.add_argument("seqs", nargs="*", type=int, metavar="SEQ", help="dead-letter sequence numbers (from `dlq list`)")
             q.add_argument("--all", action="store_true", help="every dead letter matching the filters")
             q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+            q.add_argument("--dry-run", action="store_true",
+                           help="only preview: print how many match and a sample, change nothing")
         q.set_defaults(func=cmd, action=name)
 
 
@@ -42,6 +50,24 @@ def _match(args: argparse.Namespace):
             return False
         return not (args.reason and args.reason.lower() not in d.reason.lower())
     return match
+
+
+def _filter_text(args: argparse.Namespace) -> str:
+    """The filter as given, for the preview and the audit event."""
+    parts = [f"--{name} {getattr(args, name)}" for name in ("queue", "kind", "reason") if getattr(args, name)]
+    if args.seqs:
+        parts.append("#" + ",".join(map(str, args.seqs)))
+    if args.limit:
+        parts.append(f"--limit {args.limit}")
+    return " ".join(parts) or "--all"
+
+
+def _print_preview(frozen: Frozen, as_json: bool) -> None:
+    if as_json:
+        print_json({"action": frozen.action, "filter": frozen.filter, "count": frozen.count,
+                    "seqs": [int(s) for s in frozen.ids], "sample": list(frozen.sample)})
+    else:
+        print(frozen.preview())
 
 
 def _row(d: DeadLetter) -> dict:
@@ -68,16 +94,22 @@ async def _dlq(args: argparse.Namespace) -> int:
         if not letters:
             raise NotFoundError(f"no dead letter matches{' ' + ' '.join(map(str, args.seqs)) if args.seqs else ' the filters'}: "
                                 f"nothing to {args.action} (`corral dlq list` shows them)")
+        # The set is resolved once, here: the confirmation and the action name exactly the same letters.
+        frozen = freeze_dead(args.action, letters, _filter_text(args))
+        if args.dry_run:
+            _print_preview(frozen, args.json)
+            return 0
         if not args.yes:
             if not sys.stdin.isatty():
-                raise ConfigError(f"{args.action} would touch {len(letters)} dead letter(s); add --yes to confirm")
+                raise ConfigError(f"{args.action} would touch {len(letters)} dead letter(s); add --yes to confirm "
+                                  f"(--dry-run previews them)")
+            print(frozen.preview(), file=sys.stderr)
             answer = await ask(f"{args.action} {len(letters)} dead letter(s)? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("cancelled", file=sys.stderr)
                 return 1
-        op = replay if args.action == "replay" else purge
         with progress(args.action, len(letters)) as update:
-            n = await op(js, letters, actor=actor(), progress=update)
+            n = await run_dead(js, frozen, actor=actor(), progress=update)
     finally:
         await nc.close()
     if args.json:

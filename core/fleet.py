@@ -97,6 +97,11 @@ class SlotStatus(msgspec.Struct, kw_only=True, omit_defaults=True):
     exits: int = 0  #: unexpected exits since the slot last ran stably
     last_code: int | None = None  #: the last unexpected exit code (negative: killed by that signal)
     retry_in: float | None = None  #: seconds until the next start, while backing off
+    restarts: int = 0  #: unexpected exits over the supervisor's lifetime (never reset by a stable run)
+    last_exit: str = ""  #: how the last unexpected exit happened: ``exited``, ``hung`` or ``crash_loop``
+    last_exit_at: float | None = None  #: Unix seconds of that exit
+    started_at: float | None = None  #: Unix seconds the slot's current process started (uptime = now - this)
+    crash_loop: bool = False  #: ``exits`` reached the crash-loop threshold: the slot keeps dying
 
 
 class SupervisorBeat(msgspec.Struct, kw_only=True, omit_defaults=True):

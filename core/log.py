@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
+
+Sink = Callable[[dict[str, Any]], None]
 
 
 def _fmt_value(v: Any) -> str:
@@ -24,14 +27,21 @@ def _fmt_value(v: Any) -> str:
 class Logger:
     """A tiny structured logger; ``log.info("job.succeeded", job=id)``."""
 
-    def __init__(self, name: str, *, fmt: str = "logfmt", stream: TextIO | None = None, **bound: Any):
+    def __init__(self, name: str, *, fmt: str = "logfmt", stream: TextIO | None = None,
+                 _sinks: list[Sink] | None = None, **bound: Any):
         self.name = name
         self.fmt = fmt
         self.stream = stream
         self.bound = bound
+        #: shared with every logger bound from this one, so a sink added later reaches them all
+        self._sinks: list[Sink] = [] if _sinks is None else _sinks
 
     def bind(self, **fields: Any) -> Logger:
-        return Logger(self.name, fmt=self.fmt, stream=self.stream, **{**self.bound, **fields})
+        return Logger(self.name, fmt=self.fmt, stream=self.stream, _sinks=self._sinks, **{**self.bound, **fields})
+
+    def add_sink(self, sink: Sink) -> None:
+        """Also hand every info-and-above record (a dict) to ``sink``; it must not block (it runs inline)."""
+        self._sinks.append(sink)
 
     def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         # Positional-only event names above mean a field called "event" cannot raise a TypeError
@@ -52,6 +62,12 @@ class Logger:
             out.flush()
         except (ValueError, OSError):  # stream closed at interpreter exit
             pass
+        if level != "debug":
+            for sink in self._sinks:
+                try:
+                    sink(record)
+                except Exception:  # noqa: BLE001 - a log line must never take a daemon down
+                    pass
 
     def debug(self, event: str, /, **fields: Any) -> None:
         if self.bound.get("_debug"):

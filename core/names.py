@@ -8,6 +8,7 @@ The layout (docs/resources.md has the table and the `nats` commands):
     corral.events.bot.<bot>                 CORRAL_EVENTS   bot state transitions
     corral.events.ops.<action>              CORRAL_EVENTS   operator actions (drain, pause, resume, replay, purge, ...)
     corral.dlq.<queue>.<job_id>             CORRAL_DLQ      dead letters: original bytes + reason headers
+    corral.logs.<host>.<process>            CORRAL_LOGS     bot and supervisor log lines, info and above (an hour)
     $KV.corral_bots.<bot>                   KV_corral_bots  bot liveness, one key per bot name, per-key TTL
     corral.control.bot.<bot>                (core NATS)     request/reply: {"action": "drain"} stops a bot gracefully
     corral.schedules.defs.<name>            CORRAL_SCHEDULES a server message schedule (the job is its body)
@@ -46,6 +47,8 @@ JOBS_STREAM = "CORRAL_JOBS"
 RESULTS_STREAM = "CORRAL_RESULTS"
 EVENTS_STREAM = "CORRAL_EVENTS"
 DLQ_STREAM = "CORRAL_DLQ"
+LOGS_STREAM = "CORRAL_LOGS"
+LOGS_SUBJECT = "corral.logs.>"  #: every process's log lines
 BOTS_BUCKET = "corral_bots"
 BOTS_STREAM = kv_stream(BOTS_BUCKET)
 
@@ -246,3 +249,17 @@ STREAM_SUBJECTS = {
 LEDGER_SERVICE_NAME = "corral-ledger"  #: the ledger's micro service (``nats micro ls``)
 LEDGER_SERVICE_VERSION = "1.0.0"
 LEDGER_QUERY_SUBJECT = "corral.ledger.query"  #: request/reply: a SQL query for the ledger
+
+
+def log_subject(host: str, process: str) -> str:
+    """Where one process publishes its log lines: ``corral.logs.<host>.<process>`` (a bot's name, ``fleet-<host>``).
+
+    The host is the machine's hostname with anything but ``[A-Za-z0-9_-]`` turned into ``-``, so a dotted
+    hostname stays one token.
+    """
+    return f"corral.logs.{re.sub(r'[^A-Za-z0-9_-]', '-', host)[:128] or 'unknown'}.{check_token(process, 'process name')}"
+
+
+def process_log_subject(process: str) -> str:
+    """Every host's lines of one process (a bot's recent lines, wherever it ran)."""
+    return f"corral.logs.*.{check_token(process, 'process name')}"

@@ -29,6 +29,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from corral.core.bulk import Frozen, run_cancel, run_dead
 from corral.core.cancel import request_cancel
 from corral.core.connect import connect
 from corral.core.control import actor as default_actor
@@ -44,7 +45,7 @@ from corral.tui import feeds
 from corral.tui.features import FeaturesReader
 from corral.tui.messages import (
     BotBeat, BotGone, ConnectionChanged, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, ServerStats,
-    SnapshotTaken,
+    LogArrived, SnapshotTaken,
 )
 from corral.tui.screens.analytics import AnalyticsScreen
 from corral.tui.screens.base import TaskScreen
@@ -57,6 +58,7 @@ from corral.tui.screens.fleet import FleetScreen
 from corral.tui.screens.help import HelpScreen
 from corral.tui.keys import binding_commands, help_sections
 from corral.tui.screens.jobs import JobsScreen
+from corral.tui.screens.logs import LogsScreen
 from corral.tui.screens.overview import OverviewScreen
 from corral.tui.screens.schedule_form import ScheduleRequest
 from corral.tui.screens.submit import SubmitRequest, SubmitScreen
@@ -77,6 +79,7 @@ SCREENS: Mapping[str, type[TaskScreen]] = {
     "fleet": FleetScreen,
     "analytics": AnalyticsScreen,
     "features": FeaturesScreen,
+    "logs": LogsScreen,
 }
 
 
@@ -100,7 +103,7 @@ class CorralApp(App):
     DEFAULT_MODE = "overview"
     BINDINGS = [
         # The footer shows one "1-8 Screens" entry (the ? screen lists each): eight would push Quit off an 80-column footer.
-        Binding("1", "switch_mode('overview')", "Screens", key_display="1-8"),
+        Binding("1", "switch_mode('overview')", "Screens", key_display="1-9"),
         Binding("1", "switch_mode('overview')", "Overview", show=False),
         Binding("2", "switch_mode('bots')", "Bots", show=False),
         Binding("3", "switch_mode('jobs')", "Jobs", show=False),
@@ -109,6 +112,7 @@ class CorralApp(App):
         Binding("6", "switch_mode('fleet')", "Fleet", show=False),
         Binding("7", "switch_mode('analytics')", "Analytics", show=False),
         Binding("8", "switch_mode('features')", "Features", show=False),
+        Binding("9", "switch_mode('logs')", "Logs", show=False),
         Binding("s", "submit", "Submit"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -168,6 +172,7 @@ class CorralApp(App):
         if (bots := self._bots_watch) is not None:
             self._ensure("bots", lambda: self._run_feed("bots", bots.run()))
         self._ensure("events", lambda: self._run_feed("events", feeds.tail_events(nc, js, self.post_message)))
+        self._ensure("logs", lambda: self._run_feed("logs", feeds.tail_logs(nc, js, self.post_message)))
         self._maybe_reload_dead()
         if self.current_mode in ("fleet", "bots"):  # the bots screen asks which bots a supervisor owns
             self.refresh_fleet()
@@ -250,6 +255,10 @@ class CorralApp(App):
     def _event(self, msg: EventArrived) -> None:
         self.store.add_event(msg.subject, msg.event)
 
+    @on(LogArrived)
+    def _log_line(self, msg: LogArrived) -> None:
+        self.store.add_log(msg.line)
+
     @on(DeadLettersLoaded)
     def _dead(self, msg: DeadLettersLoaded) -> None:
         self.store.set_dead(msg.letters)
@@ -281,6 +290,8 @@ class CorralApp(App):
                 self.store.fleet_error = reason
             elif event.worker.name == "features":
                 self.store.features_error = reason
+            elif event.worker.name == "logs":
+                self.store.logs_error = f"log tail: {reason}"
             return
         title = getattr(error, "title", None) or f"{event.worker.name or 'action'} failed"
         self.notify(reason, title=title, severity="error", timeout=8)
@@ -379,6 +390,24 @@ class CorralApp(App):
             progress(len(letters))
             self._maybe_reload_dead(force=True)
         self.notify(f"purged {n} dead letter(s)", title="purge")
+
+    @work(name="bulk", group="actions", exit_on_error=False)
+    async def bulk_dead(self, frozen: Frozen) -> None:
+        """Replay or purge exactly the previewed dead letters, audited as this operator."""
+        progress = self._dlq_progress(frozen.count)
+        try:
+            n = await run_dead(self._connected_js(), frozen, actor=self.actor, progress=progress)
+        finally:
+            progress(frozen.count)
+            self._maybe_reload_dead(force=True)
+        self.notify(f"{frozen.done_verb} {n} of {frozen.count} dead letter(s)", title=frozen.action)
+
+    @work(name="bulk_cancel", group="actions", exit_on_error=False)
+    async def bulk_cancel(self, frozen: Frozen) -> None:
+        """Ask every bot to cancel exactly the previewed jobs, audited as this operator."""
+        nc, _ = self._connected()
+        n = await run_cancel(nc, frozen, actor=self.actor)
+        self.notify(f"cancel requested for {n} job(s), the bots act on it within a second", title="cancel")
 
     @work(name="submit", group="actions", exit_on_error=False)
     async def submit_jobs(self, req: SubmitRequest, form: SubmitScreen) -> None:

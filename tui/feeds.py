@@ -29,16 +29,20 @@ from corral.core.history import walk
 from corral.core.leases import is_gone
 from corral.core.log import Logger
 from corral.core.messages import event_decoder, heartbeat_decoder
-from corral.core.names import BOTS_BUCKET, EVENTS_STREAM, EVENTS_SUBJECT
+from corral.core.logship import decode_line, recent_lines
+from corral.core.names import BOTS_BUCKET, EVENTS_STREAM, EVENTS_SUBJECT, LOGS_SUBJECT
 from corral.core.status import snapshot
 from corral.core.watch import KVWatch
 from corral.tui.features import FeaturesReader
 from corral.tui.fleet_slots import read_slots
-from corral.tui.messages import BotBeat, BotGone, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, SnapshotTaken
+from corral.tui.messages import (
+    BotBeat, BotGone, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, LogArrived, SnapshotTaken,
+)
 
 Post = Callable[[Message], object]
 
 BACKFILL = 300  #: events read back from the stream when the tail starts
+LOG_BACKFILL = 300  #: log lines read back when the tail starts
 DEAD_CAP = 500  #: dead letters listed at most
 
 
@@ -86,6 +90,25 @@ async def tail_events(nc: NATS, js: JetStreamContext, post: Post) -> None:
         start = max(info.state.last_seq - BACKFILL + 1, 1)
         async for msg in walk(js, EVENTS_STREAM, EVENTS_SUBJECT, start_seq=start, limit=BACKFILL):
             deliver(msg.subject or "", msg.data or b"")
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error:
+                pass  # connection closed: the subscription is gone with it
+
+
+async def tail_logs(nc: NATS, js: JetStreamContext, post: Post) -> None:
+    """Live log lines on core NATS, after the last ones stored (subscribed first: the overlap is at most a few lines)."""
+    async def on_msg(msg) -> None:
+        if (line := decode_line(msg.subject, msg.data)) is not None:
+            post(LogArrived(line))
+
+    sub = await nc.subscribe(LOGS_SUBJECT, cb=on_msg)
+    try:
+        for line in await recent_lines(js, limit=LOG_BACKFILL):
+            post(LogArrived(line))
         await anyio.sleep_forever()
     finally:
         with anyio.CancelScope(shield=True):

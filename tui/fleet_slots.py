@@ -1,13 +1,12 @@
 """Each fleet slot as its supervisor last published it, and the exits the events tell of.
 
 The supervisor's heartbeat (``supervisor.<host>`` in the fleet bucket, a
-:class:`corral.bots.fleet_keys.SupervisorBeat`) carries its slots: state, pid,
-unexpected exits in a row, the last exit code and the backoff. It does not
-carry a lifetime restart count, a last exit *reason* or when the slot's process
-started; the exits are counted here from the supervisor's ``operator`` events
-on ``corral.events.ops.fleet`` (each names the bot and, in ``state``, whether it
-``exited``, was ``hung`` or is in a ``crash_loop``), and the uptime comes from
-the bot's own heartbeat (``started_at``).
+:class:`corral.core.fleet.SupervisorBeat`) carries its slots: state, pid,
+unexpected exits in a row and over its lifetime, the last exit code and reason,
+when the current process started, the crash-loop state and the backoff. The
+supervisor's ``operator`` events on ``corral.events.ops.fleet`` (each names the
+bot and, in ``state``, whether it ``exited``, was ``hung`` or is in a
+``crash_loop``) are counted here too, for a supervisor too old to report them.
 """
 
 from __future__ import annotations

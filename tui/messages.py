@@ -13,6 +13,7 @@ from textual.message import Message
 
 from corral.core.fleet import HostStatus
 from corral.core.dlq import DeadLetter
+from corral.core.logship import LogLine
 from corral.core.messages import BotHeartbeat, Event
 from corral.core.status import Snapshot
 from corral.tui.features import Features
@@ -86,3 +87,11 @@ class FeaturesLoaded(Message):
 
     features: Features
     at: float
+
+
+class LogArrived(Message):
+    """One bot's or supervisor's log line (``CORRAL_LOGS``)."""
+
+    def __init__(self, line: LogLine) -> None:
+        super().__init__()
+        self.line = line

@@ -14,16 +14,19 @@ from dataclasses import dataclass, field
 
 from corral.core.dlq import DeadLetter
 from corral.core.fleet import HostStatus
+from corral.core.logship import LogLine
 from corral.core.messages import TERMINAL_EVENTS, BotHeartbeat, CurrentJob, Event, EventType
 from corral.core.names import DLQ_STREAM, is_job_events_subject
 from corral.core.status import Snapshot
 from corral.tui.features import Features
 
 MAX_EVENTS = 500  #: events kept for the tail and the jobs list
+MAX_LOGS = 2000  #: log lines kept for the Logs screen
 GONE_LINGER = 8.0  #: seconds a dead or stopped bot stays visible before it drops off
 REPLACED_LINGER = 120.0  #: seconds a replaced incarnation (its name taken by a new process) stays visible
 RATE_WINDOW = 180  #: seconds of per-second throughput kept for the sparklines
 STALE_SNAPSHOT = 3.5  #: seconds without a successful snapshot before the server counts as unreachable
+SHARE_WINDOW = 60.0  #: seconds of work the bots screen's "1m" and "share" columns cover
 RATE_TYPES = (EventType.SUCCEEDED, EventType.FAILED, EventType.DEAD)
 
 
@@ -82,6 +85,11 @@ class Store:
     #: host -> (count, written at) for scales this dashboard sent; the count is shown until a fleet
     #: read started after the write landed (``inf`` while it is in flight), so fast key presses add up.
     _scaled: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: bot name -> (heartbeat_at, done) of its current incarnation, for its share of recent work
+    _done_samples: dict[str, deque] = field(default_factory=dict)
+    logs: deque = field(default_factory=lambda: deque(maxlen=MAX_LOGS))  #: (arrival number, LogLine)
+    logs_seen: int = 0
+    logs_error: str = ""
     _counts: Counter = field(default_factory=Counter)
     _keys: set = field(default_factory=set)
     _key_order: deque = field(default_factory=lambda: deque(maxlen=4 * MAX_EVENTS))
@@ -105,7 +113,12 @@ class Store:
             # A new process under the same name (a supervisor restarting a slot) means the old one
             # died, often before its key expired: keep its row, as dead, under ``name@pid``.
             self.bots[f"{hb.name}@{old.beat.pid}"] = BotRow(old.beat, old.gone_at or self.clock(), "replaced")
+            self._done_samples.pop(hb.name, None)  # a new process counts from 0
         self.bots[hb.name] = BotRow(hb)
+        samples = self._done_samples.setdefault(hb.name, deque())
+        samples.append((hb.heartbeat_at, hb.done))
+        while samples and samples[0][0] < hb.heartbeat_at - 2 * SHARE_WINDOW:
+            samples.popleft()
 
     def gone(self, name: str, operation: str) -> None:
         row = self.bots.get(name)
@@ -150,6 +163,15 @@ class Store:
         while len(self.jobs) > MAX_EVENTS:
             del self.jobs[next(iter(self.jobs))]
 
+    def add_log(self, line: LogLine) -> None:
+        self.logs_seen += 1
+        self.logs.append((self.logs_seen, line))
+
+    def bot_log_lines(self, bot: str, limit: int = 50) -> list[LogLine]:
+        """A bot's (or ``fleet-<host>``'s) newest lines this dashboard holds, oldest first (a bot's describe view);
+        :func:`corral.core.logship.recent_lines` reads older ones from the stream."""
+        return [line for _, line in self.logs if line.process == bot][-limit:]
+
     def set_dead(self, letters: list[DeadLetter]) -> None:
         if [d.seq for d in letters] != [d.seq for d in self.dead]:
             self.dead_version += 1
@@ -158,8 +180,20 @@ class Store:
     def set_fleet(self, rows: list[HostStatus], started_at: float, slots: dict | None = None) -> None:
         self.fleet, self.fleet_at, self.fleet_error = rows, started_at, ""
         self.fleet_slots = slots or {}
+        self._bury_replaced()
         for host in [h for h, (_, at) in self._scaled.items() if at < started_at]:
             del self._scaled[host]
+
+    def _bury_replaced(self) -> None:
+        """A slot whose supervisor saw its process die holds a dead incarnation: show it dead at once, not
+        only when the replacement's first heartbeat arrives (a new bot process takes a second or two to start)."""
+        for slot in (s for slots in self.fleet_slots.values() for s in slots):
+            row = self.bots.get(slot.name)
+            if (row is None or row.gone_at is not None or not slot.last_exit_at or row.beat.pid == slot.pid
+                    or row.beat.started_at > slot.last_exit_at):
+                continue
+            self.bots[f"{slot.name}@{row.beat.pid}"] = BotRow(row.beat, slot.last_exit_at, "replaced")
+            del self.bots[slot.name]
 
     def set_features(self, features: Features, started_at: float) -> None:
         self.features, self.features_at, self.features_error = features, started_at, ""
@@ -186,6 +220,22 @@ class Store:
     @property
     def reachable(self) -> bool:
         return self.connected and self.clock() - self.snapshot_at < STALE_SNAPSHOT
+
+    def recent_done(self, name: str, window: float = SHARE_WINDOW) -> int:
+        """Jobs the bot finished in the last ``window`` seconds, from the ``done`` counter of its heartbeats."""
+        samples = self._done_samples.get(name)
+        if not samples:
+            return 0
+        cutoff = samples[-1][0] - window
+        before = [done for at, done in samples if at <= cutoff]
+        # the last count from before the window; a bot seen for less than the window counts from its first beat
+        return samples[-1][1] - (before[-1] if before else samples[0][1])
+
+    def work_shares(self, window: float = SHARE_WINDOW) -> dict[str, tuple[int, float]]:
+        """Live bot name -> (jobs done in the window, share of all live bots' total in %)."""
+        done = {name: self.recent_done(name, window) for name, row in self.bots.items() if row.gone_at is None}
+        total = sum(done.values())
+        return {name: (n, 100.0 * n / total if total else 0.0) for name, n in done.items()}
 
     def rate_series(self, etype: EventType, seconds: int = 120) -> list[int]:
         now = int(self.clock())

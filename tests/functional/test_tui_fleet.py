@@ -161,3 +161,31 @@ async def test_the_fleet_screen_opens_and_scale_keys_do_nothing_without_a_server
         await pilot.press("plus", "equals_sign")
         await until(pilot, lambda: any("select a fleet host" in str(n.message) for n in app._notifications), what="the warning")
         assert not app.screen.query("#scale-count") and app.is_running
+
+
+async def test_a_sigkilled_supervised_bot_shows_as_a_restart_with_its_exit_code_and_its_old_incarnation_dead(
+        provisioned, supervisor, js):
+    """Given a supervised bot on the fleet screen, when it is SIGKILLed, then within 2 s its slot shows 1 restart
+    with SIGKILL as the last exit and its old pid listed as a dead incarnation."""
+    from corral.core.fleet import write_desired
+
+    app = CorralApp(Settings(servers=(provisioned.url,)), actor="tester@test")
+    bot = f"{HOST}-1"
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("6")
+        # after the supervisor is up: it writes its own --count 0 as it starts
+        await until(pilot, lambda: (fleet_cell(app, "supervisor") or "").startswith("alive"), what="the supervisor alive")
+        await write_desired(js, HOST, 1, "tester@test")
+        slots = lambda: app.screen.query_one("#slots-table", SyncedTable)  # noqa: E731
+        slot = lambda column: slots().value(bot, column) if bot in slots().rows else None  # noqa: E731
+        await until(pilot, lambda: slot("state") == "running" and slot("pid") not in (None, "-")
+                    and bot in app.store.bots, timeout=30, what="the slot running with its bot's heartbeat seen")
+        old_pid = int(slot("pid") or 0)
+        assert slot("restarts") == "0"
+        os.kill(old_pid, signal.SIGKILL)
+        killed = time.monotonic()
+        await until(pilot, lambda: slot("restarts") == "1" and (slot("last_exit") or "").startswith("SIGKILL")
+                    and f"{bot}@{old_pid}" in slots().rows and slots().value(f"{bot}@{old_pid}", "state") == "dead",
+                    timeout=10, what="the restart, its exit code and the dead incarnation")
+        elapsed = time.monotonic() - killed
+        assert elapsed < 2.0, f"the fleet screen took {elapsed:.1f}s to show the kill"

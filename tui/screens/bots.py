@@ -3,6 +3,10 @@
 A bot whose name a new process took (a fleet supervisor restarting its slot)
 stays listed, greyed, as ``replaced`` with its old pid, so a crash is seen
 even when the replacement arrives before the dead bot's key expires.
+
+"1m" and "share" show how the work spreads: jobs each live bot finished in the
+last minute (the change of its heartbeat's ``done`` counter) and its percentage
+of all live bots' total, so one bot taking a whole burst while another idles shows.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from corral.tui.widgets.synced_table import SyncedTable
 
 COLUMNS = [
     Col("name", "bot", 0), Col("state", "state", 0), Col("current", "current job", 1, flex=True, min=10),
+    Col("recent", "1m", 1), Col("share", "share", 1),
     Col("pid", "pid", 1), Col("heartbeat", "heartbeat", 2), Col("up", "up", 2), Col("done", "done", 3),
     Col("failed", "failed", 3), Col("dead", "dead", 3), Col("host", "host", 4, min=8), Col("version", "version", 5),
 ]
@@ -45,7 +50,7 @@ def uptime(seconds: float) -> str:
     return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
 
 
-def bot_cells(row: BotRow, now: float) -> tuple:
+def bot_cells(row: BotRow, now: float, share: tuple[int, float] | None = None) -> tuple:
     b = row.beat
     if row.gone_at is not None:
         label, style = GONE_STATE.get(row.gone_why, ("dead", "bold red"))
@@ -58,7 +63,8 @@ def bot_cells(row: BotRow, now: float) -> tuple:
     else:
         current = "-"
     up = uptime((row.gone_at or now) - b.started_at)
-    cells = (b.name, state, current, str(b.pid), _age(max(now - b.heartbeat_at, 0)), up,
+    recent, pct = ("-", "-") if share is None else (str(share[0]), f"{share[1]:.0f}%")
+    cells = (b.name, state, current, recent, pct, str(b.pid), _age(max(now - b.heartbeat_at, 0)), up,
              str(b.done), str(b.failed), str(b.dead), b.host, b.version)
     if row.gone_why == "replaced":  # greyed: a record of the process that died, not a bot to act on
         return tuple(c if isinstance(c, Text) else Text(c, style="dim") for c in cells)
@@ -79,7 +85,9 @@ class BotsScreen(TaskScreen):
     def redraw(self) -> None:
         now = self.store.clock()
         rows = sorted(self.store.bots.items(), key=lambda kv: (kv[1].beat.name, kv[1].gone_at is None, kv[1].beat.started_at))
-        self.query_one("#bots-table", SyncedTable).sync((key, bot_cells(r, now)) for key, r in rows)
+        shares = self.store.work_shares()
+        self.query_one("#bots-table", SyncedTable).sync(
+            (key, bot_cells(r, now, shares.get(key) if r.gone_at is None else None)) for key, r in rows)
 
     @on(DataTable.RowSelected, "#bots-table")
     def _describe(self, event: DataTable.RowSelected) -> None:

@@ -1,4 +1,9 @@
-"""Dead letters: why jobs died; replay or purge one, or every one matching a filter."""
+"""Dead letters: why jobs died; replay or purge one, or every one matching a filter.
+
+A bulk action previews its count and a sample and acts on exactly the letters
+previewed (:mod:`corral.core.bulk`): editing the filter or a new dead letter
+arriving while the confirmation is open changes nothing about it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Label, ProgressBar
 
 from corral.core import jobrecord
+from corral.core.bulk import freeze_dead
 from corral.core.dlq import DeadLetter
 from corral.tui.describe import describe_dead
 from corral.tui.screens.describe import PENDING_SCAN, DescribeScreen
@@ -105,6 +111,11 @@ class DeadLettersScreen(TaskScreen):
     def _refilter(self) -> None:
         self.redraw()
 
+    @on(Input.Submitted, "#dlq-filter")
+    def _filter_done(self) -> None:
+        # Enter keeps the filter and hands the keys back to the table, so R and P act on what it shows.
+        self.query_one("#dlq-table").focus()
+
     def _selected(self) -> list[DeadLetter]:
         key = self.query_one("#dlq-table", SyncedTable).selected_key()
         chosen = [d for d in self.store.dead if str(d.seq) == key]
@@ -112,27 +123,32 @@ class DeadLettersScreen(TaskScreen):
             self.notify("no dead letter selected", severity="warning")
         return chosen
 
-    def _bulk(self, verb: str, letters: list[DeadLetter]) -> None:
+    def _bulk(self, action: str, letters: list[DeadLetter], filter_text: str) -> None:
+        """Preview, then act on exactly the letters previewed (frozen: see :mod:`corral.core.bulk`)."""
         if not letters:
             self.notify("no dead letters match", severity="warning")
             return
-        run = self.corral.replay_dead if verb == "Replay" else self.corral.purge_dead
-        what = "back onto the jobs stream" if verb == "Replay" else "for good"
-        self.corral.confirm_then(f"{verb} {len(letters)} dead letter(s) {what}?", lambda: run(letters), yes=f"{verb} {len(letters)}")
+        frozen = freeze_dead(action, letters, filter_text)
+        self.corral.confirm_then(frozen.preview(), lambda: self.corral.bulk_dead(frozen),
+                                 yes=f"{action.capitalize()} {frozen.count}")
+
+    def _filter_text(self) -> str:
+        needle = self.query_one("#dlq-filter", Input).value.strip()
+        return repr(needle) if needle else ""
 
     def action_replay(self) -> None:
         if letters := self._selected():
-            self._bulk("Replay", letters)
+            self._bulk("replay", letters, f"#{letters[0].seq}")
 
     def action_replay_matching(self) -> None:
-        self._bulk("Replay", self.matching())
+        self._bulk("replay", self.matching(), self._filter_text())
 
     def action_purge(self) -> None:
         if letters := self._selected():
-            self._bulk("Purge", letters)
+            self._bulk("purge", letters, f"#{letters[0].seq}")
 
     def action_purge_matching(self) -> None:
-        self._bulk("Purge", self.matching())
+        self._bulk("purge", self.matching(), self._filter_text())
 
     def action_focus_filter(self) -> None:
         self.query_one("#dlq-filter").focus()

@@ -24,6 +24,7 @@ from corral.core.errors import ConfigError
 from corral.tui.fleet_slots import SlotExits, exits_by_bot
 from corral.tui.screens.base import TaskScreen
 from corral.tui.screens.bots import uptime
+from corral.tui.store import BotRow
 from corral.tui.widgets.fit import Col
 from corral.tui.widgets.synced_table import SyncedTable
 
@@ -32,11 +33,13 @@ COLUMNS = [
     Col("supervisor", "supervisor", 1, min=10), Col("heartbeat", "heartbeat", 2), Col("bots", "live bots", 3, flex=True),
     Col("by", "scaled by", 4, min=8),
 ]
-#: One row per slot, from its supervisor's heartbeat; restarts are counted from the supervisor's exit events.
+#: One row per slot, from its supervisor's heartbeat (restarts, last exit, uptime, crash loop), and one per dead
+#: incarnation of it the dashboard saw replaced.
 SLOT_COLUMNS = [
     Col("bot", "slot bot", 0), Col("state", "state", 0), Col("restarts", "restarts", 0), Col("last_exit", "last exit", 0, min=8),
     Col("pid", "pid", 1), Col("up", "up", 1), Col("in_row", "in a row", 2), Col("retry", "retry in", 2),
 ]
+SLOT_STYLE = {"running": "green", "backoff": "bold red", "draining": "yellow"}
 STALE_FLEET = 5.0  #: seconds without a fleet read before the status line says so
 
 
@@ -80,10 +83,22 @@ def exit_text(code: int | None, why: str) -> str:
 
 
 def slot_cells(slot: SlotStatus, exits: SlotExits, started_at: float | None, now: float) -> tuple:
-    state = Text(slot.state, style={"running": "green", "backoff": "bold red", "draining": "yellow"}.get(slot.state, ""))
-    return (slot.name, state, str(exits.count), exit_text(slot.last_code, exits.last_state), str(slot.pid or "-"),
-            uptime(now - started_at) if started_at and slot.state == "running" else "-", str(slot.exits),
+    """A slot as its supervisor reports it; a supervisor too old to count restarts falls back on the exit events."""
+    label = "crash loop" if slot.crash_loop else slot.state
+    style = "bold white on red" if slot.crash_loop else SLOT_STYLE.get(slot.state, "")
+    restarts = slot.restarts or exits.count
+    started = slot.started_at or started_at
+    return (slot.name, Text(label, style=style), str(restarts), exit_text(slot.last_code, slot.last_exit or exits.last_state),
+            str(slot.pid or "-"), uptime(now - started) if started and slot.state == "running" else "-", str(slot.exits),
             "-" if slot.retry_in is None else f"{slot.retry_in:.1f}s")
+
+
+def dead_incarnation_cells(row: BotRow, now: float) -> tuple:
+    """An old process of a slot, replaced by the supervisor's restart: listed as dead under the slot, not overwritten."""
+    b = row.beat
+    return tuple(Text(c, style="bold red" if i == 1 else "dim") for i, c in enumerate((
+        f"{b.name}@{b.pid}", "dead", "-", f"replaced {now - (row.gone_at or now):.0f}s ago", str(b.pid),
+        uptime((row.gone_at or now) - b.started_at), "-", "-")))
 
 
 class FleetScreen(TaskScreen):
@@ -127,10 +142,13 @@ class FleetScreen(TaskScreen):
         store, now = self.store, self.store.clock()
         exits = exits_by_bot(store.events)
         started = {r.beat.name: r.beat.started_at for r in store.bots.values() if r.gone_at is None}
-        self.query_one("#slots-table", SyncedTable).sync(
-            (slot.name, slot_cells(slot, exits.get(slot.name, SlotExits()), started.get(slot.name), now))
-            for host in sorted(store.fleet_slots) for slot in store.fleet_slots[host]
-        )
+        dead = [(key, r) for key, r in store.bots.items() if r.gone_why == "replaced"]
+        rows = []
+        for host in sorted(store.fleet_slots):
+            for slot in store.fleet_slots[host]:
+                rows.append((slot.name, slot_cells(slot, exits.get(slot.name, SlotExits()), started.get(slot.name), now)))
+                rows.extend((key, dead_incarnation_cells(r, now)) for key, r in dead if r.beat.name == slot.name)
+        self.query_one("#slots-table", SyncedTable).sync(rows)
 
     def _selected(self) -> HostStatus | None:
         host = self.query_one("#fleet-table", SyncedTable).selected_key()

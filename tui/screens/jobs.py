@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Label
 
 from corral.core import jobrecord
+from corral.core.bulk import freeze_jobs
 from corral.core.messages import CurrentJob
 from corral.core.errors import InvalidJobError
 from corral.core.names import check_token
@@ -55,6 +56,7 @@ class JobsScreen(TaskScreen):
         Binding("i", "inspect", "Inspect"),
         Binding("c", "cancel_job", "Cancel job"),
         Binding("w", "workflow", "Workflow", show=False),
+        Binding("C", "cancel_matching", "Cancel all matching"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -153,6 +155,27 @@ class JobsScreen(TaskScreen):
 
         if (job_id := self._target()) is not None:
             self.app.push_screen(WorkflowScreen(job_id))
+
+    def open_jobs(self, needle: str) -> list[tuple[str, str]]:
+        """(job id, description) of every running or not yet ended job whose id, kind, queue, bot or state has
+        all the words of ``needle``: running ones from the bots' heartbeats, pending ones from the recent events."""
+        out = {c.id: f"{c.kind} running on {bot}" for bot, c in self.store.in_flight()}
+        for j in self.store.jobs.values():
+            if j.last not in TERMINAL_EVENTS and j.job_id not in out:
+                out[j.job_id] = f"{j.kind} {j.last} {j.queue} {j.bot}".strip()
+        words = needle.lower().split()
+        return [(job_id, what) for job_id, what in out.items() if all(w in f"{job_id} {what}".lower() for w in words)]
+
+    def action_cancel_matching(self) -> None:
+        """Cancel every open job matching the search box's words, after a preview; the set is frozen at the preview."""
+        needle = self.query_one("#job-search", Input).value.strip()
+        jobs = self.open_jobs(needle)
+        if not jobs:
+            self.notify("no running or pending job matches" + (f" {needle!r}" if needle else ""), severity="warning")
+            return
+        frozen = freeze_jobs(jobs, repr(needle) if needle else "")
+        self.corral.confirm_then(frozen.preview(), lambda: self.corral.bulk_cancel(frozen),
+                                 yes=f"Cancel {frozen.count} job(s)", no="Keep them")
 
     def _cancel(self, job_id: str) -> None:
         self.corral.cancel_job(job_id)

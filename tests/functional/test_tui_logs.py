@@ -1,0 +1,41 @@
+"""The Logs screen following real bot processes through CORRAL_LOGS (Pilot, real nats-server, real bots)."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral.core.logship import recent_lines
+from corral.core.messages import make_job
+from corral.core.submit import submit
+from tests.functional.test_tui import dashboard, table, until
+
+pytestmark = pytest.mark.anyio
+
+SIZE = (120, 40)
+
+
+def processes(app) -> set[str]:
+    t = table(app, "#logs-table")
+    return {t.value(k.value, "process") for k in t.rows if k.value is not None}
+
+
+async def test_the_log_tail_shows_a_bots_lines_live_and_filters_them_by_bot_and_job(provisioned, bots, js):
+    """Given two running bots, when the operator opens Logs and filters bot=b1, then only b1's lines show, and a job
+    b1 runs after that appears live; job=ID narrows to that job's lines."""
+    bots(provisioned.url, "b1")
+    bots(provisioned.url, "b2")
+    app = dashboard(provisioned.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("9")
+        await until(pilot, lambda: {"b1", "b2"} <= processes(app), timeout=20, what="both bots' lines")
+        await pilot.press("slash", *"bot=b1", "enter")
+        await until(pilot, lambda: processes(app) == {"b1"}, what="only b1's lines")
+
+        job = make_job("sum", {"a": 1, "b": 2})
+        await submit(js, job)
+        # whichever bot ran it, its lines name the job; filter to the job alone
+        app.screen.query_one("#logs-filter").value = f"job={job.id}"
+        t = table(app, "#logs-table")
+        await until(pilot, lambda: t.row_count > 0 and all(job.id in t.value(k.value, "fields") for k in t.rows if k.value),
+                    timeout=20, what="only the job's lines, live")
+    assert [line for line in await recent_lines(js, "b1") if line.process == "b1"], "b1's lines stored in CORRAL_LOGS"
