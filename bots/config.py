@@ -7,14 +7,14 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.core.names import DEFAULT_QUEUE, PRIORITIES
+from corral.core.names import DEFAULT_QUEUE, PRIORITIES, subject_token
 
 
 @dataclass(frozen=True)
 class BotConfig:
     """Times are seconds."""
 
-    name: str = field(default_factory=lambda: f"{socket.gethostname().split('.')[0]}-{os.getpid()}")
+    name: str = field(default_factory=lambda: subject_token(f"{socket.gethostname().split('.')[0]}-{os.getpid()}"))
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     #: Priorities served, highest first (bots/feeds.py: strict order plus the fairness rule).
     priorities: tuple[str, ...] = PRIORITIES

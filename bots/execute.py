@@ -106,7 +106,7 @@ class Executor:
         self.hooks = list(hooks) if hooks is not None else default_hooks(js, self.trail, log)
         self.settler = Settler(js, config, max_deliver)
         self.attempts = Attempts(js, registry, config, self.trail, limiter)
-        self.recorder = Recorder(publisher, outbox, log)
+        self.recorder = Recorder(publisher, outbox, log, bot=config.name)
         self.dead_letters = DeadLetters(js, config, self.trail, self.hooks)
         self.gate = gate  #: None: no bot around (a suspect then runs beside others, and says so)
 

@@ -27,7 +27,7 @@ import pytest
 
 from corral.core.history import walk
 from corral.core.messages import event_decoder, make_job
-from corral.core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
+from corral.core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, RESULTS_SUBJECT, parse_result_subject
 from corral.core.submit import submit_many
 from corral.harness import netns
 from corral.harness.cluster import healthy
@@ -190,7 +190,7 @@ async def test_a_partitioned_host_stops_claiming_the_majority_finishes_and_heali
         return (await submit_many(js, more)).accepted == len(more)
     await eventually(all_accepted, timeout=30, interval=0.5, what="the healed cluster to accept new jobs")
     await eventually(lambda: _at_least(js, JOBS + len(more)), timeout=60, what="the jobs submitted after healing")
-    stored = [m.subject.rsplit(".", 1)[1] async for m in walk(js, RESULTS_STREAM, "corral.results.*")]
+    stored = [parse_result_subject(m.subject)[0] async for m in walk(js, RESULTS_STREAM, RESULTS_SUBJECT)]
     assert sorted(stored) == sorted(j.id for j in jobs + more)
     await eventually(lambda: _drained(js), timeout=30, what="an empty work queue with nothing pending")
 

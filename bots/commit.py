@@ -1,0 +1,162 @@
+"""Group commit of results: one fenced publish when idle, one atomic batch per round under load.
+
+Under ``sync_interval: always`` every stored write costs the server an fsync, and a
+bot's finished jobs each wait for their result's acknowledgement before they are
+acked. Committing the results that finish close together as one JetStream atomic
+batch makes that one fsync for the lot (docs/nats-notes.md, "Atomic batch publish").
+
+The rule is latency first. A result that finds no commit in flight is published at
+once, alone, as a plain fenced publish. While a commit is in flight the results that
+finish meanwhile queue up; when it is answered, the first of them leads the next
+round and commits everything queued (up to :data:`MAX_BATCH`) as one batch. So an
+idle bot never waits to batch, and a busy one batches exactly as much as its commit
+latency lets pile up. There is no background task: the caller whose turn it is does
+the round, and hands the lead to the next waiter when it is done.
+
+Every result carries the cross-job fence (:func:`corral.core.names.result_fence`).
+The server refuses a batch whole if any member is fenced, and refuses a batch for
+other reasons too (a stream made before ``allow_atomic``, too large, too many in
+flight). A refused batch falls back to individual, pipelined publishes, where only
+the fenced result is refused. A batch that was not answered at all gives each member
+the transport error, which the caller retries (bots/record.py): a batch is all or
+nothing, so a retry finds either nothing or its own result stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+
+import anyio
+
+from corral.core.connect import publish_error
+from corral.core.errors import TransportError
+from corral.core.publisher import AsyncPublisher, wait_ack
+
+#: Results per atomic batch at most. The server allows 1,000; past a few hundred the gain is
+#: small (docs/nats-notes.md) and a refused batch's fallback grows with it.
+MAX_BATCH = 256
+
+BATCH_ID = "Nats-Batch-Id"
+BATCH_SEQUENCE = "Nats-Batch-Sequence"
+BATCH_COMMIT = "Nats-Batch-Commit"
+
+
+@dataclass(eq=False)
+class _Result:
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    error: Exception | None = None
+    finished: bool = False
+    lead: bool = False  #: handed the next round while waiting
+
+
+@dataclass
+class CommitStats:
+    singles: int = 0  #: results published alone (nothing was in flight)
+    batches: int = 0  #: atomic batches committed
+    batched: int = 0  #: results committed in those batches
+    fallbacks: int = 0  #: refused batches whose results were published one by one
+
+
+class Committer:
+    """Commits one bot's results: each caller learns its own result's fate."""
+
+    def __init__(self, publisher: AsyncPublisher, max_batch: int = MAX_BATCH) -> None:
+        self.publisher = publisher
+        self.max_batch = max(1, max_batch)
+        self.stats = CommitStats()
+        self._queue: collections.deque[_Result] = collections.deque()
+        self._leading = False
+
+    async def commit(self, subject: str, data: bytes, headers: dict[str, str]) -> Exception | None:
+        """Publish one result; None once it is stored, else the translated error (core/connect.py)."""
+        item = _Result(subject, data, headers)
+        self._queue.append(item)
+        if self._leading:
+            await self._wait(item)
+            if item.finished:
+                return item.error
+        self._leading = True
+        try:
+            batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            # Shielded: the round settles results of other callers too, and it is bounded by the ack timeout.
+            with anyio.CancelScope(shield=True):
+                await self._round(batch)
+        finally:
+            self._hand_over()
+        return item.error
+
+    async def _wait(self, item: _Result) -> None:
+        """Wait until ``item`` is settled or handed the lead; a cancelled waiter leaves no gap."""
+        try:
+            await item.wake.wait()
+        except BaseException:
+            if item in self._queue:
+                self._queue.remove(item)  # not taken by a round: it was never sent
+                if item.lead:
+                    self._hand_over()
+            raise
+
+    def _hand_over(self) -> None:
+        """Give the next round to the first waiter, or stop leading."""
+        if self._queue:
+            nxt = self._queue[0]
+            nxt.lead = True
+            nxt.wake.set()
+        else:
+            self._leading = False
+
+    async def _round(self, batch: list[_Result]) -> None:
+        if len(batch) == 1:
+            self.stats.singles += 1
+            errors = [await self._one(batch[0])]
+        else:
+            err = await self._atomic(batch)
+            if err is None or isinstance(err, TransportError):
+                errors = [err] * len(batch)
+            else:
+                self.stats.fallbacks += 1
+                errors = await self._each(batch)
+        for item, err in zip(batch, errors):
+            item.error, item.finished = err, True
+            item.wake.set()
+
+    async def _one(self, item: _Result) -> Exception | None:
+        fut = await self.publisher.publish(item.subject, item.data, item.headers)
+        return await self._answer(fut, item.subject)
+
+    async def _each(self, batch: list[_Result]) -> list[Exception | None]:
+        """Individual publishes, pipelined: only a fenced result is refused."""
+        futs = [await self.publisher.publish(i.subject, i.data, i.headers) for i in batch]
+        return [await self._answer(f, i.subject) for f, i in zip(futs, batch)]
+
+    async def _atomic(self, batch: list[_Result]) -> Exception | None:
+        """One atomic batch: only the commit (the last message) asks for a reply, the PubAck of all."""
+        batch_id = self.publisher.nc._nuid.next().decode()
+        last = len(batch)
+        try:
+            for n, item in enumerate(batch[:-1], start=1):
+                headers = {**item.headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(n)}
+                await self.publisher.nc.publish(item.subject, item.data, headers=headers)
+        except Exception as e:  # noqa: BLE001 - translated right here
+            return publish_error(e, batch[0].subject)
+        tail = batch[-1]
+        fut = await self.publisher.publish(
+            tail.subject, tail.data, {**tail.headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(last), BATCH_COMMIT: "1"},
+        )
+        err = await self._answer(fut, tail.subject)
+        if err is None:
+            self.stats.batches += 1
+            self.stats.batched += last
+        return err
+
+    async def _answer(self, fut: asyncio.Future, subject: str) -> Exception | None:
+        try:
+            await wait_ack(fut, self.publisher.ack_timeout)
+        except Exception as e:  # noqa: BLE001 - translated right here
+            return publish_error(e, subject)
+        return None
