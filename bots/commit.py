@@ -32,15 +32,12 @@ import anyio
 
 from corral.core.connect import publish_error
 from corral.core.errors import TransportError
+from corral.core.names import BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE
 from corral.core.publisher import AsyncPublisher, wait_ack
 
 #: Results per atomic batch at most. The server allows 1,000; past a few hundred the gain is
 #: small (docs/nats-notes.md) and a refused batch's fallback grows with it.
 MAX_BATCH = 256
-
-BATCH_ID = "Nats-Batch-Id"
-BATCH_SEQUENCE = "Nats-Batch-Sequence"
-BATCH_COMMIT = "Nats-Batch-Commit"
 
 
 @dataclass(eq=False)

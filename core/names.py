@@ -105,6 +105,13 @@ RESULTS_STREAM_SUBJECTS = (f"{RESULTS_PREFIX}*.*", f"{RESULTS_PREFIX}*")
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 
+#: An atomic batch's headers (docs/nats-notes.md, "Atomic batch publish"); the server stores them
+#: with each message, so a replay of stored messages (a restore) must leave them out.
+BATCH_ID = "Nats-Batch-Id"
+BATCH_SEQUENCE = "Nats-Batch-Sequence"
+BATCH_COMMIT = "Nats-Batch-Commit"
+BATCH_HEADERS = (BATCH_ID, BATCH_SEQUENCE, BATCH_COMMIT)
+
 
 def result_subject(job_id: str, bot: str) -> str:
     """Where ``bot`` records the result of ``job_id``: ``corral.results.<job_id>.<bot>``."""
