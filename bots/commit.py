@@ -5,6 +5,13 @@ bot's finished jobs each wait for their result's acknowledgement before they are
 acked. Committing the results that finish close together as one JetStream atomic
 batch makes that one fsync for the lot (docs/nats-notes.md, "Atomic batch publish").
 
+An atomic batch is not free, though: on file storage the server flushes each commit to
+disk, whatever its ``sync_interval`` (docs/nats-notes.md). Under ``sync_interval: always``,
+corral's shipped setting, that is one fsync instead of one per result, a large gain. On a
+server left at the default lazy fsync it is one fsync more than individual publishes pay,
+so there a bot runs with ``--no-group-commit`` (``batching=False``): every result is
+published at once, on its own, beside the others in flight.
+
 The rule is latency first. A result that finds no commit in flight is published at
 once, alone, as a plain fenced publish. While a commit is in flight the results that
 finish meanwhile queue up; when it is answered, the first of them leads the next
@@ -29,6 +36,7 @@ import collections
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 
 from corral.core.connect import publish_error
 from corral.core.errors import TransportError
@@ -57,35 +65,52 @@ class CommitStats:
     batches: int = 0  #: atomic batches committed
     batched: int = 0  #: results committed in those batches
     fallbacks: int = 0  #: refused batches whose results were published one by one
+    direct: int = 0  #: results published on their own at once (group commit off)
 
 
 class Committer:
     """Commits one bot's results: each caller learns its own result's fate."""
 
-    def __init__(self, publisher: AsyncPublisher, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, publisher: AsyncPublisher, max_batch: int = MAX_BATCH, batching: bool = True) -> None:
+        """``batching`` False: no group commit, every result is published at once on its own."""
         self.publisher = publisher
         self.max_batch = max(1, max_batch)
+        self.batching = batching
         self.stats = CommitStats()
         self._queue: collections.deque[_Result] = collections.deque()
         self._leading = False
 
     async def commit(self, subject: str, data: bytes, headers: dict[str, str]) -> Exception | None:
         """Publish one result; None once it is stored, else the translated error (core/connect.py)."""
+        if not self.batching:
+            return await self._direct(subject, data, headers)
         item = _Result(subject, data, headers)
         self._queue.append(item)
         if self._leading:
             await self._wait(item)
             if item.finished:
                 return item.error
+            # Handed the lead: let the callers the last round just woke queue their next results first.
+            await anyio.lowlevel.checkpoint()
         self._leading = True
         try:
             batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
             # Shielded: the round settles results of other callers too, and it is bounded by the ack timeout.
             with anyio.CancelScope(shield=True):
-                await self._round(batch)
+                if len(batch) > 1:
+                    await self._batch_round(batch)
+                else:
+                    self.stats.singles += 1
+                    await self._settle_each(batch, await self._send_each(batch))
         finally:
             self._hand_over()
         return item.error
+
+    async def _direct(self, subject: str, data: bytes, headers: dict[str, str]) -> Exception | None:
+        """Publish one result on its own, beside the others in flight."""
+        self.stats.direct += 1
+        fut = await self.publisher.publish(subject, data, headers)
+        return await self._answer(fut, subject)
 
     async def _wait(self, item: _Result) -> None:
         """Wait until ``item`` is settled or handed the lead; a cancelled waiter leaves no gap."""
@@ -107,29 +132,28 @@ class Committer:
         else:
             self._leading = False
 
-    async def _round(self, batch: list[_Result]) -> None:
-        if len(batch) == 1:
-            self.stats.singles += 1
-            errors = [await self._one(batch[0])]
-        else:
-            err = await self._atomic(batch)
-            if err is None or isinstance(err, TransportError):
-                errors = [err] * len(batch)
-            else:
-                self.stats.fallbacks += 1
-                errors = await self._each(batch)
+    @staticmethod
+    def _settle(batch: list[_Result], errors: list[Exception | None]) -> None:
         for item, err in zip(batch, errors):
             item.error, item.finished = err, True
             item.wake.set()
 
-    async def _one(self, item: _Result) -> Exception | None:
-        fut = await self.publisher.publish(item.subject, item.data, item.headers)
-        return await self._answer(fut, item.subject)
+    async def _batch_round(self, batch: list[_Result]) -> None:
+        """One atomic batch; refused, its results one by one (only a fenced one is refused then)."""
+        err = await self._atomic(batch)
+        if err is None or isinstance(err, TransportError):
+            self._settle(batch, [err] * len(batch))
+            return
+        self.stats.fallbacks += 1
+        futs = await self._send_each(batch)
+        await self._settle_each(batch, futs)
 
-    async def _each(self, batch: list[_Result]) -> list[Exception | None]:
-        """Individual publishes, pipelined: only a fenced result is refused."""
-        futs = [await self.publisher.publish(i.subject, i.data, i.headers) for i in batch]
-        return [await self._answer(f, i.subject) for f, i in zip(futs, batch)]
+    async def _send_each(self, batch: list[_Result]) -> list[asyncio.Future]:
+        """Publish each result on its own, pipelined: the futures of their acknowledgements."""
+        return [await self.publisher.publish(i.subject, i.data, i.headers) for i in batch]
+
+    async def _settle_each(self, batch: list[_Result], futs: list[asyncio.Future]) -> None:
+        self._settle(batch, [await self._answer(f, i.subject) for f, i in zip(futs, batch)])
 
     async def _atomic(self, batch: list[_Result]) -> Exception | None:
         """One atomic batch: only the commit (the last message) asks for a reply, the PubAck of all."""

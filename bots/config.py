@@ -41,6 +41,10 @@ class BotConfig:
     #: ``succeeded`` (the result records success, with its times). Failures, deaths, retries and
     #: redeliveries are still recorded; the first delivery's bot is then missing from poison evidence.
     lean_events: bool = False
+    #: Commit results that finish while a commit is in flight as one atomic batch (bots/commit.py):
+    #: one fsync for many under ``sync_interval: always``. Off for a lazy-fsync server, where a
+    #: batch commit costs an fsync that individual publishes do not.
+    group_commit: bool = True
     #: Port for /metrics, /healthz and /readyz (None: no endpoint; 0: any free port).
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"

@@ -85,6 +85,17 @@ async def test_a_batch_is_capped_and_the_rest_forms_the_next_round(js):
     assert (committer.stats.singles, committer.stats.batches, committer.stats.batched) == (1, 3, 30)
 
 
+async def test_without_group_commit_every_result_is_published_at_once_on_its_own(js):
+    """Given a committer with batching off (a lazy-fsync server), when 20 results finish at once, then each is
+    published on its own, no batch is formed, and every result is stored once."""
+    committer = Committer(AsyncPublisher(js, get_logger("test")), batching=False)
+    ids = [f"alone-{i}" for i in range(20)]
+    assert set((await _commit_all(committer, ids)).values()) == {None}
+    assert committer.stats.direct == 20 and committer.stats.batches == 0
+    counts = await results_per_job(js)
+    assert all(counts[i] == 1 for i in ids)
+
+
 async def _old_results_store(url: str) -> None:
     """CORRAL_RESULTS and its ledger consumer as the previous version made them, with one old result."""
     nc = await nats.connect(url)
