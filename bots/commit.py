@@ -15,7 +15,8 @@ published at once, on its own, beside the others in flight.
 The rule is latency first. A result that finds no commit in flight is published at
 once, alone, as a plain fenced publish. While a commit is in flight the results that
 finish meanwhile queue up; when it is answered, the first of them leads the next
-round and commits everything queued (up to :data:`MAX_BATCH`) as one batch. So an
+round and commits everything queued (up to :data:`MAX_BATCH`) as one batch, or one by one,
+pipelined, while fewer than :data:`MIN_BATCH` have queued. So an
 idle bot never waits to batch, and a busy one batches exactly as much as its commit
 latency lets pile up. There is no background task: the caller whose turn it is does
 the round, and hands the lead to the next waiter when it is done.
@@ -43,6 +44,12 @@ from corral.core.errors import TransportError
 from corral.core.names import BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE
 from corral.core.publisher import AsyncPublisher, wait_ack
 
+#: Results a round needs before it is committed as one atomic batch; a smaller round is published
+#: one by one, pipelined. A batch commit has a fixed cost of its own on the server (it is staged
+#: and flushed to disk as a whole), measured at several individual publishes' worth: below a
+#: dozen or so results individual publishes finished sooner (docs/nats-notes.md, bench/commit_rate.py).
+MIN_BATCH = 16
+
 #: Results per atomic batch at most. The server allows 1,000; past a few hundred the gain is
 #: small (docs/nats-notes.md) and a refused batch's fallback grows with it.
 MAX_BATCH = 256
@@ -61,7 +68,7 @@ class _Result:
 
 @dataclass
 class CommitStats:
-    singles: int = 0  #: results published alone (nothing was in flight)
+    singles: int = 0  #: results published one by one (alone, or in a round too small to batch)
     batches: int = 0  #: atomic batches committed
     batched: int = 0  #: results committed in those batches
     fallbacks: int = 0  #: refused batches whose results were published one by one
@@ -71,10 +78,12 @@ class CommitStats:
 class Committer:
     """Commits one bot's results: each caller learns its own result's fate."""
 
-    def __init__(self, publisher: AsyncPublisher, max_batch: int = MAX_BATCH, batching: bool = True) -> None:
+    def __init__(self, publisher: AsyncPublisher, max_batch: int = MAX_BATCH, batching: bool = True,
+                 min_batch: int = MIN_BATCH) -> None:
         """``batching`` False: no group commit, every result is published at once on its own."""
         self.publisher = publisher
         self.max_batch = max(1, max_batch)
+        self.min_batch = max(2, min_batch)
         self.batching = batching
         self.stats = CommitStats()
         self._queue: collections.deque[_Result] = collections.deque()
@@ -97,10 +106,10 @@ class Committer:
             batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
             # Shielded: the round settles results of other callers too, and it is bounded by the ack timeout.
             with anyio.CancelScope(shield=True):
-                if len(batch) > 1:
+                if len(batch) >= self.min_batch:
                     await self._batch_round(batch)
                 else:
-                    self.stats.singles += 1
+                    self.stats.singles += len(batch)
                     await self._settle_each(batch, await self._send_each(batch))
         finally:
             self._hand_over()

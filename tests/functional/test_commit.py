@@ -44,7 +44,7 @@ async def _commit_all(committer: Committer, job_ids: list[str], bot: str = "b1")
 
 @pytest.fixture
 async def committer(js):
-    return Committer(AsyncPublisher(js, get_logger("test")))
+    return Committer(AsyncPublisher(js, get_logger("test")), min_batch=2)
 
 
 async def test_a_result_that_finds_nothing_in_flight_is_published_alone(js, committer):
@@ -79,10 +79,18 @@ async def test_a_batch_holding_a_job_already_recorded_falls_back_so_only_that_jo
 
 async def test_a_batch_is_capped_and_the_rest_forms_the_next_round(js):
     """Given a cap of 10, when 31 results finish at once, then they commit as 1 alone and 3 batches of 10."""
-    committer = Committer(AsyncPublisher(js, get_logger("test")), max_batch=10)
+    committer = Committer(AsyncPublisher(js, get_logger("test")), max_batch=10, min_batch=2)
     outcomes = await _commit_all(committer, [f"cap-{i}" for i in range(31)])
     assert set(outcomes.values()) == {None}
     assert (committer.stats.singles, committer.stats.batches, committer.stats.batched) == (1, 3, 30)
+
+
+async def test_a_round_smaller_than_the_minimum_batch_is_published_one_by_one(js):
+    """Given the default minimum batch, when 8 results finish at once, then none is batched and all are stored."""
+    committer = Committer(AsyncPublisher(js, get_logger("test")))
+    ids = [f"few-{i}" for i in range(8)]
+    assert set((await _commit_all(committer, ids)).values()) == {None}
+    assert committer.stats.singles == 8 and committer.stats.batches == 0
 
 
 async def test_without_group_commit_every_result_is_published_at_once_on_its_own(js):
@@ -122,7 +130,7 @@ async def test_provisioning_moves_a_previous_store_to_the_new_layout_and_old_res
     assert consumer["config"]["filter_subject"] == "corral.results.>"
     js = nc.jetstream()
     assert (await job_result(js, "old-job")).value == "old-job"
-    committer = Committer(AsyncPublisher(js, get_logger("test")))
+    committer = Committer(AsyncPublisher(js, get_logger("test")), min_batch=2)
     assert set((await _commit_all(committer, ["new-1", "new-2", "new-3"])).values()) == {None}
     assert committer.stats.batches == 1
     assert json.loads((await result_message(js, "new-2")).data)["value"] == "new-2"
