@@ -71,7 +71,15 @@ async def job_events(js: JetStreamContext, job_id: str) -> list[Event]:
 async def job_result(js: JetStreamContext, job_id: str) -> JobResult | None:
     """The job's one recorded result, or None (the one reader of "the result of job X")."""
     msg = await result_message(js, job_id)
-    return None if msg is None else result_decoder.decode(msg.data or b"")
+    if msg is None:
+        return None
+    result = result_decoder.decode(msg.data or b"")
+    # The writer is the subject's last token, which only that bot's credentials may write; the body's
+    # `bot` is whatever the writer put there.
+    parsed = parse_result_subject(subject_of(msg))
+    if parsed is not None and parsed[1] is not None and parsed[1] != result.bot:
+        result = msgspec.structs.replace(result, bot=parsed[1])
+    return result
 
 
 async def result_message(js: JetStreamContext, job_id: str) -> RawStreamMsg | None:

@@ -135,3 +135,9 @@ async def test_provisioning_moves_a_previous_store_to_the_new_layout_and_old_res
     assert committer.stats.batches == 1
     assert json.loads((await result_message(js, "new-2")).data)["value"] == "new-2"
     await nc.close()
+
+
+async def test_a_result_reads_back_with_the_bot_its_subject_names_whatever_its_body_claims(js):
+    """Given a result written under b1 whose body names another bot, when read back, then its bot is b1."""
+    await js.publish(result_subject("liar", "b1"), _result("liar", "someone-else"), headers=result_fence("liar"))
+    assert (await job_result(js, "liar")).bot == "b1"
