@@ -24,7 +24,7 @@ from corral.bots.commit import Committer
 from corral.core.log import get_logger
 from corral.core.names import result_fence, result_subject
 from corral.core.publisher import AsyncPublisher, wait_ack
-from corral.harness.server import EmbeddedServer
+from corral.harness.server import NATS_CONF, EmbeddedServer
 from corral.streams import load_declarations
 from corral.streams.provision import provision
 
@@ -35,6 +35,11 @@ BODY = b'{"job_id":"x","kind":"sum","queue":"default","bot":"bench","incarnation
 async def _individual(pub: AsyncPublisher, job_id: str) -> None:
     fut = await pub.publish(result_subject(job_id, "bench"), BODY, result_fence(job_id))
     await wait_ack(fut, pub.ack_timeout)
+
+
+async def _grouped(committer: Committer, job_id: str) -> None:
+    err = await committer.commit(result_subject(job_id, "bench"), BODY, result_fence(job_id))
+    assert err is None, err
 
 
 async def _run(slots: int, results: int, record) -> float:
@@ -57,7 +62,7 @@ async def main(results: int, slot_counts: list[int], lazy: bool) -> None:
     with tempfile.TemporaryDirectory() as home:
         conf = Path(home) / "lazy.conf"
         conf.write_text('jetstream { store_dir: "data/jetstream" }\n')
-        server = EmbeddedServer(Path(home) / "nats", **({"config": conf} if lazy else {})).start()
+        server = EmbeddedServer(Path(home) / "nats", config=conf if lazy else NATS_CONF).start()
         try:
             nc = await nats.connect(server.url)
             await provision(nc, load_declarations())
@@ -67,12 +72,7 @@ async def main(results: int, slot_counts: list[int], lazy: bool) -> None:
             for slots in slot_counts:
                 one = await _run(slots, results, lambda job_id: _individual(pub, job_id))
                 committer = Committer(pub)
-
-                async def commit(job_id: str) -> None:
-                    err = await committer.commit(result_subject(job_id, "bench"), BODY, result_fence(job_id))
-                    assert err is None, err
-
-                grouped = await _run(slots, results, commit)
+                grouped = await _run(slots, results, lambda job_id, c=committer: _grouped(c, job_id))
                 s = committer.stats
                 print(f"slots {slots:4}: individual {one:8.0f}/s   group commit {grouped:8.0f}/s   "
                       f"({grouped / one:4.1f}x; {s.singles} alone, {s.batches} batches averaging "

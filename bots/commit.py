@@ -143,7 +143,7 @@ class Committer:
 
     @staticmethod
     def _settle(batch: list[_Result], errors: list[Exception | None]) -> None:
-        for item, err in zip(batch, errors):
+        for item, err in zip(batch, errors, strict=True):
             item.error, item.finished = err, True
             item.wake.set()
 
@@ -162,7 +162,7 @@ class Committer:
         return [await self.publisher.publish(i.subject, i.data, i.headers) for i in batch]
 
     async def _settle_each(self, batch: list[_Result], futs: list[asyncio.Future]) -> None:
-        self._settle(batch, [await self._answer(f, i.subject) for f, i in zip(futs, batch)])
+        self._settle(batch, [await self._answer(f, i.subject) for f, i in zip(futs, batch, strict=True)])
 
     async def _atomic(self, batch: list[_Result]) -> Exception | None:
         """One atomic batch: only the commit (the last message) asks for a reply, the PubAck of all."""

@@ -22,7 +22,7 @@ from corral.core.groups import make_group
 from corral.core.history import result_message, walk
 from corral.core.limits import LimitDef, set_limit
 from corral.core.messages import Job, make_job
-from corral.core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_key_subject
+from corral.core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, bot_key_subject
 from corral.core.submit import submit
 from corral.core.names import LEDGER_QUERY_SUBJECT as QUERY_SUBJECT
 from tests.conftest import eventually

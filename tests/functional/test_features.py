@@ -13,7 +13,9 @@ from corral.core.cancel import request_cancel
 from corral.core.errors import InvalidJobError
 from corral.core.history import job_events, job_result, walk
 from corral.core.messages import EventType, JobResult, encode, make_job
-from corral.core.names import JOBS_STREAM, RESULTS_STREAM, RESULTS_SUBJECT, job_results_subject, parse_result_subject, result_fence, result_subject
+from corral.core.names import (
+    JOBS_STREAM, RESULTS_STREAM, RESULTS_SUBJECT, job_results_subject, parse_result_subject, result_fence, result_subject,
+)
 from corral.core.submit import submit
 from corral.core.unique import DuplicateJobError
 from tests.conftest import eventually
