@@ -44,6 +44,7 @@ from nats.js import JetStreamContext
 
 from corral.bots.after import AfterOutcome, Ended, Outcome, default_hooks, follow
 from corral.bots.attempt import Attempts
+from corral.bots.commit import Committer
 from corral.bots.config import BotConfig
 from corral.bots.dead_letter import DeadLetters, terminate
 from corral.bots.outbox import Outbox
@@ -108,7 +109,8 @@ class Executor:
         self.hooks = list(hooks) if hooks is not None else default_hooks(js, self.trail, log)
         self.settler = Settler(js, config, max_deliver)
         self.attempts = Attempts(js, registry, config, self.trail, limiter)
-        self.recorder = Recorder(publisher, outbox, log)
+        self.recorder = Recorder(publisher, outbox, log, bot=config.name,
+                                 committer=Committer(publisher, batching=config.group_commit))
         self.dead_letters = DeadLetters(js, config, self.trail, self.hooks)
         self.gate = gate  #: None: no bot around (a suspect then runs beside others, and says so)
 

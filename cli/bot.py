@@ -39,6 +39,9 @@ def register(sub) -> None:
                    help="skip the started (first delivery) and succeeded events a result implies: fewer writes per job")
     p.add_argument("--publish-timeout", type=positive_float, default=10.0,
                    help="seconds to wait for a result's ack before keeping it in the outbox (default 10)")
+    p.add_argument("--no-group-commit", dest="group_commit", action="store_false",
+                   help="publish every result on its own instead of batching those that finish together "
+                   "(for a server without sync_interval: always, where a batch costs an extra fsync)")
     p.add_argument("--outbox", type=Path, help="folder for results/events awaiting an unreachable server "
                    "(default: $XDG_STATE_HOME or ~/.local/state, /corral/outbox/NAME); 'none' disables it")
     p.add_argument("--handler", action="append", default=[], metavar="KIND=MODULE:FUNCTION[@process]",
@@ -56,6 +59,7 @@ def config_from(args: argparse.Namespace) -> BotConfig:
         backoff_max=args.backoff_max, poison_after=args.poison_after, sweep_interval=args.sweep_interval,
         handlers=tuple(args.handler), publish_timeout=args.publish_timeout, lean_events=args.lean_events,
         metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+        group_commit=args.group_commit,
     )
     if args.name:
         fields["name"] = check_token(args.name, "bot name")

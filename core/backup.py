@@ -45,6 +45,7 @@ from corral.core.errors import ConfigError, MissingResourceError
 from corral.core.history import walk
 from corral.core.purge import consumer_floors, keep_points
 from corral.core.names import (
+    BATCH_HEADERS,
     DLQ_STREAM, EVENTS_STREAM, FLEET_STREAM, GROUPS_BUCKET, JOBS_STREAM, LIMITS_BUCKET, RESULTS_STREAM, SCHEDULES_STREAM,
     consumer_op, kv_stream, kv_subject, schedule_subject, stream_op,
 )
@@ -57,7 +58,10 @@ BACKED_UP = (RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, FLEET_STREAM, kv_stream(
 #: (already sourced into the jobs stream; restoring them would run them again under new ids), and
 #: limit definitions but not the leased slots and rate counters, which are live state with TTLs.
 KEPT_SUBJECTS = {SCHEDULES_STREAM: schedule_subject("*"), kv_stream(LIMITS_BUCKET): kv_subject(LIMITS_BUCKET, "def.*")}
-_SKIP_HEADERS = {"Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Stream", "Nats-Last-Sequence", "Nats-Num-Pending"}
+#: Headers a direct get adds, and the atomic-batch headers a result was committed with: replayed, those
+#: would open batches that are never committed, and the server would store none of their messages.
+_SKIP_HEADERS = {"Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Stream", "Nats-Last-Sequence", "Nats-Num-Pending",
+                 *BATCH_HEADERS}
 
 
 @dataclass(frozen=True)

@@ -161,8 +161,10 @@ def publish_error(e: Exception, subject: str) -> Exception:
     apart: results carry no size limits (only one message per job), so there it is the fence.
     """
     if isinstance(e, nats.js.errors.APIError):
-        if e.err_code == ErrorCode.STREAM_STORE_FAILED and is_result_subject(subject):
-            return ResultAlreadyRecordedError(f"{subject} already holds a message ({e.description})")
+        # 10071: the cross-bot fence (another bot's result for the job); 10077: the per-subject limit.
+        fence = (ErrorCode.STREAM_WRONG_LAST_SEQUENCE, ErrorCode.STREAM_STORE_FAILED)
+        if e.err_code in fence and is_result_subject(subject):
+            return ResultAlreadyRecordedError(f"a result for {subject} is already recorded ({e.description})")
         if e.err_code in FULL:
             return StreamFullError(
                 f"the stream refused {subject}: {e.description}. Nothing was enqueued for this message; "

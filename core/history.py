@@ -6,6 +6,7 @@ they need no consumer and never disturb the bots' work queue.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -17,7 +18,11 @@ from nats.js.api import RawStreamMsg
 
 from corral.core.errors import TransportError
 from corral.core.messages import Event, EventType, JobResult, event_decoder, result_decoder
-from corral.core.names import EVENTS_STREAM, RESULTS_STREAM, job_events_subject, result_subject
+from corral.core.jsapi import api
+from corral.core.names import (
+    EVENTS_STREAM, RESULTS_STREAM, RESULTS_SUBJECT, job_events_subject, job_results_subject, legacy_result_subject,
+    parse_result_subject, stream_op,
+)
 
 
 async def walk(js: JetStreamContext, stream: str, subject: str, start_seq: int = 1,
@@ -64,14 +69,76 @@ async def job_events(js: JetStreamContext, job_id: str) -> list[Event]:
 
 
 async def job_result(js: JetStreamContext, job_id: str) -> JobResult | None:
-    """The job's one recorded result, or None."""
+    """The job's one recorded result, or None (the one reader of "the result of job X")."""
+    msg = await result_message(js, job_id)
+    if msg is None:
+        return None
+    result = result_decoder.decode(msg.data or b"")
+    # The writer is the subject's last token, which only that bot's credentials may write; the body's
+    # `bot` is whatever the writer put there.
+    parsed = parse_result_subject(subject_of(msg))
+    if parsed is not None and parsed[1] is not None and parsed[1] != result.bot:
+        result = msgspec.structs.replace(result, bot=parsed[1])
+    return result
+
+
+async def result_message(js: JetStreamContext, job_id: str) -> RawStreamMsg | None:
+    """The stored message of the job's result, whichever bot wrote it, or None.
+
+    The fence admits one message under ``corral.results.<job>.*``, so the last one there is the
+    result. A result of the previous layout (``corral.results.<job>``, no writer token) is read
+    when there is none: those stay in the stream until they age out (max_age, 7 days).
+
+    Raises:
+        TransportError: the server did not answer.
+    """
+    for subject in (job_results_subject(job_id), legacy_result_subject(job_id)):
+        msg = await last_by_subject(js, RESULTS_STREAM, subject)
+        if msg is not None:
+            return msg
+    return None
+
+
+async def last_by_subject(js: JetStreamContext, stream: str, subject: str) -> RawStreamMsg | None:
+    """The last message on ``subject`` (wildcards allowed), by one direct get, or None.
+
+    The request names the subject in its body: nats-py's ``get_msg`` puts it in the request
+    subject, where a wildcard is not allowed.
+
+    Raises:
+        TransportError: the server did not answer.
+    """
+    body = json.dumps({"last_by_subj": subject}).encode()
     try:
-        msg = await js.get_msg(RESULTS_STREAM, subject=result_subject(job_id), direct=True)
+        resp = await js._nc.request(f"{js._prefix}.DIRECT.GET.{stream}", body, timeout=js._timeout)
+        return js._lift_msg_to_raw_msg(resp)
     except nats.js.errors.NotFoundError:
         return None
     except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
-        raise TransportError(f"no answer reading the result of {job_id}") from e
-    return result_decoder.decode(msg.data or b"")
+        raise TransportError(f"no answer reading {stream} ({subject})") from e
+
+
+async def results_per_job(js: JetStreamContext) -> dict[str, int]:
+    """How many results each job has stored, under any bot and either layout (the fence allows one).
+
+    One stream-info request per page of subjects, not one read per result: judges use it to
+    count duplicates (a second message for a job, whichever bot wrote it) and strays.
+
+    Raises:
+        TransportError: the server did not answer.
+    """
+    counts: dict[str, int] = {}
+    offset = 0
+    while True:
+        info = await api(js._nc, stream_op("INFO", RESULTS_STREAM), {"subjects_filter": RESULTS_SUBJECT, "offset": offset})
+        subjects = info["state"].get("subjects") or {}
+        for subject, n in subjects.items():
+            parsed = parse_result_subject(subject)
+            key = parsed[0] if parsed else subject
+            counts[key] = counts.get(key, 0) + n
+        offset += len(subjects)
+        if not subjects or offset >= info.get("total", 0):
+            return counts
 
 
 def throttled_deliveries(events: list[Event]) -> int:

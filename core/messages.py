@@ -138,7 +138,7 @@ class Outcome(StrEnum):
 
 
 class JobResult(msgspec.Struct, kw_only=True):
-    """The one recorded result of a job, on ``corral.results.<job_id>``."""
+    """The one recorded result of a job, on ``corral.results.<job_id>.<bot>`` (its writer)."""
 
     job_id: str
     kind: str

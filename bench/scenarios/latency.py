@@ -2,7 +2,7 @@
 
 Enqueue is the job's ``created_at`` (set just before ``submit``); start is the
 bot's STARTED event ``ts``; result is when the result reaches a subscriber on
-``corral.results.<id>``. All three are wall clock on this machine. The
+``corral.results.<id>.*``. All three are wall clock on this machine. The
 baseline is the limit's publish-to-fetch latency (a fetch waiting, one
 message at a time), measured on the same server in the same repetition.
 """
@@ -21,7 +21,7 @@ from corral.bench.stats import latency_summary
 from corral.core.connect import connect
 from corral.core.log import get_logger
 from corral.core.messages import EventType, event_decoder, make_job
-from corral.core.names import job_events_subject, result_subject
+from corral.core.names import job_events_subject, job_results_subject
 from corral.core.settings import Settings
 from corral.core.submit import submit
 
@@ -32,7 +32,7 @@ async def one_job(nc, js) -> tuple[float, float]:
     """(enqueue-to-start, enqueue-to-result) in seconds for one `sum` job."""
     job = make_job("sum", {"a": 1, "b": 2})
     events = await nc.subscribe(job_events_subject(job.id))
-    results = await nc.subscribe(result_subject(job.id))
+    results = await nc.subscribe(job_results_subject(job.id))
     try:
         await submit(js, job)
         with anyio.fail_after(TIMEOUT):

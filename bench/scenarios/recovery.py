@@ -26,7 +26,7 @@ from corral.core.connect import connect
 from corral.core.errors import CorralError
 from corral.core.log import get_logger
 from corral.core.messages import EventType, event_decoder, heartbeat_decoder, make_job
-from corral.core.names import BOTS_BUCKET, job_events_subject, result_subject
+from corral.core.names import BOTS_BUCKET, job_events_subject, job_results_subject
 from corral.core.settings import Settings
 from corral.core.submit import submit
 from corral.streams import load_declarations
@@ -43,7 +43,7 @@ def shipped_ack_wait() -> float:
 async def killed_mid_job(ctx: Context, nc, js, ack_wait: float) -> dict[str, float]:
     job = make_job("sleep", {"seconds": ctx.size.job_seconds})
     events = await nc.subscribe(job_events_subject(job.id))
-    results = await nc.subscribe(result_subject(job.id))
+    results = await nc.subscribe(job_results_subject(job.id))
     names = [f"rec{ctx.rep}-a", f"rec{ctx.rep}-b"]
     with Fleet(ctx.url, ctx.log_dir, names, "--ttl", str(ctx.size.ttl)) as fleet, anyio.fail_after(ack_wait * 3 + 30):
         await fleet.wait_ready()

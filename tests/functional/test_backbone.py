@@ -5,13 +5,14 @@ from __future__ import annotations
 import signal
 
 import nats
+import nats.js.errors
 import pytest
 
 from corral.core.dlq import list_dead
-from corral.core.errors import ResultAlreadyRecordedError
+from corral.core.errors import ErrorCode, ResultAlreadyRecordedError
 from corral.core.history import job_events, job_result, walk
 from corral.core.messages import EventType, make_job
-from corral.core.names import RESULTS_STREAM, job_subject, result_subject
+from corral.core.names import RESULTS_STREAM, job_results_subject, job_subject, result_fence, result_subject
 from corral.core.connect import publish_error
 from corral.core.submit import submit, submit_many
 from tests.conftest import eventually
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def count_results(js, job_id: str) -> int:
-    return len([m async for m in walk(js, RESULTS_STREAM, result_subject(job_id))])
+    return len([m async for m in walk(js, RESULTS_STREAM, job_results_subject(job_id))])
 
 
 async def test_a_submitted_job_completes_with_its_result_and_history(js, provisioned, bots):
@@ -86,12 +87,15 @@ async def _has(js, job_id, etype, bot):
     return any(e.type == etype and e.bot == bot for e in await job_events(js, job_id))
 
 
-async def test_the_results_stream_refuses_a_second_result_for_a_job(js, provisioned):
-    """The fence is the stream itself: a second message on a job's result subject is refused."""
-    await js.publish(result_subject("fenced"), b"{}")
-    with pytest.raises(Exception) as caught:
-        await js.publish(result_subject("fenced"), b"{}")
-    assert isinstance(publish_error(caught.value, result_subject("fenced")), ResultAlreadyRecordedError)
+async def test_the_results_stream_refuses_a_second_result_for_a_job_from_any_bot(js, provisioned):
+    """Given a job's result from bot a, when bot a or bot b publishes another, then the server refuses both (10071)."""
+    await js.publish(result_subject("fenced", "a"), b"{}", headers=result_fence("fenced"))
+    for bot in ("a", "b"):
+        with pytest.raises(nats.js.errors.APIError) as caught:
+            await js.publish(result_subject("fenced", bot), b"{}", headers=result_fence("fenced"))
+        assert caught.value.err_code == ErrorCode.STREAM_WRONG_LAST_SEQUENCE
+        assert isinstance(publish_error(caught.value, result_subject("fenced", bot)), ResultAlreadyRecordedError)
+    assert await count_results(js, "fenced") == 1
 
 
 async def test_a_job_that_always_fails_is_dead_lettered_with_its_reason(js, provisioned, bots):

@@ -14,7 +14,9 @@ from corral.core.errors import InvalidJobError
 from corral.core.history import job_events, job_result, walk
 from corral.core.messages import EventType, JobResult, encode, make_job
 from corral.core.backlog import unfinished
-from corral.core.names import JOBS_STREAM, RESULTS_STREAM, result_subject
+from corral.core.names import (
+    JOBS_STREAM, RESULTS_STREAM, RESULTS_SUBJECT, job_results_subject, parse_result_subject, result_fence, result_subject,
+)
 from corral.core.submit import submit
 from corral.core.unique import DuplicateJobError
 from tests.conftest import eventually
@@ -62,7 +64,7 @@ async def test_a_periodic_schedule_fires_as_separate_jobs_and_survives_a_restart
 
 
 async def _firings(js, base_id, at_least):
-    ids = [m.subject.rsplit(".", 1)[-1] async for m in walk(js, RESULTS_STREAM, "corral.results.>")]
+    ids = [parse_result_subject(m.subject)[0] async for m in walk(js, RESULTS_STREAM, RESULTS_SUBJECT)]
     ids = [i for i in ids if i.startswith(base_id)]
     return ids if len(ids) >= at_least else None
 
@@ -145,7 +147,7 @@ async def test_a_chain_continues_when_its_bot_died_after_recording_the_result(js
     now = time.time()
     result = JobResult(job_id=job.id, kind="sum", queue="default", bot="ghost", incarnation="g", attempt=1,
                        started_at=now, finished_at=now, value=42, job=job)
-    await js.publish(result_subject(job.id), encode(result))
+    await js.publish(result_subject(job.id, "ghost"), encode(result), headers=result_fence(job.id))
     await sub.unsubscribe()
     bots(provisioned.url, "b1")
     nxt = await eventually(lambda: job_result(js, f"{job.id}-then0"), timeout=20, what="the continuation")
@@ -222,7 +224,7 @@ async def test_a_group_runs_its_callback_once_when_every_member_has_finished(js,
     assert outcomes == {**{m.id: "succeeded" for m in members[:4]}, members[4].id: "dead"}
     last_member = max([(await job_result(js, m.id)).finished_at for m in members[:4]])
     assert done.started_at >= last_member
-    assert len([m async for m in walk(js, RESULTS_STREAM, "corral.results.batch-42-done")]) == 1
+    assert len([m async for m in walk(js, RESULTS_STREAM, job_results_subject("batch-42-done"))]) == 1
 
 
 async def test_a_second_group_does_not_count_the_first_groups_members(js, provisioned):
@@ -258,7 +260,7 @@ async def test_the_seeds_population_is_a_schedule_whose_firings_each_submit_thei
 
 
 async def _populated(js, at_least):
-    ids = [m.subject.rsplit(".", 1)[-1] async for m in walk(js, RESULTS_STREAM, "corral.results.>")]
+    ids = [parse_result_subject(m.subject)[0] async for m in walk(js, RESULTS_STREAM, RESULTS_SUBJECT)]
     ids = [i for i in ids if i.startswith("populate-") and i.count("-") == 2]
     return ids if len(ids) >= at_least else None
 

@@ -22,7 +22,7 @@ import pytest
 
 from corral.core.history import walk
 from corral.core.messages import event_decoder, make_job, result_decoder
-from corral.core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
+from corral.core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, RESULTS_SUBJECT, parse_result_subject
 from corral.core.submit import submit_many
 from corral.harness import netns
 from corral.harness.cluster import healthy
@@ -202,8 +202,7 @@ async def test_a_partitioned_host_stops_claiming_the_majority_finishes_and_heali
         return (await submit_many(js, more)).accepted == len(more)
     await eventually(all_accepted, timeout=REJOIN, interval=0.5, what="the healed cluster to accept new jobs")
     await eventually(lambda: _at_least(js, JOBS + len(more)), timeout=REJOIN, what="the jobs submitted after healing")
-    # One result per job, whether a result's subject ends in the job id or carries more tokens after it.
-    results = [(m.subject.split(".")[2], m.data) async for m in walk(js, RESULTS_STREAM, "corral.results.>")]
+    results = [(parse_result_subject(m.subject)[0], m.data) async for m in walk(js, RESULTS_STREAM, RESULTS_SUBJECT)]
     assert sorted(job for job, _ in results) == sorted(j.id for j in jobs + more)
     await eventually(lambda: _drained(js), timeout=REJOIN, what="a work queue with nothing pending")
 

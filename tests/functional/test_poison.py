@@ -17,7 +17,7 @@ import pytest
 from corral.core.dlq import list_dead
 from corral.core.history import job_events, walk
 from corral.core.messages import EventType, make_job
-from corral.core.names import RESULTS_STREAM
+from corral.core.names import RESULTS_STREAM, RESULTS_SUBJECT, parse_result_subject
 from corral.core.submit import raise_for, submit_many
 from tests.conftest import NS, eventually, provision_async
 
@@ -46,7 +46,7 @@ class Fleet:
 
 
 async def _round_done(js, sleepers, crasher):
-    results = {m.subject.rsplit(".", 1)[-1] async for m in walk(js, RESULTS_STREAM, "corral.results.>")}
+    results = {parse_result_subject(m.subject)[0] async for m in walk(js, RESULTS_STREAM, RESULTS_SUBJECT)}
     if not all(s.id in results for s in sleepers):
         return None
     return await list_dead(js, match=lambda d: d.job_id == crasher.id)
