@@ -11,7 +11,7 @@ import pytest
 
 from corral.core.history import job_result, walk
 from corral.core.messages import make_job
-from corral.core.names import JOBS_STREAM, RESULTS_STREAM, result_subject
+from corral.core.names import JOBS_STREAM, RESULTS_STREAM, RESULTS_SUBJECT
 from corral.core.schedules import add, spec_at
 from corral.core.spawn import corral_argv
 from corral.core.submit import submit_many
@@ -72,7 +72,7 @@ async def test_a_work_queue_store_is_refused_with_directions_and_migrated_withou
     for job in [*jobs, fired, later]:
         result = await eventually(lambda job=job: job_result(js, job.id), timeout=60, what=f"the result of {job.id}")
         assert result.value == job.args["a"] + 1
-    results = [m async for m in walk(js, RESULTS_STREAM, result_subject("*"))]
+    results = [m async for m in walk(js, RESULTS_STREAM, RESULTS_SUBJECT)]
     assert len(results) == len(jobs) + 2  # once each: none lost, none run twice
     await nc.close()
 
