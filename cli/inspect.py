@@ -16,6 +16,7 @@ from corral.core import lookup
 from corral.core.connect import connect
 from corral.core.errors import NotFoundError
 from corral.core.history import job_events, job_result
+from corral.core.timeline import with_result
 from corral.core.jobrecord import read_record
 from corral.core.log import get_logger
 from corral.core.messages import Event
@@ -113,7 +114,8 @@ async def _appeared(js, job_id: str) -> lookup.Whereabouts:
 async def _follow(args: argparse.Namespace, job_id: str) -> int:
     """Print the job's events as they are stored, until it ends (Ctrl-C stops earlier)."""
     nc = await connect(settings(args), get_logger("job"), wait=False)
-    seen, result = 0, None
+    printed: set[tuple] = set()
+    result = None
     try:
         js = nc.jetstream()
         where = await _appeared(js, job_id)
@@ -121,13 +123,17 @@ async def _follow(args: argparse.Namespace, job_id: str) -> int:
               file=sys.stderr, flush=True)
         while True:
             events = await job_events(js, job_id)
-            for e in events[seen:]:
+            result = await job_result(js, job_id)
+            # The result's implied started/succeeded land in the middle of the trail by time, so
+            # what was printed is remembered by content rather than by position.
+            for e in with_result(events, result):
+                if (key := (e.type, e.ts, e.attempt, e.incarnation, e.detail)) in printed:
+                    continue
+                printed.add(key)
                 if args.json:
                     print(msgspec.json.encode(e).decode(), flush=True)
                 else:
                     print("  ".join(c for c in _event_row(e) if c), flush=True)
-            seen = len(events)
-            result = await job_result(js, job_id)
             if result is not None or lookup.ending(events):
                 break
             await anyio.sleep(FOLLOW_INTERVAL)
