@@ -124,12 +124,12 @@ async def _follow(args: argparse.Namespace, job_id: str) -> int:
         while True:
             events = await job_events(js, job_id)
             result = await job_result(js, job_id)
-            # The result's implied started/succeeded land in the middle of the trail by time, so
-            # what was printed is remembered by content rather than by position.
-            for e in with_result(events, result):
-                if (key := (e.type, e.ts, e.attempt, e.incarnation, e.detail)) in printed:
-                    continue
-                printed.add(key)
+            # The result's implied started/succeeded belong earlier in the trail by time, so what
+            # was printed is remembered by content, and they are printed after the fresh events.
+            fresh = [e for e in with_result(events, result) if _key(e) not in printed]
+            fresh.sort(key=lambda e: e not in events)
+            for e in fresh:
+                printed.add(_key(e))
                 if args.json:
                     print(msgspec.json.encode(e).decode(), flush=True)
                 else:
@@ -142,6 +142,10 @@ async def _follow(args: argparse.Namespace, job_id: str) -> int:
     if result is not None and not args.json:
         print(f"result: {msgspec.json.encode(result.value).decode()}  (bot {result.bot}, attempt {result.attempt})")
     return 0
+
+
+def _key(e: Event) -> tuple:
+    return (e.type, e.ts, e.attempt, e.incarnation, e.detail)
 
 
 async def _job(args: argparse.Namespace) -> int:
@@ -164,6 +168,9 @@ async def _job(args: argparse.Namespace) -> int:
         print({lookup.SCHEDULED: f"job {job_id} is scheduled ({rec.detail}): it is submitted when the schedule fires",
                lookup.PENDING: f"job {job_id} is pending on {rec.detail}: no bot has taken it yet",
                lookup.UNVERIFIED: f"job {job_id} has no event yet ({rec.detail})"}[rec.state])
+        return 0
+    if rec.state == lookup.ACTIVE and not events and not dead:
+        print(f"job {job_id} is running: a bot holds its first delivery, which records no event until it ends")
         return 0
     console = Console()
     t = Table(title=f"job {job_id}")

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 
 from corral.core import lookup
 from corral.core.dlq import DeadLetter, dead_letters_of
-from corral.core.messages import Event, Job, JobResult, job_decoder
+from corral.core.messages import Event, EventType, Job, JobResult, job_decoder
 from corral.core.timeline import with_result
 
 
@@ -38,6 +38,22 @@ class JobRecord:
     def pending(self) -> bool:
         """Still on the jobs stream, not taken by a bot yet."""
         return self.state == lookup.PENDING
+
+    @property
+    def status(self) -> str:
+        """One word for where the job stands: ``succeeded``, ``dead``, its latest lifecycle event, ``started``, ``pending``.
+
+        A first delivery records nothing while it runs (progress aside), so an active job with no
+        lifecycle event is ``started``.
+        """
+        if self.result is not None:
+            return "succeeded"
+        if self.dead:
+            return "dead"
+        lifecycle = [e for e in self.events if e.type != EventType.PROGRESS]
+        if lifecycle:
+            return str(lifecycle[-1].type)
+        return {lookup.ACTIVE: lookup.TAKEN, lookup.PENDING: "pending"}.get(self.state, "?")
 
     @property
     def known(self) -> bool:

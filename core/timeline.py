@@ -15,6 +15,8 @@ entries then duplicate recorded ones and are left out.
 
 from __future__ import annotations
 
+import msgspec
+
 from corral.core.messages import Event, EventType, JobResult
 
 #: The event types a result implies, in the order they happened.
@@ -23,13 +25,12 @@ IMPLIED = (EventType.STARTED, EventType.SUCCEEDED)
 
 def implied_by(result: JobResult) -> list[Event]:
     """The ``started`` and ``succeeded`` entries a recorded result stands for (times are the handler's own)."""
-    common = dict(job_id=result.job_id, bot=result.bot, incarnation=result.incarnation, attempt=result.attempt,
-                  kind=result.kind, queue=result.queue,
-                  correlation_id=result.job.correlation_id if result.job is not None else None)
-    return [
-        Event(type=EventType.STARTED, ts=result.started_at, **common),
-        Event(type=EventType.SUCCEEDED, ts=result.finished_at, duration=result.finished_at - result.started_at, **common),
-    ]
+    started = Event(type=EventType.STARTED, ts=result.started_at, job_id=result.job_id, bot=result.bot,
+                    incarnation=result.incarnation, attempt=result.attempt, kind=result.kind, queue=result.queue,
+                    correlation_id=result.job.correlation_id if result.job is not None else None)
+    succeeded = msgspec.structs.replace(started, type=EventType.SUCCEEDED, ts=result.finished_at,
+                                        duration=result.finished_at - result.started_at)
+    return [started, succeeded]
 
 
 def _recorded(events: list[Event], derived: Event) -> bool:

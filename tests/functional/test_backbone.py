@@ -9,6 +9,7 @@ import pytest
 
 from corral.core.dlq import list_dead
 from corral.core.errors import ResultAlreadyRecordedError
+from corral.core.jobrecord import read_record
 from corral.core.history import Death, deaths, job_events, job_result, walk
 from corral.core.messages import EventType, make_job
 from corral.core.names import RESULTS_STREAM, job_subject, result_subject
@@ -82,6 +83,8 @@ async def test_a_first_delivery_killed_mid_handler_runs_alone_on_redelivery_as_a
     job = make_job("sleep", {"seconds": 30, "step": 0.1})
     await submit(js, job)
     await eventually(lambda: _started_by(js, job.id, "a"), what="bot a to start the job")
+    running = await read_record(js, job.id)
+    assert (running.state, running.status) == ("active", "started")  # taken, though no event says so
     a.signal(signal.SIGKILL)
     a.wait()
     assert not [e for e in await job_events(js, job.id) if e.type == EventType.STARTED]  # lean: no first start
