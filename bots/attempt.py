@@ -108,9 +108,10 @@ class Attempts:
         ``isolated``: the job has its bot to itself, and its ``started`` event says so.
         """
         # On a redelivery the start is confirmed before the handler runs: if this bot dies in the
-        # handler, the next delivery must see the death to count it (poison quarantine). First
-        # deliveries skip the round trip; that costs at most one uncounted death per job.
-        if redelivered or not self.config.lean_events:
+        # handler, the next delivery must see the death to count it (poison quarantine). A first
+        # delivery writes none: its result records the start, and if it dies the redelivery
+        # infers the death from the trail's silence (core/history.py, first_delivery_unrecorded).
+        if redelivered or self.config.full_events:
             await self.trail.emit(job, EventType.STARTED, attempt, confirm=redelivered, isolated=isolated)
         log.debug("job.started")
         started = time.time()

@@ -37,10 +37,11 @@ class BotConfig:
     #: How often the reaper sweeps the jobs stream for messages past max_deliver.
     sweep_interval: float = 60.0
     handlers: tuple[str, ...] = ()
-    #: Skip the per-job events a result already implies: ``started`` on first deliveries and
-    #: ``succeeded`` (the result records success, with its times). Failures, deaths, retries and
-    #: redeliveries are still recorded; the first delivery's bot is then missing from poison evidence.
-    lean_events: bool = False
+    #: Also write the events a first delivery's result already implies: its ``started`` and, on
+    #: success, its ``succeeded``. Off by default: readers derive both from the result
+    #: (core/timeline.py), and a first delivery that dies is inferred from the redelivery
+    #: (core/history.py). Everything else is always recorded.
+    full_events: bool = False
     #: Commit results that finish while a commit is in flight as one atomic batch (bots/commit.py):
     #: one fsync for many under ``sync_interval: always``. Off for a lazy-fsync server, where a
     #: batch commit costs an fsync that individual publishes do not.

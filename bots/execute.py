@@ -304,7 +304,9 @@ class Executor:
         self.trail.counters.done += 1
         duration = time.time() - started
         self.trail.count("succeeded", job.kind, duration)
-        if not self.config.lean_events:
+        # A first delivery's success is its result (core/timeline.py derives the event); a
+        # redelivery's is written, closing the ``started`` it confirmed.
+        if msg.metadata.num_delivered > 1 or self.config.full_events:
             await self.trail.emit(job, EventType.SUCCEEDED, attempt, duration=duration)
         log.info("job.succeeded", ms=round(duration * 1000, 2))
 

@@ -40,7 +40,7 @@ from nats.js import JetStreamContext
 from corral.core.connect import TRANSIENT
 from corral.core.dlq import move_to_dlq
 from corral.core.errors import CorralError
-from corral.core.history import bots_that_ran, job_events, seq_of, subject_of
+from corral.core.history import attempts_made, bots_that_ran, job_events, seq_of, subject_of
 from corral.core.log import Logger
 from corral.core.messages import Event, EventType, decode_job, encode
 from corral.core.names import JOBS_STREAM, MAX_DELIVERIES_ADVISORY, job_events_subject, parse_job_subject
@@ -139,8 +139,9 @@ class Reaper:
             return True  # undecodable and already delivered: no bot will ever finish it
         events = await job_events(self.js, job.id)
         # Bots dead-letter the last allowed delivery without starting it, so a job the server gave
-        # up on (its holder died on that last delivery) shows at most max_deliver - 1 starts.
-        return sum(e.type == EventType.STARTED for e in events) >= max_deliver - 1
+        # up on (its holder died on that last delivery) shows at most max_deliver - 1 starts. A
+        # first delivery records no start; attempts_made infers it when it left no trace.
+        return attempts_made(events) >= max_deliver - 1
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,8 +36,10 @@ def register(sub) -> None:
     p.add_argument("--sweep-interval", type=positive_float, default=60.0, help="seconds between sweeps for lingering jobs (default 60)")
     p.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz and /readyz on this port (0: any free port)")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address for the endpoint (0.0.0.0 in a pod; default 127.0.0.1)")
-    p.add_argument("--lean-events", action="store_true",
-                   help="skip the started (first delivery) and succeeded events a result implies: fewer writes per job")
+    p.add_argument("--full-events", action="store_true",
+                   help="also write the started and succeeded events of first deliveries, which readers otherwise "
+                   "derive from the result (two more writes per job; docs/jobs.md#the-audit-trail)")
+    p.add_argument("--lean-events", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--publish-timeout", type=positive_float, default=10.0,
                    help="seconds to wait for a result's ack before keeping it in the outbox (default 10)")
     p.add_argument("--no-group-commit", dest="group_commit", action="store_false",
@@ -57,7 +60,7 @@ def config_from(args: argparse.Namespace) -> BotConfig:
         fair_every=max(args.fair_every, 0), concurrency=args.concurrency,
         liveness_ttl=args.ttl, drain_timeout=args.drain_timeout, backoff_base=args.backoff_base,
         backoff_max=args.backoff_max, poison_after=args.poison_after, sweep_interval=args.sweep_interval,
-        handlers=tuple(args.handler), publish_timeout=args.publish_timeout, lean_events=args.lean_events,
+        handlers=tuple(args.handler), publish_timeout=args.publish_timeout, full_events=args.full_events,
         metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
         group_commit=args.group_commit,
     )
@@ -71,6 +74,10 @@ def config_from(args: argparse.Namespace) -> BotConfig:
 
 
 def cmd(args: argparse.Namespace) -> int:
+    if args.lean_events:
+        # Lean is the default now; the flag is kept so existing unit files and scripts still start.
+        print("corral bot: --lean-events is the default now and does nothing; --full-events restores the full trail",
+              file=sys.stderr)
     config = config_from(args)
     registry = Registry.build(list(config.handlers))  # fail fast on a bad --handler, before connecting
     bot = Bot(settings(args), config, get_logger("bot"), registry)

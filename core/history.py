@@ -157,7 +157,31 @@ def throttled_deliveries(events: list[Event]) -> int:
     return count
 
 
-def attempts_made(events: list[Event]) -> int:
+def _since_replay(events: list[Event]) -> list[Event]:
+    """The events of the job's current life: an operator's replay starts a new one."""
+    last = max((i for i, e in enumerate(events) if e.type == EventType.REPLAYED), default=-1)
+    return events[last + 1:]
+
+
+def first_delivery_unrecorded(events: list[Event], delivered: int | None = None) -> bool:
+    """Whether the job's first delivery (since its last replay) started and left no trace.
+
+    A first delivery records nothing until it ends: no ``started`` (bots/attempt.py), and on
+    success no ``succeeded`` either (its result is the record). If it ends any other way it
+    records that (failed, throttled, handed back...), every one numbered attempt 1. So once a
+    later delivery exists (``delivered`` > 1, or the trail holds a later attempt) and nothing is
+    numbered 1, the first delivery died holding the job with no outcome: an unrecorded start.
+    Pass the trail with its result merged in (core/timeline.py): a success accounts for it.
+    """
+    current = _since_replay(events)
+    attempts = {e.attempt for e in current if e.attempt}
+    if 1 in attempts:
+        return False
+    later = delivered > 1 if delivered is not None else bool(attempts)
+    return later
+
+
+def attempts_made(events: list[Event], delivered: int | None = None) -> int:
     """How many of the job's deliveries (since its last replay) became attempts: they started or failed.
 
     A delivery that never started is not an attempt: a limit throttled it, or the bot holding it
@@ -165,15 +189,15 @@ def attempts_made(events: list[Event]) -> int:
     and left it for redelivery. Counting deliveries instead (``num_delivered``) charged those to
     the job and dead-lettered innocent work after a partition. A redelivered start is recorded
     before the handler runs (its ``started`` event is confirmed), so no redelivered attempt is
-    missed; a first delivery under ``--lean-events`` records no ``started``, and counts only once
-    it fails.
+    missed; a first delivery records no ``started``, and one that died is inferred
+    (:func:`first_delivery_unrecorded`; ``delivered`` is the delivery asking).
     """
     made: set[int] = set()
-    for e in events:
-        if e.type == EventType.REPLAYED:
-            made.clear()
-        elif e.type in (EventType.STARTED, EventType.FAILED) and e.attempt:
+    for e in _since_replay(events):
+        if e.type in (EventType.STARTED, EventType.FAILED) and e.attempt:
             made.add(e.attempt)
+    if first_delivery_unrecorded(events, delivered):
+        made.add(1)
     return len(made)
 
 
@@ -182,30 +206,35 @@ class Death:
     """A delivery that started and never reported an outcome."""
 
     attempt: int
-    bot: str
+    bot: str  #: "?" for a first delivery that left no trace (its bot is unknown)
     isolated: bool  #: it ran alone on its bot, so the death is attributable to this job
 
 
-def deaths(events: list[Event]) -> list[Death]:
+UNKNOWN_BOT = "?"
+
+
+def deaths(events: list[Event], delivered: int | None = None) -> list[Death]:
     """Each delivery that started and never reported an outcome, by attempt.
 
     Those are the deliveries whose bot died (or froze past its ack deadline)
     holding the job: the evidence for quarantining a poison job. Only
     deliveries since the job's last replay count. A throttled delivery records
-    ``throttled`` and never ``started``, so it is never counted here.
+    ``throttled`` and never ``started``, so it is never counted here. A first
+    delivery that left no trace (:func:`first_delivery_unrecorded`) is a death
+    by an unknown bot, beside other jobs: a first delivery never runs alone.
     """
     outcomes = {EventType.SUCCEEDED, EventType.FAILED, EventType.DEAD, EventType.HANDED_BACK, EventType.DUPLICATE}
     started: dict[tuple[int | None, str | None], Event] = {}
-    for e in events:
-        if e.type == EventType.REPLAYED:
-            started.clear()  # an operator replayed it: earlier deaths no longer count
-            continue
+    for e in _since_replay(events):
         key = (e.attempt, e.incarnation)
         if e.type == EventType.STARTED:
             started[key] = e
         elif e.type in outcomes:
             started.pop(key, None)
-    return sorted(Death(e.attempt or 0, e.bot or "?", e.isolated) for e in started.values())
+    found = [Death(e.attempt or 0, e.bot or UNKNOWN_BOT, e.isolated) for e in started.values()]
+    if first_delivery_unrecorded(events, delivered):
+        found.append(Death(1, UNKNOWN_BOT, False))
+    return sorted(found)
 
 
 def deliveries_without_outcome(events: list[Event]) -> list[tuple[int, str]]:
@@ -215,13 +244,7 @@ def deliveries_without_outcome(events: list[Event]) -> list[tuple[int, str]]:
 
 def bots_that_ran(events: list[Event]) -> list[str]:
     """The bots that started the job since its last replay, sorted (a dead letter names them)."""
-    bots: set[str] = set()
-    for e in events:
-        if e.type == EventType.REPLAYED:
-            bots.clear()
-        elif e.type == EventType.STARTED and e.bot:
-            bots.add(e.bot)
-    return sorted(bots)
+    return sorted({e.bot for e in _since_replay(events) if e.type == EventType.STARTED and e.bot})
 
 
 def last_span(events: list[Event]) -> tuple[str, str] | None:

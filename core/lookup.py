@@ -26,10 +26,11 @@ from nats.js.api import RawStreamMsg
 from corral.core.backlog import unfinished
 from corral.core.errors import MissingResourceError, TransportError
 from corral.core.purge import first_unconsumed
-from corral.core.history import job_events, job_result, walk
+from corral.core.history import job_events, job_result, seq_of, walk
 from corral.core.messages import TERMINAL_EVENTS, Event, EventType, Job, JobResult, job_decoder
 from corral.core.names import (
-    CANCEL_BUCKET, JOBS_STREAM, JOBS_SUBJECT, SCHEDULES_STREAM, cancel_key_subject, check_token, kv_stream, schedule_subject,
+    CANCEL_BUCKET, JOBS_STREAM, JOBS_SUBJECT, SCHEDULES_STREAM, cancel_key_subject, check_token, consumer_name, kv_stream,
+    parse_job_subject, schedule_subject,
 )
 
 SCAN_LIMIT = 20_000  #: waiting jobs read at most when looking for one that has no event yet
@@ -44,6 +45,8 @@ PENDING = "pending"  #: on the jobs stream, not taken by a bot yet
 SCHEDULED = "scheduled"  #: a delayed or timed job, waiting for its schedule to fire
 UNVERIFIED = "unverified"  #: no event, and too many waiting jobs to search them all
 UNKNOWN = "unknown"  #: no record anywhere: never submitted, or past every stream's retention
+#: The detail of an ``active`` job with no event yet: a bot holds its first delivery.
+TAKEN = "started"
 
 
 class _JobId(msgspec.Struct):
@@ -154,5 +157,25 @@ async def locate(js: JetStreamContext, job_id: str, scan_limit: int = SCAN_LIMIT
     if waiting == "":
         return Whereabouts(job_id, UNVERIFIED, f"more than {scan_limit} jobs are waiting; not all were searched")
     if isinstance(waiting, RawStreamMsg):
+        if await _taken(js, waiting):
+            return Whereabouts(job_id, ACTIVE, TAKEN, job=_decoded(waiting.data))
         return Whereabouts(job_id, PENDING, waiting.subject or "", job=_decoded(waiting.data))
     return Whereabouts(job_id, UNKNOWN)
+
+
+async def _taken(js: JetStreamContext, msg: RawStreamMsg) -> bool:
+    """Whether a bot holds the waiting message: its consumer has delivered it, and it is not acked yet.
+
+    A first delivery records no event until it ends (core/timeline.py), so a running job can
+    look like a waiting one; the consumer's delivered sequence tells them apart.
+    """
+    place = parse_job_subject(msg.subject or "")
+    if place is None:
+        return False
+    try:
+        info = await js.consumer_info(JOBS_STREAM, consumer_name(*place))
+    except nats.js.errors.NotFoundError:
+        return False
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+        raise TransportError(f"no answer reading the consumer of {msg.subject}") from e
+    return info.delivered is not None and (info.delivered.stream_seq or 0) >= seq_of(msg)

@@ -22,7 +22,7 @@ import duckdb
 
 from corral.ledger.errors import LedgerLockedError, QueryError, SnapshotError
 from corral.ledger.rows import Rows
-from corral.ledger.schema import JOB_OUTCOMES, META, REFRESH_BOTS, SCHEMA_VERSION, TABLES, UPGRADES
+from corral.ledger.schema import META, REFRESH_BOTS, SCHEMA_VERSION, TABLES, UPGRADES, VIEWS
 
 _BY_NAME = {t.name: t for t in TABLES}
 #: Insert order inside a batch transaction; bots are recomputed last, from events.
@@ -93,7 +93,8 @@ class LedgerStore:
         with self._lock:
             for table in TABLES:
                 self.con.execute(table.ddl())
-            self.con.execute(JOB_OUTCOMES)
+            for view in VIEWS:
+                self.con.execute(view)
             version = self.meta("schema_version")
             while version is not None and version.isdigit() and int(version) in UPGRADES:
                 for statement in UPGRADES[int(version)]:
