@@ -231,28 +231,31 @@ class Bot:
             while free < self.config.concurrency and self._slots.value > 0:
                 self._slots.acquire_nowait()
                 free += 1
-            msgs = []
+            started = [0]  # counted as they start: a claim that fails midway has started some
             try:
-                msgs = await self._claim(jobs, free)
-                if not msgs and not self._stopping:
+                await self._claim(jobs, free, started)
+                if not started[0] and not self._stopping:
                     await self.feeds.wait(FETCH_TIMEOUT)
-                    msgs = await self._claim(jobs, free)
+                    await self._claim(jobs, free, started)
             except TRANSIENT as e:
                 self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
                 if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self._stopping:
                     self.sm.to(BotState.ERROR)
-            for _ in range(free - len(msgs)):
+            for _ in range(free - started[0]):
                 self._slots.release()
 
-    async def _claim(self, jobs: anyio.abc.TaskGroup, free: int) -> list[Msg]:
-        """Claim up to ``free`` jobs and start them, unless stopping or reserved by a suspect."""
+    async def _claim(self, jobs: anyio.abc.TaskGroup, free: int, started: list[int]) -> None:
+        """Claim up to ``free`` jobs and start each as it comes (counted in ``started[0]``), unless
+        stopping or reserved by a suspect."""
         if self._stopping or self.inflight.reserved is not None:
-            return []
+            return
+
+        def start(msg: Msg) -> None:
+            self._start_job(jobs, msg)
+            started[0] += 1
+
         with self.inflight.claiming():
-            msgs = await self.feeds.claim(free)
-            for msg in msgs:
-                self._start_job(jobs, msg)
-        return msgs
+            await self.feeds.claim(free, start)
 
     def _start_job(self, jobs: anyio.abc.TaskGroup, msg: Msg) -> None:
         """Register the delivery (synchronously: see bots/inflight.py) and start its task."""
@@ -350,7 +353,7 @@ class Bot:
             await self.inflight.idle.wait()
             self.inflight.reset_idle()
             while self.sm.state == BotState.PROCESSING and not self.inflight:
-                remaining = self.inflight.idle_since + quiet - anyio.current_time()
+                remaining = self.inflight.idle_since + quiet - time.monotonic()
                 if remaining <= 0:
                     self.sm.to(BotState.READY)
                     break
@@ -387,7 +390,7 @@ class Bot:
         period = max(min(self.ack_wait / 3, 2.0), 0.2)
         while True:
             await anyio.sleep(period)
-            now = anyio.current_time()  # a job held for less than a period needs no +WPI yet
+            now = time.monotonic()  # a job held for less than a period needs no +WPI yet
             self.metrics.last_tick = time.monotonic()
             self.metrics.in_flight.set(len(self.inflight))
             if self.outbox is not None:
