@@ -48,6 +48,7 @@ from corral.core.publisher import AsyncPublisher
 from corral.core.settings import Settings
 
 FETCH_TIMEOUT = 1.0  #: seconds an idle bot's long-poll waits for work; also bounds how long a drain waits for the pull loop
+SUMMARY_EVERY = 1.0  #: seconds between the info lines that count finished jobs (per-job lines are debug)
 
 
 class Bot:
@@ -158,6 +159,7 @@ class Bot:
                 tg.start_soon(watch_cancellations, self.js, self.executor.cancel, self.log)
                 tg.start_soon(self._settle_ready)
                 tg.start_soon(self._flush_progress)
+                tg.start_soon(self._log_summary)
                 await self._work()
                 await self._shut_down()
                 tg.cancel_scope.cancel()
@@ -364,6 +366,19 @@ class Bot:
         while True:
             await anyio.sleep(interval)
             await self.executor.attempts.flush_progress({f.job_id: f.kind for f in self.inflight.values()})
+
+    async def _log_summary(self, interval: float = SUMMARY_EVERY) -> None:
+        """One info line per interval in which jobs ended: counts since the last line, and the rate."""
+        counters = self.executor.counters
+        last = (0, 0, 0, 0)
+        while True:
+            await anyio.sleep(interval)
+            now = (counters.done, counters.failed, counters.dead, counters.duplicates)
+            if now != last:
+                done, failed, dead, dup = (a - b for a, b in zip(now, last, strict=True))
+                self.log.info("bot.summary", done=done, failed=failed, dead=dead, dup=dup, per_s=round((done + dup) / interval, 1),
+                              running=len(self.inflight))
+                last = now
 
     async def _heartbeat_loop(self) -> None:
         """Refresh the liveness key every ttl/3, and at once after a state change."""

@@ -13,7 +13,7 @@ from corral.cli import (
     backup, bench, bot, chaos, cluster, control, dlq, features, fleet, health, inspect, ledger, limits, provision, submit, up,
 )
 from corral.cli import exits
-from corral.core.log import configure
+from corral.core.log import LEVELS, configure
 from corral.cli import tui as tui_cli
 
 COMMANDS: tuple[ModuleType, ...] = (
@@ -26,6 +26,8 @@ def parser() -> argparse.ArgumentParser:
                                 epilog="Exit codes: 0 done, 1 failed, 2 usage, 3 not found, 4 nothing done, "
                                 "5 server unreachable, 130 interrupted (docs/cli.md).")
     p.add_argument("--log-format", choices=("logfmt", "json"), default="logfmt", help="structured log line format (default logfmt)")
+    p.add_argument("--log-level", choices=LEVELS, default="info",
+                   help="info (default) or debug: debug adds a line per job on its happy path")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         module.register(sub)
@@ -55,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = p.parse_known_args(argv)
     if unknown:
         getattr(args, "_parser", p).error(f"unrecognized arguments: {' '.join(unknown)}")
-    configure(args.log_format)
+    configure(args.log_format, args.log_level)
     stamina.instrumentation.set_on_retry_hooks([])  # corral logs its own waits, in its own format
     try:
         code = args.func(args) or exits.OK

@@ -4,6 +4,11 @@
 
 Lines are meant for operators (grep, `jq`-free) and for tests alike. Set
 ``CORRAL_LOG_FORMAT=json`` at the entry point for one JSON object per line.
+
+Levels: ``info`` (the default) and ``debug``, chosen once at the entry point
+(``corral --log-level debug``). Per-job lines on a job's happy path are debug: at
+thousands of jobs a second a line per job costs the bot more than the job. A
+disabled ``debug`` call is one attribute test; its fields are never formatted.
 """
 
 from __future__ import annotations
@@ -24,14 +29,15 @@ def _fmt_value(v: Any) -> str:
 class Logger:
     """A tiny structured logger; ``log.info("job.succeeded", job=id)``."""
 
-    def __init__(self, name: str, *, fmt: str = "logfmt", stream: TextIO | None = None, **bound: Any):
+    def __init__(self, name: str, *, fmt: str = "logfmt", stream: TextIO | None = None, debugging: bool = False, **bound: Any):
         self.name = name
         self.fmt = fmt
         self.stream = stream
+        self.debugging = debugging
         self.bound = bound
 
     def bind(self, **fields: Any) -> Logger:
-        return Logger(self.name, fmt=self.fmt, stream=self.stream, **{**self.bound, **fields})
+        return Logger(self.name, fmt=self.fmt, stream=self.stream, debugging=self.debugging, **{**self.bound, **fields})
 
     def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         # Positional-only event names above mean a field called "event" cannot raise a TypeError
@@ -54,7 +60,7 @@ class Logger:
             pass
 
     def debug(self, event: str, /, **fields: Any) -> None:
-        if self.bound.get("_debug"):
+        if self.debugging:
             self._emit("debug", event, fields)
 
     def info(self, event: str, /, **fields: Any) -> None:
@@ -68,15 +74,19 @@ class Logger:
 
 
 _format = "logfmt"
+_debugging = False
+LEVELS = ("info", "debug")
 
 
-def configure(fmt: str) -> None:
-    """Choose ``logfmt`` or ``json`` for every logger made afterwards (entry points only)."""
-    global _format
+def configure(fmt: str, level: str = "info") -> None:
+    """Choose ``logfmt`` or ``json``, and ``info`` or ``debug``, for every logger made afterwards (entry points only)."""
+    global _format, _debugging
     if fmt not in ("logfmt", "json"):
         raise ValueError(f"log format {fmt!r} must be logfmt or json")
-    _format = fmt
+    if level not in LEVELS:
+        raise ValueError(f"log level {level!r} must be one of {', '.join(LEVELS)}")
+    _format, _debugging = fmt, level == "debug"
 
 
 def get_logger(name: str, **bound: Any) -> Logger:
-    return Logger(name, fmt=_format, **bound)
+    return Logger(name, fmt=_format, debugging=_debugging, **bound)
