@@ -133,8 +133,8 @@ class Feed:
                 self.log.warning("pull.refused", consumer=self.consumer, status=key,
                                  detail=(headers.get("Description") or "").strip() or "no responders")
         token = msg.subject.rsplit(".", 1)[-1]
-        req = self._requests.get(token)
-        if req is not None and req.no_wait and status in ("404", "408"):
+        asked = self._requests.get(token)
+        if asked is not None and asked.no_wait and status in ("404", "408"):
             self.empty_until = self.answered + EMPTY_FOR  # it had fewer jobs than we asked for: none left
         # Only an expiry reopens a long-poll at once; a refusal (409, 503) waits for the next wait().
         self._finish(token, expired=status == "408")

@@ -96,7 +96,7 @@ async def _with_type(js, job_id: str, last: EventType):
 
 
 async def test_a_burst_reaches_every_idle_ready_bot(js, provisioned, bots):
-    """Given two idle ready bots, when bursts of 100 jobs land at random points of their long-poll cycle, then both bots run some of every burst."""
+    """Given two idle ready bots, when bursts of 100 jobs land at random points of their long-polls, then both run some of each burst."""
     import random
 
     import anyio
@@ -110,7 +110,7 @@ async def test_a_burst_reaches_every_idle_ready_bot(js, provisioned, bots):
         await anyio.sleep(random.uniform(0.3, 1.3))
         await _submit(js, "normal", 100)
         seen += 100
-        results = await eventually(lambda: _results(js, seen), timeout=30, what=f"burst {burst}'s 100 results")
+        results = await eventually(lambda seen=seen: _results(js, seen), timeout=30, what=f"burst {burst}'s 100 results")
         by_bot = {r.bot for r in results[seen - 100:]}
         assert by_bot == {"b1", "b2"}, f"burst {burst}: only {by_bot} ran jobs"
 
