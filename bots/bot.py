@@ -21,9 +21,12 @@ import signal
 import socket
 import time
 
+from typing import Any
+
 import anyio
 import nats.errors
 import nats.js.errors
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from nats.aio.msg import Msg
 
 from corral.bots.config import BotConfig
@@ -210,18 +213,34 @@ class Bot:
                       fair_every=self.config.fair_every)
 
     async def _work(self) -> None:
+        """The pull loop, and one worker task per slot that runs the jobs it claims.
+
+        Workers instead of a task per job: creating a task cost more than a no-op job's own
+        Python work. The slots bound what is claimed, so a claimed job always finds a free worker.
+        """
+        send, receive = anyio.create_memory_object_stream[tuple[str, Msg, Any]](max_buffer_size=self.config.concurrency)
         async with anyio.create_task_group() as jobs:
             self._jobs_scope = jobs.cancel_scope
-            await self._pull_loop(jobs)
+            for _ in range(self.config.concurrency):
+                jobs.start_soon(self._job_worker, receive.clone())
+            receive.close()
+            with send:
+                await self._pull_loop(send)
+            # The stream is closed: each worker finishes what it holds and what is queued, then ends.
             if self._force:
                 jobs.cancel_scope.cancel()
             else:
                 jobs.cancel_scope.deadline = anyio.current_time() + self.config.drain_timeout
 
+    async def _job_worker(self, receive: MemoryObjectReceiveStream[tuple[str, Msg, Any]]) -> None:
+        async with receive:
+            async for key, msg, job in receive:
+                await self._run_job(key, msg, job)
+
     def _on_arrival(self) -> None:
         self.feeds.arrived()
 
-    async def _pull_loop(self, jobs: anyio.abc.TaskGroup) -> None:
+    async def _pull_loop(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]]) -> None:
         """Claim jobs for free slots, highest priority first (bots/feeds.py has the rules)."""
         while not self._stopping:
             await self._breaker()
@@ -246,7 +265,7 @@ class Bot:
             for _ in range(free - started[0]):
                 self._slots.release()
 
-    async def _claim(self, jobs: anyio.abc.TaskGroup, free: int, started: list[int]) -> None:
+    async def _claim(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]], free: int, started: list[int]) -> None:
         """Claim up to ``free`` jobs and start each as it comes (counted in ``started[0]``), unless
         stopping or reserved by a suspect."""
         if self._stopping or self.inflight.reserved is not None:
@@ -259,8 +278,8 @@ class Bot:
         with self.inflight.claiming():
             await self.feeds.claim(free, start)
 
-    def _start_job(self, jobs: anyio.abc.TaskGroup, msg: Msg) -> None:
-        """Register the delivery (synchronously: see bots/inflight.py) and start its task."""
+    def _start_job(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]], msg: Msg) -> None:
+        """Register the delivery (synchronously: see bots/inflight.py) and hand it to a worker."""
         # Decoded once here; the executor takes the same answer.
         job = Executor.decode(msg)
         if isinstance(job, CorralError):
@@ -270,7 +289,7 @@ class Bot:
         key = self.inflight.add(msg, job_id, kind)
         if len(self.inflight) == 1 and self.sm.state == BotState.READY:
             self.sm.to(BotState.PROCESSING)
-        jobs.start_soon(self._run_job, key, msg, job)
+        jobs.send_nowait((key, msg, job))
 
     async def _run_job(self, key: str, msg: Msg, job) -> None:
         job_id = job.id if not isinstance(job, CorralError) else f"invalid-{msg.metadata.sequence.stream}"

@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -218,6 +219,8 @@ class Feeds:
             for feed in order:
                 if not feed.buffer and feed.consumer not in asked and not feed.polling() and now >= feed.empty_until:
                     asked.add(feed.consumer)
+                    if taken:
+                        await anyio.lowlevel.checkpoint()  # the jobs just taken start before this round trip
                     # A fair turn asks a lower priority for one job only: more would sit in this
                     # bot's buffer behind the higher work, out of other bots' reach.
                     await feed.pull_now(1 if fair and feed.rank != self.feeds[0].rank else free - taken)

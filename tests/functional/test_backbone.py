@@ -173,6 +173,8 @@ async def test_bots_ride_through_a_server_restart_and_every_job_completes(provis
     nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     js = nc.jetstream()
     b1, b2 = bots(url, "b1"), bots(url, "b2")
+    # Both connected before the kill: a bot that first connects after the restart has nothing to ride through.
+    await eventually(lambda: _async(lambda: b1.ready() and b2.ready()), what="both bots ready")
     jobs = [make_job("sleep", {"seconds": 0.1}) for _ in range(300)]  # ~2 s of work for 16 slots
     summary = await submit_many(js, jobs)
     assert summary.accepted == 300
