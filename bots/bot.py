@@ -181,10 +181,10 @@ class Bot:
             self.js, self.log, [JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, BOTS_STREAM, kv_stream(LIMITS_BUCKET)],
             [(JOBS_STREAM, c) for c in self.consumers],
         )
-        self.sm.to(BotState.REGISTERING)
+        self._start_up_to(BotState.REGISTERING)
         self.liveness = Liveness(self.js, self.config.name, self.config.liveness_ttl, self.log)
         await self.liveness.claim(self.heartbeat())
-        self.sm.to(BotState.HEALTH_CHECK)
+        self._start_up_to(BotState.HEALTH_CHECK)
         infos = [await self.js.consumer_info(JOBS_STREAM, c) for c in self.consumers]
         self.ack_wait = min(i.config.ack_wait or 30.0 for i in infos)
         max_deliver = min((i.config.max_deliver for i in infos if i.config.max_deliver and i.config.max_deliver > 0), default=1_000_000)
@@ -208,9 +208,15 @@ class Bot:
         if self.config.metrics_port is not None:
             port = self.metrics.serve(self.config.metrics_port, self.config.metrics_addr, self._readiness)
             self.log.info("bot.metrics", url=f"http://{self.config.metrics_addr}:{port}/metrics")
-        self.sm.to(BotState.READY)
+        self._start_up_to(BotState.READY)
         self.log.info("bot.ready", consumers=",".join(self.consumers), ack_wait=self.ack_wait, concurrency=self.config.concurrency,
                       fair_every=self.config.fair_every)
+
+    def _start_up_to(self, state: BotState) -> None:
+        """A start-up step's state, unless a signal already moved the bot to shutting_down: start-up
+        then runs on, claims nothing, and leaves the way a drain does (its liveness key deleted)."""
+        if self.sm.can(state):
+            self.sm.to(state)
 
     async def _work(self) -> None:
         """The pull loop, and one worker task per slot that runs the jobs it claims.
