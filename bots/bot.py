@@ -39,6 +39,7 @@ from corral.bots.outbox import Outbox
 from corral.bots.reaper import Reaper
 from corral.bots.remote import answer_control, watch_cancellations
 from corral.bots.state import BotState, StateMachine, Transitions
+from corral.bots.trail import log_summary
 from corral.core.connect import TRANSIENT, connect, wait_for_resources
 from corral.core.errors import CorralError, TransportError
 from corral.core.handlers import Registry
@@ -162,7 +163,7 @@ class Bot:
                 tg.start_soon(watch_cancellations, self.js, self.executor.cancel, self.log)
                 tg.start_soon(self._settle_ready)
                 tg.start_soon(self._flush_progress)
-                tg.start_soon(self._log_summary)
+                tg.start_soon(log_summary, self.executor.counters, self.log, lambda: len(self.inflight), SUMMARY_EVERY)
                 await self._work()
                 await self._shut_down()
                 tg.cancel_scope.cancel()
@@ -391,19 +392,6 @@ class Bot:
         while True:
             await anyio.sleep(interval)
             await self.executor.attempts.flush_progress({f.job_id: f.kind for f in self.inflight.values()})
-
-    async def _log_summary(self, interval: float = SUMMARY_EVERY) -> None:
-        """One info line per interval in which jobs ended: counts since the last line, and the rate."""
-        counters = self.executor.counters
-        last = (0, 0, 0, 0)
-        while True:
-            await anyio.sleep(interval)
-            now = (counters.done, counters.failed, counters.dead, counters.duplicates)
-            if now != last:
-                done, failed, dead, dup = (a - b for a, b in zip(now, last, strict=True))
-                self.log.info("bot.summary", done=done, failed=failed, dead=dead, dup=dup, per_s=round((done + dup) / interval, 1),
-                              running=len(self.inflight))
-                last = now
 
     async def _heartbeat_loop(self) -> None:
         """Refresh the liveness key every ttl/3, and at once after a state change."""
