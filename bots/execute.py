@@ -308,7 +308,8 @@ class Executor:
         # redelivery's is written, closing the ``started`` it confirmed.
         if msg.metadata.num_delivered > 1 or self.config.full_events:
             await self.trail.emit(job, EventType.SUCCEEDED, attempt, duration=duration)
-        log.info("job.succeeded", ms=round(duration * 1000, 2))
+        if log.debugging:  # a line per job is debug; the bot's summary line counts successes at info
+            log.debug("job.succeeded", ms=round(duration * 1000, 2))
 
     async def _failed(self, msg: Msg, job: Job, run: Run, error: str, log: Logger) -> None:
         self.trail.counters.failed += 1

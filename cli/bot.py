@@ -11,7 +11,7 @@ from pathlib import Path
 from corral.bots.bot import Bot
 from corral.bots.config import BotConfig
 from corral.cli.common import add_server, positive_float, positive_int, run, settings
-from corral.core.handlers import Registry
+from corral.core.handlers import BUILTINS, Registry
 from corral.core.log import get_logger
 from corral.core.names import PRIORITIES, check_token
 
@@ -25,7 +25,9 @@ def register(sub) -> None:
                    help="priority to serve (repeatable; default: all three, highest first)")
     p.add_argument("--fair-every", type=int, default=10, metavar="N",
                    help="every Nth start goes to lower priorities first, so they are not starved (default 10; 0: strict)")
-    p.add_argument("--concurrency", type=positive_int, default=8, help="jobs run at once (default 8)")
+    p.add_argument("--concurrency", type=positive_int,
+                   help=f"jobs run at once (default {ASYNC_CONCURRENCY} when every --handler is async, "
+                   f"{BLOCKING_CONCURRENCY} when one is sync or @process; docs/performance.md)")
     p.add_argument("--ttl", type=positive_float, default=10.0, help="liveness key TTL in seconds (default 10)")
     p.add_argument("--drain-timeout", type=positive_float, default=30.0, help="seconds a draining bot lets jobs finish (default 30)")
     p.add_argument("--backoff-base", type=positive_float, default=1.0, help="first retry delay in seconds (default 1)")
@@ -53,11 +55,25 @@ def register(sub) -> None:
     p.set_defaults(func=cmd)
 
 
-def config_from(args: argparse.Namespace) -> BotConfig:
+#: Jobs at once for a bot whose handlers are all async: they wait on the server (the result's
+#: fsync), not on a CPU, so more in flight means fewer, fuller writes per job (docs/performance.md).
+ASYNC_CONCURRENCY = 32
+#: ... and when one is sync (a worker thread per job) or @process (a child process per job).
+BLOCKING_CONCURRENCY = 8
+
+
+def default_concurrency(registry: Registry) -> int:
+    """How many jobs a bot serving ``registry``'s ``--handler`` kinds runs at once, unless told."""
+    given = [fn for kind, fn in registry.handlers.items() if BUILTINS.get(kind) is not fn]
+    return ASYNC_CONCURRENCY if all(Registry.is_async(fn) for fn in given) else BLOCKING_CONCURRENCY
+
+
+def config_from(args: argparse.Namespace, registry: Registry | None = None) -> BotConfig:
+    registry = registry or Registry.build(list(args.handler))
     fields = dict(
         queues=tuple(check_token(q, "queue") for q in args.queue or ["default"]),
         priorities=tuple(p for p in PRIORITIES if p in (args.priority or PRIORITIES)),
-        fair_every=max(args.fair_every, 0), concurrency=args.concurrency,
+        fair_every=max(args.fair_every, 0), concurrency=args.concurrency or default_concurrency(registry),
         liveness_ttl=args.ttl, drain_timeout=args.drain_timeout, backoff_base=args.backoff_base,
         backoff_max=args.backoff_max, poison_after=args.poison_after, sweep_interval=args.sweep_interval,
         handlers=tuple(args.handler), publish_timeout=args.publish_timeout, full_events=args.full_events,
@@ -78,7 +94,7 @@ def cmd(args: argparse.Namespace) -> int:
         # Lean is the default now; the flag is kept so existing unit files and scripts still start.
         print("corral bot: --lean-events is the default now and does nothing; --full-events restores the full trail",
               file=sys.stderr)
-    config = config_from(args)
-    registry = Registry.build(list(config.handlers))  # fail fast on a bad --handler, before connecting
+    registry = Registry.build(list(args.handler))  # fail fast on a bad --handler, before connecting
+    config = config_from(args, registry)
     bot = Bot(settings(args), config, get_logger("bot"), registry)
     return run(bot.run)

@@ -18,6 +18,7 @@ import stamina
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from corral.core.lean_nats import websockets
 from corral.core.errors import (
     ErrorCode,
     InvalidJobError,
@@ -93,6 +94,8 @@ async def connect(
         else:
             last_error[:] = [str(e) or type(e).__name__]
 
+    if any(url.startswith(("ws://", "wss://")) for url in settings.servers):
+        websockets()
     kwargs: dict[str, Any] = dict(
         servers=list(settings.servers),
         name=settings.client_name,

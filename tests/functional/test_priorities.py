@@ -91,3 +91,31 @@ async def test_the_delivery_subject_decides_the_queue_and_priority_a_job_is_reco
     events = with_result(await job_events(js, job.id), result)  # a lean success: its events derive from it
     assert [e.type for e in events][-1] == EventType.SUCCEEDED and {e.queue for e in events} == {"default"}
 
+
+async def _with_type(js, job_id: str, last: EventType):
+    events = await job_events(js, job_id)
+    return events if events and events[-1].type == last else None
+
+
+async def test_a_burst_reaches_every_idle_ready_bot(js, provisioned, bots):
+    """Given two idle ready bots, when bursts of 100 jobs land at random points of their long-polls, then both run some of each burst."""
+    import random
+
+    import anyio
+
+    pair = [bots(provisioned.url, name) for name in ("b1", "b2")]
+    await eventually(lambda: _all_ready(pair), what="both bots ready")
+    seen = 0
+    for burst in range(5):
+        # Not a wait for anything: it puts the burst at a random phase of the bots' 1 s long-polls,
+        # where a bot whose long-poll had just expired used to stay deaf until its own timer fired.
+        await anyio.sleep(random.uniform(0.3, 1.3))
+        await _submit(js, "normal", 100)
+        seen += 100
+        results = await eventually(lambda seen=seen: _results(js, seen), timeout=30, what=f"burst {burst}'s 100 results")
+        by_bot = {r.bot for r in results[seen - 100:]}
+        assert by_bot == {"b1", "b2"}, f"burst {burst}: only {by_bot} ran jobs"
+
+
+async def _all_ready(pair) -> bool:
+    return all(b.ready() for b in pair)
