@@ -9,8 +9,13 @@ An atomic batch is not free, though: on file storage the server flushes each com
 disk, whatever its ``sync_interval`` (docs/nats-notes.md). Under ``sync_interval: always``,
 corral's shipped setting, that is one fsync instead of one per result, a large gain. On a
 server left at the default lazy fsync it is one fsync more than individual publishes pay,
-so there a bot runs with ``--no-group-commit`` (``batching=False``): every result is
-published at once, on its own, beside the others in flight.
+and a batch is several times slower per result than publishing the same results one by one.
+A bot cannot read the server's fsync setting, so the committer measures: for every round big
+enough to batch it keeps a moving estimate of seconds per result (elapsed until the round is
+answered, over its size) for each way, commits the round the way that is cheaper now, and
+every :data:`PROBE_EVERY` rounds tries the other way once, so a server whose configuration
+changes is noticed. ``--no-group-commit`` (``batching=False``) forces batching off: every
+result is published at once, on its own, beside the others in flight.
 
 The rule is latency first. A result that finds no commit in flight is published at
 once, alone, as a plain fenced publish. While a commit is in flight the results that
@@ -54,6 +59,13 @@ MIN_BATCH = 16
 #: small (docs/nats-notes.md) and a refused batch's fallback grows with it.
 MAX_BATCH = 256
 
+#: One round in this many, of those big enough to batch, is committed the way that looks slower,
+#: so that the estimate of it stays current (a restarted server may fsync differently).
+PROBE_EVERY = 50
+
+#: Weight of the newest round in a mode's moving estimate of seconds per result.
+EWMA_WEIGHT = 0.2
+
 
 @dataclass(eq=False)
 class _Result:
@@ -73,19 +85,63 @@ class CommitStats:
     batched: int = 0  #: results committed in those batches
     fallbacks: int = 0  #: refused batches whose results were published one by one
     direct: int = 0  #: results published on their own at once (group commit off)
+    probes: int = 0  #: rounds committed the way that looked slower, to keep its estimate current
+
+
+class Chooser:
+    """Learns whether a round is committed faster as one atomic batch or one by one, on this server.
+
+    Each mode keeps a moving estimate of seconds per result. An unmeasured mode is tried first
+    (batching before single publishes: the shipped server fsyncs always); then the cheaper is used,
+    and every ``probe_every`` rounds the other once.
+    """
+
+    def __init__(self, probe_every: int = PROBE_EVERY, weight: float = EWMA_WEIGHT) -> None:
+        self.probe_every = max(2, probe_every)
+        self.weight = weight
+        self.per_result: dict[bool, float | None] = {True: None, False: None}  #: batched? -> seconds per result
+        self.rounds = 0
+
+    @property
+    def prefers_batch(self) -> bool:
+        """The mode that is cheaper by the estimates so far (batching while either is unmeasured)."""
+        batch, single = self.per_result[True], self.per_result[False]
+        return batch is None or single is None or batch <= single
+
+    def choose(self) -> tuple[bool, bool]:
+        """(batch this round?, is it a probe of the slower mode?)."""
+        self.rounds += 1
+        for mode in (True, False):
+            if self.per_result[mode] is None:
+                return mode, False
+        best = self.prefers_batch
+        if self.rounds % self.probe_every == 0:
+            return not best, True
+        return best, False
+
+    def learn(self, batched: bool, seconds: float, results: int) -> None:
+        """Fold one answered round into its mode's estimate."""
+        sample = seconds / max(1, results)
+        old = self.per_result[batched]
+        self.per_result[batched] = sample if old is None else old + self.weight * (sample - old)
 
 
 class Committer:
     """Commits one bot's results: each caller learns its own result's fate."""
 
     def __init__(self, publisher: AsyncPublisher, max_batch: int = MAX_BATCH, batching: bool = True,
-                 min_batch: int = MIN_BATCH) -> None:
-        """``batching`` False: no group commit, every result is published at once on its own."""
+                 min_batch: int = MIN_BATCH, adaptive: bool = True) -> None:
+        """``batching`` False: no group commit, every result is published at once on its own.
+
+        ``adaptive`` False: every round big enough is batched, however the server answers.
+        """
         self.publisher = publisher
         self.max_batch = max(1, max_batch)
         self.min_batch = max(2, min_batch)
         self.batching = batching
         self.stats = CommitStats()
+        self.chooser = Chooser()
+        self.adaptive = adaptive
         self._queue: collections.deque[_Result] = collections.deque()
         self._leading = False
 
@@ -107,10 +163,9 @@ class Committer:
             # Shielded: the round settles results of other callers too, and it is bounded by the ack timeout.
             with anyio.CancelScope(shield=True):
                 if len(batch) >= self.min_batch:
-                    await self._batch_round(batch)
+                    await self._chosen_round(batch)
                 else:
-                    self.stats.singles += len(batch)
-                    await self._settle_each(batch, await self._send_each(batch))
+                    await self._single_round(batch)
         finally:
             self._hand_over()
         return item.error
@@ -147,15 +202,35 @@ class Committer:
             item.error, item.finished = err, True
             item.wake.set()
 
-    async def _batch_round(self, batch: list[_Result]) -> None:
-        """One atomic batch; refused, its results one by one (only a fenced one is refused then)."""
+    async def _chosen_round(self, batch: list[_Result]) -> None:
+        """A round big enough to batch, committed the way the chooser picks, and timed for it."""
+        batched, probe = self.chooser.choose() if self.adaptive else (True, False)
+        self.stats.probes += probe
+        started = anyio.current_time()
+        ok = await (self._batch_round(batch) if batched else self._single_round(batch))
+        if ok:  # a round cut short by a lost connection says nothing about the server's speed
+            self.chooser.learn(batched, anyio.current_time() - started, len(batch))
+
+    async def _single_round(self, batch: list[_Result]) -> bool:
+        """Each result on its own, pipelined; False if the connection failed under it."""
+        self.stats.singles += len(batch)
+        await self._settle_each(batch, await self._send_each(batch))
+        return not any(isinstance(i.error, TransportError) for i in batch)
+
+    async def _batch_round(self, batch: list[_Result]) -> bool:
+        """One atomic batch; refused, its results one by one (only a fenced one is refused then).
+
+        A refused batch's fallback counts toward the batch's time, so a stream that refuses every
+        batch (made before ``allow_atomic``) soon has its results published one by one.
+        """
         err = await self._atomic(batch)
         if err is None or isinstance(err, TransportError):
             self._settle(batch, [err] * len(batch))
-            return
+            return err is None
         self.stats.fallbacks += 1
         futs = await self._send_each(batch)
         await self._settle_each(batch, futs)
+        return not any(isinstance(i.error, TransportError) for i in batch)
 
     async def _send_each(self, batch: list[_Result]) -> list[asyncio.Future]:
         """Publish each result on its own, pipelined: the futures of their acknowledgements."""

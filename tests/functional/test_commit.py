@@ -8,7 +8,8 @@ import anyio
 import nats
 import pytest
 
-from corral.bots.commit import Committer
+
+from corral.bots.commit import Chooser, Committer
 from corral.core.errors import ResultAlreadyRecordedError
 from corral.core.history import job_result, result_message, results_per_job
 from corral.core.jsapi import api
@@ -18,6 +19,9 @@ from corral.core.names import (
     LEDGER_CONSUMERS, RESULTS_STREAM, consumer_op, legacy_result_subject, result_fence, result_subject, stream_op,
 )
 from corral.core.publisher import AsyncPublisher
+from corral.harness.server import EmbeddedServer
+from tests.conftest import provision_async
+from corral.bench.server import config_with_sync
 from corral.streams import load_declarations
 from corral.streams.provision import provision
 
@@ -44,7 +48,7 @@ async def _commit_all(committer: Committer, job_ids: list[str], bot: str = "b1")
 
 @pytest.fixture
 async def committer(js):
-    return Committer(AsyncPublisher(js, get_logger("test")), min_batch=2)
+    return Committer(AsyncPublisher(js, get_logger("test")), min_batch=2, adaptive=False)
 
 
 async def test_a_result_that_finds_nothing_in_flight_is_published_alone(js, committer):
@@ -79,7 +83,7 @@ async def test_a_batch_holding_a_job_already_recorded_falls_back_so_only_that_jo
 
 async def test_a_batch_is_capped_and_the_rest_forms_the_next_round(js):
     """Given a cap of 10, when 31 results finish at once, then they commit as 1 alone and 3 batches of 10."""
-    committer = Committer(AsyncPublisher(js, get_logger("test")), max_batch=10, min_batch=2)
+    committer = Committer(AsyncPublisher(js, get_logger("test")), max_batch=10, min_batch=2, adaptive=False)
     outcomes = await _commit_all(committer, [f"cap-{i}" for i in range(31)])
     assert set(outcomes.values()) == {None}
     assert (committer.stats.singles, committer.stats.batches, committer.stats.batched) == (1, 3, 30)
@@ -102,6 +106,62 @@ async def test_without_group_commit_every_result_is_published_at_once_on_its_own
     assert committer.stats.direct == 20 and committer.stats.batches == 0
     counts = await results_per_job(js)
     assert all(counts[i] == 1 for i in ids)
+
+
+async def _settle_on_a_mode(url: str) -> Committer:
+    """A committer after 14 rounds of 40 results on the server at ``url``."""
+    await provision_async(url)
+    nc = await nats.connect(url)
+    try:
+        committer = Committer(AsyncPublisher(nc.jetstream(), get_logger("test")))
+        for r in range(14):
+            outcomes = await _commit_all(committer, [f"adapt-{r}-{i}" for i in range(41)])
+            assert set(outcomes.values()) == {None}
+        return committer
+    finally:
+        await nc.close()
+
+
+async def test_on_a_server_that_fsyncs_every_write_the_committer_settles_on_atomic_batches(nats_server):
+    """Given a server with sync_interval always, when many rounds of results are committed, then the committer
+    has measured both ways and commits its rounds as atomic batches."""
+    committer = await _settle_on_a_mode(nats_server.url)
+    chooser = committer.chooser
+    assert chooser.per_result[True] is not None and chooser.per_result[False] is not None
+    assert chooser.prefers_batch and committer.stats.batches >= 10
+
+
+async def test_on_a_lazy_fsync_server_the_committer_settles_on_single_publishes(tmp_path):
+    """Given a server left at the lazy default fsync, when many rounds of results are committed, then the
+    committer has measured both ways and publishes its rounds one by one."""
+    server = EmbeddedServer(tmp_path / "nats", config=config_with_sync(tmp_path, "2m")).start()
+    try:
+        committer = await _settle_on_a_mode(server.url)
+    finally:
+        server.kill()
+    assert not committer.chooser.prefers_batch
+    assert committer.stats.batches <= 2 and committer.stats.singles >= 400
+
+
+def test_a_slower_mode_is_tried_again_now_and_then_so_a_changed_server_is_noticed():
+    """Given a chooser that has measured batches as cheaper, when 100 rounds are chosen, then two of them
+    publish one by one as probes and the rest are batched."""
+    chooser = Chooser(probe_every=50)
+    chooser.learn(True, 0.001, 100)
+    chooser.learn(False, 0.010, 100)
+    picks = [chooser.choose() for _ in range(100)]
+    assert picks.count((False, True)) == 2 and picks.count((True, False)) == 98
+
+
+def test_an_estimate_follows_the_server_when_its_speed_changes():
+    """Given batches measured cheaper, when later batch rounds turn slow, then single publishes become preferred."""
+    chooser = Chooser()
+    chooser.learn(True, 0.001, 100)
+    chooser.learn(False, 0.005, 100)
+    assert chooser.prefers_batch
+    for _ in range(20):
+        chooser.learn(True, 0.030, 100)
+    assert not chooser.prefers_batch
 
 
 async def _old_results_store(url: str) -> None:
