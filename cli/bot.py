@@ -45,8 +45,8 @@ def register(sub) -> None:
     p.add_argument("--publish-timeout", type=positive_float, default=10.0,
                    help="seconds to wait for a result's ack before keeping it in the outbox (default 10)")
     p.add_argument("--no-group-commit", dest="group_commit", action="store_false",
-                   help="publish every result on its own instead of batching those that finish together "
-                   "(for a server without sync_interval: always, where a batch costs an extra fsync)")
+                   help="publish every result on its own, never as atomic batches (by default a bot batches "
+                   "the results that finish together when it measures that faster on its server)")
     p.add_argument("--outbox", type=Path, help="folder for results/events awaiting an unreachable server "
                    "(default: $XDG_STATE_HOME or ~/.local/state, /corral/outbox/NAME); 'none' disables it")
     p.add_argument("--handler", action="append", default=[], metavar="KIND=MODULE:FUNCTION[@process]",
