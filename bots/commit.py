@@ -277,4 +277,6 @@ def _fate(fut: asyncio.Future, subject: str) -> Exception | None:
     if not fut.done():
         return publish_error(TimeoutError("no JetStream ack in time"), subject)
     exc = TimeoutError("cancelled") if fut.cancelled() else fut.exception()
-    return None if exc is None else publish_error(exc, subject)
+    if exc is None:
+        return None
+    return publish_error(exc, subject) if isinstance(exc, Exception) else TransportError(str(exc))
