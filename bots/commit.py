@@ -66,6 +66,10 @@ PROBE_EVERY = 50
 #: Weight of the newest round in a mode's moving estimate of seconds per result.
 EWMA_WEIGHT = 0.2
 
+#: Rounds each way is measured before the cheaper one is chosen: one round alone can mislead
+#: on a busy machine, and a wrong first choice would stand until the next probe.
+WARMUP = 3
+
 
 @dataclass(eq=False)
 class _Result:
@@ -91,15 +95,17 @@ class CommitStats:
 class Chooser:
     """Learns whether a round is committed faster as one atomic batch or one by one, on this server.
 
-    Each mode keeps a moving estimate of seconds per result. An unmeasured mode is tried first
-    (batching before single publishes: the shipped server fsyncs always); then the cheaper is used,
-    and every ``probe_every`` rounds the other once.
+    Each mode keeps a moving estimate of seconds per result, a plain mean over its first rounds.
+    The two take turns for their first ``warmup`` rounds (batching first: the shipped server
+    fsyncs always); then the cheaper is used, and every ``probe_every`` rounds the other once.
     """
 
-    def __init__(self, probe_every: int = PROBE_EVERY, weight: float = EWMA_WEIGHT) -> None:
+    def __init__(self, probe_every: int = PROBE_EVERY, weight: float = EWMA_WEIGHT, warmup: int = WARMUP) -> None:
         self.probe_every = max(2, probe_every)
         self.weight = weight
+        self.warmup = max(1, warmup)
         self.per_result: dict[bool, float | None] = {True: None, False: None}  #: batched? -> seconds per result
+        self.samples: dict[bool, int] = {True: 0, False: 0}
         self.rounds = 0
 
     @property
@@ -111,9 +117,8 @@ class Chooser:
     def choose(self) -> tuple[bool, bool]:
         """(batch this round?, is it a probe of the slower mode?)."""
         self.rounds += 1
-        for mode in (True, False):
-            if self.per_result[mode] is None:
-                return mode, False
+        if min(self.samples.values()) < self.warmup:
+            return self.samples[True] <= self.samples[False], False
         best = self.prefers_batch
         if self.rounds % self.probe_every == 0:
             return not best, True
@@ -122,8 +127,10 @@ class Chooser:
     def learn(self, batched: bool, seconds: float, results: int) -> None:
         """Fold one answered round into its mode's estimate."""
         sample = seconds / max(1, results)
+        self.samples[batched] += 1
         old = self.per_result[batched]
-        self.per_result[batched] = sample if old is None else old + self.weight * (sample - old)
+        weight = max(self.weight, 1 / self.samples[batched])  # a mean until the moving weight takes over
+        self.per_result[batched] = sample if old is None else old + weight * (sample - old)
 
 
 class Committer:
