@@ -290,14 +290,15 @@ class Bot:
             return
 
         def start(msg: Msg) -> None:
-            self._start_job(jobs, msg)
-            started[0] += 1
+            if self._start_job(jobs, msg):
+                started[0] += 1
 
         with self.inflight.claiming():
             await self.feeds.claim(free, start)
 
-    def _start_job(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]], msg: Msg) -> None:
-        """Register the delivery (synchronously: see bots/inflight.py) and hand it to a worker."""
+    def _start_job(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]], msg: Msg) -> bool:
+        """Register the delivery (synchronously: see bots/inflight.py) and hand it to a worker; False
+        for a second copy of a delivery that is already running (it is dropped: the first one settles it)."""
         # Decoded once here; the executor takes the same answer.
         job = Executor.decode(msg)
         if isinstance(job, CorralError):
@@ -305,9 +306,13 @@ class Bot:
         else:
             job_id, kind = job.id, job.kind
         key = self.inflight.add(msg, job_id, kind)
+        if key is None:
+            self.log.warning("job.duplicate_delivery", job=job_id, detail="the same delivery arrived twice; the copy is dropped")
+            return False
         if len(self.inflight) == 1 and self.sm.state == BotState.READY:
             self.sm.to(BotState.PROCESSING)
         jobs.send_nowait((key, msg, job))
+        return True
 
     async def _run_job(self, key: str, msg: Msg, job) -> None:
         job_id = job.id if not isinstance(job, CorralError) else f"invalid-{msg.metadata.sequence.stream}"
