@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from corral.cli import (
-    backup, bench, bot, chaos, cluster, control, dlq, features, fleet, health, inspect, ledger, limits, provision, submit, up,
+    backup, bench, bot, chaos, cluster, control, dlq, fair, features, fleet, health, inspect, ledger, limits, provision, submit, up,
 )
 from corral.cli import exits
 from corral.core.log import configure
 from corral.cli import tui as tui_cli
 
 COMMANDS: tuple[ModuleType, ...] = (
-    up, provision, submit, bot, inspect, dlq, health, control, features, limits, fleet, chaos, backup, cluster, ledger, bench, tui_cli,
+    up, provision, submit, bot, inspect, dlq, health, control, features, limits, fair, fleet, chaos, backup, cluster, ledger, bench, tui_cli,
 )
 
 
