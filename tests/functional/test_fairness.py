@@ -135,3 +135,15 @@ def test_a_bad_fairness_key_or_weight_exits_2_with_a_clear_message(argv, message
     out = corral(*argv, url="nats://127.0.0.1:1")
     assert out.returncode == 2 and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_the_dashboard_features_screen_names_the_keys_with_the_most_jobs_waiting(js, provisioned):
+    """Given 3 jobs waiting for A and 1 for B and no bots, when the features screen is open, then its status line shows both counts."""
+    from tests.functional.test_tui import SIZE, dashboard, until
+    from tests.functional.test_tui_features import open_features, text_of
+
+    assert (await submit_many(js, _jobs("A", 3) + _jobs("B", 1))).ok
+    app = dashboard(provisioned.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_features(pilot, app)
+        await until(pilot, lambda: "fair waiting: A 3 · B 1" in text_of(app, "#features-status"), what="the fair line")
