@@ -97,6 +97,7 @@ class Dispatcher:
         self.window = window
         self.rotations: dict[tuple[str, str], Rotation] = {}
         self.cursors: dict[str, int] = {}  #: fair subject -> the sequence to read from next
+        self.unpurged: dict[str, int] = {}  #: fair subject -> moved below this sequence, purge not yet confirmed
         self.recent: dict[str, deque[float]] = {}  #: key -> monotonic times of capped dispatches
         self.defs: dict[str, fairness.FairDef] = {}
         self.defs_read = -fairness.REFRESH
@@ -118,7 +119,9 @@ class Dispatcher:
         seq = await leases.take(self.js, LOCKS_BUCKET, DISPATCH_KEY, body, LEASE_TTL)
         if seq is None:
             return
-        self.cursors = {}  # a new term reads every line from its start: the last term may have left moved jobs
+        # A new term reads every line from its start: the last term (here or on another bot) may have
+        # left moved jobs unpurged, and moving them again is a duplicate the jobs stream drops.
+        self.cursors, self.unpurged = {}, {}
         self.log.info("dispatch.lease_taken", key=DISPATCH_KEY)
         async with leases.keep(self.js, LOCKS_BUCKET, DISPATCH_KEY, body, seq, LEASE_TTL) as lease:
             while not lease.lost:
@@ -137,14 +140,17 @@ class Dispatcher:
             parsed = parse_fair_subject(subject)
             if parsed is not None:
                 lines.setdefault(parsed[:2], {})[parsed[2]] = n
+        if self.unpurged:
+            await self._purge()
         if not lines:
             return 0
         await self._refresh_defs()
-        moved = 0
+        plan: list[tuple[str, str, str, int]] = []
         for (queue, priority), keys in lines.items():
             room = self.window - await self._unstarted(queue, priority)
             if room > 0:
-                moved += await self._dispatch(queue, priority, keys, room)
+                plan += await self._deal(queue, priority, keys, room)
+        moved = await self._move(plan) if plan else 0
         self.moved += moved
         return moved
 
@@ -161,17 +167,15 @@ class Dispatcher:
             return self.window  # no consumer serves it yet: keep its jobs fair until one does
         return int(info.get("num_pending") or 0)
 
-    async def _dispatch(self, queue: str, priority: str, keys: dict[str, int], room: int) -> int:
+    async def _deal(self, queue: str, priority: str, keys: dict[str, int], room: int) -> list[tuple[str, str, str, int]]:
+        """(queue, priority, key, how many) to move: the room dealt round robin by weight."""
         available = {key: min(n, await self._free(key)) for key, n in keys.items()}
         weights = {key: self.defs[key].weight for key in keys if key in self.defs}
         picks = self.rotations.setdefault((queue, priority), Rotation()).deal(available, weights, room)
         wanted: dict[str, int] = {}
         for key in picks:  # the order inside one tick does not matter: they all land within a window
             wanted[key] = wanted.get(key, 0) + 1
-        moved = 0
-        for key, n in wanted.items():
-            moved += await self._move(queue, priority, key, n)
-        return moved
+        return [(queue, priority, key, n) for key, n in wanted.items()]
 
     async def _free(self, key: str) -> int:
         """How many more of the key's jobs may be dispatched now: unbounded without a cap."""
@@ -183,25 +187,44 @@ class Dispatcher:
             recent.popleft()
         return max(0, d.cap - await fairness.held_slots(self.js, key) - len(recent))
 
-    async def _move(self, queue: str, priority: str, key: str, n: int) -> int:
-        """Republish the key's next ``n`` jobs to the jobs stream, then purge them from its line."""
-        subject = fair_subject(queue, priority, key)
-        msgs = await batch_get(self.nc, FAIR_STREAM, subject, self.cursors.get(subject, 1), n)
-        if not msgs:
+    async def _move(self, plan: list[tuple[str, str, str, int]]) -> int:
+        """Republish each planned key's next jobs to the jobs stream, then purge them from their lines.
+
+        Every read, then every publish, then every purge goes out together: one tick waits for the
+        server about three times, however many keys it serves.
+        """
+        subjects = [fair_subject(q, p, key) for q, p, key, _ in plan]
+        batches = await asyncio.gather(*[batch_get(self.nc, FAIR_STREAM, subject, self.cursors.get(subject, 1), n)
+                                          for subject, (_, _, _, n) in zip(subjects, plan, strict=True)])
+        futures = []
+        for (queue, priority, key, _), msgs in zip(plan, batches, strict=True):
+            futures += [await self.publisher.publish(job_subject(queue, priority), m.data, moved_headers(m, key)) for m in msgs]
+        if not futures:
             return 0
-        target = job_subject(queue, priority)
-        futures = [await self.publisher.publish(target, m.data, moved_headers(m, key)) for m in msgs]
         await asyncio.wait(futures, timeout=ACK_TIMEOUT + 1)
         failed = [f for f in futures if not f.done() or f.exception() is not None]
         if failed:
             error = failed[0].exception() if failed[0].done() else TimeoutError("no ack")
-            raise CorralError(f"moving fair jobs of key {key} to {target} failed: {error}")
-        last = int(msgs[-1].headers["Nats-Sequence"])
-        await api(self.nc, stream_op("PURGE", FAIR_STREAM), {"filter": subject, "seq": last + 1})
-        self.cursors[subject] = last + 1
-        if key in self.recent:
-            self.recent[key].extend([time.monotonic()] * len(msgs))
-        return len(msgs)
+            raise CorralError(f"moving {len(futures)} fair jobs to the jobs stream failed ({len(failed)} unacknowledged): {error}")
+        for subject, (_, _, key, _), msgs in zip(subjects, plan, batches, strict=True):
+            if msgs:
+                self.cursors[subject] = self.unpurged[subject] = int(msgs[-1].headers["Nats-Sequence"]) + 1
+                if key in self.recent:
+                    self.recent[key].extend([time.monotonic()] * len(msgs))
+        await self._purge()
+        return len(futures)
+
+    async def _purge(self) -> None:
+        """Purge each moved line up to its cursor; a failed purge is retried next tick (the cursor
+        already skips what was moved, so nothing is moved twice meanwhile)."""
+        points = dict(self.unpurged)
+        answers = await asyncio.gather(*[api(self.nc, stream_op("PURGE", FAIR_STREAM), {"filter": subject, "seq": keep})
+                                         for subject, keep in points.items()], return_exceptions=True)
+        for (subject, keep), answer in zip(points.items(), answers, strict=True):
+            if not isinstance(answer, BaseException) and self.unpurged.get(subject) == keep:
+                del self.unpurged[subject]
+            elif isinstance(answer, BaseException):
+                self.log.warning("dispatch.purge_failed", subject=subject, error=str(answer) or type(answer).__name__)
 
 
 def moved_headers(msg: Msg, key: str) -> dict[str, str]:

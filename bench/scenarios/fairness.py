@@ -74,6 +74,7 @@ def summarise(starts: list[tuple[str, float, float]], b_submitted: float, elapse
     window = [t for t, _, s in starts if b_submitted <= s <= last_b]
     last_a = max(s for t, _, s in starts if t == "A")
     return {
+        "b_first_start_ms": (min(s for _, s in b) - b_submitted) * 1000,
         "b_wait_p50_ms": percentile(waits, 50) * 1000,
         "b_wait_p99_ms": percentile(waits, 99) * 1000,
         "b_share": window.count("B") / len(window),
@@ -106,6 +107,7 @@ def _metrics() -> tuple[Metric, ...]:
     out = []
     for mode in ("plain", "fair"):
         out += [
+            Metric(f"{mode}_b_first_start_ms", "ms", f"{mode}: B's first submit to B's first start"),
             Metric(f"{mode}_b_wait_p50_ms", "ms", f"{mode}: B's wait (enqueue to start) p50"),
             Metric(f"{mode}_b_wait_p99_ms", "ms", f"{mode}: B's wait p99"),
             Metric(f"{mode}_b_share", "of starts", f"{mode}: B's share of starts while both wait"),

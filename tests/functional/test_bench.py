@@ -38,7 +38,7 @@ EXPECTED = {
     "compare": {"raw_drain", "taskiq_drain", "corral_drain", "ratio_corral_taskiq", "taskiq_enqueue", "corral_enqueue",
                 "taskiq_start_p50_ms", "corral_start_p99_ms", "taskiq_rss_mb", "corral_rss_mb"},
     "fairness": {f"{mode}_{key}" for mode in ("plain", "fair")
-                 for key in ("b_wait_p50_ms", "b_wait_p99_ms", "b_share", "a_share", "a_backlogged", "jobs_per_s")},
+                 for key in ("b_first_start_ms", "b_wait_p50_ms", "b_wait_p99_ms", "b_share", "a_share", "a_backlogged", "jobs_per_s")},
 }
 
 #: Lags and waits that are 0 when nothing was behind.
