@@ -82,8 +82,9 @@ class Attempts:
         if isinstance(key, Busy):
             return key
         verdict = key if isinstance(key, Throttled) else await self._limits(job, owner, throttles)
-        if isinstance(verdict, Admitted) and (msg.headers or {}).get(fairness.KEY_HEADER):
-            verdict = await self._fair_cap(msg.headers[fairness.KEY_HEADER], owner, throttles, verdict)
+        fair_key = (msg.headers or {}).get(fairness.KEY_HEADER)
+        if isinstance(verdict, Admitted) and fair_key:
+            verdict = await self._fair_cap(fair_key, owner, throttles, verdict)
         if isinstance(verdict, Admitted) and isinstance(key, Admitted):
             return verdict if key is FREE else singletons.Both(key, verdict)
         if isinstance(key, Admitted):

@@ -208,7 +208,7 @@ class Dispatcher:
             raise CorralError(f"moving {len(futures)} fair jobs to the jobs stream failed ({len(failed)} unacknowledged): {error}")
         for subject, (_, _, key, _), msgs in zip(subjects, plan, batches, strict=True):
             if msgs:
-                self.cursors[subject] = self.unpurged[subject] = int(msgs[-1].headers["Nats-Sequence"]) + 1
+                self.cursors[subject] = self.unpurged[subject] = int((msgs[-1].headers or {})["Nats-Sequence"]) + 1
                 if key in self.recent:
                     self.recent[key].extend([time.monotonic()] * len(msgs))
         await self._purge()

@@ -17,7 +17,8 @@ from corral.core.log import configure
 from corral.cli import tui as tui_cli
 
 COMMANDS: tuple[ModuleType, ...] = (
-    up, provision, submit, bot, inspect, dlq, health, control, features, limits, fair, fleet, chaos, backup, cluster, ledger, bench, tui_cli,
+    up, provision, submit, bot, inspect, dlq, health, control, features, limits, fair, fleet, chaos, backup, cluster, ledger, bench,
+    tui_cli,
 )
 
 

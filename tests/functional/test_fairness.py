@@ -29,7 +29,7 @@ def _jobs(key: str, n: int, seconds: float = 0.0):
 
 async def _dispatcher(js) -> str | None:
     msg = await leases.read(js, LOCKS_BUCKET, DISPATCH_KEY)
-    return None if msg is None or leases.is_gone(msg) else json.loads(msg.data)["owner"]
+    return None if msg is None or leases.is_gone(msg) else json.loads(msg.data or b"{}")["owner"]
 
 
 def _most_at_once(results) -> int:

@@ -46,5 +46,5 @@ def test_a_job_with_a_fairness_key_goes_to_its_line_in_the_fair_stream():
 
 def test_a_fairness_key_that_is_not_a_subject_token_is_refused():
     """Given a key with a dot, when the job is made, then it is refused naming the key."""
-    with pytest.raises(InvalidJobError, match="fairness key 'a.b'"):
+    with pytest.raises(InvalidJobError, match=r"fairness key 'a\.b'"):
         make_job("sum", {}, fairness_key="a.b")
