@@ -121,6 +121,18 @@ async def test_fair_status_shows_waiting_counts_weights_and_caps(js, provisioned
     sub = corral("submit", "sum", "a=1", "b=2", "--fair", "B", url=provisioned.url)
     assert sub.returncode == 0, sub.stderr
     assert "B" in corral("fair", "status", url=provisioned.url).stdout
+    shown = corral("job", sub.stdout.strip(), url=provisioned.url)
+    assert "pending on corral.fair.default.normal.B" in shown.stdout + shown.stderr, shown
+
+
+async def test_a_fair_job_keeps_its_trace_context_through_the_dispatcher(js, provisioned, bots):
+    """Given a fair job submitted under a traceparent, when a bot runs it after the move, then its result carries that trace id."""
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    job = _jobs("A", 1)[0]
+    await submit(js, job, traceparent=f"00-{trace_id}-00f067aa0ba902b7-01")
+    bots(provisioned.url, "b1")
+    (result,) = await eventually(lambda: _results(js, [job]), timeout=40, what="the fair job's result")
+    assert result.trace_id == trace_id
 
 
 @pytest.mark.parametrize("argv, message", [
