@@ -98,6 +98,7 @@ class Dispatcher:
         self.rotations: dict[tuple[str, str], Rotation] = {}
         self.cursors: dict[str, int] = {}  #: fair subject -> the sequence to read from next
         self.unpurged: dict[str, int] = {}  #: fair subject -> moved below this sequence, purge not yet confirmed
+        self.lines: set[tuple[str, str]] = set()  #: (queue, priority) with fair work at the last tick
         self.recent: dict[str, deque[float]] = {}  #: key -> monotonic times of capped dispatches
         self.defs: dict[str, fairness.FairDef] = {}
         self.defs_read = -fairness.REFRESH
@@ -131,6 +132,13 @@ class Dispatcher:
 
     async def tick(self) -> int:
         """Move what the windows have room for, in turn over the keys; returns how many moved."""
+        if self.unpurged:
+            await self._purge()
+        # While every line the last tick saw is still full, asking for every key's count (a reply
+        # that grows with the number of keys) would change nothing: wait for room first.
+        rooms = {line: self.window - await self._unstarted(*line) for line in self.lines}
+        if rooms and all(room <= 0 for room in rooms.values()):
+            return 0
         try:
             counts = await fairness.waiting(self.nc)
         except MissingResourceError:
@@ -140,14 +148,13 @@ class Dispatcher:
             parsed = parse_fair_subject(subject)
             if parsed is not None:
                 lines.setdefault(parsed[:2], {})[parsed[2]] = n
-        if self.unpurged:
-            await self._purge()
+        self.lines = set(lines)
         if not lines:
             return 0
         await self._refresh_defs()
         plan: list[tuple[str, str, str, int]] = []
         for (queue, priority), keys in lines.items():
-            room = self.window - await self._unstarted(queue, priority)
+            room = rooms[(queue, priority)] if (queue, priority) in rooms else self.window - await self._unstarted(queue, priority)
             if room > 0:
                 plan += await self._deal(queue, priority, keys, room)
         moved = await self._move(plan) if plan else 0
