@@ -37,6 +37,7 @@ from corral.bots.inflight import InFlightJobs
 from corral.bots.liveness import Liveness, NameLostError
 from corral.bots.metrics import BotMetrics
 from corral.bots.outbox import Outbox
+from corral.bots.dispatcher import Dispatcher
 from corral.bots.purger import Purger
 from corral.bots.reaper import Reaper
 from corral.bots.remote import answer_control, watch_cancellations
@@ -170,6 +171,7 @@ class Bot:
                 tg.start_soon(self._in_progress_loop)
                 tg.start_soon(Reaper(self.nc, self.js, self.log, self.config.sweep_interval, self.config.name).run)
                 tg.start_soon(Purger(self.nc, self.js, self.log, self.config.name).run)
+                tg.start_soon(Dispatcher(self.nc, self.js, self.log, self.config.name).run)
                 tg.start_soon(answer_control, self.nc, self.config.name, self.incarnation, self.log, self.stop, lambda: str(self.sm.state))
                 tg.start_soon(watch_cancellations, self.js, self.executor.cancel, self.log)
                 tg.start_soon(self._settle_ready)
