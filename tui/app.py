@@ -122,7 +122,7 @@ class CorralApp(App):
         super().__init__()
         self.settings = settings.named("corral-tui")
         self.monitor_url = monitor_url
-        self.actor = actor or default_actor()
+        self.actor = actor or default_actor(settings)
         self.store = Store()
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
