@@ -33,12 +33,12 @@ async def bury(js, kind: str, reason: str = "boom") -> str:
 
 
 async def bulk_audits(js) -> list:
-    return [event_decoder.decode(m.data) async for m in walk(js, EVENTS_STREAM, ops_events_subject("bulk"))]
+    return [event_decoder.decode(m.data or b"") async for m in walk(js, EVENTS_STREAM, ops_events_subject("bulk"))]
 
 
 async def replayed_ids(js) -> set[str]:
     from corral.core.messages import job_decoder
-    return {job_decoder.decode(m.data).id async for m in walk(js, JOBS_STREAM, "corral.jobs.>")}
+    return {job_decoder.decode(m.data or b"").id async for m in walk(js, JOBS_STREAM, "corral.jobs.>")}
 
 
 async def test_a_bulk_replay_by_kind_acts_on_exactly_the_previewed_letters_and_is_audited(provisioned, js):
