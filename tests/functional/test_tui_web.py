@@ -73,7 +73,11 @@ def web_dashboard(provisioned):
         yield f"http://127.0.0.1:{port}/", proc
     finally:
         proc.terminate()
-        proc.wait(15)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def page_answers(url: str, proc: subprocess.Popen, within: float = 30) -> None:
