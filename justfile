@@ -31,9 +31,9 @@ test-cluster *args:
 check-deploy:
     deploy/check
 
-# the three-host partition test alone (network namespaces, root; out of the default run)
+# the three-host partition test alone (network namespaces, root; it is also part of `test`)
 test-netns *args:
-    CORRAL_TEST_NETNS=1 pytest -q -m netns "$@"
+    pytest -q -m netns "$@"
 
 # open the dashboard against a running server
 tui *args:

@@ -48,7 +48,7 @@ async def wait_for_messages(nc: NATS, stream: str, count: int, timeout: float, p
 
 
 async def first_claim(js, scan: int = 200) -> float:
-    """Earliest STARTED event ts among the first ``scan`` job events (events stream emptied beforehand)."""
+    """Earliest start among the first ``scan`` STARTED events and results (both streams emptied beforehand)."""
     times, seq = [], 1
     for _ in range(scan):
         try:
@@ -62,9 +62,9 @@ async def first_claim(js, scan: int = 200) -> float:
             continue
         if event.type == EventType.STARTED:
             times.append(event.ts)
-    if not times:  # bots with --lean-events record no first-delivery start: use the results' own times
-        async for msg in walk(js, RESULTS_STREAM, RESULTS_SUBJECT, limit=scan):
-            times.append(result_decoder.decode(msg.data or b"").started_at)
+    # A first delivery that succeeds records no STARTED (core/timeline.py): its result has the start.
+    async for msg in walk(js, RESULTS_STREAM, RESULTS_SUBJECT, limit=scan):
+        times.append(result_decoder.decode(msg.data or b"").started_at)
     if not times:
         raise CorralError("no STARTED event or result recorded")
     return min(times)

@@ -5,8 +5,10 @@ Each job carries an index ``i`` and writes its start and end times (Unix seconds
 system is read the same way: jobs over the span from the first start to the last end.
 
 - corral: ``corral bot --handler add=corral.bench.peer:corral_add`` (an async handler).
-- taskiq-nats: ``taskiq worker corral.bench.peer:broker`` (``PullBasedJetStreamBroker``,
+- taskiq-nats: ``taskiq worker corral.bench.peer_taskiq:broker`` (``PullBasedJetStreamBroker``,
   pull batch 100 for the drain, no result backend: it records no result, which corral always does).
+  The broker lives in its own module so that corral's bots, which import this one for their
+  handler, do not load taskiq (and its aiohttp) into their RSS.
 """
 
 from __future__ import annotations
@@ -92,29 +94,3 @@ async def corral_add(args: dict[str, Any], ctx: Any) -> int:
     value = args["a"] + args["b"]
     marks.end(args["i"])
     return value
-
-
-def taskiq_broker(url: str, batch: int = 1):
-    """taskiq-nats as its README sets it up, on our stream and durable names, pulling ``batch`` at a time."""
-    from nats.js.api import ConsumerConfig
-    from taskiq_nats import PullBasedJetStreamBroker
-
-    return PullBasedJetStreamBroker(
-        url, subject=TASKIQ_SUBJECT, stream_name=TASKIQ_STREAM,
-        durable=TASKIQ_DURABLE, pull_consume_batch=batch, pull_consume_timeout=FETCH_TIMEOUT,
-        consumer_config=ConsumerConfig(durable_name=TASKIQ_DURABLE),
-    )
-
-
-try:  # taskiq-nats is the optional `bench` extra; corral's own side needs none of it
-    broker = taskiq_broker(os.environ.get(URL_ENV, "nats://127.0.0.1:4222"), int(os.environ.get(BATCH_ENV, "1")))
-
-    @broker.task(task_name="add")
-    async def taskiq_add(i: int, a: int, b: int) -> int:
-        marks = _mark()
-        marks.start(i)
-        value = a + b
-        marks.end(i)
-        return value
-except ImportError:
-    broker = None

@@ -39,6 +39,7 @@ class Ended(StrEnum):
     DEAD = "dead"  #: moved to the dead-letter stream (``reason`` says why)
     CANCELLED = "cancelled"  #: cancelled before or while it ran
     EXPIRED = "expired"  #: its ``expires_at`` passed before it ran
+    DROPPED = "dropped"  #: a ``drop`` singleton whose key another job held: not run
 
 
 @dataclass(frozen=True)

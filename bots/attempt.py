@@ -1,6 +1,7 @@
 """One attempt at a job: admission against its kind's limits, then the handler run.
 
-* **Admission** (core/limits.py): a job over its kind's fleet-wide limits is not
+* **Admission** (core/singleton.py, core/limits.py): a singleton job whose key
+  another job holds waits (or, if it asked to, is dropped); a job over its kind's fleet-wide limits is not
   run. It is nak'd with a delay and recorded ``throttled``; a throttled delivery
   is not an attempt. Limits that cannot be read throttle too: a limit that
   fails open would not be a limit. An admitted job holds its concurrency slot
@@ -24,14 +25,17 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from corral.bots.config import BotConfig
+from corral.bots import singleton as singletons
 from corral.bots.isolation import run_isolated
 from corral.bots.trail import Trail
+from corral.core import tracing
 from corral.core.connect import TRANSIENT
 from corral.core.errors import CorralError
 from corral.core.handlers import JobContext, Registry
-from corral.core.limits import Admitted, Limiter, Throttled, throttle_delay
+from corral.core.limits import FREE, Admitted, Limiter, Throttled, throttle_delay
 from corral.core.log import Logger
 from corral.core.messages import EventType, Job, JobResult, encode
+from corral.core.singleton import Busy
 
 
 @dataclass(frozen=True)
@@ -64,26 +68,39 @@ class Attempts:
         self.running: dict[str, anyio.CancelScope] = {}
         self.progress: dict[str, tuple[float, str | None, bool]] = {}
 
-    async def admit(self, msg: Msg, job: Job, attempt: int, throttles: int, log: Logger) -> Admitted | None:
-        """Admit the job against its kind's limits, or throttle it and return None.
+    async def admit(self, msg: Msg, job: Job, attempt: int, throttles: int, log: Logger) -> Admitted | singletons.Both | Busy | None:
+        """Admit the job against its singleton key and its kind's limits, or throttle it and return None.
+
+        A ``drop`` singleton whose key is held answers :class:`Busy` (the caller ends the job).
 
         The ``throttled`` event is confirmed before the nak, so the redelivery finds it when it
         numbers its attempt.
         """
-        try:
-            verdict = await self.limits.admit(job.kind, f"{self.config.name}/{job.id}", throttles)
-        except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
-            why = str(e) or type(e).__name__
-            if isinstance(e, nats.errors.NoRespondersError):
-                why = "the corral_limits bucket is missing: run `corral provision`"
-            verdict = Throttled(f"limits unreadable ({why})", throttle_delay(throttles))
-        if isinstance(verdict, Admitted):
-            return verdict
+        owner = f"{self.config.name}/{job.id}"
+        key = await singletons.take(self.js, job, owner, throttles)
+        if isinstance(key, Busy):
+            return key
+        verdict = key if isinstance(key, Throttled) else await self._limits(job, owner, throttles)
+        if isinstance(verdict, Admitted) and isinstance(key, Admitted):
+            return verdict if key is FREE else singletons.Both(key, verdict)
+        if isinstance(key, Admitted):
+            await singletons.give_back(self.js, key)
+        assert isinstance(verdict, Throttled)
         await self.trail.emit(job, EventType.THROTTLED, attempt, confirm=True, detail=f"{verdict.reason}; retry in {verdict.delay:.1f}s")
         await msg.nak(delay=verdict.delay)
         self.trail.count("throttled", job.kind)
         log.info("job.throttled", reason=verdict.reason, retry_in=round(verdict.delay, 2))
         return None
+
+    async def _limits(self, job: Job, owner: str, throttles: int) -> Admitted | Throttled:
+        """The kind's limits' verdict; limits that cannot be read throttle (a limit failing open is none)."""
+        try:
+            return await self.limits.admit(job.kind, owner, throttles)
+        except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
+            why = str(e) or type(e).__name__
+            if isinstance(e, nats.errors.NoRespondersError):
+                why = "the corral_limits bucket is missing: run `corral provision`"
+            return Throttled(f"limits unreadable ({why})", throttle_delay(throttles))
 
     async def run(self, job: Job, attempt: int, redelivered: bool, log: Logger, isolated: bool = False) -> Ran:
         """Run the handler once; what happened, for the caller to record (after the slot is released).
@@ -91,9 +108,10 @@ class Attempts:
         ``isolated``: the job has its bot to itself, and its ``started`` event says so.
         """
         # On a redelivery the start is confirmed before the handler runs: if this bot dies in the
-        # handler, the next delivery must see the death to count it (poison quarantine). First
-        # deliveries skip the round trip; that costs at most one uncounted death per job.
-        if redelivered or not self.config.lean_events:
+        # handler, the next delivery must see the death to count it (poison quarantine). A first
+        # delivery writes none: its result records the start, and if it dies the redelivery
+        # infers the death from the trail's silence (core/history.py, first_delivery_unrecorded).
+        if redelivered or self.config.full_events:
             await self.trail.emit(job, EventType.STARTED, attempt, confirm=redelivered, isolated=isolated)
         log.debug("job.started")
         started = time.time()
@@ -165,4 +183,5 @@ class Attempts:
         return JobResult(
             job_id=job.id, kind=job.kind, queue=job.queue, bot=self.config.name, incarnation=self.trail.incarnation,
             attempt=attempt, started_at=started, finished_at=time.time(), value=value, job=job,
+            trace_id=tracing.current_trace_id(),
         )

@@ -21,11 +21,15 @@ import signal
 import socket
 import time
 
+from typing import Any
+
 import anyio
 import nats.errors
 import nats.js.errors
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from nats.aio.msg import Msg
 
+from corral.bots.usage import Usage
 from corral.bots.config import BotConfig
 from corral.bots.execute import Executor
 from corral.bots.feeds import Feed, Feeds
@@ -33,9 +37,11 @@ from corral.bots.inflight import InFlightJobs
 from corral.bots.liveness import Liveness, NameLostError
 from corral.bots.metrics import BotMetrics
 from corral.bots.outbox import Outbox
+from corral.bots.purger import Purger
 from corral.bots.reaper import Reaper
 from corral.bots.remote import answer_control, watch_cancellations
 from corral.bots.state import BotState, StateMachine, Transitions
+from corral.bots.trail import log_summary
 from corral.core.connect import TRANSIENT, connect, wait_for_resources
 from corral.core.errors import CorralError, TransportError
 from corral.core.handlers import Registry
@@ -49,6 +55,7 @@ from corral.core.publisher import AsyncPublisher
 from corral.core.settings import Settings
 
 FETCH_TIMEOUT = 1.0  #: seconds an idle bot's long-poll waits for work; also bounds how long a drain waits for the pull loop
+SUMMARY_EVERY = 1.0  #: seconds between the info lines that count finished jobs (per-job lines are debug)
 
 
 class Bot:
@@ -82,14 +89,20 @@ class Bot:
 
     def heartbeat(self) -> BotHeartbeat:
         ex = getattr(self, "executor", None)
+        cpu_s, cpu_pct, rss = self._usage().sample()
         return BotHeartbeat(
             name=self.config.name, incarnation=self.incarnation, host=socket.gethostname(), pid=os.getpid(),
             state=self.sm.state, version=self.config.version, started_at=self.started_at, heartbeat_at=time.time(),
             queues=list(self.config.queues), concurrency=self.config.concurrency,
             current=self.inflight.current(ex.progress if ex else {}),
             done=ex.counters.done if ex else 0, failed=ex.counters.failed if ex else 0, dead=ex.counters.dead if ex else 0,
-            kinds=sorted(self.registry.handlers),
+            kinds=sorted(self.registry.handlers), cpu_seconds=cpu_s, cpu_percent=cpu_pct, rss_bytes=rss,
         )
+
+    def _usage(self) -> Usage:
+        if (usage := getattr(self, "_usage_sampler", None)) is None:
+            usage = self._usage_sampler = Usage()
+        return usage
 
     def stop(self, force: bool = False) -> None:
         """Begin a graceful drain (``force``: hand running jobs back at once)."""
@@ -156,10 +169,12 @@ class Bot:
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._in_progress_loop)
                 tg.start_soon(Reaper(self.nc, self.js, self.log, self.config.sweep_interval, self.config.name).run)
+                tg.start_soon(Purger(self.nc, self.js, self.log, self.config.name).run)
                 tg.start_soon(answer_control, self.nc, self.config.name, self.incarnation, self.log, self.stop, lambda: str(self.sm.state))
                 tg.start_soon(watch_cancellations, self.js, self.executor.cancel, self.log)
                 tg.start_soon(self._settle_ready)
                 tg.start_soon(self._flush_progress)
+                tg.start_soon(log_summary, self.executor.counters, self.log, lambda: len(self.inflight), SUMMARY_EVERY)
                 await self._work()
                 await self._shut_down()
                 tg.cancel_scope.cancel()
@@ -178,10 +193,10 @@ class Bot:
             self.js, self.log, [JOBS_STREAM, RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, BOTS_STREAM, kv_stream(LIMITS_BUCKET)],
             [(JOBS_STREAM, c) for c in self.consumers],
         )
-        self.sm.to(BotState.REGISTERING)
+        self._start_up_to(BotState.REGISTERING)
         self.liveness = Liveness(self.js, self.config.name, self.config.liveness_ttl, self.log)
         await self.liveness.claim(self.heartbeat())
-        self.sm.to(BotState.HEALTH_CHECK)
+        self._start_up_to(BotState.HEALTH_CHECK)
         infos = [await self.js.consumer_info(JOBS_STREAM, c) for c in self.consumers]
         self.ack_wait = min(i.config.ack_wait or 30.0 for i in infos)
         max_deliver = min((i.config.max_deliver for i in infos if i.config.max_deliver and i.config.max_deliver > 0), default=1_000_000)
@@ -205,23 +220,45 @@ class Bot:
         if self.config.metrics_port is not None:
             port = self.metrics.serve(self.config.metrics_port, self.config.metrics_addr, self._readiness)
             self.log.info("bot.metrics", url=f"http://{self.config.metrics_addr}:{port}/metrics")
-        self.sm.to(BotState.READY)
+        self._start_up_to(BotState.READY)
         self.log.info("bot.ready", consumers=",".join(self.consumers), ack_wait=self.ack_wait, concurrency=self.config.concurrency,
                       fair_every=self.config.fair_every)
 
+    def _start_up_to(self, state: BotState) -> None:
+        """A start-up step's state, unless a signal already moved the bot to shutting_down: start-up
+        then runs on, claims nothing, and leaves the way a drain does (its liveness key deleted)."""
+        if self.sm.can(state):
+            self.sm.to(state)
+
     async def _work(self) -> None:
+        """The pull loop, and one worker task per slot that runs the jobs it claims.
+
+        Workers instead of a task per job: creating a task cost more than a no-op job's own
+        Python work. The slots bound what is claimed, so a claimed job always finds a free worker.
+        """
+        send, receive = anyio.create_memory_object_stream[tuple[str, Msg, Any]](max_buffer_size=self.config.concurrency)
         async with anyio.create_task_group() as jobs:
             self._jobs_scope = jobs.cancel_scope
-            await self._pull_loop(jobs)
+            for _ in range(self.config.concurrency):
+                jobs.start_soon(self._job_worker, receive.clone())
+            receive.close()
+            with send:
+                await self._pull_loop(send)
+            # The stream is closed: each worker finishes what it holds and what is queued, then ends.
             if self._force:
                 jobs.cancel_scope.cancel()
             else:
                 jobs.cancel_scope.deadline = anyio.current_time() + self.config.drain_timeout
 
+    async def _job_worker(self, receive: MemoryObjectReceiveStream[tuple[str, Msg, Any]]) -> None:
+        async with receive:
+            async for key, msg, job in receive:
+                await self._run_job(key, msg, job)
+
     def _on_arrival(self) -> None:
         self.feeds.arrived()
 
-    async def _pull_loop(self, jobs: anyio.abc.TaskGroup) -> None:
+    async def _pull_loop(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]]) -> None:
         """Claim jobs for free slots, highest priority first (bots/feeds.py has the rules)."""
         while not self._stopping:
             await self._breaker()
@@ -233,31 +270,34 @@ class Bot:
             while free < self.config.concurrency and self._slots.value > 0:
                 self._slots.acquire_nowait()
                 free += 1
-            msgs = []
+            started = [0]  # counted as they start: a claim that fails midway has started some
             try:
-                msgs = await self._claim(jobs, free)
-                if not msgs and not self._stopping:
+                await self._claim(jobs, free, started)
+                if not started[0] and not self._stopping:
                     await self.feeds.wait(FETCH_TIMEOUT)
-                    msgs = await self._claim(jobs, free)
+                    await self._claim(jobs, free, started)
             except TRANSIENT as e:
                 self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
                 if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self._stopping:
                     self.sm.to(BotState.ERROR)
-            for _ in range(free - len(msgs)):
+            for _ in range(free - started[0]):
                 self._slots.release()
 
-    async def _claim(self, jobs: anyio.abc.TaskGroup, free: int) -> list[Msg]:
-        """Claim up to ``free`` jobs and start them, unless stopping or reserved by a suspect."""
+    async def _claim(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]], free: int, started: list[int]) -> None:
+        """Claim up to ``free`` jobs and start each as it comes (counted in ``started[0]``), unless
+        stopping or reserved by a suspect."""
         if self._stopping or self.inflight.reserved is not None:
-            return []
-        with self.inflight.claiming():
-            msgs = await self.feeds.claim(free)
-            for msg in msgs:
-                self._start_job(jobs, msg)
-        return msgs
+            return
 
-    def _start_job(self, jobs: anyio.abc.TaskGroup, msg: Msg) -> None:
-        """Register the delivery (synchronously: see bots/inflight.py) and start its task."""
+        def start(msg: Msg) -> None:
+            self._start_job(jobs, msg)
+            started[0] += 1
+
+        with self.inflight.claiming():
+            await self.feeds.claim(free, start)
+
+    def _start_job(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]], msg: Msg) -> None:
+        """Register the delivery (synchronously: see bots/inflight.py) and hand it to a worker."""
         # Decoded once here; the executor takes the same answer.
         job = Executor.decode(msg)
         if isinstance(job, CorralError):
@@ -267,7 +307,7 @@ class Bot:
         key = self.inflight.add(msg, job_id, kind)
         if len(self.inflight) == 1 and self.sm.state == BotState.READY:
             self.sm.to(BotState.PROCESSING)
-        jobs.start_soon(self._run_job, key, msg, job)
+        jobs.send_nowait((key, msg, job))
 
     async def _run_job(self, key: str, msg: Msg, job) -> None:
         job_id = job.id if not isinstance(job, CorralError) else f"invalid-{msg.metadata.sequence.stream}"
@@ -352,7 +392,7 @@ class Bot:
             await self.inflight.idle.wait()
             self.inflight.reset_idle()
             while self.sm.state == BotState.PROCESSING and not self.inflight:
-                remaining = self.inflight.idle_since + quiet - anyio.current_time()
+                remaining = self.inflight.idle_since + quiet - time.monotonic()
                 if remaining <= 0:
                     self.sm.to(BotState.READY)
                     break
@@ -389,7 +429,7 @@ class Bot:
         period = max(min(self.ack_wait / 3, 2.0), 0.2)
         while True:
             await anyio.sleep(period)
-            now = anyio.current_time()  # a job held for less than a period needs no +WPI yet
+            now = time.monotonic()  # a job held for less than a period needs no +WPI yet
             self.metrics.last_tick = time.monotonic()
             self.metrics.in_flight.set(len(self.inflight))
             if self.outbox is not None:

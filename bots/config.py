@@ -7,14 +7,14 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.core.names import DEFAULT_QUEUE, PRIORITIES
+from corral.core.names import DEFAULT_QUEUE, PRIORITIES, subject_token
 
 
 @dataclass(frozen=True)
 class BotConfig:
     """Times are seconds."""
 
-    name: str = field(default_factory=lambda: f"{socket.gethostname().split('.')[0]}-{os.getpid()}")
+    name: str = field(default_factory=lambda: subject_token(f"{socket.gethostname().split('.')[0]}-{os.getpid()}"))
     queues: tuple[str, ...] = (DEFAULT_QUEUE,)
     #: Priorities served, highest first (bots/feeds.py: strict order plus the fairness rule).
     priorities: tuple[str, ...] = PRIORITIES
@@ -37,10 +37,15 @@ class BotConfig:
     #: How often the reaper sweeps the jobs stream for messages past max_deliver.
     sweep_interval: float = 60.0
     handlers: tuple[str, ...] = ()
-    #: Skip the per-job events a result already implies: ``started`` on first deliveries and
-    #: ``succeeded`` (the result records success, with its times). Failures, deaths, retries and
-    #: redeliveries are still recorded; the first delivery's bot is then missing from poison evidence.
-    lean_events: bool = False
+    #: Also write the events a first delivery's result already implies: its ``started`` and, on
+    #: success, its ``succeeded``. Off by default: readers derive both from the result
+    #: (core/timeline.py), and a first delivery that dies is inferred from the redelivery
+    #: (core/history.py). Everything else is always recorded.
+    full_events: bool = False
+    #: Commit results that finish while a commit is in flight as one atomic batch (bots/commit.py):
+    #: one fsync for many under ``sync_interval: always``. Off for a lazy-fsync server, where a
+    #: batch commit costs an fsync that individual publishes do not.
+    group_commit: bool = True
     #: Port for /metrics, /healthz and /readyz (None: no endpoint; 0: any free port).
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"

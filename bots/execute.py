@@ -44,6 +44,7 @@ from nats.js import JetStreamContext
 
 from corral.bots.after import AfterOutcome, Ended, Outcome, default_hooks, follow
 from corral.bots.attempt import Attempts
+from corral.bots.commit import Committer
 from corral.bots.config import BotConfig
 from corral.bots.dead_letter import DeadLetters, terminate
 from corral.bots.outbox import Outbox
@@ -60,7 +61,9 @@ from corral.core.log import Logger
 from corral.core.messages import EventType, Job, decode_job
 from corral.core.names import parse_job_subject
 from corral.core.publisher import AsyncPublisher
+from corral.core import tracing
 from corral.core.schedules import firing_id
+from corral.core.singleton import Busy
 
 
 #: Seconds (plus up to 100% jitter) before a suspect refused by a reserved bot is offered again.
@@ -106,7 +109,8 @@ class Executor:
         self.hooks = list(hooks) if hooks is not None else default_hooks(js, self.trail, log)
         self.settler = Settler(js, config, max_deliver)
         self.attempts = Attempts(js, registry, config, self.trail, limiter)
-        self.recorder = Recorder(publisher, outbox, log)
+        self.recorder = Recorder(publisher, outbox, log, bot=config.name,
+                                 committer=Committer(publisher, batching=config.group_commit))
         self.dead_letters = DeadLetters(js, config, self.trail, self.hooks)
         self.gate = gate  #: None: no bot around (a suspect then runs beside others, and says so)
 
@@ -191,6 +195,17 @@ class Executor:
         admitted = await self.attempts.admit(msg, job, run.attempt, run.throttles, log)
         if admitted is None:
             return
+        if isinstance(admitted, Busy):
+            await self._ended(msg, job, run.attempt, Ended.DROPPED,
+                              f"singleton key {admitted.key} is held by {admitted.holder}: dropped, not run", log)
+            return
+        # The attempt's span (core/tracing.py) covers the run, the recording and what follows it, so
+        # the steps a chain or saga submits carry it as their parent.
+        with tracing.attempt(job, msg.headers, run.attempt, run.previous_span):
+            await self._run_admitted(msg, job, run, admitted, log, isolated)
+
+    async def _run_admitted(self, msg: Msg, job: Job, run: Run, admitted, log: Logger, isolated: bool) -> None:
+        """Run an admitted attempt and record its outcome."""
         async with admitted.held() as slot:
             ran = await self.attempts.run(job, run.attempt, msg.metadata.num_delivered > 1, log, isolated)
         if slot is not None and slot.lost:
@@ -289,9 +304,12 @@ class Executor:
         self.trail.counters.done += 1
         duration = time.time() - started
         self.trail.count("succeeded", job.kind, duration)
-        if not self.config.lean_events:
+        # A first delivery's success is its result (core/timeline.py derives the event); a
+        # redelivery's is written, closing the ``started`` it confirmed.
+        if msg.metadata.num_delivered > 1 or self.config.full_events:
             await self.trail.emit(job, EventType.SUCCEEDED, attempt, duration=duration)
-        log.info("job.succeeded", ms=round(duration * 1000, 2))
+        if log.debugging:  # a line per job is debug; the bot's summary line counts successes at info
+            log.debug("job.succeeded", ms=round(duration * 1000, 2))
 
     async def _failed(self, msg: Msg, job: Job, run: Run, error: str, log: Logger) -> None:
         self.trail.counters.failed += 1

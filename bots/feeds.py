@@ -11,8 +11,14 @@ what arrives in a small local buffer per consumer:
 * **Taking work** (:meth:`Feeds.claim`): for each free slot, look at the
   consumers in priority order; ask an empty one for what it has right now
   (``no_wait``: the server answers at once, with messages or ``404``), and
-  take from the first that has something. So a bot always starts the highest
-  priority work the server holds.
+  take from the first that has something. One request asks for every slot
+  still free, so a burst costs one round trip per consumer, not one per job;
+  it never asks for more than the free slots, so work it cannot start stays
+  on the server for other bots. Each job starts as it is taken, before the
+  next request is sent. So a bot starts the highest priority work the server
+  holds; a consumer that just answered "empty" is believed for
+  ``EMPTY_FOR`` seconds (one busy bot would otherwise ask an idle ``high``
+  consumer before every claim).
 * **Fairness** (the starvation rule): every ``fair_every``-th start offers the
   slot to the lower priorities first, taking turns among them (``low``, then
   ``normal``, ...). Under a flood of ``high`` work a bot still gives at least
@@ -22,7 +28,9 @@ what arrives in a small local buffer per consumer:
   long-poll (``batch`` 1, ``expires``) per consumer is left open and the bot
   sleeps until any of them delivers. So idle bots cost one request per
   consumer per ``FETCH_TIMEOUT``, and a job of any priority starts within a
-  round trip of being stored.
+  round trip of being stored. A long-poll that ends empty (the server's
+  ``408`` at its expiry) wakes the waiter, which opens the next one at once:
+  a bot deaf until its own timer fired again left a burst to the other bots.
 
 A message in a buffer is claimed but not started (at most one per consumer
 beyond the free slots, from a long-poll that answered late): the bot keeps its
@@ -40,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -51,6 +60,8 @@ from corral.core.names import api_subject, consumer_op
 ANSWER_TIMEOUT = 2.0
 #: Seconds between two log lines for the same refusal status on one consumer.
 REFUSAL_LOG_EVERY = 10.0
+#: Seconds a consumer that answered a no_wait request with nothing is not asked again by claims.
+EMPTY_FOR = 0.005
 
 
 @dataclass
@@ -58,13 +69,14 @@ class _Request:
     batch: int
     deadline: float  #: monotonic; a request not answered by then is forgotten
     got: int = 0
+    no_wait: bool = False
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
 @dataclass
 class Buffered:
     msg: Msg
-    arrived: float  #: anyio.current_time(), the clock running jobs' ``started`` uses
+    arrived: float  #: time.monotonic(), the clock running jobs' ``started`` uses
 
 
 class Feed:
@@ -84,6 +96,7 @@ class Feed:
         self._sub: Subscription | None = None
         self.answered = 0.0  #: monotonic time the server last answered this consumer
         self.long_poll: _Request | None = None
+        self.empty_until = 0.0  #: monotonic; see EMPTY_FOR
         self._refusals_logged: dict[str, float] = {}
 
     async def start(self) -> None:
@@ -100,12 +113,13 @@ class Feed:
         status = headers.get("Status")
         if status is None and msg.reply:
             # A job. The server fills pull requests in the order it got them.
-            self.buffer.append(Buffered(msg, anyio.current_time()))
-            for token, req in list(self._requests.items()):
+            self.buffer.append(Buffered(msg, self.answered))
+            if self._requests:
+                token = next(iter(self._requests))
+                req = self._requests[token]
                 req.got += 1
                 if req.got >= req.batch:
                     self._finish(token)
-                break
             self._on_arrival()
             return
         if status == "100":  # idle heartbeat
@@ -119,12 +133,19 @@ class Feed:
                 self._refusals_logged[key] = now
                 self.log.warning("pull.refused", consumer=self.consumer, status=key,
                                  detail=(headers.get("Description") or "").strip() or "no responders")
-        self._finish(msg.subject.rsplit(".", 1)[-1])
+        token = msg.subject.rsplit(".", 1)[-1]
+        asked = self._requests.get(token)
+        if asked is not None and asked.no_wait and status in ("404", "408"):
+            self.empty_until = self.answered + EMPTY_FOR  # it had fewer jobs than we asked for: none left
+        # Only an expiry reopens a long-poll at once; a refusal (409, 503) waits for the next wait().
+        self._finish(token, expired=status == "408")
 
-    def _finish(self, token: str) -> None:
+    def _finish(self, token: str, expired: bool = False) -> None:
         req = self._requests.pop(token, None)
         if req is not None:
             req.done.set()
+            if req is self.long_poll and expired:
+                self._on_arrival()  # wake the waiter so it opens the next long-poll now
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -139,7 +160,7 @@ class Feed:
         body: dict = {"batch": batch}
         if expires is None:
             body["no_wait"] = True
-            req = _Request(batch, time.monotonic() + ANSWER_TIMEOUT)
+            req = _Request(batch, time.monotonic() + ANSWER_TIMEOUT, no_wait=True)
         else:
             body["expires"] = int(expires * 1e9)
             req = _Request(batch, time.monotonic() + expires + ANSWER_TIMEOUT)
@@ -187,20 +208,25 @@ class Feeds:
         rotated = lower[::-1][turn:] + lower[::-1][:turn]  # low first, then normal, then low...
         return rotated + [f for f in self.feeds if f.rank == top], True
 
-    async def claim(self, free: int) -> list[Msg]:
-        """Up to ``free`` jobs, each taken from the first consumer in :meth:`_order` that has one."""
-        taken: list[Msg] = []
+    async def claim(self, free: int, start: Callable[[Msg], None]) -> int:
+        """Take up to ``free`` jobs, each from the first consumer in :meth:`_order` that has one, and
+        ``start`` each as it is taken (before the next request goes out). Returns how many."""
+        taken = 0
         asked: set[str] = set()
-        while len(taken) < free:
+        while taken < free:
             order, fair = self._order()
+            now = time.monotonic()
             for feed in order:
-                if not feed.buffer and feed.consumer not in asked and not feed.polling():
+                if not feed.buffer and feed.consumer not in asked and not feed.polling() and now >= feed.empty_until:
                     asked.add(feed.consumer)
+                    if taken:
+                        await anyio.lowlevel.checkpoint()  # the jobs just taken start before this round trip
                     # A fair turn asks a lower priority for one job only: more would sit in this
                     # bot's buffer behind the higher work, out of other bots' reach.
-                    await feed.pull_now(1 if fair and feed.rank != self.feeds[0].rank else free - len(taken))
+                    await feed.pull_now(1 if fair and feed.rank != self.feeds[0].rank else free - taken)
                 if feed.buffer:
-                    taken.append(feed.buffer.popleft().msg)
+                    start(feed.buffer.popleft().msg)
+                    taken += 1
                     self._starts += 1
                     break
             else:
@@ -208,14 +234,13 @@ class Feeds:
         return taken
 
     async def wait(self, timeout: float) -> None:
-        """Sleep until a long-poll brings a job, or ``timeout``."""
-        self._arrival = anyio.Event()
-        if any(f.buffer for f in self.feeds):
-            return
-        for feed in self.feeds:
-            await feed.ensure_long_poll(timeout)
+        """Sleep until a long-poll brings a job, or ``timeout``; a long-poll that ends empty is reopened."""
         with anyio.move_on_after(timeout):
-            await self._arrival.wait()
+            while not any(f.buffer for f in self.feeds):
+                self._arrival = anyio.Event()
+                for feed in self.feeds:
+                    await feed.ensure_long_poll(timeout)
+                await self._arrival.wait()
 
     def buffered(self) -> list[Buffered]:
         return [b for f in self.feeds for b in f.buffer]

@@ -2,7 +2,8 @@
 
 A bot refreshes ``$KV.corral_bots.<name>`` every TTL/3. One whose process is
 alive but whose key has been missing (or names another pid) for over 2 TTL is
-stuck, and its slot kills it; it then restarts like any crash.
+stuck, and its slot kills it; it then restarts like any crash. A bot not yet seen since it
+started gets ``STARTUP_GRACE`` instead: it may still be importing and connecting.
 
 What this check does *not* do while the supervisor's own connection to NATS is
 down: judge any bot hung. A missing key then says more about the supervisor's
@@ -26,6 +27,10 @@ from corral.core.jsapi import api
 from corral.core.log import Logger
 from corral.core.messages import BotHeartbeat, heartbeat_decoder
 from corral.core.names import BOTS_BUCKET
+
+
+#: Seconds a started bot gets to register its key before its silence counts as hung.
+STARTUP_GRACE = 30.0
 
 
 class HungCheck:
@@ -62,9 +67,12 @@ class HungCheck:
             self._judge(s, entries[s.name], now)
 
     def _judge(self, s: Slot, entry: BotHeartbeat | None, now: float) -> None:
+        # A bot not seen since it started is still importing, connecting and claiming its name,
+        # which takes longer than 2 TTL on a loaded machine: killing it then is a restart loop.
+        limit = self.hung_after if s.last_seen > s.started else max(self.hung_after, STARTUP_GRACE)
         if entry is not None and entry.pid == s.pid:
             s.last_seen = now
-        elif now - s.last_seen > self.hung_after and s.state == SlotState.RUNNING:
+        elif now - s.last_seen > limit and s.state == SlotState.RUNNING:
             self.log.error("fleet.hung", slot=s.number, bot=s.name, pid=s.pid, silent=round(now - s.last_seen, 1))
             s.kill_hung()
 
@@ -84,7 +92,9 @@ class HungCheck:
 
     async def bot_entry(self, name: str) -> BotHeartbeat | None:
         """The bot's live heartbeat, or None when its key is absent, deleted or expired."""
-        msg = await leases.read(self.js, BOTS_BUCKET, name)
+        # From the leader: a replica catching up after a partition shows old entries (another
+        # pid), and this read decides whether a process is killed.
+        msg = await leases.read(self.js, BOTS_BUCKET, name, leader=True)
         if msg is None or leases.is_gone(msg) or not msg.data:
             return None
         try:

@@ -32,7 +32,7 @@ class SupervisorLiveness(Liveness):
         self.subject = fleet_key_subject(self.key)
 
     async def _last(self):
-        return await leases.read(self.js, FLEET_BUCKET, self.key)
+        return await leases.read(self.js, FLEET_BUCKET, self.key, leader=True)  # from the leader: see Liveness._last
 
     @staticmethod
     def _decode(data: bytes | None) -> SupervisorBeat | None:

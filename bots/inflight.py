@@ -39,7 +39,7 @@ class InFlight:
     job_id: str
     kind: str
     since: float  #: wall clock
-    started: float  #: monotonic (anyio.current_time())
+    started: float  #: monotonic (time.monotonic())
 
 
 class InFlightJobs:
@@ -48,7 +48,7 @@ class InFlightJobs:
     def __init__(self) -> None:
         self._jobs: dict[str, InFlight] = {}
         self.idle = anyio.Event()
-        self.idle_since = 0.0  #: anyio.current_time() the registry last emptied
+        self.idle_since = 0.0  #: time.monotonic() the registry last emptied
         self.reserved: str | None = None  #: the key of the suspect that holds (or waits for) the bot
         self.opened = anyio.Event()  #: set when a reservation ends
         self._changed = anyio.Event()
@@ -57,14 +57,14 @@ class InFlightJobs:
     def add(self, msg: Msg, job_id: str, kind: str) -> str:
         """Register a delivery; returns its key."""
         key = msg.reply
-        self._jobs[key] = InFlight(msg, job_id, kind, time.time(), anyio.current_time())
+        self._jobs[key] = InFlight(msg, job_id, kind, time.time(), time.monotonic())
         return key
 
     def remove(self, key: str) -> None:
         del self._jobs[key]
         self._changed.set()
         if not self._jobs:
-            self.idle_since = anyio.current_time()
+            self.idle_since = time.monotonic()
             self.idle.set()
 
     @contextmanager
@@ -120,7 +120,7 @@ class InFlightJobs:
         return len(self._jobs)
 
     async def keep_alive(self, since: float, buffered: list[tuple[Msg, float]], log: Logger) -> None:
-        """Send +WPI for every delivery held since before ``since`` (anyio.current_time()).
+        """Send +WPI for every delivery held since before ``since`` (time.monotonic()).
 
         ``buffered``: deliveries claimed but waiting for a slot (bots/feeds.py), with their arrival
         times; they keep their deadlines alive the same way.

@@ -39,6 +39,10 @@ from corral.core.messages import encode, heartbeat_decoder
 from corral.core.names import BOTS_STREAM, bot_key_subject
 
 
+#: Read-and-write rounds a refused refresh gets before the name counts as lost.
+REWRITE_TRIES = 3
+
+
 class NameLostError(CorralError):
     """Raised when another incarnation now holds this bot's name (our key expired while we were away)."""
 
@@ -67,7 +71,9 @@ class Liveness:
         self.incarnation = ""
 
     async def _last(self):
-        return await leases.read_subject(self.js, BOTS_STREAM, self.subject)
+        # From the leader: every read here decides a compare-and-set, and a replica still
+        # catching up after a partition would show our own old entry as the latest.
+        return await leases.read_subject(self.js, BOTS_STREAM, self.subject, leader=True)
 
     async def _write(self, data: bytes, expected: int, extra: dict[str, str] | None = None) -> int | None:
         """Compare-and-set the key (with the TTL, unless ``extra`` makes it a delete); None if refused."""
@@ -148,22 +154,28 @@ class Liveness:
     async def _rewrite(self, beat: Beat) -> int:
         """The refresh found the key rewritten: take it back if it is free or still ours.
 
+        A refusal after the re-read means the key moved in between (a write of ours that
+        timed out landing late, the server's expiry marker); that is looked at again, a few
+        times, before the name is given up: giving it up stops the bot (or a whole fleet).
+
         Raises:
             NameLostError: another incarnation holds the name now.
         """
-        last = await self._last()
-        if last is None or is_gone(last):
-            # Our key expired while we were frozen or cut off, and nobody took the name: take it back.
-            self.log.warning("name.reregistered", name=self.name, hint="liveness key had expired")
+        for _ in range(REWRITE_TRIES):
+            last = await self._last()
+            if last is None or is_gone(last):
+                # Our key expired while we were frozen or cut off, and nobody took the name: take it back.
+                self.log.warning("name.reregistered", name=self.name, hint="liveness key had expired")
+            else:
+                holder = self._decode(last.data)
+                if holder is None or holder.incarnation != self.incarnation:
+                    raise NameLostError(f"bot name {self.name!r} was taken over while this bot was unreachable")
+                # Still ours: our previous write landed but its ack was lost.
             seq = await self._write(encode(beat), 0 if last is None else last.seq)
-        else:
-            holder = self._decode(last.data)
-            if holder is None or holder.incarnation != self.incarnation:
-                raise NameLostError(f"bot name {self.name!r} was taken over while this bot was unreachable")
-            seq = await self._write(encode(beat), last.seq)  # our previous write landed but its ack was lost
-        if seq is None:
-            raise NameLostError(f"bot name {self.name!r} was rewritten by another writer during the refresh")
-        return seq
+            if seq is not None:
+                return seq
+            self.log.info("name.rewrite_refused", name=self.name, seen=0 if last is None else last.seq)
+        raise NameLostError(f"bot name {self.name!r} kept being rewritten by another writer during the refresh")
 
     async def release(self) -> None:
         """Delete the key (watchers see a DEL) unless someone else holds it by now."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 from collections.abc import Callable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -50,11 +51,21 @@ class BotMetrics:
         self.breaker_open = Gauge("corral_bot_circuit_open", "1 while the breaker stops claiming (server unreachable)", registry=r)
         self.outbox = Gauge("corral_bot_outbox_entries", "Results and events waiting on disk for the server", registry=r)
         self.last_tick = time.monotonic()
+        # labels() validates and locks on every call; a job's outcome is counted per job, so the
+        # labelled children are looked up once per (kind, outcome).
+        self._counts: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
 
     def count(self, outcome: str, kind: str, seconds: float | None = None) -> None:
-        self.jobs.labels(kind, outcome).inc()
+        counter = self._counts.get((kind, outcome))
+        if counter is None:
+            counter = self._counts[(kind, outcome)] = self.jobs.labels(kind, outcome)
+        counter.inc()
         if seconds is not None:
-            self.duration.labels(kind).observe(seconds)
+            histogram = self._durations.get(kind)
+            if histogram is None:
+                histogram = self._durations[kind] = self.duration.labels(kind)
+            histogram.observe(seconds)
 
     def set_state(self, state: BotState) -> None:
         for s in BotState:

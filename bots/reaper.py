@@ -3,18 +3,22 @@
 Bots dead-letter a job themselves on its last allowed delivery, so the
 server's ``max_deliver`` is a backstop. It is reached only when the bot
 holding that last delivery dies. The server then leaves the message in the
-work-queue stream for good, and announces it once in an advisory that is lost
+jobs stream unacked for good, and announces it once in an advisory that is lost
 if nobody is listening. Two mechanisms catch it:
 
 * **Listener**: every bot subscribes to the MAX_DELIVERIES advisory and moves
   the message it names.
-* **Sweep**: every ``sweep_interval`` seconds a bot compares the jobs stream's
-  message count with what the consumers still account for (pending + ack
-  pending). Exhausted messages are in neither, so a surplus means something
-  lingers. Only then does it walk the delivered part of the stream. With no
-  delivery in flight every delivered message left is exhausted; otherwise a
-  message is taken as exhausted when its job's events show at least
-  ``max_deliver - 1`` starts (bots dead-letter the last delivery unstarted).
+* **Sweep**: every ``sweep_interval`` seconds a bot walks, per consumer, the
+  messages still in the stream at or below its ack floor. The jobs stream has
+  limits retention and the purger (bots/purger.py) removes acked jobs by that
+  floor within about a second, but it holds back a sequence announced as
+  exhausted, so whatever lingers there is either acked and not yet purged or
+  given up on, and a held-back one is the first on its subject: so each sweep
+  looks at the first ``SWEEP_PROBE`` messages of each consumer's subject only.
+  With nothing pending or in flight, the walk also covers the
+  delivered part above the floor. A message is taken as exhausted when its job's
+  events show at least ``max_deliver - 1`` starts (bots dead-letter the last
+  delivery unstarted); an acked job shows far fewer.
 
 Both are idempotent across bots: the dead letter carries
 ``Nats-Msg-Id: dlq-<seq>`` and deleting an already-deleted message is a no-op.
@@ -36,10 +40,14 @@ from nats.js import JetStreamContext
 from corral.core.connect import TRANSIENT
 from corral.core.dlq import move_to_dlq
 from corral.core.errors import CorralError
-from corral.core.history import bots_that_ran, job_events, seq_of, subject_of
+from corral.core.history import attempts_made, bots_that_ran, job_events, seq_of, subject_of
 from corral.core.log import Logger
 from corral.core.messages import Event, EventType, decode_job, encode
 from corral.core.names import JOBS_STREAM, MAX_DELIVERIES_ADVISORY, job_events_subject, parse_job_subject
+
+
+#: How many of a subject's oldest messages one sweep examines (each costs an events lookup).
+SWEEP_PROBE = 50
 
 
 class Reaper:
@@ -99,29 +107,27 @@ class Reaper:
     async def sweep(self) -> int:
         """One sweep; returns how many messages it moved."""
         stream = await self.js.stream_info(JOBS_STREAM)
-        consumers = await self.js.consumers_info(JOBS_STREAM)
-        accounted = sum((c.num_pending or 0) + (c.num_ack_pending or 0) for c in consumers)
-        if stream.state.messages <= accounted or not consumers:
-            return 0
         moved = 0
-        for c in consumers:
+        for c in await self.js.consumers_info(JOBS_STREAM):
             max_deliver = c.config.max_deliver or -1
-            if max_deliver < 1:
+            if max_deliver < 1 or not c.config.filter_subject:
                 continue
-            # Nothing in flight: every delivered message still in the stream is one the server gave up on.
-            all_exhausted = c.num_ack_pending == 0
+            floor = c.ack_floor.stream_seq if c.ack_floor else 0
             delivered = c.delivered.stream_seq if c.delivered else 0  # none delivered: nothing to find
-            seq = stream.state.first_seq
-            while seq and seq <= delivered:
+            # Above the floor only when idle: then nothing there is in flight, so nothing is being run.
+            upto = delivered if not (c.num_ack_pending or c.num_pending) else floor
+            seq, probed = stream.state.first_seq, 0
+            while seq and seq <= upto and probed < SWEEP_PROBE:
+                probed += 1
                 try:
                     msg = await self.js.get_msg(JOBS_STREAM, seq=seq, subject=c.config.filter_subject, next=True, direct=True)
                 except nats.js.errors.NotFoundError:
                     break
                 found = seq_of(msg)
-                if found > delivered:
+                if found > upto:
                     break
                 seq = found + 1
-                if all_exhausted or await self._exhausted(msg.data or b"", max_deliver):
+                if await self._exhausted(msg.data or b"", max_deliver):
                     why = f"lingered after max_deliver ({max_deliver}) was exhausted; found by sweep"
                     moved += await self.reap(found, why, max_deliver)
         return moved
@@ -133,8 +139,9 @@ class Reaper:
             return True  # undecodable and already delivered: no bot will ever finish it
         events = await job_events(self.js, job.id)
         # Bots dead-letter the last allowed delivery without starting it, so a job the server gave
-        # up on (its holder died on that last delivery) shows at most max_deliver - 1 starts.
-        return sum(e.type == EventType.STARTED for e in events) >= max_deliver - 1
+        # up on (its holder died on that last delivery) shows at most max_deliver - 1 starts. A
+        # first delivery records no start; attempts_made infers it when it left no trace.
+        return attempts_made(events) >= max_deliver - 1
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:

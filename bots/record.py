@@ -1,11 +1,16 @@
 """Recording a job's result: the fence that makes result-then-ack exactly-once into the record.
 
-A result is published to ``corral.results.<job_id>`` and its stream acknowledgement
-awaited; only then does the executor ack the job. The results stream keeps one
-message per subject and refuses a second (``discard_new_per_subject``): that
-fence holds as long as the result is kept (the stream's max_age, 7 days), not
-just for a dedupe window, so a slow bot finishing a job another bot already
-completed gets a refusal, acks, and records nothing.
+A result is published to ``corral.results.<job_id>.<bot>`` (named by its writer) and
+its stream acknowledgement awaited; only then does the executor ack the job. Each
+publish expects that no subject under ``corral.results.<job_id>.*`` holds a message
+yet, so the server stores the first result of a job, whichever bot wrote it, and
+refuses every later one (err 10071). That fence holds as long as the result is kept
+(the stream's max_age, 7 days), not just for a dedupe window, so a slow bot finishing
+a job another bot already completed gets a refusal, acks, and records nothing.
+
+Results are committed through the bot's :class:`~corral.bots.commit.Committer`:
+alone when nothing is in flight, as one atomic batch with the others that finished
+meanwhile when something is. Each job still learns its own result's fate.
 
 While the results stream cannot answer (a leader election, a reconnect, interest
 not yet propagated through a cluster) the finished job is *held*: leaving it
@@ -26,12 +31,12 @@ from enum import StrEnum
 
 import anyio
 
+from corral.bots.commit import Committer
 from corral.bots.outbox import Outbox
-from corral.core.connect import publish_error
 from corral.core.errors import ResultAlreadyRecordedError, StreamFullError, TransportError
 from corral.core.log import Logger
-from corral.core.names import result_subject
-from corral.core.publisher import AsyncPublisher, wait_ack
+from corral.core.names import result_fence, result_subject
+from corral.core.publisher import AsyncPublisher
 
 #: Seconds a bot holds a finished job while its result cannot be recorded, before leaving it to
 #: the outbox and a redelivery.
@@ -56,19 +61,22 @@ class Recording:
 class Recorder:
     """Publishes results for one bot incarnation, holding the job while the results stream is away."""
 
-    def __init__(self, publisher: AsyncPublisher, outbox: Outbox | None, log: Logger, hold: float = RESULT_HOLD) -> None:
+    def __init__(self, publisher: AsyncPublisher, outbox: Outbox | None, log: Logger, hold: float = RESULT_HOLD,
+                 *, bot: str, committer: Committer | None = None) -> None:
         self.publisher = publisher
         self.outbox = outbox
         self.log = log
         self.hold = hold
+        self.bot = bot  #: the writer's name, the last token of every result subject it publishes
+        self.committer = committer if committer is not None else Committer(publisher)
 
     async def record(self, job_id: str, data: bytes, log: Logger) -> Recording:
         """Publish the encoded result of ``job_id``; how it went.
 
         On a drain (cancellation) the result stays in the outbox if a retry had begun.
         """
-        subject = result_subject(job_id)
-        err, retried = await self._publish(subject, data, log)
+        subject, headers = result_subject(job_id, self.bot), result_fence(job_id)
+        err, retried = await self._publish(subject, data, headers, log)
         if err is None:
             return Recording(Status.RECORDED, None, retried)
         if isinstance(err, ResultAlreadyRecordedError):
@@ -76,27 +84,22 @@ class Recorder:
         if isinstance(err, StreamFullError):
             return Recording(Status.REFUSED, err, retried)
         if self.outbox is not None and not retried:
-            self.outbox.put(subject, data)  # a retry wrote it ahead already
+            self.outbox.put(subject, data, headers)  # a retry wrote it ahead already
         return Recording(Status.UNRECORDED, err, retried)
 
-    async def _publish(self, subject: str, data: bytes, log: Logger) -> tuple[Exception | None, bool]:
-        """Publish, retrying transport failures for up to ``hold`` seconds: (the final error or None, retried)."""
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str], log: Logger) -> tuple[Exception | None, bool]:
+        """Commit, retrying transport failures for up to ``hold`` seconds: (the final error or None, retried)."""
         deadline = anyio.current_time() + self.hold
         delay, retried, kept = 0.1, False, None
         while True:
-            fut = await self.publisher.publish(subject, data)
-            try:
-                await wait_ack(fut, self.publisher.ack_timeout)
-                err = None
-            except Exception as e:  # noqa: BLE001 - translated right here
-                err = publish_error(e, subject)
+            err = await self.committer.commit(subject, data, headers)
             if not isinstance(err, TransportError) or anyio.current_time() + delay > deadline:
                 if kept is not None and self.outbox is not None and (err is None or isinstance(err, ResultAlreadyRecordedError)):
                     self.outbox.discard(kept)  # recorded after all: nothing left to flush
                 return err, retried
             if kept is None and self.outbox is not None:
                 # Write-ahead: if this bot dies while it holds the job, the result survives on disk.
-                kept = self.outbox.put(subject, data)
+                kept = self.outbox.put(subject, data, headers)
             log.warning("job.result_retry", error=str(err), retry_in=round(delay, 2))
             await anyio.sleep(delay)
             delay, retried = min(delay * 2, 2.0), True

@@ -11,7 +11,10 @@ job's result and events (direct gets; no consumer) and comes to one verdict:
 * :class:`Run`: run it, as attempt ``attempt``: one more than the deliveries
   the trail shows started or failed. Deliveries that never started (a limit
   throttled them, or the bot could not read the history and left them) are not
-  attempts; the consumer's ``max_deliver`` still bounds every delivery.
+  attempts; the consumer's ``max_deliver`` still bounds every delivery. A first
+  delivery records no ``started``; if it left no trace at all, it died holding
+  the job (core/history.py, ``first_delivery_unrecorded``): an attempt, and a
+  death by an unknown bot, so the redelivery is a suspect.
 
 Poison without bystanders (docs/jobs.md): a job whose history shows a death
 with no outcome is a *suspect* and runs alone on its bot until it has an
@@ -30,7 +33,9 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 
 from corral.bots.config import BotConfig
-from corral.core.history import attempts_made, bots_that_ran, deaths, job_events, job_result, throttled_deliveries
+from corral.core.history import (
+    UNKNOWN_BOT, attempts_made, bots_that_ran, deaths, job_events, job_result, last_span, throttled_deliveries,
+)
 from corral.core.messages import Job, JobResult
 
 
@@ -42,6 +47,7 @@ class Run:
     throttles: int = 0
     ran_by: tuple[str, ...] = ()  #: bots that started earlier deliveries (a dead letter names them)
     suspect: bool = False  #: an earlier delivery died with no outcome: run alone
+    previous_span: tuple[str, str] | None = None  #: (trace id, span id) of the attempt before, to link (core/tracing.py)
 
 
 @dataclass(frozen=True)
@@ -86,9 +92,10 @@ class Settler:
         events = await job_events(self.js, job.id)
         throttles = throttled_deliveries(events)
         # Deliveries that never started (throttled, or interrupted before the history could be
-        # read) are not attempts: count the ones the trail shows started (core/history.py).
-        attempt = attempts_made(events) + 1
-        died = deaths(events)
+        # read) are not attempts: count the ones the trail shows started (core/history.py). A
+        # first delivery that left no trace at all started and died: it counts, as a death.
+        attempt = attempts_made(events, delivered) + 1
+        died = deaths(events, delivered)
         alone = [d for d in died if d.isolated]
         beside = [d for d in died if not d.isolated]
         if len(alone) >= self.config.poison_after:
@@ -97,7 +104,7 @@ class Settler:
             return Bury(f"quarantined: {len(alone)} deliveries died with no outcome while running alone "
                         f"(bots: {', '.join(bots)})", attempt, bots)
         if len(beside) >= self.config.bystander_deaths_max:
-            bots = sorted({d.bot for d in beside})
+            bots = sorted({d.bot for d in beside} - {UNKNOWN_BOT})
             return Bury(f"quarantined: {len(beside)} deliveries died with no outcome beside other jobs "
                         f"(bots: {', '.join(bots)})", attempt, bots)
         ran_by = bots_that_ran(events)
@@ -107,7 +114,7 @@ class Settler:
             if died:
                 reason += f"; {len(died)} earlier deliveries died with no outcome ({len(beside)} beside other jobs)"
             return Bury(reason, attempt, ran_by)
-        return Run(attempt, throttles, tuple(ran_by), suspect=bool(died))
+        return Run(attempt, throttles, tuple(ran_by), suspect=bool(died), previous_span=last_span(events))
 
     def exhausted(self, job: Job, attempt: int, delivered: int, throttles: int) -> str:
         """Why a redelivery is out of attempts (or deliveries)."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from corral.bots.bot import Bot
 from corral.bots.config import BotConfig
 from corral.cli.common import add_server, positive_float, positive_int, run, settings
-from corral.core.handlers import Registry
+from corral.core.handlers import BUILTINS, Registry
 from corral.core.log import get_logger
 from corral.core.names import PRIORITIES, check_token
 
@@ -24,7 +25,9 @@ def register(sub) -> None:
                    help="priority to serve (repeatable; default: all three, highest first)")
     p.add_argument("--fair-every", type=int, default=10, metavar="N",
                    help="every Nth start goes to lower priorities first, so they are not starved (default 10; 0: strict)")
-    p.add_argument("--concurrency", type=positive_int, default=8, help="jobs run at once (default 8)")
+    p.add_argument("--concurrency", type=positive_int,
+                   help=f"jobs run at once (default {ASYNC_CONCURRENCY} when every --handler is async, "
+                   f"{BLOCKING_CONCURRENCY} when one is sync or @process; docs/performance.md)")
     p.add_argument("--ttl", type=positive_float, default=10.0, help="liveness key TTL in seconds (default 10)")
     p.add_argument("--drain-timeout", type=positive_float, default=30.0, help="seconds a draining bot lets jobs finish (default 30)")
     p.add_argument("--backoff-base", type=positive_float, default=1.0, help="first retry delay in seconds (default 1)")
@@ -35,10 +38,15 @@ def register(sub) -> None:
     p.add_argument("--sweep-interval", type=positive_float, default=60.0, help="seconds between sweeps for lingering jobs (default 60)")
     p.add_argument("--metrics-port", type=int, help="serve /metrics, /healthz and /readyz on this port (0: any free port)")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="address for the endpoint (0.0.0.0 in a pod; default 127.0.0.1)")
-    p.add_argument("--lean-events", action="store_true",
-                   help="skip the started (first delivery) and succeeded events a result implies: fewer writes per job")
+    p.add_argument("--full-events", action="store_true",
+                   help="also write the started and succeeded events of first deliveries, which readers otherwise "
+                   "derive from the result (two more writes per job; docs/jobs.md#the-audit-trail)")
+    p.add_argument("--lean-events", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--publish-timeout", type=positive_float, default=10.0,
                    help="seconds to wait for a result's ack before keeping it in the outbox (default 10)")
+    p.add_argument("--no-group-commit", dest="group_commit", action="store_false",
+                   help="publish every result on its own instead of batching those that finish together "
+                   "(for a server without sync_interval: always, where a batch costs an extra fsync)")
     p.add_argument("--outbox", type=Path, help="folder for results/events awaiting an unreachable server "
                    "(default: $XDG_STATE_HOME or ~/.local/state, /corral/outbox/NAME); 'none' disables it")
     p.add_argument("--handler", action="append", default=[], metavar="KIND=MODULE:FUNCTION[@process]",
@@ -47,15 +55,30 @@ def register(sub) -> None:
     p.set_defaults(func=cmd)
 
 
-def config_from(args: argparse.Namespace) -> BotConfig:
+#: Jobs at once for a bot whose handlers are all async: they wait on the server (the result's
+#: fsync), not on a CPU, so more in flight means fewer, fuller writes per job (docs/performance.md).
+ASYNC_CONCURRENCY = 32
+#: ... and when one is sync (a worker thread per job) or @process (a child process per job).
+BLOCKING_CONCURRENCY = 8
+
+
+def default_concurrency(registry: Registry) -> int:
+    """How many jobs a bot serving ``registry``'s ``--handler`` kinds runs at once, unless told."""
+    given = [fn for kind, fn in registry.handlers.items() if BUILTINS.get(kind) is not fn]
+    return ASYNC_CONCURRENCY if all(Registry.is_async(fn) for fn in given) else BLOCKING_CONCURRENCY
+
+
+def config_from(args: argparse.Namespace, registry: Registry | None = None) -> BotConfig:
+    registry = registry or Registry.build(list(args.handler))
     fields = dict(
         queues=tuple(check_token(q, "queue") for q in args.queue or ["default"]),
         priorities=tuple(p for p in PRIORITIES if p in (args.priority or PRIORITIES)),
-        fair_every=max(args.fair_every, 0), concurrency=args.concurrency,
+        fair_every=max(args.fair_every, 0), concurrency=args.concurrency or default_concurrency(registry),
         liveness_ttl=args.ttl, drain_timeout=args.drain_timeout, backoff_base=args.backoff_base,
         backoff_max=args.backoff_max, poison_after=args.poison_after, sweep_interval=args.sweep_interval,
-        handlers=tuple(args.handler), publish_timeout=args.publish_timeout, lean_events=args.lean_events,
+        handlers=tuple(args.handler), publish_timeout=args.publish_timeout, full_events=args.full_events,
         metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
+        group_commit=args.group_commit,
     )
     if args.name:
         fields["name"] = check_token(args.name, "bot name")
@@ -67,7 +90,11 @@ def config_from(args: argparse.Namespace) -> BotConfig:
 
 
 def cmd(args: argparse.Namespace) -> int:
-    config = config_from(args)
-    registry = Registry.build(list(config.handlers))  # fail fast on a bad --handler, before connecting
+    if args.lean_events:
+        # Lean is the default now; the flag is kept so existing unit files and scripts still start.
+        print("corral bot: --lean-events is the default now and does nothing; --full-events restores the full trail",
+              file=sys.stderr)
+    registry = Registry.build(list(args.handler))  # fail fast on a bad --handler, before connecting
+    config = config_from(args, registry)
     bot = Bot(settings(args), config, get_logger("bot"), registry)
     return run(bot.run)

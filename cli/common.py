@@ -83,3 +83,22 @@ def positive_float(text: str) -> float:
     if not x > 0:
         raise argparse.ArgumentTypeError(f"{x} must be greater than 0")
     return x
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from ``5``, ``5s``, ``500ms``, ``2m`` or ``1h``; greater than 0."""
+    number, unit = text.strip(), "s"
+    for suffix in ("ms", "s", "m", "h"):
+        if number.endswith(suffix):
+            number, unit = number[: -len(suffix)], suffix
+            break
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: use 5s, 500ms, 2m or 1h") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than 0")
+    return seconds

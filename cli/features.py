@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from corral.core import groups, lookup, schedules
+from corral.core import debounce, groups, lookup, schedules
 from corral.core.cancel import request_cancel
 from corral.cli import exits
 from corral.cli.common import actor, add_json, add_server, positive_float, positive_int, print_json, run, settings
@@ -126,7 +126,9 @@ async def _schedule(args: argparse.Namespace) -> int:
             await remove_schedule(nc, args.name, actor(cfg))
             rows = []
         else:
-            rows = await schedules.list_schedules(js)
+            # Jobs waiting out a debounce window are one-shot schedules too: listed as debounce:<key>.
+            rows = await schedules.list_schedules(js) + [
+                schedules.Schedule(f"debounce:{w.key}", w.spec, w.target, w.job) for w in await debounce.waiting(js)]
     finally:
         await nc.close()
     if args.json:

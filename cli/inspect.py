@@ -16,6 +16,7 @@ from corral.core import lookup
 from corral.core.connect import connect
 from corral.core.errors import NotFoundError
 from corral.core.history import job_events, job_result
+from corral.core.timeline import with_result
 from corral.core.jobrecord import read_record
 from corral.core.log import get_logger
 from corral.core.messages import Event
@@ -113,7 +114,8 @@ async def _appeared(js, job_id: str) -> lookup.Whereabouts:
 async def _follow(args: argparse.Namespace, job_id: str) -> int:
     """Print the job's events as they are stored, until it ends (Ctrl-C stops earlier)."""
     nc = await connect(settings(args), get_logger("job"), wait=False)
-    seen, result = 0, None
+    printed: set[tuple] = set()
+    result = None
     try:
         js = nc.jetstream()
         where = await _appeared(js, job_id)
@@ -121,13 +123,17 @@ async def _follow(args: argparse.Namespace, job_id: str) -> int:
               file=sys.stderr, flush=True)
         while True:
             events = await job_events(js, job_id)
-            for e in events[seen:]:
+            result = await job_result(js, job_id)
+            # The result's implied started/succeeded belong earlier in the trail by time, so what
+            # was printed is remembered by content, and they are printed after the fresh events.
+            fresh = [e for e in with_result(events, result) if _key(e) not in printed]
+            fresh.sort(key=lambda e: e not in events)
+            for e in fresh:
+                printed.add(_key(e))
                 if args.json:
                     print(msgspec.json.encode(e).decode(), flush=True)
                 else:
                     print("  ".join(c for c in _event_row(e) if c), flush=True)
-            seen = len(events)
-            result = await job_result(js, job_id)
             if result is not None or lookup.ending(events):
                 break
             await anyio.sleep(FOLLOW_INTERVAL)
@@ -136,6 +142,10 @@ async def _follow(args: argparse.Namespace, job_id: str) -> int:
     if result is not None and not args.json:
         print(f"result: {msgspec.json.encode(result.value).decode()}  (bot {result.bot}, attempt {result.attempt})")
     return 0
+
+
+def _key(e: Event) -> tuple:
+    return (e.type, e.ts, e.attempt, e.incarnation, e.detail)
 
 
 async def _job(args: argparse.Namespace) -> int:
@@ -159,6 +169,9 @@ async def _job(args: argparse.Namespace) -> int:
                lookup.PENDING: f"job {job_id} is pending on {rec.detail}: no bot has taken it yet",
                lookup.UNVERIFIED: f"job {job_id} has no event yet ({rec.detail})"}[rec.state])
         return 0
+    if rec.state == lookup.ACTIVE and not events and not dead:
+        print(f"job {job_id} is running: a bot holds its first delivery, which records no event until it ends")
+        return 0
     console = Console()
     t = Table(title=f"job {job_id}")
     for col in ("time (UTC)", "event", "attempt", "bot", "detail"):
@@ -172,6 +185,8 @@ async def _job(args: argparse.Namespace) -> int:
         console.print(f"result: {value}  (bot {result.bot}, attempt {result.attempt}, {took_ms:.1f} ms)")
     for d in dead:
         console.print(f"dead letter #{d.seq}: {d.reason} (attempts {d.attempts}{', bots ' + d.bots if d.bots else ''})")
+    if rec.trace_id:
+        console.print(f"trace: {rec.trace_id}")
     return 0
 
 

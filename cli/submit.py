@@ -13,16 +13,16 @@ from pathlib import Path
 import msgspec
 
 from corral.cli import exits
-from corral.cli.common import add_json, add_server, positive_float, positive_int, print_json, run, settings
+from corral.cli.common import actor, add_json, add_server, duration, positive_float, positive_int, print_json, run, settings
 from corral.cli.progress import progress
 from corral.core.connect import connect
 from corral.core.errors import ConfigError, InvalidJobError, UnknownKindError
 from corral.core.handlers import POPULATE_KINDS, check_args, generate
 from corral.core.kinds import coverage
 from corral.core.log import get_logger
-from corral.core.messages import Job, make_job
-from corral.core.names import PRIORITIES
-from corral.core import schedules
+from corral.core.messages import Job, Singleton, make_job
+from corral.core.names import PRIORITIES, check_token
+from corral.core import debounce, schedules, tracing
 from corral.core.submit import parse_kv, submit, submit_many
 
 
@@ -48,6 +48,17 @@ def register(sub) -> None:
     when = p.add_mutually_exclusive_group()
     when.add_argument("--delay", type=positive_float, metavar="SECONDS", help="run after this many seconds (a server schedule)")
     when.add_argument("--at", metavar="TIME", help="run at this RFC3339 UTC time, e.g. 2026-11-23T18:00:00Z")
+    when.add_argument("--debounce", type=duration, metavar="WINDOW",
+                      help="with --key: run after WINDOW (5s, 500ms, 2m) unless a newer job with the same key "
+                      "arrives first; only the last of a burst runs, the others are recorded as superseded")
+    p.add_argument("--key", metavar="KEY", help="the debounce key (with --debounce); [A-Za-z0-9_-], at most 128")
+    p.add_argument("--traceparent", metavar="TRACEPARENT",
+                   help="W3C trace context to run the job under (00-<trace id>-<span id>-<flags>); by default the "
+                   "current OpenTelemetry span's, if any")
+    p.add_argument("--singleton", metavar="KEY", help="at most one job with this key runs at a time, fleet-wide")
+    p.add_argument("--if-busy", choices=("queue", "drop"), default="queue",
+                   help="with --singleton, while another job holds the key: queue (wait behind it, the default) "
+                   "or drop (end without running, recorded as dropped)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("populate", help="submit N generated `sum` jobs, pipelined, with progress (the seed's population)")
@@ -135,15 +146,40 @@ def read_ndjson(path: Path, queue: str) -> list[Job]:
     return jobs
 
 
+def _report_debounce(args: argparse.Namespace, d: debounce.Debounced) -> int:
+    runs_at = dt.datetime.fromtimestamp(d.runs_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    if args.json:
+        print_json({"id": d.job_id, "debounce_key": d.key, "runs_at": runs_at, "replaced": d.replaced, "recorded": d.recorded})
+    else:
+        print(d.job_id)
+        replaced = f"; it replaced {d.replaced}, which will not run" if d.replaced else ""
+        print(f"debounced on {d.key}: runs at {runs_at} unless a newer job with this key arrives{replaced}", file=sys.stderr)
+    if not d.recorded:
+        print("corral: the job waits, but its debounced/superseded events could not be recorded", file=sys.stderr)
+    return exits.OK
+
+
 async def _submit(args: argparse.Namespace) -> int:
     if args.file is None and not args.kind:
         raise ConfigError("give a KIND (corral submit sum a=1 b=2) or --file jobs.ndjson")
+    if (args.debounce is None) != (args.key is None):
+        raise ConfigError("--debounce WINDOW and --key KEY go together: corral submit KIND --debounce 5s --key user-42")
+    if args.file is not None and args.debounce is not None:
+        raise ConfigError("--debounce applies to one job; it cannot be combined with --file")
+    if args.key is not None:
+        check_token(args.key, "debounce key")
+    if args.traceparent is not None:
+        tracing.check_traceparent(args.traceparent)
+        if args.file is not None or args.debounce is not None or args.delay or args.at:
+            raise ConfigError("--traceparent applies to one job submitted now (not --file, --debounce, --delay or --at)")
     if args.file is not None:
         jobs = read_ndjson(args.file, args.queue)
         check_jobs(jobs, args)
         return await _submit_many(args, jobs, "submitting")
     fields = dict(queue=args.queue, priority=args.priority, timeout=args.timeout, max_attempts=args.max_attempts,
                   idempotency_key=args.idempotency_key, correlation_id=args.correlation_id, unique_key=args.unique)
+    if args.singleton:
+        fields["singleton"] = Singleton(key=args.singleton, busy=args.if_busy)
     if args.job_id:
         fields["id"] = args.job_id
     if args.expires_in:
@@ -153,6 +189,8 @@ async def _submit(args: argparse.Namespace) -> int:
     nc = await connect(settings(args), get_logger("submit"), wait=False)
     try:
         await check_served(nc.jetstream(), {job.kind}, args)
+        if args.debounce is not None:
+            return _report_debounce(args, await debounce.debounce(nc.jetstream(), job, args.key, args.debounce, actor=actor()))
         if args.delay or args.at:
             when = f"@at {args.at}" if args.at else schedules.spec_at(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.delay))
             await schedules.add(nc.jetstream(), job.id, job, when)
@@ -162,7 +200,7 @@ async def _submit(args: argparse.Namespace) -> int:
                 print(job.id)
                 print(f"scheduled {when}: `corral job {job.id}` shows it until it runs", file=sys.stderr)
             return exits.OK
-        receipt = await submit(nc.jetstream(), job)
+        receipt = await submit(nc.jetstream(), job, traceparent=args.traceparent)
     finally:
         await nc.close()
     if args.json:

@@ -4,14 +4,17 @@ A backup folder holds, per stream, ``config.json`` (the raw StreamConfig),
 ``consumers.json`` (raw ConsumerConfigs) and ``messages.ndjson`` (subject,
 headers, base64 data, original sequence and time, one message per line), plus
 ``manifest.json`` with counts. It is read with direct gets, so it needs no
-consumer: that matters for the work-queue jobs stream, which refuses a second
-consumer over its subjects.
+consumer and moves no consumer's position.
 
 Restore recreates each stream from its config and republishes its messages
 in order, then recreates the consumers. What changes: sequence numbers and
 server timestamps are new (every payload carries its own times: a job's
 ``created_at``, an event's ``ts``); consumers start from the beginning, which
-for the jobs stream is right, since it only ever holds unfinished jobs. The bot
+for the jobs stream is right because only unfinished jobs are written: the
+stream has limits retention and keeps acked jobs until the purger removes them,
+so messages below their subject's keep point (core/purge.py) are left out. An
+acked job above the ack floor (acks out of order) is still written; after a
+restore its redelivery finds the result and is acked without running. The bot
 liveness bucket is not backed up: it is rebuilt within seconds by live bots;
 restore creates it (and any other declared resource still missing) from
 streams/ at the end. Schedules keep their definitions (not past firings), limits
@@ -40,7 +43,9 @@ from corral.core.connect import publish_error
 from corral.core.jsapi import api
 from corral.core.errors import ConfigError, MissingResourceError
 from corral.core.history import walk
+from corral.core.purge import consumer_floors, keep_points
 from corral.core.names import (
+    BATCH_HEADERS,
     DLQ_STREAM, EVENTS_STREAM, FLEET_STREAM, GROUPS_BUCKET, JOBS_STREAM, LIMITS_BUCKET, RESULTS_STREAM, SCHEDULES_STREAM,
     consumer_op, kv_stream, kv_subject, schedule_subject, stream_op,
 )
@@ -53,7 +58,10 @@ BACKED_UP = (RESULTS_STREAM, EVENTS_STREAM, DLQ_STREAM, FLEET_STREAM, kv_stream(
 #: (already sourced into the jobs stream; restoring them would run them again under new ids), and
 #: limit definitions but not the leased slots and rate counters, which are live state with TTLs.
 KEPT_SUBJECTS = {SCHEDULES_STREAM: schedule_subject("*"), kv_stream(LIMITS_BUCKET): kv_subject(LIMITS_BUCKET, "def.*")}
-_SKIP_HEADERS = {"Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Stream", "Nats-Last-Sequence", "Nats-Num-Pending"}
+#: Headers a direct get adds, and the atomic-batch headers a result was committed with: replayed, those
+#: would open batches that are never committed, and the server would store none of their messages.
+_SKIP_HEADERS = {"Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Stream", "Nats-Last-Sequence", "Nats-Num-Pending",
+                 *BATCH_HEADERS}
 
 
 @dataclass(frozen=True)
@@ -81,8 +89,11 @@ async def backup(nc: NATS, folder: Path, progress: Callable[[str, int], None] = 
         consumers = (await api(nc, consumer_op("LIST", stream), {})).get("consumers") or []
         (target / "consumers.json").write_text(json.dumps([c["config"] for c in consumers], indent=2))
         n = 0
+        keep = keep_points(await consumer_floors(nc)) if stream == JOBS_STREAM else {}
         async with await anyio.open_file(target / "messages.ndjson", "w") as f:
             async for msg in walk(js, stream, KEPT_SUBJECTS.get(stream, ">")):
+                if (msg.seq or 0) < keep.get(msg.subject or "", 0):
+                    continue  # consumed: acked, waiting for the purge
                 headers = {k: v for k, v in (msg.headers or {}).items() if k not in _SKIP_HEADERS}
                 await f.write(json.dumps({
                     "seq": msg.seq, "subject": msg.subject, "time": msg.time.isoformat() if msg.time else None,

@@ -18,6 +18,7 @@ import stamina
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from corral.core.lean_nats import websockets
 from corral.core.errors import (
     ErrorCode,
     InvalidJobError,
@@ -93,6 +94,8 @@ async def connect(
         else:
             last_error[:] = [str(e) or type(e).__name__]
 
+    if any(url.startswith(("ws://", "wss://")) for url in settings.servers):
+        websockets()
     kwargs: dict[str, Any] = dict(
         servers=list(settings.servers),
         name=settings.client_name,
@@ -100,7 +103,9 @@ async def connect(
         # silently); set to -1 (reconnect forever) once connected, below.
         max_reconnect_attempts=1,
         reconnect_time_wait=0.5,
-        ping_interval=10,
+        # A cut cable gives no reset: a dead link is noticed only by unanswered pings, so
+        # within 15-20 s (interval x outstanding, plus one interval); docs/cluster.md.
+        ping_interval=5,
         max_outstanding_pings=3,
         connect_timeout=2,
         disconnected_cb=disconnected,
@@ -159,8 +164,10 @@ def publish_error(e: Exception, subject: str) -> Exception:
     apart: results carry no size limits (only one message per job), so there it is the fence.
     """
     if isinstance(e, nats.js.errors.APIError):
-        if e.err_code == ErrorCode.STREAM_STORE_FAILED and is_result_subject(subject):
-            return ResultAlreadyRecordedError(f"{subject} already holds a message ({e.description})")
+        # 10071: the cross-bot fence (another bot's result for the job); 10077: the per-subject limit.
+        fence = (ErrorCode.STREAM_WRONG_LAST_SEQUENCE, ErrorCode.STREAM_STORE_FAILED)
+        if e.err_code in fence and is_result_subject(subject):
+            return ResultAlreadyRecordedError(f"a result for {subject} is already recorded ({e.description})")
         if e.err_code in FULL:
             return StreamFullError(
                 f"the stream refused {subject}: {e.description}. Nothing was enqueued for this message; "

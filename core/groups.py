@@ -28,6 +28,7 @@ from corral.core.jsapi import api
 from corral.core.dlq import list_dead
 from corral.core.history import job_events, job_result, subject_of, walk
 from corral.core.messages import EventType, Job, job_decoder, new_id
+from corral.core.purge import first_unconsumed
 from corral.core.names import GROUPS_BUCKET, JOBS_STREAM, JOBS_SUBJECT, check_token, kv_stream, kv_subject, stream_op
 
 BUCKET = GROUPS_BUCKET
@@ -178,7 +179,8 @@ async def _pending_shape(js: JetStreamContext, group: str) -> GroupShape | None:
     to a job outside the group and is skipped.
     """
     needle = f'"group":"{group}"'.encode()
-    async for msg in walk(js, JOBS_STREAM, JOBS_SUBJECT, limit=PENDING_SCAN):
+    start = await first_unconsumed(js._nc)  # below it: acked jobs awaiting the purge
+    async for msg in walk(js, JOBS_STREAM, JOBS_SUBJECT, start_seq=start, limit=PENDING_SCAN):
         if needle in (msg.data or b"") and (shape := _decoded_shape(msg.data, group)):
             return shape
     return None

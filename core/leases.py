@@ -60,18 +60,25 @@ def is_gone(item: RawStreamMsg | KeyValue.Entry | Mapping[str, str] | None) -> b
     return h.get("KV-Operation") in GONE_OPERATIONS or "Nats-Marker-Reason" in h
 
 
-async def read(js: JetStreamContext, bucket: str, key: str) -> RawStreamMsg | None:
+async def read(js: JetStreamContext, bucket: str, key: str, *, leader: bool = False) -> RawStreamMsg | None:
     """The key's last message (a value, a tombstone or a marker), or None if it never had one.
 
     A missing bucket reads as None too: callers treat "never written" and "not provisioned" alike.
+    ``leader``: see :func:`read_subject`.
     """
-    return await read_subject(js, kv_stream(bucket), kv_subject(bucket, key))
+    return await read_subject(js, kv_stream(bucket), kv_subject(bucket, key), leader=leader)
 
 
-async def read_subject(js: JetStreamContext, stream: str, subject: str) -> RawStreamMsg | None:
-    """:func:`read` by the key's stream and subject."""
+async def read_subject(js: JetStreamContext, stream: str, subject: str, *, leader: bool = False) -> RawStreamMsg | None:
+    """:func:`read` by the key's stream and subject.
+
+    By default a direct get, which any replica answers: cheap, but a replica that is still
+    catching up (a node back from a partition) answers with an old value. ``leader=True``
+    asks the stream leader, the one that judges compare-and-set, so a read taken to decide
+    the next compare-and-set sees what that compare-and-set will be checked against.
+    """
     try:
-        return await js.get_msg(stream, subject=subject, direct=True)
+        return await js.get_msg(stream, subject=subject, direct=not leader)
     except nats.js.errors.NotFoundError:
         return None
 

@@ -196,12 +196,12 @@ class Limiter:
         A kind that cannot be a subject token can have no limit, and is never looked up.
         A failed read keeps the last known definition.
         """
-        if not _is_token(kind):
-            return None
         now = time.monotonic()
         cached = self._defs.get(kind)
         if cached is not None and now - cached[0] < self.refresh:
-            return cached[1]
+            return cached[1]  # the common case, per job: no token check, no read
+        if not _is_token(kind):
+            return None
         try:
             msg = await leases.read(self.js, BUCKET, _def_key(kind))
         except TRANSIENT:

@@ -4,6 +4,11 @@
 
 Lines are meant for operators (grep, `jq`-free) and for tests alike. Set
 ``CORRAL_LOG_FORMAT=json`` at the entry point for one JSON object per line.
+
+Levels: ``info`` (the default) and ``debug``, chosen once at the entry point
+(``corral --log-level debug``). Per-job lines on a job's happy path are debug: at
+thousands of jobs a second a line per job costs the bot more than the job. A
+disabled ``debug`` call is one attribute test; its fields are never formatted.
 """
 
 from __future__ import annotations
@@ -27,17 +32,18 @@ def _fmt_value(v: Any) -> str:
 class Logger:
     """A tiny structured logger; ``log.info("job.succeeded", job=id)``."""
 
-    def __init__(self, name: str, *, fmt: str = "logfmt", stream: TextIO | None = None,
+    def __init__(self, name: str, *, fmt: str = "logfmt", stream: TextIO | None = None, debugging: bool = False,
                  _sinks: list[Sink] | None = None, **bound: Any):
         self.name = name
         self.fmt = fmt
         self.stream = stream
+        self.debugging = debugging
         self.bound = bound
         #: shared with every logger bound from this one, so a sink added later reaches them all
         self._sinks: list[Sink] = [] if _sinks is None else _sinks
 
     def bind(self, **fields: Any) -> Logger:
-        return Logger(self.name, fmt=self.fmt, stream=self.stream, _sinks=self._sinks, **{**self.bound, **fields})
+        return Logger(self.name, fmt=self.fmt, stream=self.stream, debugging=self.debugging, _sinks=self._sinks, **{**self.bound, **fields})
 
     def add_sink(self, sink: Sink) -> None:
         """Also hand every info-and-above record (a dict) to ``sink``; it must not block (it runs inline)."""
@@ -70,7 +76,7 @@ class Logger:
                     pass
 
     def debug(self, event: str, /, **fields: Any) -> None:
-        if self.bound.get("_debug"):
+        if self.debugging:
             self._emit("debug", event, fields)
 
     def info(self, event: str, /, **fields: Any) -> None:
@@ -84,15 +90,19 @@ class Logger:
 
 
 _format = "logfmt"
+_debugging = False
+LEVELS = ("info", "debug")
 
 
-def configure(fmt: str) -> None:
-    """Choose ``logfmt`` or ``json`` for every logger made afterwards (entry points only)."""
-    global _format
+def configure(fmt: str, level: str = "info") -> None:
+    """Choose ``logfmt`` or ``json``, and ``info`` or ``debug``, for every logger made afterwards (entry points only)."""
+    global _format, _debugging
     if fmt not in ("logfmt", "json"):
         raise ValueError(f"log format {fmt!r} must be logfmt or json")
-    _format = fmt
+    if level not in LEVELS:
+        raise ValueError(f"log level {level!r} must be one of {', '.join(LEVELS)}")
+    _format, _debugging = fmt, level == "debug"
 
 
 def get_logger(name: str, **bound: Any) -> Logger:
-    return Logger(name, fmt=_format, **bound)
+    return Logger(name, fmt=_format, debugging=_debugging, **bound)

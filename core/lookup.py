@@ -6,8 +6,9 @@ does nothing and must say so; a job submitted with ``--delay`` exists only as a
 schedule until it fires, and one no bot has taken yet only as a message on the
 jobs stream, with no event at all.
 
-Finding a waiting job means reading the jobs stream (a work queue: no second
-consumer may read it, so it is read with direct gets, one message at a time).
+Finding a waiting job means reading the jobs stream with direct gets, one
+message at a time, from the first unconsumed sequence (the stream keeps acked
+jobs until the purger removes them, core/purge.py).
 Past :data:`SCAN_LIMIT` waiting jobs the search stops and the answer is
 ``unverified`` rather than a slow, certain one.
 """
@@ -22,11 +23,14 @@ import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
-from corral.core.errors import TransportError
-from corral.core.history import job_events, job_result, walk
+from corral.core.backlog import unfinished
+from corral.core.errors import MissingResourceError, TransportError
+from corral.core.purge import first_unconsumed
+from corral.core.history import job_events, job_result, seq_of, walk
 from corral.core.messages import TERMINAL_EVENTS, Event, EventType, Job, JobResult, job_decoder
 from corral.core.names import (
-    CANCEL_BUCKET, JOBS_STREAM, JOBS_SUBJECT, SCHEDULES_STREAM, cancel_key_subject, check_token, kv_stream, schedule_subject,
+    CANCEL_BUCKET, JOBS_STREAM, JOBS_SUBJECT, SCHEDULES_STREAM, cancel_key_subject, check_token, consumer_name, kv_stream,
+    parse_job_subject, schedule_subject,
 )
 
 SCAN_LIMIT = 20_000  #: waiting jobs read at most when looking for one that has no event yet
@@ -41,6 +45,8 @@ PENDING = "pending"  #: on the jobs stream, not taken by a bot yet
 SCHEDULED = "scheduled"  #: a delayed or timed job, waiting for its schedule to fire
 UNVERIFIED = "unverified"  #: no event, and too many waiting jobs to search them all
 UNKNOWN = "unknown"  #: no record anywhere: never submitted, or past every stream's retention
+#: The detail of an ``active`` job with no event yet: a bot holds its first delivery.
+TAKEN = "started"
 
 
 class _JobId(msgspec.Struct):
@@ -99,13 +105,13 @@ async def cancel_requested(js: JetStreamContext, job_id: str) -> bool:
 async def _waiting_on(js: JetStreamContext, job_id: str, limit: int) -> RawStreamMsg | str | None:
     """The job's message on the jobs stream, None if absent, or "" if there are too many to search."""
     try:
-        info = await js.stream_info(JOBS_STREAM)
-    except nats.js.errors.NotFoundError:
+        if await unfinished(js) > limit:
+            return ""
+        start = await first_unconsumed(js._nc)
+    except (nats.js.errors.NotFoundError, MissingResourceError):
         return None
-    if info.state.messages > limit:
-        return ""
     needle = job_id.encode()
-    async for msg in walk(js, JOBS_STREAM, JOBS_SUBJECT, limit=limit):
+    async for msg in walk(js, JOBS_STREAM, JOBS_SUBJECT, start_seq=start, limit=limit):
         if needle not in (msg.data or b""):
             continue  # a cheap pre-filter: most waiting jobs are someone else's
         try:
@@ -151,5 +157,25 @@ async def locate(js: JetStreamContext, job_id: str, scan_limit: int = SCAN_LIMIT
     if waiting == "":
         return Whereabouts(job_id, UNVERIFIED, f"more than {scan_limit} jobs are waiting; not all were searched")
     if isinstance(waiting, RawStreamMsg):
+        if await _taken(js, waiting):
+            return Whereabouts(job_id, ACTIVE, TAKEN, job=_decoded(waiting.data))
         return Whereabouts(job_id, PENDING, waiting.subject or "", job=_decoded(waiting.data))
     return Whereabouts(job_id, UNKNOWN)
+
+
+async def _taken(js: JetStreamContext, msg: RawStreamMsg) -> bool:
+    """Whether a bot holds the waiting message: its consumer has delivered it, and it is not acked yet.
+
+    A first delivery records no event until it ends (core/timeline.py), so a running job can
+    look like a waiting one; the consumer's delivered sequence tells them apart.
+    """
+    place = parse_job_subject(msg.subject or "")
+    if place is None:
+        return False
+    try:
+        info = await js.consumer_info(JOBS_STREAM, consumer_name(*place))
+    except nats.js.errors.NotFoundError:
+        return False
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as e:
+        raise TransportError(f"no answer reading the consumer of {msg.subject}") from e
+    return info.delivered is not None and (info.delivered.stream_seq or 0) >= seq_of(msg)

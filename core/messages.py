@@ -31,6 +31,20 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+class Singleton(msgspec.Struct, kw_only=True):
+    """A job's singleton key: at most one job with ``key`` runs at a time, fleet-wide."""
+
+    key: str
+    #: While another job holds the key: ``queue`` (wait behind it) or ``drop`` (end, not run).
+    busy: str = "queue"
+
+    def validate(self) -> Singleton:
+        check_token(self.key, "singleton key")
+        if self.busy not in ("queue", "drop"):
+            raise InvalidJobError(f"singleton busy {self.busy!r} must be queue or drop")
+        return self
+
+
 class Job(msgspec.Struct, kw_only=True):
     """One unit of work. Times are Unix seconds; ``timeout`` is in seconds."""
 
@@ -58,6 +72,8 @@ class Job(msgspec.Struct, kw_only=True):
     expires_at: float | None = None
     #: While a job with this key is pending or running, another with the same key is refused.
     unique_key: str | None = None
+    #: At most one job with this key runs at a time, fleet-wide (core/singleton.py).
+    singleton: Singleton | None = None
     #: Jobs to submit when this one succeeds, each receiving ``args["previous"]`` = this result.
     then: list[Job] = []
     #: Saga: the job that undoes this step, run if a later step of the chain dies.
@@ -82,6 +98,8 @@ class Job(msgspec.Struct, kw_only=True):
         check_token(self.queue, "queue")
         if self.unique_key is not None and not 0 < len(self.unique_key) <= 512:
             raise InvalidJobError("unique_key must be 1-512 characters")
+        if self.singleton is not None:
+            self.singleton.validate()
         if self.group is not None:
             check_token(self.group, "group id")
             if self.group_size < 1 or self.on_complete is None:
@@ -120,7 +138,7 @@ class Outcome(StrEnum):
 
 
 class JobResult(msgspec.Struct, kw_only=True):
-    """The one recorded result of a job, on ``corral.results.<job_id>``."""
+    """The one recorded result of a job, on ``corral.results.<job_id>.<bot>`` (its writer)."""
 
     job_id: str
     kind: str
@@ -138,6 +156,8 @@ class JobResult(msgspec.Struct, kw_only=True):
     value: Any = None
     #: The job as it ran (its id is the delivery's id, e.g. a periodic firing's own).
     job: Job | None = None
+    #: The W3C trace id the job was submitted under (from its ``traceparent`` header), if any.
+    trace_id: str | None = None
     v: int = SCHEMA_VERSION
 
 
@@ -157,6 +177,9 @@ class EventType(StrEnum):
     CHAINED = "chained"  #: the job's ``then`` steps were submitted (``detail``: their ids)
     FAN_IN = "fan_in"  #: the last member of a group finished; the group's callback was submitted
     COMPENSATING = "compensating"  #: the job died; its saga's compensations were submitted (``detail``: the first id)
+    DEBOUNCED = "debounced"  #: submitted with a debounce key: waits for its window to end (``detail``: key, fire time)
+    DROPPED = "dropped"  #: a singleton job (``singleton_busy: drop``) found its key held by a running job: not run
+    SUPERSEDED = "superseded"  #: a newer job with the same debounce key replaced it inside the window: not run
     THROTTLED = "throttled"  #: over its kind's limits (core/limits.py): nak'd with a delay, not run, not an attempt
     PURGED = "purged"  #: an operator purged dead letters
     BOT_STATE = "bot_state"  #: a bot changed state
@@ -168,6 +191,7 @@ class EventType(StrEnum):
 #: may be replayed, which starts a new life with ``replayed``.
 TERMINAL_EVENTS = frozenset({
     EventType.SUCCEEDED, EventType.DEAD, EventType.CANCELLED, EventType.EXPIRED, EventType.DUPLICATE,
+    EventType.SUPERSEDED, EventType.DROPPED,
 })
 
 
@@ -198,6 +222,9 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
     actor: str | None = None
     #: Seconds the handler ran (``succeeded`` events).
     duration: float | None = None
+    #: The attempt's W3C trace id and, when a tracer is configured, its span id (core/tracing.py).
+    trace_id: str | None = None
+    span_id: str | None = None
     #: On ``started``: the job had its bot to itself (a suspect's run), so a death is its own.
     isolated: bool = False
     v: int = SCHEMA_VERSION
@@ -233,6 +260,10 @@ class BotHeartbeat(msgspec.Struct, kw_only=True):
     #: The kinds this bot serves (its handler registry), so `corral submit` can warn about a kind
     #: nobody serves. Empty from bots older than the field: they are assumed to serve anything.
     kinds: list[str] = []
+    #: What the process costs (bots/usage.py), sampled at each write; 0 from bots older than the fields.
+    cpu_seconds: float = 0.0  #: user + system CPU time since the process started
+    cpu_percent: float = 0.0  #: CPU share of one core since the previous heartbeat
+    rss_bytes: int = 0  #: resident memory
     v: int = SCHEMA_VERSION
 
 

@@ -3,7 +3,8 @@
 The layout (docs/resources.md has the table and the `nats` commands):
 
     corral.jobs.<queue>.<priority>          CORRAL_JOBS     work queue, one consumer per queue+priority
-    corral.results.<job_id>                 CORRAL_RESULTS  one message per subject: the result fence
+    corral.results.<job_id>.<bot>           CORRAL_RESULTS  a job's one result, named by its writer; fenced across the job
+    corral.results.<job_id>                 CORRAL_RESULTS  the previous layout's results, read until they age out
     corral.events.job.<job_id>              CORRAL_EVENTS   a job's lifecycle, read back by `corral job`
     corral.events.bot.<bot>                 CORRAL_EVENTS   bot state transitions
     corral.events.ops.<action>              CORRAL_EVENTS   operator actions (drain, pause, resume, replay, purge, ...)
@@ -13,6 +14,7 @@ The layout (docs/resources.md has the table and the `nats` commands):
     corral.control.bot.<bot>                (core NATS)     request/reply: {"action": "drain"} stops a bot gracefully
     corral.schedules.defs.<name>            CORRAL_SCHEDULES a server message schedule (the job is its body)
     corral.schedules.fire.<queue>.<prio>    CORRAL_SCHEDULES its firings; CORRAL_JOBS sources them onto corral.jobs.<queue>.<prio>
+    corral.schedules.debounce.<key>         CORRAL_SCHEDULES the newest job for a debounce key, fired when its window ends
     $KV.corral_cancel.<job_id>              KV_corral_cancel cancellation requests, watched by every bot
     $KV.corral_unique.<sha256(key)>         KV_corral_unique unique-job keys, held while the job is pending or running
     $KV.corral_limits.def.<kind>            KV_corral_limits a kind's fleet-wide limits (concurrency cap, rate)
@@ -23,7 +25,8 @@ The layout (docs/resources.md has the table and the `nats` commands):
 
 Job ids and bot names become subject tokens, so they are restricted to
 ``[A-Za-z0-9_-]`` (see :func:`check_token`): no dots, wildcards or spaces can
-reach a subject.
+reach a subject. A name made from a host name (which may hold dots) goes through
+:func:`subject_token` first, the one place such a name is mapped.
 """
 
 from __future__ import annotations
@@ -97,16 +100,73 @@ def consumer_name(queue: str, priority: str = DEFAULT_PRIORITY) -> str:
 
 
 RESULTS_PREFIX = "corral.results."
-RESULTS_SUBJECT = f"{RESULTS_PREFIX}*"  #: every job's result
+RESULTS_SUBJECT = f"{RESULTS_PREFIX}>"  #: every result, both layouts
+#: The stream's subjects: per-bot results, and the previous layout's (one token) until they age out.
+RESULTS_STREAM_SUBJECTS = (f"{RESULTS_PREFIX}*.*", f"{RESULTS_PREFIX}*")
+
+#: Headers of a fenced result publish: stored only if no subject under the job's prefix has a
+#: message yet, whichever bot wrote it (docs/nats-notes.md, "Compare-and-set on a subject").
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+
+#: An atomic batch's headers (docs/nats-notes.md, "Atomic batch publish"); the server stores them
+#: with each message, so a replay of stored messages (a restore) must leave them out.
+BATCH_ID = "Nats-Batch-Id"
+BATCH_SEQUENCE = "Nats-Batch-Sequence"
+BATCH_COMMIT = "Nats-Batch-Commit"
+BATCH_HEADERS = (BATCH_ID, BATCH_SEQUENCE, BATCH_COMMIT)
 
 
-def result_subject(job_id: str) -> str:
+def result_subject(job_id: str, bot: str) -> str:
+    """Where ``bot`` records the result of ``job_id``: ``corral.results.<job_id>.<bot>``."""
+    return f"{RESULTS_PREFIX}{job_id}.{bot}"
+
+
+def job_results_subject(job_id: str) -> str:
+    """Every per-bot result subject of one job (at most one holds a message: the fence)."""
+    return f"{RESULTS_PREFIX}{job_id}.*"
+
+
+def legacy_result_subject(job_id: str) -> str:
+    """The previous layout's result subject, ``corral.results.<job_id>``: read, never written."""
     return f"{RESULTS_PREFIX}{job_id}"
 
 
+def bot_results_subject(bot: str) -> str:
+    """Every result one bot may write (its permission in the secured profile)."""
+    return f"{RESULTS_PREFIX}*.{bot}"
+
+
+def result_fence(job_id: str) -> dict[str, str]:
+    """The headers that admit the first result of ``job_id`` and refuse every later one (err 10071)."""
+    return {EXPECTED_LAST_SUBJECT_SEQ: "0", EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: job_results_subject(job_id)}
+
+
+def parse_result_subject(subject: str) -> tuple[str, str | None] | None:
+    """(job id, bot) of a result subject; the bot is None for the previous layout; None if not a result."""
+    parts = subject.split(".")
+    if parts[:2] != ["corral", "results"] or len(parts) not in (3, 4) or not all(_TOKEN.fullmatch(p) for p in parts[2:]):
+        return None
+    return parts[2], (parts[3] if len(parts) == 4 else None)
+
+
 def is_result_subject(subject: str) -> bool:
-    """True for ``corral.results.<job_id>`` (the one-message-per-job fence)."""
+    """True for a result subject of either layout (the one-result-per-job fence)."""
     return subject.startswith(RESULTS_PREFIX)
+
+
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def subject_token(raw: str) -> str:
+    """``raw`` (a host name, say ``web.example.com``) as one subject token: ``web-example-com``.
+
+    Every character outside ``[A-Za-z0-9_-]`` becomes ``-`` and the result is cut to 128, so a
+    bot named after its host can write ``corral.results.<job>.<bot>``. Names given explicitly
+    (``--name``) are checked, not mapped (:func:`check_token`), so an operator sees a mistake.
+    """
+    token = _NOT_TOKEN.sub("-", raw).strip("-")[:128]
+    return token or "bot"
 
 
 EVENTS_PREFIX = "corral.events."
@@ -159,6 +219,14 @@ SCHEDULES_STREAM = "CORRAL_SCHEDULES"
 def schedule_subject(name: str) -> str:
     """Where a schedule's definition lives (server schedules must fire into their own stream)."""
     return f"corral.schedules.defs.{name}"
+
+
+DEBOUNCE_PREFIX = "corral.schedules.debounce."
+
+
+def debounce_subject(key: str) -> str:
+    """Where the newest job of debounce key ``key`` waits (one message: a newer one rolls it up)."""
+    return f"{DEBOUNCE_PREFIX}{key}"
 
 
 FIRING_PREFIX = "corral.schedules.fire."

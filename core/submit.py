@@ -28,6 +28,7 @@ from corral.core.errors import ConfigError, CorralError, StreamFullError
 from corral.core.log import get_logger
 from corral.core.messages import Job, encode
 from corral.core import unique
+from corral.core import tracing
 from corral.core.publisher import AsyncPublisher
 from corral.core.names import JOBS_STREAM, job_subject
 
@@ -50,12 +51,18 @@ class SubmitSummary:
         return not self.refused
 
 
-def _headers(job: Job) -> dict[str, str]:
-    return {"Nats-Msg-Id": job.dedupe_id, "Nats-Expected-Stream": JOBS_STREAM}
+def _headers(job: Job, trace: dict[str, str] | None = None) -> dict[str, str]:
+    headers = {"Nats-Msg-Id": job.dedupe_id, "Nats-Expected-Stream": JOBS_STREAM}
+    if trace:
+        headers.update(trace)
+    return headers
 
 
-async def submit(js: JetStreamContext, job: Job, *, timeout: float = 5.0, retry_for: float = 10.0) -> Receipt:
+async def submit(js: JetStreamContext, job: Job, *, timeout: float = 5.0, retry_for: float = 10.0,
+                 traceparent: str | None = None) -> Receipt:
     """Publish one job and wait for the stream's acknowledgement.
+
+    The job carries the current span's trace context, or ``traceparent`` if given (core/tracing.py).
 
     A timeout is ambiguous (the job may have landed), so it is retried with the
     same ``Nats-Msg-Id`` for ``retry_for`` seconds: at most one job results.
@@ -67,13 +74,14 @@ async def submit(js: JetStreamContext, job: Job, *, timeout: float = 5.0, retry_
     job.validate()
     data = encode(job)
     subject = job_subject(job.queue, job.priority)
+    headers = _headers(job, tracing.inject({}, traceparent))
     if job.unique_key:
         await unique.hold(js, job)
     try:
         async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=retry_for, wait_max=1.0):
             with attempt:
                 try:
-                    ack = await js.publish(subject, data, timeout=timeout, headers=_headers(job))
+                    ack = await js.publish(subject, data, timeout=timeout, headers=headers)
                 except Exception as e:  # translated once, here
                     raise publish_error(e, subject) from e
     except BaseException:
@@ -97,6 +105,7 @@ async def submit_many(
     """
     summary = SubmitSummary()
     publisher = AsyncPublisher(js, get_logger("submit"), ack_timeout=ack_timeout)
+    trace = tracing.inject({})  # every job of the batch carries the caller's trace context
     stop = False
 
     def settle(index: int, job: Job, fut: asyncio.Future) -> None:
@@ -121,7 +130,7 @@ async def submit_many(
                 summary.refused.append((index, job.id, str(e)))
                 progress(summary.accepted + len(summary.refused))
                 return
-        fut = await publisher.publish(job_subject(job.queue, job.priority), encode(job), _headers(job))
+        fut = await publisher.publish(job_subject(job.queue, job.priority), encode(job), _headers(job, trace))
         fut.add_done_callback(functools.partial(settle, index, job))
 
     async with anyio.create_task_group() as tg:

@@ -20,12 +20,16 @@ Everything else lives in the subpackages: the vocabulary and client library in
 ``corral.tui`` and the command in ``corral.cli`` (docs/architecture.md draws the map).
 """
 
-from corral._client import connect
-from corral.core.errors import CorralError
-from corral.core.handlers import JobContext
-from corral.core.messages import Job, JobResult, make_job
-from corral.core.settings import Settings
-from corral.core.submit import Receipt, SubmitSummary, submit, submit_many
+from corral.core.lean_nats import import_nats
+
+import_nats()  # before anything below imports nats-py: see core/lean_nats.py
+
+from corral._client import connect  # noqa: E402
+from corral.core.errors import CorralError  # noqa: E402
+from corral.core.handlers import JobContext  # noqa: E402
+from corral.core.messages import Job, JobResult, make_job  # noqa: E402
+from corral.core.settings import Settings  # noqa: E402
+from corral.core.submit import Receipt, SubmitSummary, submit, submit_many  # noqa: E402
 
 __all__ = [
     "CorralError", "Job", "JobContext", "JobResult", "Receipt", "Settings", "SubmitSummary",

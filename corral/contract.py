@@ -74,7 +74,9 @@ MESSAGES: tuple[Message, ...] = (
             f"{SUBJECT_RULE}",
             SUBMITTED_JOB),
     Message("job-headers", wire.JobHeaders, "Job headers", "The headers of a message on `corral.jobs.<queue>.<priority>`."),
-    Message("result", JobResult, "Job result", "The body of the one message on `corral.results.<job_id>` (stream CORRAL_RESULTS)."),
+    Message("result", JobResult, "Job result",
+            "The body of the one message under `corral.results.<job_id>.*` (stream CORRAL_RESULTS), on "
+            "`corral.results.<job_id>.<bot>`, named by the bot that wrote it."),
     Message("event", Event, "Event", "The body of a message on `corral.events.job.<job_id>`, `corral.events.bot.<bot>` "
             "or `corral.events.ops.<action>` (stream CORRAL_EVENTS). Unset fields are omitted."),
     Message("heartbeat", BotHeartbeat, "Bot heartbeat", "The value of `$KV.corral_bots.<bot>` (KV bucket corral_bots), "

@@ -43,10 +43,11 @@ import nats.js.errors
 
 from corral.core.connect import TRANSIENT
 from corral.core.dlq import DeadLetter, list_dead
-from corral.core.history import job_result
+from corral.core.history import job_result, results_per_job
 from corral.core.log import Logger
+from corral.core.backlog import unfinished
 from corral.core.messages import Job, make_job
-from corral.core.names import JOBS_STREAM, RESULTS_STREAM, job_subject
+from corral.core.names import RESULTS_STREAM, job_subject
 from corral.harness.procs import BotProcess
 from corral.harness.server import EmbeddedServer, free_port
 from corral.core.status import live_bots
@@ -228,7 +229,7 @@ class ChaosRun:
 
     async def _top_up(self, js, low: int = 12, batch: int = 20) -> list[Job]:
         """Keep work in flight for the next fault: submit more jobs when the backlog runs low."""
-        backlog = (await js.stream_info(JOBS_STREAM)).state.messages
+        backlog = await unfinished(js)  # the stream's count includes acked jobs awaiting the purge
         if backlog >= low:
             return []
         more = [make_job("sleep", {"seconds": round(self.rng.uniform(0.2, 1.0), 3)}) for _ in range(batch)]
@@ -320,31 +321,32 @@ class ChaosRun:
 
     async def _settled(self, js, total: int) -> bool:
         try:
-            jobs = await js.stream_info(JOBS_STREAM)
+            pending = await unfinished(js)
             results = await js.stream_info(RESULTS_STREAM)
             dead = await js.stream_info("CORRAL_DLQ")
         except (nats.js.errors.APIError, *TRANSIENT):
             return False
-        return jobs.state.messages == 0 and results.state.messages + dead.state.messages >= total
+        return pending == 0 and results.state.messages + dead.state.messages >= total
 
     async def _verify(self, js, jobs: list[Job]) -> None:
         dead: dict[str, int] = {}
         for d in await list_dead(js):
             dead[d.job_id] = dead.get(d.job_id, 0) + 1
-        results = (await js.stream_info(RESULTS_STREAM)).state.messages
+        # One result per job is one message under corral.results.<job>.*: a second one, by any bot, is a duplicate.
+        per_job = await results_per_job(js)
         recorded = 0
         for job in jobs:
-            has_result = await job_result(js, job.id) is not None
-            recorded += has_result
+            n_results = per_job.pop(job.id, 0)
+            recorded += n_results > 0
             n_dead = dead.get(job.id, 0)
-            if not has_result and not n_dead:
+            if not n_results and not n_dead:
                 self.report.lost.append(job.id)
-            elif (has_result and n_dead) or n_dead > 1:
+            elif (n_results and n_dead) or n_dead > 1 or n_results > 1:
                 self.report.duplicated.append(job.id)
             elif (job.id in self.expected_dead) != bool(n_dead):
                 self.report.unexpected.append(job.id)
-        if results != recorded:  # a result on a subject no submitted job owns
-            self.report.duplicated.append(f"{results - recorded} stray results")
+        if per_job:  # a result for a job nobody submitted
+            self.report.duplicated.append(f"{sum(per_job.values())} stray results")
         self.report.garbage_dead = sum(n for job_id, n in dead.items() if job_id.startswith("invalid-"))
         if self.report.garbage_dead < self.report.garbage:
             self.report.lost.append(f"{self.report.garbage - self.report.garbage_dead} garbage payloads without a dead letter")

@@ -38,6 +38,7 @@ import anyio
 import anyio.to_thread
 import nats
 
+from corral.core.backlog import unfinished
 from corral.core.log import Logger
 from corral.core.messages import Job, make_job
 from corral.core.names import JOBS_STREAM, RESULTS_STREAM
@@ -146,8 +147,8 @@ class ClusterChaosRun(ChaosRun):
     async def _top_up(self, js, low: int = 0, batch: int = 0) -> list[Job]:
         """Keep every bot busy for the next fault: sized to the fleet, since jobs here are short."""
         slots = self.config.bots * self.config.concurrency
-        info = await _until(lambda: _quiet(lambda: js.stream_info(JOBS_STREAM)), 60, "the jobs stream")
-        if info.state.messages >= slots * 8:
+        (backlog,) = await _until(lambda: _quiet(lambda: _boxed(unfinished(js))), 60, "the jobs consumers")
+        if backlog >= slots * 8:
             return []
         more = self._mixed(slots * 25)
         self.report.submitted += await _submit_all(js, more)
@@ -275,3 +276,8 @@ async def run_cluster_chaos(config: ClusterChaosConfig, log: Logger, home: Path 
 
 
 __all__ = ["CLUSTER_FAULTS", "NODES", "ClusterChaosConfig", "ClusterFaultRecord", "run_cluster_chaos"]
+
+
+async def _boxed(count):
+    """A count in a tuple, so that zero still reads as an answer to ``_until``."""
+    return (await count,)

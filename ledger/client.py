@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -13,14 +15,14 @@ from corral.ledger.query import QueryReply, QueryRequest, failure_decoder, reply
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 
 
-async def ask(nc: NATS, sql: str, *, max_rows: int = 1000, timeout: float = 30.0) -> QueryReply:
-    """Run ``sql`` on the ledger service and return its reply.
+async def ask(nc: NATS, sql: str, *, max_rows: int = 1000, timeout: float = 30.0, params: list[Any] | None = None) -> QueryReply:
+    """Run ``sql`` on the ledger service (``params`` bound to its ``?``) and return its reply.
 
     Raises:
         QueryError: the service refused or failed the query (the message says why).
         TransportError: no ledger service answered.
     """
-    payload = msgspec.json.encode(QueryRequest(sql=sql, max_rows=max_rows))
+    payload = msgspec.json.encode(QueryRequest(sql=sql, max_rows=max_rows, params=list(params or [])))
     try:
         msg = await nc.request(QUERY_SUBJECT, payload, timeout=timeout)
     except nats.errors.NoRespondersError as e:

@@ -25,3 +25,9 @@ class QueryError(CorralError):
     def __init__(self, message: str, code: str = "400") -> None:
         super().__init__(message)
         self.code = code
+
+
+class InvalidSearchError(QueryError):
+    """A payload search (``args.user=42 kind=resize``) that cannot be turned into a query."""
+
+    title = "bad search"

@@ -41,6 +41,8 @@ class QueryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     sql: str
     #: Rows wanted; the service caps it at its own ``--max-rows``.
     max_rows: int = 1000
+    #: Values bound to the statement's ``?`` placeholders, in order (so a caller never splices user input into SQL).
+    params: list[Any] = []
 
 
 class QueryReply(msgspec.Struct, kw_only=True):
@@ -72,7 +74,7 @@ failure_decoder = msgspec.json.Decoder(QueryFailure)
 _encoder = msgspec.json.Encoder(enc_hook=str)
 
 
-def run_with_timeout(store: LedgerStore, sql: str, *, max_rows: int, timeout: float) -> QueryResult:
+def run_with_timeout(store: LedgerStore, sql: str, *, max_rows: int, timeout: float, params: list[Any] | None = None) -> QueryResult:
     """Run a query, interrupting it after ``timeout`` seconds (blocking; call from a worker thread).
 
     Raises:
@@ -82,7 +84,7 @@ def run_with_timeout(store: LedgerStore, sql: str, *, max_rows: int, timeout: fl
     timer = threading.Timer(timeout, cursor.interrupt)
     timer.start()
     try:
-        return store.query(sql, max_rows=max_rows, cursor=cursor)
+        return store.query(sql, max_rows=max_rows, cursor=cursor, params=params)
     finally:
         timer.cancel()
         cursor.close()
@@ -127,7 +129,7 @@ class QueryService:
             request = request_decoder.decode(req.data)
             max_rows = max(1, min(request.max_rows, self.max_rows))
             result = await anyio.to_thread.run_sync(
-                lambda: run_with_timeout(self.store, request.sql, max_rows=max_rows, timeout=self.timeout)
+                lambda: run_with_timeout(self.store, request.sql, max_rows=max_rows, timeout=self.timeout, params=request.params)
             )
         except msgspec.DecodeError as e:
             await self._fail(req, QueryError(f'the request must be JSON {{"sql": "...", "max_rows": N}}: {e}'), started)

@@ -1,4 +1,9 @@
-"""Canned reports: named SQL over the ledger, run through the query service like any query."""
+"""Canned reports: named SQL over the ledger, run through the query service like any query.
+
+Outcome counts read the ``timeline`` view (ledger/schema.py), never ``events`` alone: a
+first delivery's success is recorded only as its result, and the view adds the ``started``
+and ``succeeded`` it implies.
+"""
 
 from __future__ import annotations
 
@@ -34,15 +39,15 @@ REPORTS = {
                    count(*) FILTER (type = 'succeeded') AS succeeded,
                    count(*) FILTER (type = 'failed') AS failed_attempts,
                    count(*) FILTER (type = 'dead') AS dead
-            FROM events WHERE type IN ('succeeded', 'failed', 'dead')
+            FROM timeline WHERE type IN ('succeeded', 'failed', 'dead')
             GROUP BY 1 ORDER BY 1"""),
         Report("rates-by-kind", "success, attempt-failure and dead rates per job kind", f"""
             SELECT kind, {_OUTCOME_COUNTS}
-            FROM events WHERE type IN ('succeeded', 'failed', 'dead') AND kind IS NOT NULL
+            FROM timeline WHERE type IN ('succeeded', 'failed', 'dead') AND kind IS NOT NULL
             GROUP BY kind ORDER BY kind"""),
         Report("rates-by-bot", "success, attempt-failure and dead rates per bot", f"""
             SELECT bot, {_OUTCOME_COUNTS}
-            FROM events WHERE type IN ('succeeded', 'failed', 'dead') AND bot IS NOT NULL
+            FROM timeline WHERE type IN ('succeeded', 'failed', 'dead') AND bot IS NOT NULL
             GROUP BY bot ORDER BY bot"""),
         Report("durations", "handler duration percentiles per kind, milliseconds (successful attempts)", """
             SELECT kind, count(*) AS jobs,

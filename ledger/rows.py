@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 
 from corral.core.messages import DeadLetterHeaders as H
 from corral.core.messages import Job, event_decoder, job_decoder, result_decoder
-from corral.core.names import DLQ_STREAM, EVENTS_STREAM, RESULTS_STREAM
+from corral.core.names import DLQ_STREAM, EVENTS_STREAM, RESULTS_STREAM, parse_result_subject
 
 _json = msgspec.json.Encoder()
 
@@ -73,9 +73,12 @@ def job_row(job: Job) -> tuple:
 
 def _add_result(rows: Rows, m: Delivered) -> None:
     r = result_decoder.decode(m.data)
+    # The subject names the job and its writer (the bot's credentials allow only its own name there),
+    # so they are taken from it; a result of the previous layout names only the job.
+    job_id, bot = parse_result_subject(m.subject) or (r.job_id, None)
     rows.tables["results"].append((
-        r.job_id, m.seq, m.stream_us, r.kind, r.queue, r.bot, r.incarnation, r.attempt,
-        us(r.started_at), us(r.finished_at), r.finished_at - r.started_at, _json_text(r.value),
+        job_id, m.seq, m.stream_us, r.kind, r.queue, bot or r.bot, r.incarnation, r.attempt,
+        us(r.started_at), us(r.finished_at), r.finished_at - r.started_at, _json_text(r.value), r.trace_id,
     ))
     if r.job is not None:
         rows.tables["jobs"].append(job_row(r.job))
@@ -85,7 +88,7 @@ def _add_event(rows: Rows, m: Delivered) -> None:
     e = event_decoder.decode(m.data)
     rows.tables["events"].append((
         m.seq, m.stream_us, m.subject, str(e.type), us(e.ts), e.job_id, e.bot, e.incarnation, e.attempt,
-        e.kind, e.queue, e.correlation_id, e.state, e.detail, e.actor, e.duration,
+        e.kind, e.queue, e.correlation_id, e.state, e.detail, e.actor, e.duration, e.trace_id,
     ))
     if e.type == "bot_state" and e.bot:
         rows.bots.add(e.bot)

@@ -12,8 +12,14 @@ from dataclasses import dataclass
 
 from corral.core.names import job_events_subject
 
-#: Bumped when a table changes shape; an older file is refused with a hint to rebuild.
-SCHEMA_VERSION = 1
+#: Bumped when a table changes shape. A file at a version listed in :data:`UPGRADES` is brought
+#: forward in place; any other older one is refused with a hint to rebuild.
+SCHEMA_VERSION = 2
+#: version -> the statements that bring a file at that version to the next one.
+UPGRADES: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE results ADD COLUMN IF NOT EXISTS trace_id VARCHAR",
+        "ALTER TABLE events ADD COLUMN IF NOT EXISTS trace_id VARCHAR"),
+}
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ RESULTS = Table(
         _c("finished_at", "TIMESTAMP", "handler end"),
         _c("duration_s", "DOUBLE", "finished_at - started_at, seconds"),
         _c("value", "JSON", "what the handler returned"),
+        _c("trace_id", "VARCHAR", "W3C trace id the job ran under, if it was submitted with one"),
     ),
     ("job_id",),
 )
@@ -115,6 +122,7 @@ EVENTS = Table(
         _c("detail", "VARCHAR", "error text, retry delay, transition, summary"),
         _c("actor", "VARCHAR", "operator events: user@host"),
         _c("duration_s", "DOUBLE", "succeeded events: handler duration, seconds"),
+        _c("trace_id", "VARCHAR", "job events: the W3C trace id of the attempt, if any"),
     ),
     ("seq",),
 )
@@ -185,3 +193,30 @@ LEFT JOIN results r USING (job_id)
 LEFT JOIN (SELECT job_id, arg_max(reason, seq) AS reason FROM dead_letters GROUP BY job_id) d USING (job_id)
 LEFT JOIN (SELECT job_id, count(*) AS failures FROM events WHERE type = 'failed' GROUP BY job_id) f USING (job_id)
 """
+
+#: The audit trail as every report reads it: ``events``, plus the ``started`` and ``succeeded`` each
+#: result implies (core/timeline.py: a first delivery's success writes neither event). A derived
+#: row is left out when a bot with ``--full-events`` recorded that event itself, so nothing counts
+#: twice. A view rather than rows written at ingest: results and events arrive on separate
+#: consumers in any order, and a view needs no second write per job and cannot drift.
+TIMELINE = f"""
+CREATE OR REPLACE VIEW timeline AS
+SELECT 'event' AS source, seq, stream_ts, subject, type, ts, job_id, bot, incarnation, attempt, kind, queue,
+       correlation_id, state, detail, actor, duration_s
+FROM events
+UNION ALL
+SELECT 'result', r.seq, r.stream_ts, '{job_events_subject("")}' || r.job_id, t.type,
+       CASE t.type WHEN 'started' THEN r.started_at ELSE r.finished_at END,
+       r.job_id, r.bot, r.incarnation, r.attempt, r.kind, r.queue, j.correlation_id, NULL, NULL, NULL,
+       CASE t.type WHEN 'succeeded' THEN r.duration_s END
+FROM results r
+CROSS JOIN (VALUES ('started'), ('succeeded')) t(type)
+LEFT JOIN jobs j USING (job_id)
+WHERE NOT EXISTS (
+    SELECT 1 FROM events e
+    WHERE e.job_id = r.job_id AND e.type = t.type AND e.attempt = r.attempt
+      AND e.incarnation IS NOT DISTINCT FROM r.incarnation)
+"""
+
+#: Views, created after the tables on every open (``CREATE OR REPLACE``: a new corral updates them).
+VIEWS = (JOB_OUTCOMES, TIMELINE)

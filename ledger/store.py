@@ -22,7 +22,7 @@ import duckdb
 
 from corral.ledger.errors import LedgerLockedError, QueryError, SnapshotError
 from corral.ledger.rows import Rows
-from corral.ledger.schema import JOB_OUTCOMES, META, REFRESH_BOTS, SCHEMA_VERSION, TABLES
+from corral.ledger.schema import META, REFRESH_BOTS, SCHEMA_VERSION, TABLES, UPGRADES, VIEWS
 
 _BY_NAME = {t.name: t for t in TABLES}
 #: Insert order inside a batch transaction; bots are recomputed last, from events.
@@ -93,8 +93,14 @@ class LedgerStore:
         with self._lock:
             for table in TABLES:
                 self.con.execute(table.ddl())
-            self.con.execute(JOB_OUTCOMES)
+            for view in VIEWS:
+                self.con.execute(view)
             version = self.meta("schema_version")
+            while version is not None and version.isdigit() and int(version) in UPGRADES:
+                for statement in UPGRADES[int(version)]:
+                    self.con.execute(statement)
+                version = str(int(version) + 1)
+                self.con.execute("UPDATE ledger_meta SET value = ? WHERE key = 'schema_version'", [version])
             if version is None:
                 self.con.execute("INSERT INTO ledger_meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
             elif version != str(SCHEMA_VERSION):
@@ -156,8 +162,9 @@ class LedgerStore:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.con.cursor()
 
-    def query(self, sql: str, *, max_rows: int, cursor: duckdb.DuckDBPyConnection | None = None) -> QueryResult:
-        """Run one read-only statement and return at most ``max_rows`` rows.
+    def query(self, sql: str, *, max_rows: int, cursor: duckdb.DuckDBPyConnection | None = None,
+              params: list[Any] | None = None) -> QueryResult:
+        """Run one read-only statement and return at most ``max_rows`` rows (``params`` bind its ``?``).
 
         ``cursor`` lets a caller keep a handle to ``interrupt()`` it from another thread.
 
@@ -169,7 +176,7 @@ class LedgerStore:
         try:
             cur.execute("BEGIN TRANSACTION READ ONLY")
             try:
-                cur.execute(sql)
+                cur.execute(sql, params) if params else cur.execute(sql)
                 columns = [d[0] for d in cur.description or []]
                 types = [str(d[1]) for d in cur.description or []]
                 rows = cur.fetchmany(max_rows + 1)

@@ -18,10 +18,11 @@ from nats.aio.client import Client as NATS
 from corral.core.connect import connect
 from corral.core.jsapi import api
 from corral.core.log import Logger, get_logger
-from corral.core.names import consumer_op, stream_op
+from corral.core.names import JOBS_STREAM, consumer_op, stream_op
 from corral.core.settings import Settings
-from corral.core.errors import MissingResourceError
+from corral.core.errors import CorralError, MissingResourceError
 from corral.streams import Declaration, load_declarations
+from corral.streams.migrate import HOLDING, REFUSAL
 
 
 class Action(StrEnum):
@@ -48,15 +49,28 @@ class Report:
 
 
 def diff(live: dict[str, Any], declared: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Fields the declaration sets whose live value differs (descriptions ignored)."""
+    """Fields the declaration sets whose live value differs (descriptions ignored).
+
+    Inside a list of objects (``sources``) only the declared keys count: a migrated jobs
+    stream's source carries an ``opt_start_seq`` the declaration does not (streams/migrate.py).
+    """
     out = {}
     for key, want in declared.items():
         if key in ("description", "metadata"):
             continue
         have = live.get(key)
-        if have != want and not (want in (0, False, "", [], {}) and have is None):
+        if not _same(have, want) and not (want in (0, False, "", [], {}) and have is None):
             out[key] = (have, want)
     return out
+
+
+def _same(have: Any, want: Any) -> bool:
+    """``have`` equals ``want``, where objects need only agree on the keys ``want`` names."""
+    if isinstance(want, list) and isinstance(have, list):
+        return len(want) == len(have) and all(_same(h, w) for h, w in zip(have, want, strict=True))
+    if isinstance(want, dict) and isinstance(have, dict):
+        return all(_same(have.get(k), v) for k, v in want.items())
+    return have == want
 
 
 async def live_config(nc: NATS, decl: Declaration) -> dict[str, Any] | None:
@@ -85,6 +99,8 @@ async def apply(nc: NATS, decl: Declaration) -> Report:
     changes = diff(live, decl.config)
     if not changes:
         return Report(decl, Action.UNCHANGED, {})
+    if decl.name == JOBS_STREAM and live.get("retention") == "workqueue" and decl.config.get("retention") == "limits":
+        return Report(decl, Action.CONFLICT, changes, REFUSAL)
     update = create if decl.kind == "consumer" else stream_op("UPDATE", decl.name)
     try:
         await api(nc, update, body("update"))
@@ -94,7 +110,14 @@ async def apply(nc: NATS, decl: Declaration) -> Report:
 
 
 async def provision(nc: NATS, decls: list[Declaration]) -> list[Report]:
-    """Apply every declaration in order (streams before their consumers)."""
+    """Apply every declaration in order (streams before their consumers).
+
+    Raises:
+        CorralError: a jobs-stream migration was left half-way; only ``--migrate`` may go on.
+    """
+    if await live_config(nc, Declaration("stream", HOLDING, {})) is not None:
+        raise CorralError(f"a migration of CORRAL_JOBS was interrupted ({HOLDING} exists): "
+                          "run `corral provision --migrate` again to finish it")
     return [await apply(nc, d) for d in decls]
 
 

@@ -28,10 +28,13 @@ from corral.core.fleet import fleet_status
 from corral.core.history import walk
 from corral.core.leases import is_gone
 from corral.core.log import Logger
-from corral.core.messages import event_decoder, heartbeat_decoder
+from corral.core.messages import Event, event_decoder, heartbeat_decoder, result_decoder
 from corral.core.logship import decode_line, recent_lines
-from corral.core.names import BOTS_BUCKET, EVENTS_STREAM, EVENTS_SUBJECT, LOGS_SUBJECT
+from corral.core.names import (
+    BOTS_BUCKET, EVENTS_STREAM, EVENTS_SUBJECT, LOGS_SUBJECT, RESULTS_PREFIX, RESULTS_STREAM, job_events_subject,
+)
 from corral.core.status import snapshot
+from corral.core.timeline import implied_by
 from corral.core.watch import KVWatch
 from corral.tui.features import FeaturesReader
 from corral.tui.fleet_slots import read_slots
@@ -44,6 +47,8 @@ Post = Callable[[Message], object]
 BACKFILL = 300  #: events read back from the stream when the tail starts
 LOG_BACKFILL = 300  #: log lines read back when the tail starts
 DEAD_CAP = 500  #: dead letters listed at most
+#: Every result, whatever the layout under the prefix (one token per job, or job and bot).
+ALL_RESULTS = f"{RESULTS_PREFIX}>"
 
 
 async def take_snapshot(js: JetStreamContext, post: Post) -> None:
@@ -70,8 +75,10 @@ def watch_bots(js: JetStreamContext, post: Post, log: Logger) -> KVWatch:
 
 
 async def tail_events(nc: NATS, js: JetStreamContext, post: Post) -> None:
-    """Live events on core NATS (resubscribed by nats-py on reconnect), plus the last ones stored.
+    """Live events and results on core NATS (resubscribed by nats-py on reconnect), plus the last ones stored.
 
+    A first delivery's success writes no event: its result stands for ``started`` and
+    ``succeeded`` (core/timeline.py), so results are followed too and posted as those two.
     Subscribing first and reading back second leaves no gap; the store drops the overlap.
     """
 
@@ -81,22 +88,53 @@ async def tail_events(nc: NATS, js: JetStreamContext, post: Post) -> None:
         except msgspec.DecodeError:
             pass  # not an Event: ignore, the tail shows corral's vocabulary only
 
+    def deliver_result(data: bytes) -> None:
+        for event in _implied(data):
+            post(EventArrived(job_events_subject(event.job_id or ""), event))
+
     async def on_msg(msg) -> None:
         deliver(msg.subject, msg.data)
 
-    sub = await nc.subscribe(EVENTS_SUBJECT, cb=on_msg)
+    async def on_result(msg) -> None:
+        deliver_result(msg.data)
+
+    subs = [await nc.subscribe(EVENTS_SUBJECT, cb=on_msg), await nc.subscribe(ALL_RESULTS, cb=on_result)]
     try:
-        info = await js.stream_info(EVENTS_STREAM)
-        start = max(info.state.last_seq - BACKFILL + 1, 1)
-        async for msg in walk(js, EVENTS_STREAM, EVENTS_SUBJECT, start_seq=start, limit=BACKFILL):
-            deliver(msg.subject or "", msg.data or b"")
+        for subject, event in await _backfill(js):
+            post(EventArrived(subject, event))
         await anyio.sleep_forever()
     finally:
         with anyio.CancelScope(shield=True):
+            for sub in subs:
+                try:
+                    await sub.unsubscribe()
+                except nats.errors.Error:
+                    pass  # connection closed: the subscription is gone with it
+
+
+def _implied(data: bytes) -> list[Event]:
+    try:
+        return implied_by(result_decoder.decode(data))
+    except msgspec.DecodeError:
+        return []  # not a JobResult
+
+
+async def _backfill(js: JetStreamContext) -> list[tuple[str, Event]]:
+    """The last stored events and the entries the last results imply, in time order (subject, event)."""
+    out: list[tuple[str, Event]] = []
+    for stream, subject in ((EVENTS_STREAM, EVENTS_SUBJECT), (RESULTS_STREAM, ALL_RESULTS)):
+        info = await js.stream_info(stream)
+        start = max(info.state.last_seq - BACKFILL + 1, 1)
+        async for msg in walk(js, stream, subject, start_seq=start, limit=BACKFILL):
+            if stream == RESULTS_STREAM:
+                out.extend((job_events_subject(e.job_id or ""), e) for e in _implied(msg.data or b""))
+                continue
             try:
-                await sub.unsubscribe()
-            except nats.errors.Error:
-                pass  # connection closed: the subscription is gone with it
+                out.append((msg.subject or "", event_decoder.decode(msg.data or b"")))
+            except msgspec.DecodeError:
+                continue
+    out.sort(key=lambda pair: pair[1].ts)
+    return out[-BACKFILL:]
 
 
 async def tail_logs(nc: NATS, js: JetStreamContext, post: Post) -> None:

@@ -33,5 +33,16 @@ def help_sections(app_bindings: list, screens: Mapping[str, type[TaskScreen]]) -
     sections: list[tuple[str, list]] = [("everywhere", list(app_bindings))]
     for cls in screens.values():
         sections.append((cls.TITLE_TEXT, list(cls.BINDINGS)))
+    sections.extend(view_sections())
     sections.append(("confirmation", list(ConfirmScreen.BINDINGS)))
     return sections
+
+
+def view_sections() -> list[tuple[str, list]]:
+    """Keys every table has, and those of the describe and workflow views."""
+    from corral.tui.screens.describe import DescribeScreen  # these screens import the app's screens in turn
+    from corral.tui.screens.workflow import WorkflowScreen
+    from corral.tui.widgets.synced_table import SyncedTable
+
+    return [("every table", [*SyncedTable.BINDINGS, Binding("enter", "describe", "Describe the row")]),
+            ("describe view", list(DescribeScreen.BINDINGS)), ("workflow", list(WorkflowScreen.BINDINGS))]

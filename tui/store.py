@@ -40,6 +40,17 @@ class BotRow:
     gone_why: str = ""  #: "expired" (TTL, the bot died), "stopped" (deregistered) or "replaced" (see ``beat``)
 
 
+def _dedupe_key(subject: str, event: Event) -> tuple:
+    """What makes an event the same one twice (the read-back and the live tail overlap).
+
+    A ``started`` or ``succeeded`` comes either as an event or derived from the result
+    (core/timeline.py; a bot with ``--full-events`` writes both): one per attempt and incarnation.
+    """
+    if event.type in (EventType.STARTED, EventType.SUCCEEDED):
+        return (subject, event.type, event.attempt, event.incarnation)
+    return (subject, event.ts, event.type, event.attempt, event.bot, event.detail)
+
+
 @dataclass(frozen=True)
 class EventRow:
     n: int  #: local arrival number, increasing
@@ -137,7 +148,7 @@ class Store:
 
     def add_event(self, subject: str, event: Event) -> bool:
         """Record an event once (the read-back at start and the live tail overlap)."""
-        key = (subject, event.ts, event.type, event.attempt, event.bot, event.detail)
+        key = _dedupe_key(subject, event)
         if key in self._keys:
             return False
         if len(self._key_order) == self._key_order.maxlen:

@@ -30,7 +30,7 @@ import nats
 import psutil
 from nats.js.api import ConsumerConfig, StreamConfig
 
-from corral.bench import peer, raw
+from corral.bench import peer, peer_taskiq, raw
 from corral.bench.corral_io import FAR_FUTURE, parse_ts, pause_jobs, resume_jobs, wait_for_messages
 from corral.bench.fleet import Fleet
 from corral.bench.scenarios import Context, Metric, Scenario
@@ -91,7 +91,7 @@ def _taskiq_workers(url: str, marks: peer.Marks, ctx: Context, batch: int) -> su
     taskiq = os.path.join(os.path.dirname(sys.executable), "taskiq")
     env = {**os.environ, peer.MARKS_ENV: marks.name, peer.URL_ENV: url, peer.BATCH_ENV: str(batch)}
     with open(ctx.log_dir / f"taskiq-batch{batch}.log", "ab") as log:
-        return subprocess.Popen([taskiq, "worker", "corral.bench.peer:broker", "-w", str(WORKERS), "--log-level", "WARNING"],
+        return subprocess.Popen([taskiq, "worker", "corral.bench.peer_taskiq:broker", "-w", str(WORKERS), "--log-level", "WARNING"],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
 
@@ -124,7 +124,7 @@ async def run_taskiq(ctx: Context, marks: peer.Marks) -> dict[str, float]:
     n = ctx.size.messages
     nc = await nats.connect(ctx.url)
     js = nc.jetstream()
-    client = peer.taskiq_broker(ctx.url)
+    client = peer_taskiq.taskiq_broker(ctx.url)
     try:
         await _taskiq_reset(js)
         await js.pause_consumer(peer.TASKIQ_STREAM, peer.TASKIQ_DURABLE, FAR_FUTURE)

@@ -22,14 +22,14 @@ import anyio
 import psutil
 from anyio.abc import Process
 
-from corral.bench.corral_io import pause_jobs, stream_state
+from corral.bench.corral_io import pause_jobs
 from corral.bench.fleet import BotProc
 from corral.bench.scenarios import Context, Metric, Scenario
 from corral.core.handlers import generate
 from corral.core.connect import connect
 from corral.core.errors import CorralError
 from corral.core.log import get_logger
-from corral.core.names import JOBS_STREAM
+from corral.core.backlog import unfinished
 from corral.core.settings import Settings
 from corral.core.status import live_bots
 from corral.core.submit import raise_for, submit_many
@@ -105,7 +105,7 @@ async def run(ctx: Context) -> dict[str, float]:
         live_s = await wait_live(js, b, timeout=60)
         bots_rss = sum(p.rss() for p in procs) / MB
         tui = await run_tui(ctx.url, ctx.size.dash_seconds, b, ctx.log_dir)
-        pending = (await stream_state(nc, JOBS_STREAM))["messages"]
+        pending = await unfinished(js)  # from the consumers: the stream also holds acked, unpurged jobs
     finally:
         for p in procs:
             if p.proc.poll() is None:

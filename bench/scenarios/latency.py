@@ -1,8 +1,8 @@
 """latency: one job at a time through one idle bot - enqueue-to-start and enqueue-to-result.
 
 Enqueue is the job's ``created_at`` (set just before ``submit``); start is the
-bot's STARTED event ``ts``; result is when the result reaches a subscriber on
-``corral.results.<id>``. All three are wall clock on this machine. The
+result's ``started_at`` (the handler's start: a first delivery writes no STARTED event); result is when the result reaches a subscriber on
+``corral.results.<id>.*``. All three are wall clock on this machine. The
 baseline is the limit's publish-to-fetch latency (a fetch waiting, one
 message at a time), measured on the same server in the same repetition.
 """
@@ -20,8 +20,8 @@ from corral.bench.scenarios import Context, Metric, Scenario, latency_metrics
 from corral.bench.stats import latency_summary
 from corral.core.connect import connect
 from corral.core.log import get_logger
-from corral.core.messages import EventType, event_decoder, make_job
-from corral.core.names import job_events_subject, result_subject
+from corral.core.messages import make_job, result_decoder
+from corral.core.names import job_results_subject
 from corral.core.settings import Settings
 from corral.core.submit import submit
 
@@ -31,20 +31,16 @@ TIMEOUT = 10.0  #: seconds one job may take before the run fails
 async def one_job(nc, js) -> tuple[float, float]:
     """(enqueue-to-start, enqueue-to-result) in seconds for one `sum` job."""
     job = make_job("sum", {"a": 1, "b": 2})
-    events = await nc.subscribe(job_events_subject(job.id))
-    results = await nc.subscribe(result_subject(job.id))
+    results = await nc.subscribe(job_results_subject(job.id))
     try:
         await submit(js, job)
         with anyio.fail_after(TIMEOUT):
             result_msg = await results.next_msg(timeout=TIMEOUT)
             got_result = time.time()
-            while (event := event_decoder.decode((await events.next_msg(timeout=TIMEOUT)).data)).type != EventType.STARTED:
-                pass
     finally:
-        await events.unsubscribe()
         await results.unsubscribe()
-    del result_msg
-    return event.ts - job.created_at, got_result - job.created_at
+    started = result_decoder.decode(result_msg.data).started_at
+    return started - job.created_at, got_result - job.created_at
 
 
 async def run(ctx: Context) -> dict[str, float]:

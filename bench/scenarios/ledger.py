@@ -41,7 +41,7 @@ from corral.core.names import LEDGER_CONSUMERS as CONSUMERS
 from corral.ledger.reports import REPORTS
 from corral.core.log import get_logger
 from corral.core.messages import Event, EventType, JobResult, new_id
-from corral.core.names import EVENTS_STREAM, RESULTS_STREAM, job_events_subject, result_subject
+from corral.core.names import EVENTS_STREAM, RESULTS_STREAM, job_events_subject, result_fence, result_subject
 from corral.core.publisher import AsyncPublisher
 from corral.core.settings import Settings
 from corral.core.spawn import spawn_corral
@@ -120,7 +120,7 @@ async def publish_synthetic(js, count: int) -> float:
                            started_at=started, finished_at=finished, value=i)
         event = Event(type=EventType.SUCCEEDED, ts=finished, job_id=job_id, bot=bot, incarnation="bench", attempt=1,
                       kind=kind, queue="default", duration=finished - started)
-        futures.append(await pub.publish(result_subject(job_id), encode(result)))
+        futures.append(await pub.publish(result_subject(job_id, bot), encode(result), result_fence(job_id)))
         futures.append(await pub.publish(job_events_subject(job_id), encode(event)))
         if len(futures) >= 20_000:
             await _settle(futures)

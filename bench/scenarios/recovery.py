@@ -1,8 +1,8 @@
 """recovery: what a SIGKILLed bot costs - its job's delay, and how soon watchers see it dead.
 
-1. Two bots; a `sleep` job; the bot that logs STARTED for it is SIGKILLed at
-   once. The server redelivers after the ack deadline and the other bot
-   completes it. Reported: kill-to-restart, kill-to-result and
+1. Two bots (with ``--full-events``, so the first delivery's start is announced); a
+   `sleep` job; the bot that logs STARTED for it is SIGKILLed at once. The server
+   redelivers after the ack deadline and the other bot completes it. Reported: kill-to-restart, kill-to-result and
    delivery-to-restart (the last is the ack deadline as the server applies it).
 2. One bot and a KV watcher on its liveness key; the bot is SIGKILLed.
    Reported: kill-to-tombstone as the watcher receives it (the server's TTL
@@ -26,7 +26,7 @@ from corral.core.connect import connect
 from corral.core.errors import CorralError
 from corral.core.log import get_logger
 from corral.core.messages import EventType, event_decoder, heartbeat_decoder, make_job
-from corral.core.names import BOTS_BUCKET, job_events_subject, result_subject
+from corral.core.names import BOTS_BUCKET, job_events_subject, job_results_subject
 from corral.core.settings import Settings
 from corral.core.submit import submit
 from corral.streams import load_declarations
@@ -43,9 +43,11 @@ def shipped_ack_wait() -> float:
 async def killed_mid_job(ctx: Context, nc, js, ack_wait: float) -> dict[str, float]:
     job = make_job("sleep", {"seconds": ctx.size.job_seconds})
     events = await nc.subscribe(job_events_subject(job.id))
-    results = await nc.subscribe(result_subject(job.id))
+    results = await nc.subscribe(job_results_subject(job.id))
     names = [f"rec{ctx.rep}-a", f"rec{ctx.rep}-b"]
-    with Fleet(ctx.url, ctx.log_dir, names, "--ttl", str(ctx.size.ttl)) as fleet, anyio.fail_after(ack_wait * 3 + 30):
+    # --full-events: the victim is whichever bot starts the first delivery, which lean bots do not announce.
+    with Fleet(ctx.url, ctx.log_dir, names, "--ttl", str(ctx.size.ttl), "--full-events") as fleet, \
+            anyio.fail_after(ack_wait * 3 + 30):
         await fleet.wait_ready()
         await submit(js, job)
         first = await _next_started(events)

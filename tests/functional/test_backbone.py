@@ -5,22 +5,25 @@ from __future__ import annotations
 import signal
 
 import nats
+import nats.js.errors
 import pytest
 
 from corral.core.dlq import list_dead
-from corral.core.errors import ResultAlreadyRecordedError
-from corral.core.history import job_events, job_result, walk
+from corral.core.errors import ErrorCode, ResultAlreadyRecordedError
+from corral.core.jobrecord import read_record
+from corral.core.history import Death, deaths, job_events, job_result, walk
 from corral.core.messages import EventType, make_job
-from corral.core.names import RESULTS_STREAM, job_subject, result_subject
+from corral.core.names import RESULTS_STREAM, job_results_subject, job_subject, result_fence, result_subject
 from corral.core.connect import publish_error
 from corral.core.submit import submit, submit_many
+from corral.core.timeline import with_result
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
 
 
 async def count_results(js, job_id: str) -> int:
-    return len([m async for m in walk(js, RESULTS_STREAM, result_subject(job_id))])
+    return len([m async for m in walk(js, RESULTS_STREAM, job_results_subject(job_id))])
 
 
 async def test_a_submitted_job_completes_with_its_result_and_history(js, provisioned, bots):
@@ -30,8 +33,20 @@ async def test_a_submitted_job_completes_with_its_result_and_history(js, provisi
     await submit(js, job)
     result = await eventually(lambda: job_result(js, job.id), what="the result")
     assert result.value == 3 and result.bot == "b1" and result.attempt == 1
+    assert await job_events(js, job.id) == []  # a first-delivery success: the result is the record
+    trail = with_result([], result)
+    assert [(e.type, e.bot, e.attempt) for e in trail] == [(EventType.STARTED, "b1", 1), (EventType.SUCCEEDED, "b1", 1)]
+
+
+async def test_a_bot_with_full_events_writes_the_started_and_succeeded_a_result_implies_once(js, provisioned, bots):
+    """Given a bot run with --full-events, when a job succeeds, then both events are written and the merged trail has each once."""
+    bots(provisioned.url, "full", "--full-events")
+    job = make_job("sum", {"a": 1, "b": 2})
+    await submit(js, job)
+    result = await eventually(lambda: job_result(js, job.id), what="the result")
     events = await eventually(lambda: _types_when(js, job.id, EventType.SUCCEEDED), what="succeeded event")
     assert events == [EventType.STARTED, EventType.SUCCEEDED]
+    assert [e.type for e in with_result(await job_events(js, job.id), result)] == events
 
 
 async def _types_when(js, job_id, last):
@@ -53,7 +68,7 @@ async def test_a_duplicate_submit_is_one_job(js, provisioned, bots):
 async def test_a_bot_killed_mid_job_hands_it_to_another_bot_and_one_result_is_recorded(js, provisioned, bots):
     """Given bot A running a job, when A is SIGKILLed, then bot B completes it after the ack deadline."""
     a = bots(provisioned.url, "a")
-    job = make_job("sleep", {"seconds": 1.5})
+    job = make_job("sleep", {"seconds": 1.5, "step": 0.1})
     await submit(js, job)
     await eventually(lambda: _started_by(js, job.id, "a"), what="bot a to start the job")
     a.kill()
@@ -63,14 +78,37 @@ async def test_a_bot_killed_mid_job_hands_it_to_another_bot_and_one_result_is_re
     assert await count_results(js, job.id) == 1
 
 
+async def test_a_first_delivery_killed_mid_handler_runs_alone_on_redelivery_as_attempt_two(js, provisioned, bots):
+    """Given the lean default and a bot SIGKILLed mid-handler, when another bot redelivers it, then it runs alone as attempt 2."""
+    a = bots(provisioned.url, "a")
+    job = make_job("sleep", {"seconds": 30, "step": 0.1})
+    await submit(js, job)
+    await eventually(lambda: _started_by(js, job.id, "a"), what="bot a to start the job")
+    running = await read_record(js, job.id)
+    assert (running.state, running.status) == ("active", "started")  # taken, though no event says so
+    a.signal(signal.SIGKILL)
+    a.wait()
+    assert not [e for e in await job_events(js, job.id) if e.type == EventType.STARTED]  # lean: no first start
+    bots(provisioned.url, "b")
+    started = await eventually(lambda: _start_of(js, job.id, "b"), timeout=30, what="bot b to start the redelivery")
+    assert started.attempt == 2 and started.isolated  # a suspect: the unrecorded first start died
+    assert deaths(await job_events(js, job.id)) == [Death(1, "?", False), Death(2, "b", True)]  # b is still running it
+
+
 async def _started_by(js, job_id, bot):
-    return any(e.type == EventType.STARTED and e.bot == bot for e in await job_events(js, job_id))
+    """The bot has begun the handler: a first delivery writes no ``started``, so its progress or its result says so."""
+    trail = with_result(await job_events(js, job_id), await job_result(js, job_id))
+    return any(e.type in (EventType.STARTED, EventType.PROGRESS) and e.bot == bot for e in trail)
+
+
+async def _start_of(js, job_id, bot):
+    return next((e for e in await job_events(js, job_id) if e.type == EventType.STARTED and e.bot == bot), None)
 
 
 async def test_a_frozen_bot_that_finishes_late_is_fenced_out(js, provisioned, bots):
     """Given bot A frozen past the ack deadline, when B completes the job and A wakes, then A's result is refused."""
     a = bots(provisioned.url, "a")
-    job = make_job("sleep", {"seconds": 3})
+    job = make_job("sleep", {"seconds": 3, "step": 0.1})
     await submit(js, job)
     await eventually(lambda: _started_by(js, job.id, "a"), what="bot a to start the job")
     a.signal(signal.SIGSTOP)
@@ -86,12 +124,15 @@ async def _has(js, job_id, etype, bot):
     return any(e.type == etype and e.bot == bot for e in await job_events(js, job_id))
 
 
-async def test_the_results_stream_refuses_a_second_result_for_a_job(js, provisioned):
-    """The fence is the stream itself: a second message on a job's result subject is refused."""
-    await js.publish(result_subject("fenced"), b"{}")
-    with pytest.raises(Exception) as caught:
-        await js.publish(result_subject("fenced"), b"{}")
-    assert isinstance(publish_error(caught.value, result_subject("fenced")), ResultAlreadyRecordedError)
+async def test_the_results_stream_refuses_a_second_result_for_a_job_from_any_bot(js, provisioned):
+    """Given a job's result from bot a, when bot a or bot b publishes another, then the server refuses both (10071)."""
+    await js.publish(result_subject("fenced", "a"), b"{}", headers=result_fence("fenced"))
+    for bot in ("a", "b"):
+        with pytest.raises(nats.js.errors.APIError) as caught:
+            await js.publish(result_subject("fenced", bot), b"{}", headers=result_fence("fenced"))
+        assert caught.value.err_code == ErrorCode.STREAM_WRONG_LAST_SEQUENCE
+        assert isinstance(publish_error(caught.value, result_subject("fenced", bot)), ResultAlreadyRecordedError)
+    assert await count_results(js, "fenced") == 1
 
 
 async def test_a_job_that_always_fails_is_dead_lettered_with_its_reason(js, provisioned, bots):
@@ -157,7 +198,7 @@ async def test_sigterm_drains_a_bot_without_losing_a_job(js, provisioned, bots):
 async def test_a_drain_that_runs_out_of_time_hands_jobs_back(js, provisioned, bots):
     """Given a job longer than the drain timeout, when drained, then it is handed back and finished elsewhere."""
     a = bots(provisioned.url, "a", "--drain-timeout", "0.5")
-    job = make_job("sleep", {"seconds": 5})
+    job = make_job("sleep", {"seconds": 5, "step": 0.1})
     await submit(js, job)
     await eventually(lambda: _started_by(js, job.id, "a"), what="a to start")
     a.signal(signal.SIGTERM)
@@ -173,6 +214,8 @@ async def test_bots_ride_through_a_server_restart_and_every_job_completes(provis
     nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     js = nc.jetstream()
     b1, b2 = bots(url, "b1"), bots(url, "b2")
+    # Both connected before the restart, or a bot slow to start under load never reconnects.
+    await eventually(lambda: _async(lambda: b1.ready() and b2.ready()), timeout=30, what="both bots ready")
     jobs = [make_job("sleep", {"seconds": 0.1}) for _ in range(300)]  # ~2 s of work for 16 slots
     summary = await submit_many(js, jobs)
     assert summary.accepted == 300
@@ -244,7 +287,7 @@ async def test_a_result_finished_while_the_server_is_down_survives_in_the_outbox
     bot = bots(url, "solo", "--publish-timeout", "1")
     nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     js = nc.jetstream()
-    job = make_job("sleep", {"seconds": 1.5})
+    job = make_job("sleep", {"seconds": 1.5, "step": 0.1})
     await submit(js, job)
     await eventually(lambda: _started_by(js, job.id, "solo"), what="the job to start")
     provisioned.kill()
@@ -276,7 +319,7 @@ async def test_a_result_the_results_stream_cannot_take_yet_is_held_and_recorded_
     bot = bots(provisioned.url, "holder")
     nc = await nats.connect(provisioned.url)
     js = nc.jetstream()
-    job = make_job("sleep", {"seconds": 1})
+    job = make_job("sleep", {"seconds": 1, "step": 0.1})
     await submit(js, job)
     await eventually(lambda: _started_by(js, job.id, "holder"), what="the job to start")
     await js.delete_stream(RESULTS_STREAM)
@@ -285,7 +328,7 @@ async def test_a_result_the_results_stream_cannot_take_yet_is_held_and_recorded_
     await provision_async(provisioned.url)
     result = await eventually(lambda: _result_or_none(js, job.id), timeout=20, what="the held result")
     assert result.attempt == 1 and result.bot == "holder"
-    events = [e.type for e in await job_events(js, job.id)]
+    events = [e.type for e in with_result(await job_events(js, job.id), result)]
     assert events.count(EventType.STARTED) == 1 and EventType.DUPLICATE not in events
     await eventually(lambda: _async(lambda: not list((bot.log_path.parent / "outbox-holder").glob("*.json"))),
                      what="the write-ahead outbox entry discarded")

@@ -15,6 +15,7 @@ from corral.core.history import job_events, job_result
 from corral.core.messages import make_job
 from corral.core.names import JOBS_STREAM
 from corral.core.submit import submit, submit_many
+from corral.core.timeline import with_result
 from corral.core.spawn import corral_argv
 from tests.conftest import eventually
 
@@ -58,7 +59,8 @@ async def test_a_destroyed_store_is_restored_with_every_job_result_and_dead_lett
     js = nc.jetstream()
     assert all([await job_result(js, j.id) for j in done])
     assert [d.job_id for d in await list_dead(js)] == [doomed.id]
-    assert [e.type for e in await job_events(js, done[0].id)][-1] == "succeeded"
+    restored = with_result(await job_events(js, done[0].id), await job_result(js, done[0].id))
+    assert [e.type for e in restored][-1] == "succeeded"
     assert (await js.stream_info(JOBS_STREAM)).state.messages == 5
     assert [(s.name, s.spec) for s in await schedules.list_schedules(js)] == [("nightly", "0 0 3 * * *")]
     assert [(r.kind, r.limit.concurrency) for r in await list_limits(js)] == [("sleep", 2)]

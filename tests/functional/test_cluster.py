@@ -22,7 +22,7 @@ import pytest
 
 from corral.core.history import walk
 from corral.core.messages import make_job
-from corral.core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM
+from corral.core.names import EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, RESULTS_SUBJECT, parse_result_subject
 from corral.harness.server import CLUSTER_CONF, EmbeddedServer, free_port
 from corral.core.submit import submit_many
 from tests.conftest import FAST, eventually, wait_for
@@ -122,8 +122,8 @@ async def test_killing_the_jobs_stream_leader_loses_no_job_and_records_no_second
 
     # Then: all 300 results, one per job, and nothing left in the work queue.
     await eventually(lambda: _all_done_while_alive(poll, a, b), timeout=90, interval=0.1, what=f"all {JOBS} results")
-    stored = [m async for m in walk(js, RESULTS_STREAM, "corral.results.*")]
-    assert sorted(m.subject.rsplit(".", 1)[1] for m in stored) == sorted(j.id for j in jobs)
+    stored = [m async for m in walk(js, RESULTS_STREAM, RESULTS_SUBJECT)]
+    assert sorted(parse_result_subject(m.subject)[0] for m in stored) == sorted(j.id for j in jobs)
     assert (await js.stream_info(RESULTS_STREAM)).state.messages == JOBS
     await eventually(lambda: _jobs_left(poll, 0), timeout=20, what="an empty work queue")
 

@@ -19,10 +19,10 @@ from corral.core import locks, schedules
 from corral.core.cancel import request_cancel
 from corral.core.control import drain_bot
 from corral.core.groups import make_group
-from corral.core.history import walk
+from corral.core.history import result_message, walk
 from corral.core.limits import LimitDef, set_limit
 from corral.core.messages import Job, make_job
-from corral.core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_key_subject, result_subject
+from corral.core.names import BOTS_STREAM, DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, bot_key_subject
 from corral.core.submit import submit
 from corral.core.names import LEDGER_QUERY_SUBJECT as QUERY_SUBJECT
 from tests.conftest import eventually
@@ -86,12 +86,12 @@ async def capture_jobs_results_events(js, jobs: dict[str, Job], seen: Captured) 
     waiting = await eventually(lambda: last(js, JOBS_STREAM, "corral.jobs.nobody.normal"), what="the waiting job")
     seen.add("job", waiting.data, "a job on corral.jobs.nobody.normal")
     seen.add("job-headers", dict(waiting.headers or {}), "its headers")
-    result = await eventually(lambda: last(js, RESULTS_STREAM, result_subject(jobs["ok"].id)), what="the sum job's result")
+    result = await eventually(lambda: result_message(js, jobs["ok"].id), what="the sum job's result")
     seen.add("result", result.data, "a result")
     letter = await eventually(lambda: last(js, DLQ_STREAM, f"corral.dlq.default.{jobs['dead'].id}"), what="the dead letter")
     seen.add("dead-letter-headers", dict(letter.headers or {}), "a dead letter's headers")
     seen.add("job", letter.data, "a dead letter's body")
-    await eventually(lambda: last(js, RESULTS_STREAM, result_subject(jobs["slow"].id)), timeout=30, what="the sleep job's result")
+    await eventually(lambda: result_message(js, jobs["slow"].id), timeout=30, what="the sleep job's result")
     async for msg in walk(js, EVENTS_STREAM, "corral.events.>"):
         seen.add("event", msg.data, f"an event on {msg.subject}")
 

@@ -13,7 +13,10 @@ from corral.core.cancel import request_cancel
 from corral.core.errors import InvalidJobError
 from corral.core.history import job_events, job_result, walk
 from corral.core.messages import EventType, JobResult, encode, make_job
-from corral.core.names import JOBS_STREAM, RESULTS_STREAM, result_subject
+from corral.core.backlog import unfinished
+from corral.core.names import (
+    JOBS_STREAM, RESULTS_STREAM, RESULTS_SUBJECT, job_results_subject, parse_result_subject, result_fence, result_subject,
+)
 from corral.core.submit import submit
 from corral.core.unique import DuplicateJobError
 from tests.conftest import eventually
@@ -61,7 +64,7 @@ async def test_a_periodic_schedule_fires_as_separate_jobs_and_survives_a_restart
 
 
 async def _firings(js, base_id, at_least):
-    ids = [m.subject.rsplit(".", 1)[-1] async for m in walk(js, RESULTS_STREAM, "corral.results.>")]
+    ids = [parse_result_subject(m.subject)[0] async for m in walk(js, RESULTS_STREAM, RESULTS_SUBJECT)]
     ids = [i for i in ids if i.startswith(base_id)]
     return ids if len(ids) >= at_least else None
 
@@ -89,7 +92,7 @@ async def test_a_cancelled_pending_job_never_runs(js, provisioned, bots):
     bots(provisioned.url, "b1")
     await eventually(lambda: _has_type(js, job.id, EventType.CANCELLED), what="the cancelled event")
     assert await job_result(js, job.id) is None
-    assert (await js.stream_info(JOBS_STREAM)).state.messages == 0
+    assert await unfinished(js) == 0
 
 
 async def test_a_running_job_reports_progress_and_stops_when_cancelled(js, provisioned, bots):
@@ -144,7 +147,7 @@ async def test_a_chain_continues_when_its_bot_died_after_recording_the_result(js
     now = time.time()
     result = JobResult(job_id=job.id, kind="sum", queue="default", bot="ghost", incarnation="g", attempt=1,
                        started_at=now, finished_at=now, value=42, job=job)
-    await js.publish(result_subject(job.id), encode(result))
+    await js.publish(result_subject(job.id, "ghost"), encode(result), headers=result_fence(job.id))
     await sub.unsubscribe()
     bots(provisioned.url, "b1")
     nxt = await eventually(lambda: job_result(js, f"{job.id}-then0"), timeout=20, what="the continuation")
@@ -186,8 +189,7 @@ async def test_a_lock_held_by_a_dead_bot_frees_itself_after_its_lease(js, provis
     holder = bots(provisioned.url, "holder")
     long = make_job("locked_sleep", {"lock": "l2", "seconds": 60, "lease": 2}, max_attempts=1)
     await submit(js, long)
-    await eventually(lambda: _has_type(js, long.id, EventType.STARTED), what="the holder to start")
-    await eventually(lambda: _lock_held(js, "l2"), what="the lock to be taken")
+    await eventually(lambda: _lock_held(js, "l2"), what="the holder to start and take the lock")
     holder.kill()
     bots(provisioned.url, "waiter")
     short = make_job("locked_sleep", {"lock": "l2", "seconds": 0.1, "lease": 2, "wait": 30})
@@ -221,7 +223,7 @@ async def test_a_group_runs_its_callback_once_when_every_member_has_finished(js,
     assert outcomes == {**{m.id: "succeeded" for m in members[:4]}, members[4].id: "dead"}
     last_member = max([(await job_result(js, m.id)).finished_at for m in members[:4]])
     assert done.started_at >= last_member
-    assert len([m async for m in walk(js, RESULTS_STREAM, "corral.results.batch-42-done")]) == 1
+    assert len([m async for m in walk(js, RESULTS_STREAM, job_results_subject("batch-42-done"))]) == 1
 
 
 async def test_a_second_group_does_not_count_the_first_groups_members(js, provisioned):
@@ -257,7 +259,7 @@ async def test_the_seeds_population_is_a_schedule_whose_firings_each_submit_thei
 
 
 async def _populated(js, at_least):
-    ids = [m.subject.rsplit(".", 1)[-1] async for m in walk(js, RESULTS_STREAM, "corral.results.>")]
+    ids = [parse_result_subject(m.subject)[0] async for m in walk(js, RESULTS_STREAM, RESULTS_SUBJECT)]
     ids = [i for i in ids if i.startswith("populate-") and i.count("-") == 2]
     return ids if len(ids) >= at_least else None
 

@@ -84,14 +84,16 @@ async def test_a_hung_isolated_job_is_killed_at_its_timeout_retried_then_dead_le
     """A handler that ignores the cancellation is SIGKILLed at each attempt's timeout; after max_attempts it is dead."""
     bots(provisioned.url, "b1", *HANDLERS, "--backoff-base", "0.1")
     pid_file = tmp_path / "pids"
-    job = make_job("hang", {"pid_file": str(pid_file), "stubborn": True}, timeout=1, max_attempts=2)
+    # 3 s, not 1: the child must start (a fresh interpreter) and write its pid inside the timeout, and
+    # on a loaded 2-core machine an interpreter start alone can take over a second.
+    job = make_job("hang", {"pid_file": str(pid_file), "stubborn": True}, timeout=3, max_attempts=2)
 
     await submit(js, job)
 
     await eventually(lambda: _events(js, job.id, EventType.DEAD), timeout=40, what="the dead-letter event")
     failures = await _events(js, job.id, EventType.FAILED)
     assert [f.attempt for f in failures] == [1, 2]
-    assert all("timed out after 1.0s" in f.detail for f in failures)
+    assert all("timed out after 3.0s" in f.detail for f in failures)
     pids = await _pids(pid_file, 2)
     assert len(set(pids)) == 2  # each attempt had a fresh process: the killed one was not reused
     for pid in pids:

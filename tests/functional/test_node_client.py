@@ -13,7 +13,7 @@ from tests.conftest import wait_for
 from tests.functional.test_ledger import ledgers  # noqa: F401 - the fixture
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"
-STEPS = ("submit", "duplicate submit is one job", "read result", "read events", "read dead letter",
+STEPS = ("submit", "duplicate submit is one job", "read result", "result fence", "read events", "read dead letter",
          "list live bots", "ping a bot", "find the ledger service", "query the ledger")
 
 

@@ -15,10 +15,11 @@ import anyio
 import pytest
 
 from corral.core.dlq import list_dead
-from corral.core.history import job_events, walk
+from corral.core.history import deaths, job_events, job_result, walk
 from corral.core.messages import EventType, make_job
-from corral.core.names import RESULTS_STREAM
+from corral.core.names import RESULTS_STREAM, RESULTS_SUBJECT, parse_result_subject
 from corral.core.submit import raise_for, submit_many
+from corral.core.timeline import with_result
 from tests.conftest import NS, eventually, provision_async
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +47,7 @@ class Fleet:
 
 
 async def _round_done(js, sleepers, crasher):
-    results = {m.subject.rsplit(".", 1)[-1] async for m in walk(js, RESULTS_STREAM, "corral.results.>")}
+    results = {parse_result_subject(m.subject)[0] async for m in walk(js, RESULTS_STREAM, RESULTS_SUBJECT)}
     if not all(s.id in results for s in sleepers):
         return None
     return await list_dead(js, match=lambda d: d.job_id == crasher.id)
@@ -77,9 +78,11 @@ async def test_a_crashing_job_is_quarantined_alone_while_its_neighbours_complete
 
 
 async def _died_once(js, job_id: str) -> bool:
-    """The sleeper was taken down beside the crasher at least once (started, no outcome, redelivered)."""
-    starts = [e for e in await job_events(js, job_id) if e.type == EventType.STARTED]
-    return len(starts) > 1
+    """The sleeper was taken down beside the crasher at least once (started, no outcome, redelivered).
+
+    Its first delivery writes no ``started``: the trail with its result merged in says whether it died.
+    """
+    return bool(deaths(with_result(await job_events(js, job_id), await job_result(js, job_id))))
 
 
 async def _assert_names_only_its_victims(js, job_id: str, named: list[str], dead: set[str]) -> None:

@@ -41,7 +41,7 @@ async def test_an_editable_difference_is_updated_and_a_fixed_one_is_reported(nat
     decls = load_declarations()
     await provision(nc, decls)
     consumer = next(d for d in decls if d.kind == "consumer").with_config(ack_wait=7 * NS)
-    jobs = next(d for d in decls if d.name == JOBS_STREAM).with_config(retention="limits")
+    jobs = next(d for d in decls if d.name == JOBS_STREAM).with_config(retention="workqueue")
     updated, conflict = await provision(nc, [consumer, jobs])
     info = await nc.jetstream().consumer_info(JOBS_STREAM, consumer.name)
     await nc.close()

@@ -18,9 +18,11 @@ import pytest
 
 from corral.core.control import drain_bot
 from corral.core.dlq import list_dead
-from corral.core.history import job_result
+from corral.core.history import job_result, result_message
 from corral.core.messages import heartbeat_decoder, make_job
-from corral.core.names import BOTS_STREAM, DLQ_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_key_subject
+from corral.core.purge import purge_once
+from corral.core.errors import ErrorCode
+from corral.core.names import BOTS_STREAM, DLQ_STREAM, JOBS_STREAM, RESULTS_STREAM, bot_key_subject, result_fence, result_subject
 from corral.harness.server import SECURE_CONF, EmbeddedServer
 from corral.core.submit import submit
 from tests.conftest import FAST, eventually
@@ -137,12 +139,10 @@ async def test_a_wrong_password_is_refused(secure):
 # -- what a bot's credentials cannot do ------------------------------------------------------
 
 
-async def test_bot_credentials_cannot_purge_the_jobs_stream(admin, bot1):
-    """Given a queued job, when bot-1 purges CORRAL_JOBS, the server refuses and the job stays."""
+async def test_bot_credentials_purge_consumed_jobs_and_leave_a_waiting_one(admin, bot1):
+    """Given a waiting job, when bot-1 runs the ack-floor purge (its purger's call), the server allows it and the job stays."""
     await submit(admin.js, make_job("sum", {"a": 1, "b": 1}))
-    with pytest.raises(nats.errors.TimeoutError):
-        await bot1.js.purge_stream(JOBS_STREAM)
-    await bot1.refused(f"$JS.API.STREAM.PURGE.{JOBS_STREAM}")
+    assert await purge_once(bot1.nc) == 0
     assert (await admin.js.stream_info(JOBS_STREAM)).state.messages == 1
 
 
@@ -204,17 +204,42 @@ async def test_bot_credentials_may_do_what_a_bot_does(admin, bot1):
     assert bot1.violations() == []
 
 
+async def test_a_bot_may_write_only_its_own_result_subjects(secure, bot1):
+    """Given bot-1's credentials, when it publishes a result under bot-2's name, then the server refuses it by
+    name and stores nothing, while a result under its own name is stored."""
+    forged = result_subject("j-forged", "bot-2")
+    with pytest.raises(nats.errors.TimeoutError):
+        await bot1.js.publish(forged, b'{"v":1}', headers=result_fence("j-forged"))
+    await bot1.refused(forged)
+    assert await job_result(bot1.js, "j-forged") is None
+    ack = await bot1.js.publish(result_subject("j-own", "bot-1"), b'{"v":1}', headers=result_fence("j-own"))
+    assert ack.stream == RESULTS_STREAM
+
+
+async def test_a_second_bot_writing_a_result_for_the_same_job_is_refused(secure, bot1):
+    """Given bot-1 recorded job j's result, when bot-2 publishes its own result for j, then the fence
+    refuses it (10071) and bot-1's result stands."""
+    bot2 = await login(secure.url, "bot-2", inbox_prefix="_INBOX_bot-2")
+    await bot1.js.publish(result_subject("j", "bot-1"), b'{"by":"bot-1"}', headers=result_fence("j"))
+    with pytest.raises(nats.js.errors.APIError) as caught:
+        await bot2.js.publish(result_subject("j", "bot-2"), b'{"by":"bot-2"}', headers=result_fence("j"))
+    assert caught.value.err_code == ErrorCode.STREAM_WRONG_LAST_SEQUENCE
+    stored = await result_message(bot2.js, "j")
+    assert stored.subject == result_subject("j", "bot-1") and bot2.violations() == []
+    await bot2.nc.close()
+
+
 # -- the ledger ------------------------------------------------------------------------------
 
 
 async def test_the_ledger_reads_results_but_cannot_touch_jobs(secure, admin):
     """The ledger can direct-get and consume results; a consumer on CORRAL_JOBS or a publish is refused."""
     ledger = await login(secure.url, "ledger", inbox_prefix="_INBOX_ledger")
-    await admin.js.publish("corral.results.j1", b'{"v":1}')
-    assert (await ledger.js.get_msg(RESULTS_STREAM, subject="corral.results.j1", direct=True)).data == b'{"v":1}'
+    await admin.js.publish(result_subject("j1", "bot-1"), b'{"v":1}', headers=result_fence("j1"))
+    assert (await result_message(ledger.js, "j1")).data == b'{"v":1}'
     sub = await ledger.js.pull_subscribe("corral.results.>", stream=RESULTS_STREAM)
     assert [m.data for m in await sub.fetch(1, timeout=2)] == [b'{"v":1}']
-    for subject in (f"$JS.API.CONSUMER.CREATE.{JOBS_STREAM}.ledger", "corral.results.j2", "corral.jobs.default.normal"):
+    for subject in (f"$JS.API.CONSUMER.CREATE.{JOBS_STREAM}.ledger", result_subject("j2", "bot-1"), "corral.jobs.default.normal"):
         with pytest.raises(nats.errors.TimeoutError):
             await ledger.nc.request(subject, b"{}", timeout=REFUSED_WITHIN)
         await ledger.refused(subject)
@@ -230,7 +255,7 @@ async def test_supervisor_credentials_cannot_touch_bots_jobs_or_other_hosts(secu
     sup = await login(secure.url, "fleet-bot", inbox_prefix="_INBOX_fleet-bot")
     for subject in (bot_key_subject("bot-1"), "$KV.corral_fleet.desired.web1", "$KV.corral_fleet.supervisor.web1",
                     "corral.jobs.default.normal", f"$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.work-default-normal",
-                    "corral.results.j1", f"$JS.API.STREAM.PURGE.{JOBS_STREAM}", "corral.events.ops.purge"):
+                    result_subject("j1", "bot-1"), f"$JS.API.STREAM.PURGE.{JOBS_STREAM}", "corral.events.ops.purge"):
         with pytest.raises(nats.errors.TimeoutError):
             await sup.nc.request(subject, b"{}", timeout=REFUSED_WITHIN)
         await sup.refused(subject)

@@ -38,7 +38,7 @@ async def test_escape_leaves_the_job_search_so_a_digit_switches_screens(provisio
     """Given the job-search input focused, when the operator presses Esc then 4, then the dead-letter screen opens."""
     app = dashboard(provisioned.url)
     async with app.run_test(size=SMALL) as pilot:
-        await pilot.press("3", "slash")
+        await pilot.press("3", "f")
         assert app.focused is app.screen.query_one("#job-search")
         await pilot.press("escape", "4")
         await until(pilot, lambda: app.current_mode == "dead", what="the dead-letter screen")

@@ -117,6 +117,6 @@ async def test_jobs_submitted_from_the_form_with_priority_high_are_stored_as_hig
         high = await pending_on(js, job_subject("default", "high"))
         assert len(high) == 3 and {(j.kind, j.priority) for j in high} == {("sum", "high")}
         assert await pending_on(js, job_subject("default", "normal")) == []
-        await pilot.press("escape", "3", "slash", *high[0].id, "enter")
+        await pilot.press("escape", "3", "f", *high[0].id, "enter")
         await until(pilot, lambda: "default/high" in inspector(app), what="the inspector showing the priority")
         assert "status: pending" in inspector(app)

@@ -76,14 +76,41 @@ await step("duplicate submit is one job", async () => {
 });
 
 await step("read result", async () => {
-  const msg = await poll("the result", () => lastFor("CORRAL_RESULTS", `corral.results.${ok.id}`));
+  // docs/resources.md: one result per job, on corral.results.<job_id>.<bot>; the last message under
+  // corral.results.<job_id>.* is it, whichever bot wrote it.
+  const msg = await poll("the result", () => lastFor("CORRAL_RESULTS", `corral.results.${ok.id}.*`));
   const result = msg.json();
+  check(msg.subject === `corral.results.${ok.id}.${result.bot}`, `the subject ${msg.subject} does not name the writer ${result.bot}`);
   for (const key of ["job_id", "kind", "queue", "bot", "incarnation", "attempt", "started_at", "finished_at", "value"]) {
     check(key in result, `result has no ${key}: ${JSON.stringify(result)}`);
   }
   check(result.job_id === ok.id && result.value === 42, `wrong result ${JSON.stringify(result)}`);
   check(result.attempt === 1 && result.finished_at >= result.started_at, "attempt or times are off");
   return `value ${result.value} from bot ${result.bot}, attempt ${result.attempt}`;
+});
+
+await step("result fence", async () => {
+  // docs/resources.md, "Writing a result": the headers that admit the first result of a job, from any bot.
+  const jobId = newId();
+  const fenced = (bot) => {
+    const h = headers();
+    h.set("Nats-Expected-Last-Subject-Sequence", "0");
+    h.set("Nats-Expected-Last-Subject-Sequence-Subject", `corral.results.${jobId}.*`);
+    const body = { job_id: jobId, kind: "sum", queue: "default", bot, incarnation: "node", attempt: 1, started_at: 1, finished_at: 2, value: bot };
+    return js.publish(`corral.results.${jobId}.${bot}`, enc.encode(JSON.stringify(body)), { headers: h });
+  };
+  const first = await fenced("node-a");
+  check(first.stream === "CORRAL_RESULTS", `unexpected ack ${JSON.stringify(first)}`);
+  let code = null;
+  try {
+    await fenced("node-b");
+  } catch (err) {
+    code = err?.api_error?.err_code ?? err?.code;
+  }
+  check(code === 10071, `a second writer was not refused with 10071 (got ${code})`);
+  const stored = (await lastFor("CORRAL_RESULTS", `corral.results.${jobId}.*`)).json();
+  check(stored.bot === "node-a", `the stored result is ${JSON.stringify(stored)}`);
+  return "first writer stored, second refused with 10071";
 });
 
 await step("read events", async () => {

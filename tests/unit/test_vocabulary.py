@@ -11,7 +11,7 @@ from corral.core.errors import ConfigError, IllegalTransitionError, InvalidJobEr
 from corral.core.handlers import Registry
 from corral.core.history import deliveries_without_outcome
 from corral.core.messages import Event, EventType, decode_job, encode, make_job
-from corral.core.names import check_token, job_subject, result_subject
+from corral.core.names import check_token, job_subject, parse_result_subject, result_fence, result_subject, subject_token
 
 
 def test_a_job_round_trips_through_its_encoding():
@@ -48,9 +48,20 @@ def test_hostile_tokens_never_reach_a_subject(value):
 
 
 def test_subjects_follow_the_documented_layout():
-    """Jobs are per queue and priority; results are one subject per job."""
+    """Jobs are per queue and priority; results are one subject per job and writer, fenced across the job."""
     assert job_subject("default", "high") == "corral.jobs.default.high"
-    assert result_subject("abc") == "corral.results.abc"
+    assert result_subject("abc", "bot-1") == "corral.results.abc.bot-1"
+    assert result_fence("abc") == {"Nats-Expected-Last-Subject-Sequence": "0",
+                                   "Nats-Expected-Last-Subject-Sequence-Subject": "corral.results.abc.*"}
+    assert parse_result_subject("corral.results.abc.bot-1") == ("abc", "bot-1")
+    assert parse_result_subject("corral.results.abc") == ("abc", None)
+    assert parse_result_subject("corral.jobs.default.high") is None
+
+
+def test_a_host_name_becomes_one_subject_token():
+    """Given a host name with dots, when mapped for a bot name, then it is one valid token."""
+    assert subject_token("web.example.com-12") == "web-example-com-12"
+    assert check_token(subject_token("a b*c>" * 40), "bot name")
 
 
 def test_every_allowed_transition_works_and_others_raise():

@@ -12,11 +12,15 @@ of all live bots' total, so one bot taking a whole burst while another idles sho
 from __future__ import annotations
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.widgets import DataTable
 
 from corral.core.fleet import slot_of
+from corral.tui.describe import describe_bot
 from corral.tui.screens.base import TaskScreen
+from corral.tui.screens.describe import DescribeScreen
 from corral.tui.store import BotRow
 from corral.tui.widgets.fit import Col, short_id
 from corral.tui.widgets.synced_table import SyncedTable
@@ -84,6 +88,13 @@ class BotsScreen(TaskScreen):
         shares = self.store.work_shares()
         self.query_one("#bots-table", SyncedTable).sync(
             (key, bot_cells(r, now, shares.get(key) if r.gone_at is None else None)) for key, r in rows)
+
+    @on(DataTable.RowSelected, "#bots-table")
+    def _describe(self, event: DataTable.RowSelected) -> None:
+        """Enter: the bot's heartbeat in full: running jobs, counters, CPU and memory."""
+        row = self.store.bots.get(event.row_key.value or "")
+        if row is not None:
+            self.app.push_screen(DescribeScreen(f"bot {row.beat.name}", describe_bot(row, self.store.clock())))
 
     def supervisor_of(self, name: str) -> tuple[str, int] | None:
         """(fleet host, its desired count) when a live supervisor owns bot ``name``."""

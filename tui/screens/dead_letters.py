@@ -15,8 +15,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Label, ProgressBar
 
+from corral.core import jobrecord
 from corral.core.bulk import freeze_dead
 from corral.core.dlq import DeadLetter
+from corral.tui.describe import describe_dead
+from corral.tui.screens.describe import PENDING_SCAN, DescribeScreen
 from corral.tui.screens.base import TaskScreen
 from corral.tui.widgets.detail_pane import DetailPane
 from corral.tui.widgets.fit import Col, short_id
@@ -60,7 +63,7 @@ class DeadLettersScreen(TaskScreen):
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="filter: words that must all appear (reason, kind, queue, job id)", id="dlq-filter")
         yield Label("", id="dlq-count", classes="section")
-        yield SyncedTable(COLUMNS, id="dlq-table")
+        yield SyncedTable(COLUMNS, id="dlq-table", filterable=False)  # its filter box also picks what R and P act on
         yield DetailPane(long=("reason",), skip=("job", "error"), empty="no dead letter selected", id="dlq-detail")
         yield ProgressBar(id="dlq-progress", show_eta=False)
 
@@ -91,6 +94,18 @@ class DeadLettersScreen(TaskScreen):
     def _show_detail(self) -> None:
         table = self.query_one("#dlq-table", SyncedTable)
         self.query_one("#dlq-detail", DetailPane).show_row(table, table.selected_key())
+
+    @on(DataTable.RowSelected, "#dlq-table")
+    def _describe(self, event: DataTable.RowSelected) -> None:
+        """Enter: the dead letter in full, then the job's history once read."""
+        letter = next((d for d in self.store.dead if str(d.seq) == event.row_key.value), None)
+        if letter is None:
+            return
+        js = self.corral._connected_js
+
+        async def load():
+            return describe_dead(letter, await jobrecord.read_record(js(), letter.job_id, PENDING_SCAN))
+        self.app.push_screen(DescribeScreen(f"dead letter #{letter.seq}", describe_dead(letter), job_id=letter.job_id, load=load))
 
     @on(Input.Changed, "#dlq-filter")
     def _refilter(self) -> None:

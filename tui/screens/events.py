@@ -11,7 +11,9 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input
 
 from corral.core.names import EVENTS_PREFIX
+from corral.tui.describe import describe_event
 from corral.tui.screens.base import TaskScreen
+from corral.tui.screens.describe import DescribeScreen
 from corral.tui.store import EventRow
 from corral.tui.widgets.detail_pane import DetailPane
 from corral.tui.widgets.fit import Col, short_id
@@ -24,7 +26,7 @@ COLUMNS = [Col("time", "time", 0), Col("type", "event", 0), Col("job", "job / ab
            Col("subject", "subject", detail_only=True), Col("job_id", "job id", detail_only=True),
            Col("kind", "kind", detail_only=True), Col("queue", "queue", detail_only=True)]
 TYPE_STYLE = {"succeeded": "green", "failed": "yellow", "dead": "bold red", "replayed": "cyan", "purged": "magenta",
-              "handed_back": "yellow", "operator": "bold blue"}
+              "handed_back": "yellow", "operator": "bold blue", "debounced": "cyan", "superseded": "dim"}
 
 
 def clock(ts: float) -> str:
@@ -59,7 +61,7 @@ class EventsScreen(TaskScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="filter: words that must all appear (type, job id, bot, detail)", id="events-filter")
-        yield SyncedTable(COLUMNS, id="events-table")
+        yield SyncedTable(COLUMNS, id="events-table", filterable=False)
         yield DetailPane(long=("detail",), skip=("job / about",), empty="no event selected", id="events-detail")
 
     def on_mount(self) -> None:
@@ -88,6 +90,13 @@ class EventsScreen(TaskScreen):
     def _show_detail(self) -> None:
         table = self.query_one("#events-table", SyncedTable)
         self.query_one("#events-detail", DetailPane).show_row(table, table.selected_key())
+
+    @on(DataTable.RowSelected, "#events-table")
+    def _describe(self, event: DataTable.RowSelected) -> None:
+        """Enter: every field of the event (``j`` from there: its job)."""
+        row = next((r for r in self.store.events if str(r.n) == event.row_key.value), None)
+        if row is not None:
+            self.app.push_screen(DescribeScreen(f"event {row.event.type}", describe_event(row), job_id=row.event.job_id or None))
 
     @on(Input.Changed, "#events-filter")
     def _refilter(self) -> None:

@@ -16,7 +16,10 @@ from corral.core.messages import CurrentJob
 from corral.core.errors import InvalidJobError
 from corral.core.names import check_token
 from corral.core.messages import TERMINAL_EVENTS
+from corral.ledger import search
+from corral.ledger.errors import InvalidSearchError
 from corral.tui.screens.base import TaskScreen
+from corral.tui.screens.search import SearchScreen
 from corral.tui.screens.events import TYPE_STYLE, clock
 from corral.core.jobrecord import JobRecord
 from corral.tui.widgets.fit import Col, short_id
@@ -48,15 +51,16 @@ def progress_cell(job: CurrentJob) -> str:
 class JobsScreen(TaskScreen):
     TITLE_TEXT = "jobs"
     BINDINGS = [
-        Binding("slash", "search", "Search id", key_display="/"),
+        Binding("f", "search", "Find job"),
         Binding("escape", "leave_search", "Leave search", show=False),
         Binding("i", "inspect", "Inspect"),
         Binding("c", "cancel_job", "Cancel job"),
+        Binding("w", "workflow", "Workflow", show=False),
         Binding("C", "cancel_matching", "Cancel all matching"),
     ]
 
     def compose_body(self) -> ComposeResult:
-        yield Input(placeholder="job id, then Enter to inspect", id="job-search")
+        yield Input(placeholder="job id, or a search: args.user=42 kind=resize state=failed bot=b1 since=10m", id="job-search")
         with Horizontal(id="jobs-body"):
             with Vertical(id="jobs-lists"):
                 yield Label("in flight (from bot heartbeats)", classes="section")
@@ -91,6 +95,9 @@ class JobsScreen(TaskScreen):
     @on(Input.Submitted, "#job-search")
     def _search(self, event: Input.Submitted) -> None:
         job_id = event.value.strip()
+        if "=" in job_id:  # key=value words: a payload search, answered by the ledger
+            self._find(job_id)
+            return
         try:
             check_token(job_id, "job id")
         except InvalidJobError as e:
@@ -102,6 +109,14 @@ class JobsScreen(TaskScreen):
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value:
             self.inspect(event.row_key.value)
+
+    def _find(self, text: str) -> None:
+        try:
+            query = search.parse(text)
+        except InvalidSearchError as e:
+            self.notify(str(e), title=e.title, severity="error", timeout=8)
+            return
+        self.app.push_screen(SearchScreen(text, query))
 
     def action_search(self) -> None:
         self.query_one("#job-search").focus()
@@ -133,6 +148,13 @@ class JobsScreen(TaskScreen):
         bot = next((bot for bot, c in self.store.in_flight() if c.id == job_id), None)
         where = f"running on {bot}: its handler is stopped" if bot else "not running: it is dropped when next delivered"
         self.corral.confirm_then(f"Cancel job {job_id}? It is {where}.", lambda: self._cancel(job_id), yes="Cancel job", no="Keep it")
+
+    def action_workflow(self) -> None:
+        """The chain, saga or group the selected (or inspected) job belongs to, as a tree."""
+        from corral.tui.screens.workflow import WorkflowScreen
+
+        if (job_id := self._target()) is not None:
+            self.app.push_screen(WorkflowScreen(job_id))
 
     def open_jobs(self, needle: str) -> list[tuple[str, str]]:
         """(job id, description) of every running or not yet ended job whose id, kind, queue, bot or state has

@@ -58,9 +58,7 @@ def render_record(rec: JobRecord) -> Group:
     if not rec.known:
         parts.append(Text("no record of this job (unknown id, or past the streams' retention)", style="yellow"))
         return Group(*parts)
-    lifecycle = [e for e in rec.events if e.type != EventType.PROGRESS]
-    # A running job is still on the jobs stream (it leaves when acked), so its events come before `pending`.
-    status = "succeeded" if rec.result else "dead" if rec.dead else lifecycle[-1].type if lifecycle else "pending" if rec.pending else "?"
+    status = rec.status  # core/jobrecord.py: a running first delivery has no event yet and is `started`
     parts.append(Text(f"status: {status}", style={"succeeded": "green", "dead": "bold red"}.get(str(status), "cyan")))
     if job := rec.job:
         parts.append(Text(f"kind {job.kind}  queue {job.queue}/{job.priority}  max attempts {job.max_attempts}  timeout {job.timeout:g}s"))
@@ -76,6 +74,8 @@ def render_record(rec: JobRecord) -> Group:
                           f"{(r.finished_at - r.started_at) * 1000:.1f} ms)", style="green"))
     for d in rec.dead:
         parts.append(Text(f"dead letter #{d.seq}: {d.reason} (attempts {d.attempts}{', bots ' + d.bots if d.bots else ''})", style="red"))
+    if rec.trace_id:
+        parts.append(Text(f"trace: {rec.trace_id}", style="dim"))
     return Group(*parts)
 
 
