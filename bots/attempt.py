@@ -28,7 +28,7 @@ from corral.bots.config import BotConfig
 from corral.bots import singleton as singletons
 from corral.bots.isolation import run_isolated
 from corral.bots.trail import Trail
-from corral.core import tracing
+from corral.core import fairness, tracing
 from corral.core.connect import TRANSIENT
 from corral.core.errors import CorralError
 from corral.core.handlers import JobContext, Registry
@@ -63,6 +63,7 @@ class Attempts:
         self.config = config
         self.trail = trail
         self.limits = limiter or Limiter(js)
+        self.caps = fairness.Caps(js)
         self.max_payload = js._nc.max_payload or 1024 * 1024
         self.cancelled: set[str] = set()
         self.running: dict[str, anyio.CancelScope] = {}
@@ -81,6 +82,9 @@ class Attempts:
         if isinstance(key, Busy):
             return key
         verdict = key if isinstance(key, Throttled) else await self._limits(job, owner, throttles)
+        fair_key = (msg.headers or {}).get(fairness.KEY_HEADER)
+        if isinstance(verdict, Admitted) and fair_key:
+            verdict = await self._fair_cap(fair_key, owner, throttles, verdict)
         if isinstance(verdict, Admitted) and isinstance(key, Admitted):
             return verdict if key is FREE else singletons.Both(key, verdict)
         if isinstance(key, Admitted):
@@ -101,6 +105,17 @@ class Attempts:
             if isinstance(e, nats.errors.NoRespondersError):
                 why = "the corral_limits bucket is missing: run `corral provision`"
             return Throttled(f"limits unreadable ({why})", throttle_delay(throttles))
+
+    async def _fair_cap(self, key: str, owner: str, throttles: int, admitted: Admitted) -> Admitted | Throttled:
+        """The fairness key's cap (core/fairness.py) on top of the kind's admission; both or neither."""
+        try:
+            slot = await self.caps.admit(key, owner, throttles)
+        except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
+            slot = Throttled(f"fairness cap of {key} unreadable ({str(e) or type(e).__name__})", throttle_delay(throttles))
+        if isinstance(slot, Throttled):
+            await singletons.give_back(self.js, admitted)
+            return slot
+        return admitted if slot is FREE else fairness.Joint(parts=(admitted, slot))
 
     async def run(self, job: Job, attempt: int, redelivered: bool, log: Logger, isolated: bool = False) -> Ran:
         """Run the handler once; what happened, for the caller to record (after the slot is released).

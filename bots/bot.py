@@ -37,6 +37,7 @@ from corral.bots.inflight import InFlightJobs
 from corral.bots.liveness import Liveness, NameLostError
 from corral.bots.metrics import BotMetrics
 from corral.bots.outbox import Outbox
+from corral.bots.dispatcher import Dispatcher
 from corral.bots.purger import Purger
 from corral.bots.reaper import Reaper
 from corral.bots.remote import answer_control, watch_cancellations
@@ -170,6 +171,7 @@ class Bot:
                 tg.start_soon(self._in_progress_loop)
                 tg.start_soon(Reaper(self.nc, self.js, self.log, self.config.sweep_interval, self.config.name).run)
                 tg.start_soon(Purger(self.nc, self.js, self.log, self.config.name).run)
+                tg.start_soon(Dispatcher(self.nc, self.js, self.log, self.config.name).run)
                 tg.start_soon(answer_control, self.nc, self.config.name, self.incarnation, self.log, self.stop, lambda: str(self.sm.state))
                 tg.start_soon(watch_cancellations, self.js, self.executor.cancel, self.log)
                 tg.start_soon(self._settle_ready)
@@ -290,14 +292,15 @@ class Bot:
             return
 
         def start(msg: Msg) -> None:
-            self._start_job(jobs, msg)
-            started[0] += 1
+            if self._start_job(jobs, msg):
+                started[0] += 1
 
         with self.inflight.claiming():
             await self.feeds.claim(free, start)
 
-    def _start_job(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]], msg: Msg) -> None:
-        """Register the delivery (synchronously: see bots/inflight.py) and hand it to a worker."""
+    def _start_job(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]], msg: Msg) -> bool:
+        """Register the delivery (synchronously: see bots/inflight.py) and hand it to a worker; False
+        for a second copy of a delivery that is already running (it is dropped: the first one settles it)."""
         # Decoded once here; the executor takes the same answer.
         job = Executor.decode(msg)
         if isinstance(job, CorralError):
@@ -305,9 +308,13 @@ class Bot:
         else:
             job_id, kind = job.id, job.kind
         key = self.inflight.add(msg, job_id, kind)
+        if key is None:
+            self.log.warning("job.duplicate_delivery", job=job_id, detail="the same delivery arrived twice; the copy is dropped")
+            return False
         if len(self.inflight) == 1 and self.sm.state == BotState.READY:
             self.sm.to(BotState.PROCESSING)
         jobs.send_nowait((key, msg, job))
+        return True
 
     async def _run_job(self, key: str, msg: Msg, job) -> None:
         job_id = job.id if not isinstance(job, CorralError) else f"invalid-{msg.metadata.sequence.stream}"

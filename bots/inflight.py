@@ -54,14 +54,18 @@ class InFlightJobs:
         self._changed = anyio.Event()
         self._claims = 0
 
-    def add(self, msg: Msg, job_id: str, kind: str) -> str:
-        """Register a delivery; returns its key."""
+    def add(self, msg: Msg, job_id: str, kind: str) -> str | None:
+        """Register a delivery; returns its key, or None if that very delivery (its ack subject) is
+        already running here: around a server restart a pull request can be answered twice with the
+        same message, and a second run of it would ack, and deregister, what the first one holds."""
         key = msg.reply
+        if key in self._jobs:
+            return None
         self._jobs[key] = InFlight(msg, job_id, kind, time.time(), time.monotonic())
         return key
 
     def remove(self, key: str) -> None:
-        del self._jobs[key]
+        self._jobs.pop(key, None)
         self._changed.set()
         if not self._jobs:
             self.idle_since = time.monotonic()

@@ -15,7 +15,7 @@ from corral.core.log import LEVELS, configure
 
 #: The subcommand modules, in `corral --help` order; imported when a parser is built.
 COMMAND_MODULES = (
-    "up", "provision", "submit", "bot", "inspect", "dlq", "health", "control", "features", "limits", "fleet", "chaos", "backup",
+    "up", "provision", "submit", "bot", "inspect", "dlq", "health", "control", "features", "limits", "fair", "fleet", "chaos", "backup",
     "cluster", "ledger", "bench", "tui",
 )
 #: Commands whose own module is all that `corral NAME ...` needs. A bot runs on every host for

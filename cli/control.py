@@ -28,16 +28,17 @@ def register(sub) -> None:
 
 
 async def _control(args: argparse.Namespace) -> int:
-    nc = await connect(settings(args), get_logger("control"), wait=False)
+    cfg = settings(args)
+    nc = await connect(cfg, get_logger("control"), wait=False)
     try:
         if args.action == "drain":
-            reply = await drain_bot(nc, check_token(args.bot, "bot name"), actor())
+            reply = await drain_bot(nc, check_token(args.bot, "bot name"), actor(cfg))
             message = f"bot {args.bot} is draining (state {reply.get('state')})"
         elif args.action == "pause":
-            await pause_queue(nc, check_token(args.queue, "queue"), actor(), args.priority)
+            await pause_queue(nc, check_token(args.queue, "queue"), actor(cfg), args.priority)
             reply, message = {"ok": True}, f"queue {args.queue}/{args.priority} paused"
         else:
-            await resume_queue(nc, check_token(args.queue, "queue"), actor(), args.priority)
+            await resume_queue(nc, check_token(args.queue, "queue"), actor(cfg), args.priority)
             reply, message = {"ok": True}, f"queue {args.queue}/{args.priority} resumed"
     finally:
         await nc.close()

@@ -78,7 +78,8 @@ def _row(d: DeadLetter) -> dict:
 async def _dlq(args: argparse.Namespace) -> int:
     if args.action != "list" and not (args.seqs or args.all or args.kind or args.reason or args.queue):
         raise ConfigError(f"say which dead letters to {args.action}: SEQ..., a filter (--kind/--reason/--queue), or --all")
-    nc = await connect(settings(args), get_logger("dlq"), wait=False)
+    cfg = settings(args)
+    nc = await connect(cfg, get_logger("dlq"), wait=False)
     try:
         js = nc.jetstream()
         letters = await list_dead(js, queue=args.queue, limit=args.limit, match=_match(args))
@@ -109,7 +110,7 @@ async def _dlq(args: argparse.Namespace) -> int:
                 print("cancelled", file=sys.stderr)
                 return 1
         with progress(args.action, len(letters)) as update:
-            n = await run_dead(js, frozen, actor=actor(), progress=update)
+            n = await run_dead(js, frozen, actor=actor(cfg), progress=update)
     finally:
         await nc.close()
     if args.json:

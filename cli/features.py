@@ -88,7 +88,8 @@ def _register_group(sub) -> None:
 
 async def _cancel(args: argparse.Namespace) -> int:
     job_id = check_token(args.job_id, "job id")
-    nc = await connect(settings(args), get_logger("cancel"), wait=False)
+    cfg = settings(args)
+    nc = await connect(cfg, get_logger("cancel"), wait=False)
     try:
         js = nc.jetstream()
         where = await lookup.locate(js, job_id)
@@ -98,7 +99,7 @@ async def _cancel(args: argparse.Namespace) -> int:
             raise NothingToDoError(f"job {job_id} already ended ({where.detail}): nothing to cancel")
         if await lookup.cancel_requested(js, job_id):
             raise NothingToDoError(f"cancellation of job {job_id} was already requested: `corral job {job_id}` shows when it takes effect")
-        await request_cancel(nc, job_id, actor())
+        await request_cancel(nc, job_id, actor(cfg))
     finally:
         await nc.close()
     if args.json:
@@ -109,7 +110,8 @@ async def _cancel(args: argparse.Namespace) -> int:
 
 
 async def _schedule(args: argparse.Namespace) -> int:
-    nc = await connect(settings(args), get_logger("schedule"), wait=False)
+    cfg = settings(args)
+    nc = await connect(cfg, get_logger("schedule"), wait=False)
     js = nc.jetstream()
     try:
         if args.action == "add":
@@ -117,11 +119,11 @@ async def _schedule(args: argparse.Namespace) -> int:
             job = make_job(args.kind, parse_kv(args.args), queue=args.queue, priority=args.priority,
                            timeout=args.timeout, max_attempts=args.max_attempts)
             check_jobs([job], args)
-            rows = [await add_schedule(nc, args.name, job, spec, actor())]
+            rows = [await add_schedule(nc, args.name, job, spec, actor(cfg))]
         elif args.action == "rm":
             if await lookup.schedule_of(js, check_token(args.name, "schedule name")) is None:
                 raise NotFoundError(f"no schedule named {args.name!r} (`corral schedule list` shows them)")
-            await remove_schedule(nc, args.name, actor())
+            await remove_schedule(nc, args.name, actor(cfg))
             rows = []
         else:
             # Jobs waiting out a debounce window are one-shot schedules too: listed as debounce:<key>.

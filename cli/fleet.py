@@ -114,8 +114,9 @@ async def _live_supervisor(js, host: str) -> bool:
 
 async def _scale(args: argparse.Namespace) -> int:
     host = check_host(args.host)
-    who = actor()
-    nc = await connect(settings(args), get_logger("scale"), wait=False)
+    cfg = settings(args)
+    who = actor(cfg)
+    nc = await connect(cfg, get_logger("scale"), wait=False)
     try:
         js = nc.jetstream()
         old = await read_desired(js, host)

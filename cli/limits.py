@@ -62,18 +62,19 @@ def _definition(args: argparse.Namespace) -> limits.LimitDef:
 
 async def _limit(args: argparse.Namespace) -> int:
     wanted = _definition(args) if args.action == "set" else None  # bad input fails before connecting
-    nc = await connect(settings(args), get_logger("limit"), wait=False)
+    cfg = settings(args)
+    nc = await connect(cfg, get_logger("limit"), wait=False)
     js = nc.jetstream()
     try:
         if wanted is not None:  # the set action
             await limits.set_limit(js, args.kind, wanted)
-            await record(nc, "limit", actor(), f"set limit on kind {args.kind}: {wanted.describe()}")
+            await record(nc, "limit", actor(cfg), f"set limit on kind {args.kind}: {wanted.describe()}")
             rows = await limits.list_limits(js)
             rows = [r for r in rows if r.kind == args.kind]
         elif args.action == "rm":
             if not await limits.remove_limit(js, args.kind):
                 raise NotFoundError(f"no limit is set for kind {args.kind!r}")
-            await record(nc, "limit", actor(), f"removed the limit on kind {args.kind}")
+            await record(nc, "limit", actor(cfg), f"removed the limit on kind {args.kind}")
             rows = []
         else:
             rows = await limits.list_limits(js)

@@ -59,6 +59,8 @@ def register(sub) -> None:
     p.add_argument("--if-busy", choices=("queue", "drop"), default="queue",
                    help="with --singleton, while another job holds the key: queue (wait behind it, the default) "
                    "or drop (end without running, recorded as dropped)")
+    p.add_argument("--fair", metavar="KEY", type=fair_key,
+                   help="fairness key (a tenant): jobs of different keys start in turn, by weight (`corral fair`)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("populate", help="submit N generated `sum` jobs, pipelined, with progress (the seed's population)")
@@ -159,6 +161,14 @@ def _report_debounce(args: argparse.Namespace, d: debounce.Debounced) -> int:
     return exits.OK
 
 
+def fair_key(text: str) -> str:
+    """An argparse type: a fairness key usable as a subject token (its jobs wait on a subject named after it)."""
+    try:
+        return check_token(text, "fairness key")
+    except InvalidJobError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 async def _submit(args: argparse.Namespace) -> int:
     if args.file is None and not args.kind:
         raise ConfigError("give a KIND (corral submit sum a=1 b=2) or --file jobs.ndjson")
@@ -172,12 +182,17 @@ async def _submit(args: argparse.Namespace) -> int:
         tracing.check_traceparent(args.traceparent)
         if args.file is not None or args.debounce is not None or args.delay or args.at:
             raise ConfigError("--traceparent applies to one job submitted now (not --file, --debounce, --delay or --at)")
+    if args.fair and (args.debounce is not None or args.delay or args.at):
+        raise ConfigError("--fair applies to jobs submitted now (not --debounce, --delay or --at)")
     if args.file is not None:
         jobs = read_ndjson(args.file, args.queue)
+        if args.fair:  # a line's own fairness_key wins
+            jobs = [j if j.fairness_key else msgspec.structs.replace(j, fairness_key=args.fair) for j in jobs]
         check_jobs(jobs, args)
         return await _submit_many(args, jobs, "submitting")
     fields = dict(queue=args.queue, priority=args.priority, timeout=args.timeout, max_attempts=args.max_attempts,
-                  idempotency_key=args.idempotency_key, correlation_id=args.correlation_id, unique_key=args.unique)
+                  idempotency_key=args.idempotency_key, correlation_id=args.correlation_id, unique_key=args.unique,
+                  fairness_key=args.fair)
     if args.singleton:
         fields["singleton"] = Singleton(key=args.singleton, busy=args.if_busy)
     if args.job_id:

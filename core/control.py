@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from corral.core.errors import CorralError, NotFoundError
 from corral.core.messages import Event, EventType, encode
 from corral.core.names import JOBS_STREAM, consumer_name, control_subject, ops_events_subject
+from corral.core.settings import Settings
 
 
 async def record(nc: NATS, action: str, actor: str, detail: str) -> None:
@@ -72,10 +73,17 @@ def _no_queue(queue: str, priority: str) -> NotFoundError:
                          "(`corral status` lists the consumers; streams/ declares them)")
 
 
-def actor() -> str:
-    """Who an operator action is recorded as: user@host."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
+def actor(settings: Settings | None = None) -> str:
+    """Who an operator action is recorded as: user@host.
+
+    The user is the NATS user the connection logs in as when ``settings`` name one (the
+    secured profile): that name is the one the server checked a password for, where the
+    login name of the shell (``$USER``, the fallback) is only what the machine says.
+    """
+    user = settings.user if settings is not None and settings.user else None
+    if user is None:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
     return f"{user}@{socket.gethostname()}"

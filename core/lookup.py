@@ -29,8 +29,8 @@ from corral.core.purge import first_unconsumed
 from corral.core.history import job_events, job_result, seq_of, walk
 from corral.core.messages import TERMINAL_EVENTS, Event, EventType, Job, JobResult, job_decoder
 from corral.core.names import (
-    CANCEL_BUCKET, JOBS_STREAM, JOBS_SUBJECT, SCHEDULES_STREAM, cancel_key_subject, check_token, consumer_name, kv_stream,
-    parse_job_subject, schedule_subject,
+    CANCEL_BUCKET, FAIR_STREAM, FAIR_SUBJECT, JOBS_STREAM, JOBS_SUBJECT, SCHEDULES_STREAM, cancel_key_subject, check_token,
+    consumer_name, kv_stream, parse_job_subject, schedule_subject,
 )
 
 SCAN_LIMIT = 20_000  #: waiting jobs read at most when looking for one that has no event yet
@@ -122,6 +122,18 @@ async def _waiting_on(js: JetStreamContext, job_id: str, limit: int) -> RawStrea
     return None
 
 
+async def _waiting_fair(js: JetStreamContext, job_id: str, limit: int) -> RawStreamMsg | None:
+    """The job's message in its fairness key's line (core/fairness.py), before the dispatcher moved it."""
+    needle = job_id.encode()
+    try:
+        async for msg in walk(js, FAIR_STREAM, FAIR_SUBJECT, limit=limit):
+            if needle in (msg.data or b"") and (_decoded(msg.data) or Job(kind="")).id == job_id:
+                return msg
+    except (nats.js.errors.NotFoundError, MissingResourceError):
+        return None
+    return None
+
+
 async def queued_job(js: JetStreamContext, job_id: str, limit: int = SCAN_LIMIT) -> Job | None:
     """The job as it sits on the jobs stream (waiting, or running and not yet acknowledged), or None."""
     waiting = await _waiting_on(js, job_id, limit)
@@ -156,6 +168,8 @@ async def locate(js: JetStreamContext, job_id: str, scan_limit: int = SCAN_LIMIT
     waiting = await _waiting_on(js, job_id, scan_limit)
     if waiting == "":
         return Whereabouts(job_id, UNVERIFIED, f"more than {scan_limit} jobs are waiting; not all were searched")
+    if waiting is None:
+        waiting = await _waiting_fair(js, job_id, scan_limit)
     if isinstance(waiting, RawStreamMsg):
         if await _taken(js, waiting):
             return Whereabouts(job_id, ACTIVE, TAKEN, job=_decoded(waiting.data))

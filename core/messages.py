@@ -74,6 +74,8 @@ class Job(msgspec.Struct, kw_only=True):
     unique_key: str | None = None
     #: At most one job with this key runs at a time, fleet-wide (core/singleton.py).
     singleton: Singleton | None = None
+    #: The tenant the job is fair to: it waits on its key's subject of CORRAL_FAIR and starts in turn with other keys.
+    fairness_key: str | None = None
     #: Jobs to submit when this one succeeds, each receiving ``args["previous"]`` = this result.
     then: list[Job] = []
     #: Saga: the job that undoes this step, run if a later step of the chain dies.
@@ -100,6 +102,8 @@ class Job(msgspec.Struct, kw_only=True):
             raise InvalidJobError("unique_key must be 1-512 characters")
         if self.singleton is not None:
             self.singleton.validate()
+        if self.fairness_key is not None:
+            check_token(self.fairness_key, "fairness key")
         if self.group is not None:
             check_token(self.group, "group id")
             if self.group_size < 1 or self.on_complete is None:

@@ -3,6 +3,7 @@
 The layout (docs/resources.md has the table and the `nats` commands):
 
     corral.jobs.<queue>.<priority>          CORRAL_JOBS     work queue, one consumer per queue+priority
+    corral.fair.<queue>.<priority>.<key>    CORRAL_FAIR     jobs with a fairness key, waiting for the dispatcher
     corral.results.<job_id>.<bot>           CORRAL_RESULTS  a job's one result, named by its writer; fenced across the job
     corral.results.<job_id>                 CORRAL_RESULTS  the previous layout's results, read until they age out
     corral.events.job.<job_id>              CORRAL_EVENTS   a job's lifecycle, read back by `corral job`
@@ -92,6 +93,25 @@ def parse_job_subject(subject: str) -> tuple[str, str] | None:
     if len(parts) != 4 or parts[:2] != ["corral", "jobs"] or parts[3] not in PRIORITIES or not _TOKEN.fullmatch(parts[2]):
         return None
     return parts[2], parts[3]
+
+
+FAIR_STREAM = "CORRAL_FAIR"
+FAIR_PREFIX = "corral.fair."
+FAIR_SUBJECT = f"{FAIR_PREFIX}>"  #: every queue, priority and key of the fair stream
+
+
+def fair_subject(queue: str, priority: str, key: str) -> str:
+    """Where a job with fairness key ``key`` waits until the dispatcher moves it to ``job_subject``."""
+    return f"{FAIR_PREFIX}{queue}.{priority}.{key}"
+
+
+def parse_fair_subject(subject: str) -> tuple[str, str, str] | None:
+    """(queue, priority, key) of a ``corral.fair.<queue>.<priority>.<key>`` subject, or None."""
+    parts = subject.split(".")
+    if (len(parts) != 5 or parts[:2] != ["corral", "fair"] or parts[3] not in PRIORITIES
+            or not _TOKEN.fullmatch(parts[2]) or not _TOKEN.fullmatch(parts[4])):
+        return None
+    return parts[2], parts[3], parts[4]
 
 
 def consumer_name(queue: str, priority: str = DEFAULT_PRIORITY) -> str:

@@ -30,7 +30,7 @@ from corral.core.messages import Job, encode
 from corral.core import unique
 from corral.core import tracing
 from corral.core.publisher import AsyncPublisher
-from corral.core.names import JOBS_STREAM, job_subject
+from corral.core.names import FAIR_STREAM, JOBS_STREAM, fair_subject, job_subject
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,16 @@ class SubmitSummary:
         return not self.refused
 
 
+def destination(job: Job) -> tuple[str, str]:
+    """(subject, stream) a job is published to: its key's line in CORRAL_FAIR if it has a
+    fairness key (core/fairness.py), else its queue and priority in CORRAL_JOBS."""
+    if job.fairness_key:
+        return fair_subject(job.queue, job.priority, job.fairness_key), FAIR_STREAM
+    return job_subject(job.queue, job.priority), JOBS_STREAM
+
+
 def _headers(job: Job, trace: dict[str, str] | None = None) -> dict[str, str]:
-    headers = {"Nats-Msg-Id": job.dedupe_id, "Nats-Expected-Stream": JOBS_STREAM}
+    headers = {"Nats-Msg-Id": job.dedupe_id, "Nats-Expected-Stream": destination(job)[1]}
     if trace:
         headers.update(trace)
     return headers
@@ -73,7 +81,7 @@ async def submit(js: JetStreamContext, job: Job, *, timeout: float = 5.0, retry_
     """
     job.validate()
     data = encode(job)
-    subject = job_subject(job.queue, job.priority)
+    subject = destination(job)[0]
     headers = _headers(job, tracing.inject({}, traceparent))
     if job.unique_key:
         await unique.hold(js, job)
@@ -116,7 +124,7 @@ async def submit_many(
             summary.duplicates += bool(fut.result().duplicate)
         else:
             # the publisher resolves a future with an Exception; anything else passes through as is
-            err = publish_error(exc, job_subject(job.queue, job.priority)) if isinstance(exc, Exception) else exc
+            err = publish_error(exc, destination(job)[0]) if isinstance(exc, Exception) else exc
             stop = stop or isinstance(err, StreamFullError)
             summary.refused.append((index, job.id, str(err) or type(err).__name__))
         progress(summary.accepted + len(summary.refused))
@@ -130,7 +138,7 @@ async def submit_many(
                 summary.refused.append((index, job.id, str(e)))
                 progress(summary.accepted + len(summary.refused))
                 return
-        fut = await publisher.publish(job_subject(job.queue, job.priority), encode(job), _headers(job, trace))
+        fut = await publisher.publish(destination(job)[0], encode(job), _headers(job, trace))
         fut.add_done_callback(functools.partial(settle, index, job))
 
     async with anyio.create_task_group() as tg:

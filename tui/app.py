@@ -122,7 +122,7 @@ class CorralApp(App):
         super().__init__()
         self.settings = settings.named("corral-tui")
         self.monitor_url = monitor_url
-        self.actor = actor or default_actor()
+        self.actor = actor or default_actor(settings)
         self.store = Store()
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
@@ -232,11 +232,13 @@ class CorralApp(App):
         self.store.connected, self.store.connection_detail = msg.up, msg.detail
         if msg.up and not was:
             # A KV watch may never notice the reconnect by itself: start it over. The events
-            # tail starts over too, so that its read-back covers what was missed while away.
+            # and logs tails start over too, so that their read-back covers what was missed
+            # while away (the store drops what it already holds).
             if self._bots_watch is not None:
                 self._bots_watch.restart()
-            if (worker := self._feeds.get("events")) is not None:
-                worker.cancel()
+            for tail in ("events", "logs"):
+                if (worker := self._feeds.get(tail)) is not None:
+                    worker.cancel()
             self._clock()
 
     @on(SnapshotTaken)

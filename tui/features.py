@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from nats.js import JetStreamContext
 
-from corral.core import groups, leases, limits, locks
+from corral.core import fairness, groups, leases, limits, locks
+from corral.core.errors import MissingResourceError
 from corral.core.history import walk
 from corral.core.names import SCHEDULES_STREAM, firing_subject, kv_stream, kv_subject
 from corral.core.schedules import Schedule, list_schedules
@@ -66,6 +67,8 @@ class Features:
     groups: list[GroupRow] = field(default_factory=list)
     locks: list[LockRow] = field(default_factory=list)
     limits: list[limits.LimitStatus] = field(default_factory=list)
+    #: Jobs waiting per fairness key (core/fairness.py); empty when none wait.
+    fair_waiting: dict[str, int] = field(default_factory=dict)
 
 
 def parse_time(text: str) -> float | None:
@@ -119,6 +122,14 @@ async def held_locks(js: JetStreamContext) -> list[LockRow]:
     return out
 
 
+async def fair_waiting(js: JetStreamContext) -> dict[str, int]:
+    """Jobs waiting per fairness key; empty on a store without the fair stream (not provisioned yet)."""
+    try:
+        return fairness.by_key(await fairness.waiting(js._nc))
+    except MissingResourceError:
+        return {}
+
+
 class FeaturesReader:
     """Reads :class:`Features`; remembers what never changes between reads (a group's size and
     callback, a callback that ended) so a poll every few seconds stays a few requests per group."""
@@ -131,7 +142,7 @@ class FeaturesReader:
         firings = await next_firings(js)
         rows = [ScheduleRow(s, self._next(s, firings)) for s in await list_schedules(js)]
         return Features(schedules=rows, groups=await self._groups(js), locks=await held_locks(js),
-                        limits=await limits.list_limits(js))
+                        limits=await limits.list_limits(js), fair_waiting=await fair_waiting(js))
 
     @staticmethod
     def _next(s: Schedule, firings: dict[str, float]) -> float | None:

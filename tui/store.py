@@ -7,6 +7,7 @@ Times are Unix seconds.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -104,6 +105,8 @@ class Store:
     _counts: Counter = field(default_factory=Counter)
     _keys: set = field(default_factory=set)
     _key_order: deque = field(default_factory=lambda: deque(maxlen=4 * MAX_EVENTS))
+    _log_keys: set = field(default_factory=set)
+    _log_key_order: deque = field(default_factory=lambda: deque(maxlen=2 * MAX_LOGS))
 
     # -- applying feeds ---------------------------------------------------------------
 
@@ -174,9 +177,18 @@ class Store:
         while len(self.jobs) > MAX_EVENTS:
             del self.jobs[next(iter(self.jobs))]
 
-    def add_log(self, line: LogLine) -> None:
+    def add_log(self, line: LogLine) -> bool:
+        """Record a line once: the tail's read-back (at start and after a reconnect) overlaps the live lines."""
+        key = (line.subject, json.dumps(line.record, sort_keys=True, default=str))
+        if key in self._log_keys:
+            return False
+        if len(self._log_key_order) == self._log_key_order.maxlen:
+            self._log_keys.discard(self._log_key_order[0])
+        self._log_key_order.append(key)
+        self._log_keys.add(key)
         self.logs_seen += 1
         self.logs.append((self.logs_seen, line))
+        return True
 
     def bot_log_lines(self, bot: str, limit: int = 50) -> list[LogLine]:
         """A bot's (or ``fleet-<host>``'s) newest lines this dashboard holds, oldest first (a bot's describe view);

@@ -47,7 +47,7 @@ def latency_metrics(prefix: str, label: str) -> tuple[Metric, ...]:
     return tuple(Metric(f"{prefix}_p{p}_ms", "ms", f"{label} p{p}") for p in (50, 95, 99))
 
 
-NAMES = ("limit", "throughput", "submit", "latency", "recovery", "footprint", "dashboard", "ledger", "compare")
+NAMES = ("limit", "throughput", "submit", "latency", "recovery", "footprint", "dashboard", "ledger", "compare", "fairness")
 
 
 def get(name: str) -> Scenario:

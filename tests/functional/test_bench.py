@@ -37,10 +37,13 @@ EXPECTED = {
                "bulk_ingest_rows_per_s", "report_results", *(f"report_{name}_ms" for name in REPORTS)},
     "compare": {"raw_drain", "taskiq_drain", "corral_drain", "ratio_corral_taskiq", "taskiq_enqueue", "corral_enqueue",
                 "taskiq_start_p50_ms", "corral_start_p99_ms", "taskiq_rss_mb", "corral_rss_mb"},
+    "fairness": {f"{mode}_{key}" for mode in ("plain", "fair")
+                 for key in ("b_first_start_ms", "b_wait_p50_ms", "b_wait_p99_ms", "b_share", "a_share", "a_backlogged", "jobs_per_s")},
 }
 
 #: Lags and waits that are 0 when nothing was behind.
-MAY_BE_ZERO = {"max_lag_msgs", "lag_at_drained_msgs", "catch_up_after_drain_s", "live_after_ready_s"}
+MAY_BE_ZERO = {"max_lag_msgs", "lag_at_drained_msgs", "catch_up_after_drain_s", "live_after_ready_s",
+               "plain_a_backlogged", "fair_a_backlogged"}
 
 
 @pytest.mark.parametrize("scenario", list(EXPECTED))

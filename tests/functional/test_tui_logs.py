@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from corral.core.logship import recent_lines
@@ -40,3 +42,21 @@ async def test_the_log_tail_shows_a_bots_lines_live_and_filters_them_by_bot_and_
         await until(pilot, lambda: t.row_count > 0 and all(job.id in t.value(k.value, "fields") for k in t.rows if k.value),
                     timeout=20, what="only the job's lines, live")
     assert [line for line in await recent_lines(js, "b1") if line.process == "b1"], "b1's lines stored in CORRAL_LOGS"
+
+
+async def test_the_log_tail_starts_over_after_a_server_restart_and_shows_each_line_once(provisioned, bots):
+    """Given the Logs screen following b1, when the server stops and starts again, then b1's reconnect line shows
+    (read back even if it was published before the dashboard was back) and no line shows twice."""
+    bots(provisioned.url, "b1")
+    app = dashboard(provisioned.url)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("9")
+        await until(pilot, lambda: "b1" in processes(app), timeout=20, what="b1's lines")
+        provisioned.stop()
+        await until(pilot, lambda: not app.store.connected, timeout=10, what="the dashboard to notice")
+        provisioned.start()
+        reconnected = lambda: [line for _, line in app.store.logs  # noqa: E731
+                               if line.process == "b1" and line.record.get("event") == "nats.reconnected"]
+        await until(pilot, reconnected, timeout=30, what="b1's nats.reconnected line after the restart")
+        keys = [(line.subject, json.dumps(line.record, sort_keys=True)) for _, line in app.store.logs]
+        assert len(keys) == len(set(keys)), "a line read back after the reconnect is shown twice"

@@ -87,6 +87,16 @@ def limit_rows(f: Features, now: float) -> list[Row]:
     return [(s.kind, cells(s)) for s in f.limits]
 
 
+FAIR_SHOWN = 5  #: fairness keys named on the status line, most jobs waiting first
+
+
+def fair_line(waiting: dict[str, int]) -> str:
+    """``fair waiting: A 18,342 · B 12 (+3 keys)``: the keys with the longest lines (`corral fair status` has all)."""
+    top = sorted(waiting.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = "fair waiting: " + " · ".join(f"{k} {n:,}" for k, n in top[:FAIR_SHOWN])
+    return text + (f" (+{len(top) - FAIR_SHOWN} keys)" if len(top) > FAIR_SHOWN else "")
+
+
 @dataclass(frozen=True)
 class Section:
     """One table: its id (``#<key>-table``), its columns, its rows from a read, what it says when empty."""
@@ -150,6 +160,8 @@ class FeaturesScreen(TaskScreen):
         if not store.features_at:
             return "reading…" if not store.features_error else f"[red]cannot read: {escape(store.features_error)}[/]"
         status = f"read {now - store.features_at:.0f}s ago  ·  a add a schedule, d remove the selected one, Tab next table"
+        if store.features.fair_waiting:
+            status += f"\n{escape(fair_line(store.features.fair_waiting))}"
         if store.features_error and now - store.features_at > STALE_FEATURES:
             status += f"  ·  [red]not refreshed: {escape(store.features_error)}[/]"
         return status
