@@ -60,7 +60,7 @@ class LogsScreen(TaskScreen):
     def compose_body(self) -> ComposeResult:
         yield Input(placeholder="filter: bot=NAME level=warning job=ID words…", id="logs-filter")
         yield Label("", id="logs-count", classes="section")
-        yield SyncedTable(COLUMNS, id="logs-table")
+        yield SyncedTable(COLUMNS, id="logs-table", filterable=False)  # its own filter box (bot=, level=, job=) takes `/`
 
     def on_mount(self) -> None:
         self._shown = (-1, "")
