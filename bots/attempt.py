@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 
 from corral.bots.config import BotConfig
 from corral.bots import singleton as singletons
+from corral.bots.batching import Batches
 from corral.bots.isolation import run_isolated
 from corral.bots.trail import Trail
 from corral.core import fairness, tracing
@@ -68,6 +69,7 @@ class Attempts:
         self.cancelled: set[str] = set()
         self.running: dict[str, anyio.CancelScope] = {}
         self.progress: dict[str, tuple[float, str | None, bool]] = {}
+        self.batches = Batches(registry.batches, registry.handlers)
 
     async def admit(self, msg: Msg, job: Job, attempt: int, throttles: int, log: Logger) -> Admitted | singletons.Both | Busy | None:
         """Admit the job against its singleton key and its kind's limits, or throttle it and return None.
@@ -136,7 +138,7 @@ class Attempts:
         with anyio.CancelScope(deadline=anyio.current_time() + job.timeout) as scope:
             self.running[job.id] = scope
             try:
-                value = await self._handler(job, attempt)
+                value = await self._handler(job, attempt, alone=isolated)
                 data = encode(self._result(job, attempt, started, value))
                 if len(data) > self.max_payload:
                     raise _ResultTooLarge(f"result is {len(data)} bytes, over the server's max_payload of {self.max_payload}")
@@ -182,10 +184,16 @@ class Attempts:
                 self.progress[job_id] = (percent, message, False)
                 await self.trail.progress(job_id, running[job_id], f"{percent:.0f}% {message or ''}".strip())
 
-    async def _handler(self, job: Job, attempt: int):
+    async def _handler(self, job: Job, attempt: int, alone: bool = False):
         fn = self.registry.get(job.kind)
         ctx = JobContext(job=job, attempt=attempt, bot=self.config.name, js=self.js,
                          progress=lambda percent, message=None: self.report_progress(job.id, percent, message))
+        if job.kind in self.registry.batches:
+            # A job that has the bot to itself (a suspect) is a batch of one: it cannot take
+            # healthy jobs down with it if it kills the bot again (bots/batching.py).
+            if alone:
+                return await self.batches.alone(job.id, job.args, attempt, ctx)
+            return await self.batches.call(job.id, job.args, attempt, ctx, job.timeout)
         # The caller's scope carries the job's deadline.
         if Registry.is_async(fn):
             return await fn(job.args, ctx)

@@ -49,9 +49,10 @@ def register(sub) -> None:
                    "the results that finish together when it measures that faster on its server)")
     p.add_argument("--outbox", type=Path, help="folder for results/events awaiting an unreachable server "
                    "(default: $XDG_STATE_HOME or ~/.local/state, /corral/outbox/NAME); 'none' disables it")
-    p.add_argument("--handler", action="append", default=[], metavar="KIND=MODULE:FUNCTION[@process]",
+    p.add_argument("--handler", action="append", default=[], metavar="KIND=MODULE:FUNCTION[@process|@batch[:SIZE[:WAIT]]]",
                    help="register a handler (repeatable); @process runs a sync one in a child process that "
-                   "cancel, timeout and drain really stop (docs/features.md#cancellation)")
+                   "cancel, timeout and drain really stop (docs/features.md#cancellation); @batch hands an async one "
+                   "a list of up to SIZE jobs (default 20) gathered within WAIT (default 50ms) (docs/features.md#batches)")
     p.set_defaults(func=cmd)
 
 
@@ -66,6 +67,14 @@ def default_concurrency(registry: Registry) -> int:
     """How many jobs a bot serving ``registry``'s ``--handler`` kinds runs at once, unless told."""
     given = [fn for kind, fn in registry.handlers.items() if BUILTINS.get(kind) is not fn]
     return ASYNC_CONCURRENCY if all(Registry.is_async(fn) for fn in given) else BLOCKING_CONCURRENCY
+
+
+def warn_small_batches(registry: Registry, concurrency: int) -> None:
+    """A job waiting in its batch holds a worker slot, so fewer slots than the size cap every batch."""
+    for kind, spec in sorted(registry.batches.items()):
+        if concurrency < spec.size:
+            print(f"corral bot: warning: kind {kind!r} batches up to {spec.size} jobs but --concurrency is "
+                  f"{concurrency}, so its batches hold at most {concurrency}", file=sys.stderr)
 
 
 def config_from(args: argparse.Namespace, registry: Registry | None = None) -> BotConfig:
@@ -96,5 +105,6 @@ def cmd(args: argparse.Namespace) -> int:
               file=sys.stderr)
     registry = Registry.build(list(args.handler))  # fail fast on a bad --handler, before connecting
     config = config_from(args, registry)
+    warn_small_batches(registry, config.concurrency)
     bot = Bot(settings(args), config, get_logger("bot"), registry)
     return run(bot.run)

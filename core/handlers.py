@@ -40,6 +40,8 @@ from corral.core.names import DEFAULT_PRIORITY
 
 #: The ``--handler`` suffix that runs a sync kind in a child process.
 PROCESS_SUFFIX = "@process"
+#: The ``--handler`` suffix of a kind whose handler takes a list: ``@batch[:SIZE[:WAIT]]``.
+BATCH_SUFFIX = "@batch"
 
 
 class HandlerCancelled(BaseException):
@@ -80,6 +82,61 @@ class JobContext:
 
 
 Handler = Callable[[dict[str, Any], JobContext], Any]
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One job of a batch handler's call: its id, args, attempt and own context."""
+
+    id: str
+    args: dict[str, Any]
+    attempt: int
+    ctx: JobContext = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """A batch kind's call: up to ``size`` jobs, or those that arrived within ``wait`` seconds."""
+
+    size: int = 20
+    wait: float = 0.05
+
+    @classmethod
+    def parse(cls, spec: str, text: str) -> BatchSpec:
+        """``SIZE[:WAIT]`` (WAIT in s or ms, e.g. ``100ms``), as after ``@batch:``; '' for the defaults.
+
+        Raises:
+            ConfigError: not a whole size of at least 1 and a wait of at least 0.
+        """
+        size_text, _, wait_text = text.partition(":")
+        try:
+            size = int(size_text) if size_text else cls.size
+            wait = _seconds(wait_text) if wait_text else cls.wait
+        except ValueError:
+            size, wait = 0, 0.0
+        if size < 1 or not 0 <= wait <= 60 or text.count(":") > 1:
+            raise ConfigError(f"--handler {spec!r}: {BATCH_SUFFIX} takes [:SIZE[:WAIT]], a size of at least 1 "
+                              f"and a wait of 0 to 60 s, e.g. {BATCH_SUFFIX}:50:100ms")
+        return cls(size, wait)
+
+
+def _seconds(text: str) -> float:
+    if text.endswith("ms"):
+        return float(text[:-2]) / 1000
+    return float(text.removesuffix("s"))
+
+
+def batch(size: int = BatchSpec.size, wait: float = BatchSpec.wait) -> Callable[[Any], Any]:
+    """Mark an async handler as taking a list: ``@batch(size=50, wait=0.1)``.
+
+    It is called as ``handler(items: list[BatchItem], ctx)`` (``ctx`` is the first item's) and
+    returns a list of results of the same length, in order; an Exception instance fails just
+    its job, raising fails every job of the call.
+    """
+    def mark(fn: Any) -> Any:
+        fn.__corral_batch__ = BatchSpec(size, wait)
+        return fn
+    return mark
 
 
 # The built-ins are async so they run inline on the event loop: handing a microsecond of work to
@@ -264,6 +321,8 @@ class Registry:
     #: kind -> ``module:function`` for the kinds registered ``@process``: the child process
     #: imports the handler from this string (bots/isolation.py).
     isolated: dict[str, str] = field(default_factory=dict)
+    #: kind -> how its jobs are batched, for the kinds whose handler takes a list.
+    batches: dict[str, BatchSpec] = field(default_factory=dict)
 
     @classmethod
     def build(cls, specs: Sequence[str] = ()) -> Registry:
@@ -275,21 +334,31 @@ class Registry:
         """
         handlers = dict(BUILTINS)
         isolated: dict[str, str] = {}
+        batches: dict[str, BatchSpec] = {}
         for spec in specs:
             kind, sep, target = spec.partition("=")
             if not sep or not kind:
                 raise ConfigError(f"--handler {spec!r} must look like kind=package.module:function[{PROCESS_SUFFIX}]")
             target, at, mode = target.partition("@")
-            if at and at + mode != PROCESS_SUFFIX:
-                raise ConfigError(f"--handler {spec!r}: the only suffix is {PROCESS_SUFFIX}")
+            is_batch = (at + mode).partition(":")[0] == BATCH_SUFFIX
+            if at and not is_batch and at + mode != PROCESS_SUFFIX:
+                raise ConfigError(f"--handler {spec!r}: the suffixes are {PROCESS_SUFFIX} and {BATCH_SUFFIX}[:SIZE[:WAIT]]")
+            batch_spec = BatchSpec.parse(spec, (at + mode).partition(":")[2]) if is_batch else None
             handlers[kind] = import_handler(target)
             isolated.pop(kind, None)  # a later spec for the same kind replaces an earlier one
+            batches.pop(kind, None)
+            batch_spec = batch_spec or getattr(handlers[kind], "__corral_batch__", None)
+            if batch_spec is not None:
+                if not cls.is_async(handlers[kind]):
+                    raise ConfigError(f"--handler {spec!r}: a {BATCH_SUFFIX} handler must be async")
+                batches[kind] = batch_spec
+                continue
             if at:
                 if cls.is_async(handlers[kind]):
                     raise ConfigError(f"--handler {spec!r}: {PROCESS_SUFFIX} is for sync handlers; "
                                       "an async handler is cancelled where it runs")
                 isolated[kind] = target
-        return cls(handlers, isolated)
+        return cls(handlers, isolated, batches)
 
     def get(self, kind: str) -> Handler:
         try:
