@@ -114,16 +114,17 @@ await step("result fence", async () => {
 });
 
 await step("read events", async () => {
-  const types = await poll("started and succeeded events", async () => {
+  // A first delivery's success writes no event (its result is the record: docs/jobs.md, "The audit
+  // trail"), so the trail to read is the failing job's: its failure, then its dead letter.
+  const types = await poll("failed and dead events", async () => {
     const events = [];
-    const iter = await jsm.direct.getBatch("CORRAL_EVENTS", { seq: 1, next_by_subj: `corral.events.job.${ok.id}`, batch: 100 });
+    const iter = await jsm.direct.getBatch("CORRAL_EVENTS", { seq: 1, next_by_subj: `corral.events.job.${doomed.id}`, batch: 100 });
     for await (const m of iter) events.push(m.json());
-    const done = events.find((e) => e.type === "succeeded");
-    return done && events.some((e) => e.type === "started") ? events : null;
+    return events.some((e) => e.type === "failed") && events.some((e) => e.type === "dead") ? events : null;
   });
-  const done = types.find((e) => e.type === "succeeded");
-  check(typeof done.ts === "number" && typeof done.duration === "number", `succeeded event lacks ts/duration: ${JSON.stringify(done)}`);
-  check(types.every((e) => e.job_id === ok.id), "an event names another job");
+  const failed = types.find((e) => e.type === "failed");
+  check(typeof failed.ts === "number" && failed.attempt === 1, `failed event lacks ts/attempt: ${JSON.stringify(failed)}`);
+  check(types.every((e) => e.job_id === doomed.id), "an event names another job");
   return types.map((e) => e.type).join(", ");
 });
 
