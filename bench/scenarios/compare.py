@@ -44,8 +44,14 @@ from corral.core.submit import raise_for, submit, submit_many
 WORKERS = 4
 
 
-def _jobs(n: int, offset: int = 0):
-    return (make_job("add", {"i": offset + i, "a": i, "b": 1}, id=f"cmp-{offset + i}") for i in range(n))
+def _job_id(rep: int, i: int) -> str:
+    # Unique per repetition: the reps share one server, and the jobs stream's duplicate
+    # window outlives a purge, so a reused id would be accepted as a duplicate and never run.
+    return f"cmp{rep}-{i}"
+
+
+def _jobs(n: int, rep: int, offset: int = 0):
+    return (make_job("add", {"i": offset + i, "a": i, "b": 1}, id=_job_id(rep, offset + i)) for i in range(n))
 
 
 async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -168,7 +174,10 @@ async def run_corral(ctx: Context, marks: peer.Marks) -> dict[str, float]:
     try:
         await pause_jobs(js)
         t0 = time.perf_counter()
-        raise_for(await submit_many(js, _jobs(n)))
+        summary = await submit_many(js, _jobs(n, ctx.rep))
+        raise_for(summary)
+        if summary.duplicates:
+            raise CorralError(f"compare: {summary.duplicates} of {n} jobs were refused as duplicates of an earlier run")
         out = {"corral_enqueue": n / (time.perf_counter() - t0)}
         names = [f"cmp{ctx.rep}-{i}" for i in range(WORKERS)]
         with Fleet(ctx.url, ctx.log_dir, names, "--handler", "add=corral.bench.peer:corral_add") as fleet:
@@ -180,7 +189,7 @@ async def run_corral(ctx: Context, marks: peer.Marks) -> dict[str, float]:
             out["corral_rss_mb"] = sum(b.rss() for b in fleet.bots) / len(fleet.bots) / 2**20
             out.update(_latency("corral", await _start_latency(
                 marks, ctx.size.latency_samples, n,
-                lambda i: submit(js, make_job("add", {"i": i, "a": i, "b": 1}, id=f"cmp-{i}")))))
+                lambda i: submit(js, make_job("add", {"i": i, "a": i, "b": 1}, id=_job_id(ctx.rep, i))))))
     finally:
         await nc.close()
     return out
