@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -22,6 +22,15 @@ def add_server(p: argparse.ArgumentParser) -> None:
 
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def add_action(sub, name: str, help: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """An ACTION of a command (``corral fair weight``): ``--server`` and ``--json``, dispatched to ``func`` as ``args.action``."""
+    p = sub.add_parser(name, help=help)
+    add_server(p)
+    add_json(p)
+    p.set_defaults(func=func, action=name)
+    return p
 
 
 def settings(args: argparse.Namespace) -> Settings:
@@ -63,6 +72,18 @@ async def ask(prompt: str) -> str:
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def print_table(line: str, titles: Sequence[str], rows: Iterable[Sequence[object]], empty: str) -> None:
+    """A status table: ``titles``, then each row, through one ``str.format`` ``line`` (``"{:20} {:>7}"``) so the
+    columns line up; ``empty`` alone when there are no rows."""
+    rows = list(rows)
+    if not rows:
+        print(empty)
+        return
+    print(line.format(*titles))
+    for row in rows:
+        print(line.format(*row))
 
 
 def positive_int(text: str) -> int:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
-from corral.cli.common import actor, add_json, add_server, print_json, run, settings
+from corral.cli.common import actor, add_action, print_json, print_table, run, settings
 from corral.cli.submit import fair_key
 from corral.core import fairness
 from corral.core.connect import connect
@@ -39,22 +40,18 @@ def cap(text: str) -> int | None:
 def register(sub) -> None:
     p = sub.add_parser("fair", help="fairness keys (tenants): waiting jobs per key, weights and per-key caps")
     fsub = p.add_subparsers(dest="fair_command", metavar="ACTION", required=True)
-    q = fsub.add_parser("status", help="keys with jobs waiting or settings: waiting, running (capped keys), weight, cap")
-    add_server(q)
-    add_json(q)
-    q.set_defaults(func=cmd, action="status")
-    q = fsub.add_parser("weight", help="give a key N starts per round while other keys have work (default 1)")
-    add_server(q)
-    add_json(q)
+    add_action(fsub, "status", "keys with jobs waiting or settings: waiting, running (capped keys), weight, cap", cmd)
+    _add_setting(fsub, "weight", "give a key N starts per round while other keys have work (default 1)", weight,
+                 "starts per round, 1-1000")
+    _add_setting(fsub, "cap", "at most N of a key's jobs running at once, fleet-wide ('none' removes the cap)", cap,
+                 "jobs running at once, 1-1000, or none")
+
+
+def _add_setting(fsub, name: str, help: str, parse: Callable[[str], object], n_help: str) -> None:
+    """``corral fair NAME KEY N``: one setting of one key, N read by ``parse`` into ``args.<name>``."""
+    q = add_action(fsub, name, help, cmd)
     q.add_argument("key", metavar="KEY", type=fair_key, help="the fairness key")
-    q.add_argument("weight", metavar="N", type=weight, help="starts per round, 1-1000")
-    q.set_defaults(func=cmd, action="weight")
-    q = fsub.add_parser("cap", help="at most N of a key's jobs running at once, fleet-wide ('none' removes the cap)")
-    add_server(q)
-    add_json(q)
-    q.add_argument("key", metavar="KEY", type=fair_key, help="the fairness key")
-    q.add_argument("cap", metavar="N", type=cap, help="jobs running at once, 1-1000, or none")
-    q.set_defaults(func=cmd, action="cap")
+    q.add_argument(name, metavar="N", type=parse, help=n_help)
 
 
 async def _fair(args: argparse.Namespace) -> int:
@@ -80,13 +77,9 @@ async def _fair(args: argparse.Namespace) -> int:
 
 
 def _print(rows: list[fairness.KeyStatus]) -> None:
-    if not rows:
-        print("no fairness keys have jobs waiting or settings")
-        return
-    print(f"{'key':24} {'waiting':>9} {'running':>7} {'weight':>6} {'cap':>5}")
-    for r in rows:
-        running = "-" if r.running is None else str(r.running)
-        print(f"{r.key:24} {r.waiting:>9} {running:>7} {r.weight:>6} {r.cap or '-':>5}")
+    print_table("{:24} {:>9} {:>7} {:>6} {:>5}", ("key", "waiting", "running", "weight", "cap"),
+                ((r.key, r.waiting, "-" if r.running is None else str(r.running), r.weight, r.cap or "-") for r in rows),
+                "no fairness keys have jobs waiting or settings")
 
 
 def cmd(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from corral.core import limits
-from corral.cli.common import actor, add_json, add_server, positive_float, positive_int, print_json, run, settings
+from corral.cli.common import actor, add_action, positive_float, positive_int, print_json, print_table, run, settings
 from corral.core.connect import connect
 from corral.core.control import record
 from corral.core.errors import ConfigError, InvalidJobError, NotFoundError
@@ -35,24 +35,15 @@ def rate(text: str) -> tuple[int, float]:
 def register(sub) -> None:
     p = sub.add_parser("limit", help="fleet-wide limits per job kind: a concurrency cap and a rate")
     lsub = p.add_subparsers(dest="limit_command", metavar="ACTION", required=True)
-    q = lsub.add_parser("set", help="create or replace a kind's limits (bots apply them within 2 s)")
-    add_server(q)
-    add_json(q)
+    q = add_action(lsub, "set", "create or replace a kind's limits (bots apply them within 2 s)", cmd)
     q.add_argument("kind", metavar="KIND", type=kind_token, help="the job kind to limit")
     q.add_argument("--concurrency", type=positive_int, help="at most N jobs of the kind running at once, fleet-wide")
     q.add_argument("--rate", type=rate, help="at most N starts per fixed window: 5/1s, 100/1m, 10/500ms")
     q.add_argument("--lease", type=positive_float, default=limits.DEFAULT_LEASE,
                    help="seconds a concurrency slot outlives a bot that died holding it (default 30)")
-    q.set_defaults(func=cmd, action="set")
-    q = lsub.add_parser("list", help="kinds with limits, slots held now and this window's starts")
-    add_server(q)
-    add_json(q)
-    q.set_defaults(func=cmd, action="list")
-    q = lsub.add_parser("rm", help="remove a kind's limits")
-    add_server(q)
-    add_json(q)
+    add_action(lsub, "list", "kinds with limits, slots held now and this window's starts", cmd)
+    q = add_action(lsub, "rm", "remove a kind's limits", cmd)
     q.add_argument("kind", metavar="KIND", type=kind_token, help="the kind whose limits to remove")
-    q.set_defaults(func=cmd, action="rm")
 
 
 def _definition(args: argparse.Namespace) -> limits.LimitDef:
@@ -90,17 +81,17 @@ async def _limit(args: argparse.Namespace) -> int:
 
 
 def _print(rows: list[limits.LimitStatus]) -> None:
-    if not rows:
-        print("no limits set")
-        return
-    print(f"{'kind':20} {'concurrency':>11} {'running':>7} {'rate':>10} {'this window':>11}  lease")
-    for r in rows:
-        d = r.limit
-        cap = str(d.concurrency) if d.concurrency else "-"
-        rate_text = f"{d.rate}/{limits.period_text(d.per)}" if d.rate else "-"
-        window = str(r.window_count) if d.rate else "-"
-        lease = f"{d.lease:g}s" if d.concurrency else "-"
-        print(f"{r.kind:20} {cap:>11} {r.slots_held:>7} {rate_text:>10} {window:>11}  {lease}")
+    print_table("{:20} {:>11} {:>7} {:>10} {:>11}  {}", ("kind", "concurrency", "running", "rate", "this window", "lease"),
+                (_row(r) for r in rows), "no limits set")
+
+
+def _row(r: limits.LimitStatus) -> tuple[object, ...]:
+    d = r.limit
+    cap = str(d.concurrency) if d.concurrency else "-"
+    rate_text = f"{d.rate}/{limits.period_text(d.per)}" if d.rate else "-"
+    window = str(r.window_count) if d.rate else "-"
+    lease = f"{d.lease:g}s" if d.concurrency else "-"
+    return r.kind, cap, r.slots_held, rate_text, window, lease
 
 
 def cmd(args: argparse.Namespace) -> int:
