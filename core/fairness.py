@@ -22,8 +22,6 @@ Operator settings live in the ``corral_limits`` bucket beside the kinds' limits:
 from __future__ import annotations
 
 import contextlib
-import json
-import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -202,13 +200,9 @@ class Caps:
         cap = await self.cap_of(key)
         if not cap:
             return FREE
-        body = json.dumps({"owner": owner, "since": time.time()}).encode()
-        first = random.randrange(cap)
-        for i in range(cap):
-            k = slot_key(key, (first + i) % cap)
-            seq = await leases.take(self.js, BUCKET, k, body, lease)
-            if seq is not None:
-                return Admitted(self.js, k, seq, body, lease)
+        slot = await leases.take_slot(self.js, BUCKET, lambda i: slot_key(key, i), cap, owner, lease)
+        if slot is not None:
+            return Admitted.of(self.js, slot, lease)
         return Throttled(f"fairness key {key} is at its cap of {cap} running", throttle_delay(throttles))
 
 

@@ -8,6 +8,7 @@ refuses it with ``STREAM_WRONG_LAST_SEQUENCE`` if anyone wrote the key since) an
 
 * :func:`take` creates a key only if it is absent, deleted or expired.
 * :func:`put_if` overwrites a key only if it is still at the sequence we read.
+* :func:`take_slot` takes any free one of N numbered keys (a concurrency slot).
 * :func:`keep` holds a taken key while a body runs: it renews every ttl/3 by
   compare-and-set *keeping the TTL*, then deletes it by compare-and-set.
   nats-py's ``kv.update`` carries no TTL; renewing through it would make the key
@@ -18,7 +19,10 @@ refuses it with ``STREAM_WRONG_LAST_SEQUENCE`` if anyone wrote the key since) an
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -123,6 +127,36 @@ async def take(js: JetStreamContext, bucket: str, key: str, body: bytes, ttl: fl
     if last is not None and not is_gone(last):
         return None
     return await put_if(js, bucket, key, body, revision(last), ttl)
+
+
+def holder_body(owner: str) -> bytes:
+    """The value a holder writes into a key it takes: who holds it (``bot/job``) and since when."""
+    return json.dumps({"owner": owner, "since": time.time()}).encode()
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One of N numbered keys, taken by :func:`take_slot`: its key, the sequence it was taken at, its value."""
+
+    key: str
+    seq: int
+    body: bytes
+
+
+async def take_slot(js: JetStreamContext, bucket: str, key_of: Callable[[int], str], count: int, owner: str,
+                    ttl: float) -> Slot | None:
+    """Take the first free of the keys ``key_of(0)`` .. ``key_of(count - 1)`` for ``owner``; None if all are held.
+
+    A kind's concurrency slots and a fairness key's cap slots are each such a numbered set.
+    """
+    body = holder_body(owner)
+    first = random.randrange(count)  # not slot 0 for everyone: holders racing for one set spread over it
+    for i in range(count):
+        key = key_of((first + i) % count)
+        seq = await take(js, bucket, key, body, ttl)
+        if seq is not None:
+            return Slot(key, seq, body)
+    return None
 
 
 async def delete_if(js: JetStreamContext, bucket: str, key: str, expected: int) -> None:

@@ -169,6 +169,11 @@ class Admitted:
     body: bytes = b""
     lease: float = DEFAULT_LEASE
 
+    @classmethod
+    def of(cls, js: JetStreamContext, slot: leases.Slot, lease: float) -> Admitted:
+        """Admitted holding ``slot`` (from :func:`corral.core.leases.take_slot`), renewed every lease/3."""
+        return cls(js, slot.key, slot.seq, slot.body, lease)
+
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[leases.Lease | None]:
         """Renew the slot while the body runs and release it after, however the body ends."""
@@ -223,10 +228,10 @@ class Limiter:
             return FREE
         admitted = FREE
         if d.concurrency:
-            slot = await self._take_slot(kind, d.concurrency, d.lease, owner)
+            slot = await leases.take_slot(self.js, BUCKET, lambda i: _slot_key(kind, i), d.concurrency, owner, d.lease)
             if slot is None:
                 return Throttled(f"concurrency cap {d.concurrency} reached for kind {kind}", throttle_delay(throttles))
-            admitted = slot
+            admitted = Admitted.of(self.js, slot, d.lease)
         if d.rate:
             try:
                 wait = await self._count_start(kind, d.rate, d.per)
@@ -238,17 +243,6 @@ class Limiter:
                 return Throttled(f"rate {d.rate}/{period_text(d.per)} reached for kind {kind}",
                                  throttle_delay(throttles, wait, spread=d.per))
         return admitted
-
-    async def _take_slot(self, kind: str, concurrency: int, lease: float, owner: str) -> Admitted | None:
-        # Start at a random slot so bots racing for a kind do not all fight over slot 0.
-        body = json.dumps({"owner": owner, "since": time.time()}).encode()
-        first = random.randrange(concurrency)
-        for i in range(concurrency):
-            key = _slot_key(kind, (first + i) % concurrency)
-            seq = await leases.take(self.js, BUCKET, key, body, lease)
-            if seq is not None:
-                return Admitted(self.js, key, seq, body, lease)
-        return None
 
     async def _give_back(self, admitted: Admitted) -> None:
         if admitted.slot is not None:
