@@ -10,7 +10,6 @@ dead holder (its TTL runs out: at most ``lease`` seconds).
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator
 
@@ -43,7 +42,7 @@ async def lock(js: JetStreamContext, name: str, *, owner: str, lease: float = 30
     if lease < leases.MIN_TTL:
         raise CorralError("a lock lease must be at least 1 second (the server's TTL resolution)")
     key = check_token(name, "lock name")
-    body = json.dumps({"owner": owner, "since": time.time()}).encode()
+    body = leases.holder_body(owner)
     deadline = time.monotonic() + wait
     seq = await leases.take(js, BUCKET, key, body, lease)
     while seq is None:

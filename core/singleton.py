@@ -21,7 +21,6 @@ after the lease (30 s) and the next job, or the dead one's redelivery, takes it.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -49,7 +48,7 @@ class Busy:
 
 async def take(js: JetStreamContext, key: str, owner: str, lease: float = DEFAULT_LEASE) -> Admitted | Busy:
     """Take the key's lease for ``owner`` (``bot/job``), or say who holds it."""
-    body = json.dumps({"owner": owner, "since": time.time()}).encode()
+    body = leases.holder_body(owner)
     k = lease_key(key)
     seq = await leases.take(js, BUCKET, k, body, lease)
     if seq is not None:
