@@ -20,6 +20,9 @@ from corral.core.dlq import DeadLetter, dead_letters_of
 from corral.core.messages import Event, EventType, Job, JobResult, job_decoder
 from corral.core.timeline import with_result
 
+#: The :attr:`JobRecord.status` of a job with no sign of running or waiting (unknown, scheduled, unverified).
+UNSEEN = "?"
+
 
 @dataclass(frozen=True)
 class JobRecord:
@@ -53,7 +56,7 @@ class JobRecord:
         lifecycle = [e for e in self.events if e.type != EventType.PROGRESS]
         if lifecycle:
             return str(lifecycle[-1].type)
-        return {lookup.ACTIVE: lookup.TAKEN, lookup.PENDING: "pending"}.get(self.state, "?")
+        return {lookup.ACTIVE: lookup.TAKEN, lookup.PENDING: "pending"}.get(self.state, UNSEEN)
 
     @property
     def known(self) -> bool:

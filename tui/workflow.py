@@ -50,15 +50,10 @@ def root_of(job_id: str) -> str:
 
 
 def status_of(rec: JobRecord) -> str:
-    """``succeeded``, ``dead``, the latest lifecycle event, ``pending``, or ``waiting`` (not submitted yet)."""
-    if rec.result:
-        return "succeeded"
-    if rec.dead:
-        return "dead"
-    lifecycle = [e for e in rec.events if e.type != EventType.PROGRESS]
-    if lifecycle:
-        return str(lifecycle[-1].type)
-    return "pending" if rec.pending else "waiting"
+    """The step's :attr:`JobRecord.status`, as `corral job` and the inspector show it, except that a step
+    with no record of its own is ``waiting`` (not submitted yet)."""
+    status = rec.status
+    return "waiting" if status == jobrecord.UNSEEN else status
 
 
 class Reader:

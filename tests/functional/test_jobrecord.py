@@ -16,8 +16,11 @@ from corral.core.jobrecord import read_record
 from corral.core.messages import Event, EventType, encode, make_job
 from corral.core.names import DLQ_STREAM, api_subject, dlq_job_subject, job_events_subject, job_subject
 from corral.core.spawn import corral_argv
+from corral.core.submit import submit
 from corral.tui.screens.jobs import read_record as tui_read_record
 from corral.tui.widgets.job_inspector import render_record
+from corral.tui.workflow import read_workflow
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -83,3 +86,17 @@ async def test_finding_a_jobs_dead_letters_reads_only_that_jobs_subject(js, prov
     assert len(rec.dead) == 2
     assert {r.get("next_by_subj") for r in requests} == {dlq_job_subject(job.id)}
     assert len(requests) == len(rec.dead) + 1
+
+
+async def test_a_workflow_step_running_its_first_delivery_reads_as_started_as_corral_job_says(js, provisioned, bots):
+    """Given a bot running a job's first delivery (no event yet), when its workflow tree is read, then the step is started."""
+    bots(provisioned.url, "b1")
+    job = make_job("sleep", {"seconds": 60})
+    await submit(js, job)
+
+    async def taken():
+        rec = await read_record(js, job.id)
+        return rec if rec.state == "active" else None
+    rec = await eventually(taken, timeout=30, what="b1 to take the job")
+    tree = await read_workflow(js, job.id)
+    assert (rec.status, tree.job_id, tree.state) == ("started", job.id, "started")
