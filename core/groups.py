@@ -24,6 +24,7 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 
+from corral.core import lookup
 from corral.core.jsapi import api
 from corral.core.dlq import list_dead
 from corral.core.history import job_events, job_result, subject_of, walk
@@ -56,7 +57,8 @@ async def member_done(js: JetStreamContext, job: Job, outcome: str, detail: Any)
 
 # -- reading a group back (`corral group show`, the dashboard's Features screen) -------------------
 
-PENDING_SCAN = 5000  #: pending jobs peeked at (direct gets, never the bots' consumer) to size an unfinished group
+#: Pending jobs peeked at (direct gets, never the bots' consumer) to size an unfinished group or find its callback.
+PENDING_SCAN = 5000
 
 
 def callback_id(group: str) -> str:
@@ -186,17 +188,26 @@ async def _pending_shape(js: JetStreamContext, group: str) -> GroupShape | None:
     return None
 
 
-async def callback_state(js: JetStreamContext, group: str, done: int, size: int | None) -> str:
+async def callback_state(js: JetStreamContext, group: str, done: int, size: int | None, *, scan_pending: bool = True) -> str:
     """Where the callback is: ``waiting`` (members still running), ``pending`` (every member finished,
     so the last one submitted it; not started yet), or the callback job's latest event
     (``started``, ``failed``, ``succeeded``, ``dead``…).
+
+    A first delivery records no event until it ends (core/timeline.py), so a callback a bot is
+    running looks pending by its events: the jobs stream's consumer tells (:func:`corral.core.lookup.locate`),
+    and it is ``started`` as `corral job` says. ``scan_pending=False`` (the dashboard, every two seconds)
+    skips that search of the waiting jobs and says ``pending``.
     """
     if await job_result(js, callback_id(group)) is not None:
         return "succeeded"
     events = [e for e in await job_events(js, callback_id(group)) if e.type != EventType.PROGRESS]
     if events:
         return str(events[-1].type)
-    return "pending" if size is not None and done >= size else "waiting"
+    if size is None or done < size:
+        return "waiting"
+    if scan_pending and (await lookup.locate(js, callback_id(group), PENDING_SCAN)).state == lookup.ACTIVE:
+        return lookup.TAKEN
+    return "pending"
 
 
 async def group_status(js: JetStreamContext, group: str) -> GroupStatus:

@@ -161,8 +161,10 @@ class FeaturesReader:
             shape = self._shapes.get(group) or await groups.read_shape(js, group, seen, scan_pending=False)
             if shape is not None:
                 self._shapes[group] = shape
-            state = self._ended.get(group) or await groups.callback_state(js, group, done, shape.size if shape else None)
+            size = shape.size if shape else None
+            # no search of the waiting jobs every two seconds: a callback's running first delivery shows as pending here
+            state = self._ended.get(group) or await groups.callback_state(js, group, done, size, scan_pending=False)
             if state in TERMINAL:
                 self._ended[group] = state
-            rows.append(GroupRow(group, done, shape.size if shape else None, shape.callback.kind if shape else None, state))
+            rows.append(GroupRow(group, done, size, shape.callback.kind if shape else None, state))
         return rows

@@ -72,3 +72,18 @@ def test_showing_an_unknown_group_says_there_is_no_record(provisioned):
     """`corral group show` for a group nobody submitted exits 3 and says why it may be missing."""
     out = corral("group", "show", "no-such-group", url=provisioned.url)
     assert out.returncode == 3 and "no record of group no-such-group" in out.stderr
+
+
+def test_a_callback_running_its_first_delivery_shows_as_started_not_pending(provisioned, bots, tmp_path):
+    """Given a finished group whose callback a bot is running (a first delivery: no event yet), when shown, then it is started."""
+    url = provisioned.url
+    members = tmp_path / "members.ndjson"
+    members.write_text('{"kind": "sum", "args": {"a": 1, "b": 2}}\n')
+    group = corral("group", "submit", "--file", str(members), "--callback", "sleep", "seconds=60", url=url).stdout.strip()
+    bots(url, "b1")
+    callback = f"{group}-done"
+    wait_for(lambda: json.loads(corral("job", callback, "--json", url=url).stdout or "{}").get("state") == "active", timeout=30,
+             what="b1 to take the callback")
+    shown = show(url, group)
+    assert (shown["done"], shown["size"], shown["callback"]["state"]) == (1, 1, "started")
+    assert f"callback sleep as {callback}: started" in corral("group", "show", group, url=url).stdout
