@@ -9,8 +9,9 @@ operator what failed. Every change is recorded as :attr:`ActionsApp.actor`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from nats.js import JetStreamContext
 from textual import work
 
 from corral.core.bulk import Frozen, run_cancel, run_dead
@@ -105,35 +106,29 @@ class ActionsApp(LiveApp):
                 screen.progress(done, total)
         return progress
 
+    async def _on_dead_letters(self, total: int, act: Callable[[JetStreamContext, Callable[[int], None]], Awaitable[int]]) -> int:
+        """``act(js, progress)`` on ``total`` dead letters, with the screen's progress bar; the list reloads however it ends."""
+        progress = self._dlq_progress(total)
+        try:
+            return await act(self._connected_js(), progress)
+        finally:
+            progress(total)
+            self._maybe_reload_dead(force=True)
+
     @work(name="replay", group="actions", exit_on_error=False)
     async def replay_dead(self, letters: list[DeadLetter]) -> None:
-        progress = self._dlq_progress(len(letters))
-        try:
-            n = await replay(self._connected_js(), letters, actor=self.actor, progress=progress)
-        finally:
-            progress(len(letters))
-            self._maybe_reload_dead(force=True)
+        n = await self._on_dead_letters(len(letters), lambda js, progress: replay(js, letters, actor=self.actor, progress=progress))
         self.notify(f"replayed {n} dead letter(s)", title="replay")
 
     @work(name="purge", group="actions", exit_on_error=False)
     async def purge_dead(self, letters: list[DeadLetter]) -> None:
-        progress = self._dlq_progress(len(letters))
-        try:
-            n = await purge(self._connected_js(), letters, actor=self.actor, progress=progress)
-        finally:
-            progress(len(letters))
-            self._maybe_reload_dead(force=True)
+        n = await self._on_dead_letters(len(letters), lambda js, progress: purge(js, letters, actor=self.actor, progress=progress))
         self.notify(f"purged {n} dead letter(s)", title="purge")
 
     @work(name="bulk", group="actions", exit_on_error=False)
     async def bulk_dead(self, frozen: Frozen) -> None:
         """Replay or purge exactly the previewed dead letters, audited as this operator."""
-        progress = self._dlq_progress(frozen.count)
-        try:
-            n = await run_dead(self._connected_js(), frozen, actor=self.actor, progress=progress)
-        finally:
-            progress(frozen.count)
-            self._maybe_reload_dead(force=True)
+        n = await self._on_dead_letters(frozen.count, lambda js, progress: run_dead(js, frozen, actor=self.actor, progress=progress))
         self.notify(f"{frozen.done_verb} {n} of {frozen.count} dead letter(s)", title=frozen.action)
 
     @work(name="bulk_cancel", group="actions", exit_on_error=False)
