@@ -40,6 +40,7 @@ from corral.bots.outbox import Outbox
 from corral.bots.dispatcher import Dispatcher
 from corral.bots.purger import Purger
 from corral.bots.reaper import Reaper
+from corral.bots.slots import Slots
 from corral.bots.remote import answer_control, watch_cancellations
 from corral.bots.state import BotState, StateMachine, Transitions
 from corral.bots.trail import log_summary
@@ -78,7 +79,7 @@ class Bot:
         self._beat_now = anyio.Event()
         self._connected = anyio.Event()
         self._connected.set()
-        self._slots = anyio.Semaphore(config.concurrency)
+        self._slots = Slots(config.concurrency)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -176,7 +177,8 @@ class Bot:
                 tg.start_soon(watch_cancellations, self.js, self.executor.cancel, self.log)
                 tg.start_soon(self._settle_ready)
                 tg.start_soon(self._flush_progress)
-                tg.start_soon(log_summary, self.executor.counters, self.log, lambda: len(self.inflight), SUMMARY_EVERY)
+                tg.start_soon(log_summary, self.executor.counters, self.log, lambda: len(self.inflight), SUMMARY_EVERY,
+                              lambda: self.executor.recorder.committer.stats)
                 await self._work()
                 await self._shut_down()
                 tg.cancel_scope.cancel()
@@ -238,10 +240,10 @@ class Bot:
         Workers instead of a task per job: creating a task cost more than a no-op job's own
         Python work. The slots bound what is claimed, so a claimed job always finds a free worker.
         """
-        send, receive = anyio.create_memory_object_stream[tuple[str, Msg, Any]](max_buffer_size=self.config.concurrency)
+        send, receive = anyio.create_memory_object_stream[tuple[str, Msg, Any]](max_buffer_size=self._slots.workers)
         async with anyio.create_task_group() as jobs:
             self._jobs_scope = jobs.cancel_scope
-            for _ in range(self.config.concurrency):
+            for _ in range(self._slots.workers):  # bots/slots.py: a job waiting for its commit keeps its worker
                 jobs.start_soon(self._job_worker, receive.clone())
             receive.close()
             with send:
@@ -267,11 +269,7 @@ class Bot:
             if self.inflight.reserved is not None:
                 await self.inflight.until_open(FETCH_TIMEOUT)  # a suspect runs alone: claim nothing
                 continue
-            await self._slots.acquire()
-            free = 1
-            while free < self.config.concurrency and self._slots.value > 0:
-                self._slots.acquire_nowait()
-                free += 1
+            free = await self._slots.take()
             started = [0]  # counted as they start: a claim that fails midway has started some
             try:
                 await self._claim(jobs, free, started)
@@ -282,8 +280,7 @@ class Bot:
                 self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
                 if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self._stopping:
                     self.sm.to(BotState.ERROR)
-            for _ in range(free - started[0]):
-                self._slots.release()
+            self._slots.give_back(free - started[0])
 
     async def _claim(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]], free: int, started: list[int]) -> None:
         """Claim up to ``free`` jobs and start each as it comes (counted in ``started[0]``), unless
@@ -318,8 +315,9 @@ class Bot:
 
     async def _run_job(self, key: str, msg: Msg, job) -> None:
         job_id = job.id if not isinstance(job, CorralError) else f"invalid-{msg.metadata.sequence.stream}"
+        hold = self._slots.hold()
         try:
-            await self.executor.process(msg, job)
+            await self.executor.process(msg, job, ran=hold.ran)
         except (nats.errors.Error, *TRANSIENT) as e:
             self.log.warning("job.interrupted", job=job_id, error=str(e) or type(e).__name__)
         except anyio.get_cancelled_exc_class():
@@ -332,7 +330,7 @@ class Bot:
             self.log.error("job.internal_error", job=job_id, error=f"{type(e).__name__}: {e}")
         finally:
             self.inflight.remove(key)
-            self._slots.release()
+            hold.settled()
 
     async def _flush_outbox(self) -> None:
         """Publish what waited on disk while the server was away, before claiming new work.

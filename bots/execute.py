@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -56,7 +56,7 @@ from corral.core.errors import CorralError, InvalidJobError
 from corral.core.handlers import Registry
 from corral.core.history import job_events, throttled_deliveries
 from corral.core.kinds import coverage
-from corral.core.limits import Limiter
+from corral.core.limits import FREE, Limiter
 from corral.core.log import Logger
 from corral.core.messages import EventType, Job, decode_job
 from corral.core.names import parse_job_subject
@@ -70,6 +70,10 @@ from corral.core.singleton import Busy
 SUSPECT_RETRY = 1.0
 #: Seconds (plus up to 100% jitter) before a job of a kind this bot does not serve is offered again.
 NOT_SERVED_RETRY = 0.5
+
+
+def _nothing() -> None:
+    pass
 
 
 class Gate(Protocol):
@@ -152,8 +156,12 @@ class Executor:
             changes["queue"], changes["priority"] = place
         return msgspec.structs.replace(job, **changes) if changes else job
 
-    async def process(self, msg: Msg, decoded: Job | InvalidJobError | None = None) -> None:
+    async def process(self, msg: Msg, decoded: Job | InvalidJobError | None = None, ran: Callable[[], None] = _nothing) -> None:
         """Take one delivery to its outcome (``decoded``: :meth:`decode`'s answer, if the caller has it).
+
+        ``ran`` is called once the handler has returned, before the result is committed: the bot
+        gives the handler's slot to the next job then (bots/slots.py). It may not be called at all
+        (a duplicate, a dead letter, a throttle): the caller frees the slot when this returns.
 
         Cancellation (a drain) propagates to the caller.
         """
@@ -182,15 +190,15 @@ class Executor:
             return
         if not verdict.suspect or self.gate is None:
             # A one-slot bot always runs its job alone: a death there is the job's own.
-            await self._attempt(msg, job, verdict, log, isolated=self.config.concurrency == 1)
+            await self._attempt(msg, job, verdict, log, isolated=self.config.concurrency == 1, ran=ran)
             return
         async with self.gate.alone(msg.reply) as alone:
             if alone:
-                await self._attempt(msg, job, verdict, log, isolated=True)
+                await self._attempt(msg, job, verdict, log, isolated=True, ran=ran)
                 return
         await self._refused(msg, job, attempt, log)
 
-    async def _attempt(self, msg: Msg, job: Job, run: Run, log: Logger, isolated: bool) -> None:
+    async def _attempt(self, msg: Msg, job: Job, run: Run, log: Logger, isolated: bool, ran: Callable[[], None] = _nothing) -> None:
         """Admit, run and record one attempt."""
         admitted = await self.attempts.admit(msg, job, run.attempt, run.throttles, log)
         if admitted is None:
@@ -202,12 +210,19 @@ class Executor:
         # The attempt's span (core/tracing.py) covers the run, the recording and what follows it, so
         # the steps a chain or saga submits carry it as their parent.
         with tracing.attempt(job, msg.headers, run.attempt, run.previous_span):
-            await self._run_admitted(msg, job, run, admitted, log, isolated)
+            await self._run_admitted(msg, job, run, admitted, log, isolated, on_ran=ran)
 
-    async def _run_admitted(self, msg: Msg, job: Job, run: Run, admitted, log: Logger, isolated: bool) -> None:
+    async def _run_admitted(self, msg: Msg, job: Job, run: Run, admitted, log: Logger, isolated: bool,
+                            on_ran: Callable[[], None] = _nothing) -> None:
         """Run an admitted attempt and record its outcome."""
-        async with admitted.held() as slot:
-            ran = await self.attempts.run(job, run.attempt, msg.metadata.num_delivered > 1, log, isolated)
+        redelivered = msg.metadata.num_delivered > 1
+        if admitted is FREE:  # nothing leased: no slot to renew (most jobs; the context manager cost a share)
+            slot, ran = None, await self.attempts.run(job, run.attempt, redelivered, log, isolated)
+        else:
+            async with admitted.held() as slot:
+                ran = await self.attempts.run(job, run.attempt, redelivered, log, isolated)
+        if not isolated:  # a job running alone keeps the bot to itself until it is settled
+            on_ran()
         if slot is not None and slot.lost:
             log.warning("limit.slot_lost", detail="the slot's lease lapsed while the job ran; the kind's cap may have been exceeded")
         if ran.cancelled:

@@ -12,6 +12,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -81,17 +82,27 @@ class Trail:
         tracing.outcome(outcome)
 
 
-async def log_summary(counters: Counters, log: Logger, running: Callable[[], int], interval: float) -> None:
+async def log_summary(counters: Counters, log: Logger, running: Callable[[], int], interval: float,
+                      commits: Callable[[], Any] | None = None) -> None:
     """One info line per ``interval`` in which jobs ended: the counts since the last line, and the rate.
 
     It stands in for a line per job, which at thousands of jobs a second cost more than the job.
+    ``commits``: the committer's counters (bots/commit.py CommitStats); the line then says how the
+    results since the last line were committed (``batches``, ``batched``, ``singles``).
     """
     last = (0, 0, 0, 0)
+    last_commits = (0, 0, 0)
     while True:
         await anyio.sleep(interval)
         now = (counters.done, counters.failed, counters.dead, counters.duplicates)
         if now != last:
             done, failed, dead, dup = (a - b for a, b in zip(now, last, strict=True))
             per_s = round((done + dup) / interval, 1)
-            log.info("bot.summary", done=done, failed=failed, dead=dead, dup=dup, per_s=per_s, running=running())
+            extra = {}
+            if commits is not None:
+                stats = commits()
+                seen = (stats.batches, stats.batched, stats.singles + stats.direct)
+                extra = dict(zip(("batches", "batched", "singles"), (a - b for a, b in zip(seen, last_commits, strict=True)), strict=True))
+                last_commits = seen
+            log.info("bot.summary", done=done, failed=failed, dead=dead, dup=dup, per_s=per_s, running=running(), **extra)
             last = now

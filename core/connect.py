@@ -18,6 +18,7 @@ import stamina
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from corral.core.nats_client import open_client
 from corral.core.lean_nats import websockets
 from corral.core.errors import (
     ErrorCode,
@@ -127,7 +128,7 @@ async def connect(
 
     async def attempt_connect() -> NATS:
         try:
-            return await asyncio.wait_for(nats.connect(**kwargs), deadline)
+            return await asyncio.wait_for(open_client(**kwargs), deadline)
         except TimeoutError as e:
             raise TransportError(f"no connection within {deadline}s: {last_error[0] if last_error else 'no answer'}") from e
 

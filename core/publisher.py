@@ -73,7 +73,11 @@ class AsyncPublisher:
             except nats.js.errors.APIError as err:
                 fut.set_exception(err)
             return
-        fut.set_result(PubAck.from_response(resp))
+        # Built directly: PubAck.from_response walks the dataclass's fields on every call, a share
+        # of a bot's CPU per result.
+        fut.set_result(PubAck(stream=resp.get("stream", ""), seq=resp.get("seq", 0), domain=resp.get("domain"),
+                              duplicate=resp.get("duplicate"), batch_id=resp.get("batch"), batch_size=resp.get("count"),
+                              val=resp.get("val")))
 
     async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> asyncio.Future:
         prefix = await self._ensure_inbox()
