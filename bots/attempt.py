@@ -71,6 +71,7 @@ class Attempts:
         self.running: dict[str, anyio.CancelScope] = {}
         self.progress: dict[str, tuple[float, str | None, bool]] = {}
         self.batches = Batches(registry.batches, registry.handlers)
+        self._async: dict[Any, bool] = {}  #: handler -> is it a coroutine function
 
     async def admit(self, msg: Msg, job: Job, attempt: int, throttles: int, log: Logger) -> Admitted | singletons.Both | Busy | None:
         """Admit the job against its singleton key and its kind's limits, or throttle it and return None.
@@ -200,7 +201,10 @@ class Attempts:
                 return await self.batches.alone(job.id, job.args, attempt, ctx)
             return await self.batches.call(job.id, job.args, attempt, ctx, job.timeout)
         # The caller's scope carries the job's deadline.
-        if Registry.is_async(fn):
+        is_async = self._async.get(fn)
+        if is_async is None:  # inspect's test costs about a microsecond: once per handler, not per job
+            is_async = self._async[fn] = Registry.is_async(fn)
+        if is_async:
             return await fn(job.args, ctx)
         spec = self.registry.isolated.get(job.kind)
         if spec is not None:
