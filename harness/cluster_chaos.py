@@ -44,7 +44,7 @@ from corral.core.messages import Job, make_job
 from corral.core.names import JOBS_STREAM, RESULTS_STREAM
 from corral.core.status import live_bots
 from corral.core.submit import submit_many
-from corral.harness.chaos import NS, ChaosConfig, ChaosReport, ChaosRun, FaultRecord, Proxy, _quiet, _until
+from corral.harness.chaos import BOT_ARGS, NS, ChaosConfig, ChaosReport, ChaosRun, FaultRecord, Proxy, _quiet, _until
 from corral.harness.cluster import NODES, LocalCluster, stream_leader
 from corral.harness.procs import BotProcess
 
@@ -77,8 +77,7 @@ class ClusterChaosRun(ChaosRun):
     def _start_bot(self, url: str, name: str | None = None) -> BotProcess:
         self._serial += 1
         bot = BotProcess(url, name or f"cchaos-{self._serial}", self.home / "bots", "--concurrency",
-                         str(self.config.concurrency), "--publish-timeout", "2", "--backoff-base", "0.2",
-                         "--sweep-interval", "5")
+                         str(self.config.concurrency), *BOT_ARGS)
         self.bots.append(bot)
         return bot
 

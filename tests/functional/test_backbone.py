@@ -108,7 +108,9 @@ async def _start_of(js, job_id, bot):
 async def test_a_frozen_bot_that_finishes_late_is_fenced_out(js, provisioned, bots):
     """Given bot A frozen past the ack deadline, when B completes the job and A wakes, then A's result is refused."""
     a = bots(provisioned.url, "a")
-    job = make_job("sleep", {"seconds": 3, "step": 0.1})
+    # a must still be mid-job when it wakes after b's result; every second more here is waited
+    # twice (b runs the whole job, then a finishes its part).
+    job = make_job("sleep", {"seconds": 2, "step": 0.1})
     await submit(js, job)
     await eventually(lambda: _started_by(js, job.id, "a"), what="bot a to start the job")
     a.signal(signal.SIGSTOP)
@@ -198,7 +200,7 @@ async def test_sigterm_drains_a_bot_without_losing_a_job(js, provisioned, bots):
 async def test_a_drain_that_runs_out_of_time_hands_jobs_back(js, provisioned, bots):
     """Given a job longer than the drain timeout, when drained, then it is handed back and finished elsewhere."""
     a = bots(provisioned.url, "a", "--drain-timeout", "0.5")
-    job = make_job("sleep", {"seconds": 5, "step": 0.1})
+    job = make_job("sleep", {"seconds": 2.5, "step": 0.1})  # 5x the drain timeout; b then runs all of it
     await submit(js, job)
     await eventually(lambda: _started_by(js, job.id, "a"), what="a to start")
     a.signal(signal.SIGTERM)

@@ -207,7 +207,7 @@ async def test_a_bot_that_keeps_dying_backs_off_and_is_reported_as_a_crash_loop(
 
 async def test_a_hung_bot_is_killed_and_replaced(js, provisioned, fleet):
     """Given a bot frozen with SIGSTOP, when its key stays missing for 2 TTL, then it is killed and restarted."""
-    sup = fleet("h", "--count", "1")
+    sup = fleet("h", "--count", "1", "--bot-ttl", "2")  # hung after 4 s, checked every 1 s: the wait is 2 TTL
     await eventually(until_live(js, "h", {"h-1"}), what="h-1")
     old = (await live_pids(js, "h"))["h-1"]
 

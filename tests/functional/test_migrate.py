@@ -54,7 +54,9 @@ async def test_a_work_queue_store_is_refused_with_directions_and_migrated_withou
     fired, later = make_job("sum", {"a": 100, "b": 1}), make_job("sum", {"a": 200, "b": 1})
     await add(js, "fired", fired, spec_at(datetime.now(UTC) + timedelta(seconds=1)))
     await eventually(lambda: _fired(js, 41), timeout=30, what="the first schedule to fire into the old stream")
-    await add(js, "later", later, spec_at(datetime.now(UTC) + timedelta(seconds=20)))
+    # It must fire after the migration, into the new stream: the three commands below took 1.8 s
+    # here, so 10 s (9-10 once @at drops the fraction) leaves room for a loaded machine.
+    await add(js, "later", later, spec_at(datetime.now(UTC) + timedelta(seconds=10)))
 
     refused = corral("provision", url=nats_server.url)
     assert refused.returncode == 1 and "corral provision --migrate" in refused.stderr and "Traceback" not in refused.stderr

@@ -8,6 +8,8 @@ publish to "<that subject>"`` (nats-py lower-cases the server's text).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,18 @@ class Session:
         want = f'permissions violation for {kind} to "{subject.lower()}"'
         await eventually(lambda: _async(any(want in e for e in self.errors)), timeout=5, what=want)
         return want
+
+    async def all_refused(self, calls: Iterable[tuple[str, Awaitable[object]]]) -> None:
+        """Make every ``(subject, call)`` at once: each call times out, and the server names each subject.
+
+        At once, because every refusal costs a full REFUSED_WITHIN wait and they do not depend on each other.
+        """
+        calls = list(calls)
+        outcomes = await asyncio.gather(*(call for _, call in calls), return_exceptions=True)
+        answered = [(s, o) for (s, _), o in zip(calls, outcomes, strict=True) if not isinstance(o, nats.errors.TimeoutError)]
+        assert not answered, f"not refused (an answer, or another error, instead of a timeout): {answered}"
+        for subject in dict.fromkeys(s for s, _ in calls):
+            await self.refused(subject)
 
 
 async def _async(value):
@@ -169,11 +183,9 @@ async def test_bot_credentials_cannot_overwrite_or_delete_another_bots_key(secur
     bot2 = await login(secure.url, "bot-2", inbox_prefix="_INBOX_bot-2")
     await bot2.js.publish(bot_key_subject("bot-2"), b"bot-2 was here", headers={"Nats-TTL": "60s"})
     before = await admin.js.get_msg(BOTS_STREAM, subject=bot_key_subject("bot-2"), direct=True)
-    with pytest.raises(nats.errors.TimeoutError):
-        await bot1.js.publish(bot_key_subject("bot-2"), b"impostor")
-    with pytest.raises(nats.errors.TimeoutError):
-        await bot1.js.publish(bot_key_subject("bot-2"), b"", headers={"KV-Operation": "DEL"})
-    await bot1.refused(bot_key_subject("bot-2"))
+    key = bot_key_subject("bot-2")
+    await bot1.all_refused([(key, bot1.js.publish(key, b"impostor")),
+                            (key, bot1.js.publish(key, b"", headers={"KV-Operation": "DEL"}))])
     after = await admin.js.get_msg(BOTS_STREAM, subject=bot_key_subject("bot-2"), direct=True)
     assert (after.seq, after.data) == (before.seq, b"bot-2 was here")
     await bot2.nc.close()
@@ -181,10 +193,8 @@ async def test_bot_credentials_cannot_overwrite_or_delete_another_bots_key(secur
 
 async def test_bot_credentials_cannot_submit_jobs_or_write_operator_events(bot1):
     """A bot may record outcomes, not create work or forge operator actions."""
-    for subject in ("corral.jobs.default.normal", "corral.events.ops.purge", "corral.events.bot.bot-2"):
-        with pytest.raises(nats.errors.TimeoutError):
-            await bot1.js.publish(subject, b"{}")
-        await bot1.refused(subject)
+    await bot1.all_refused((s, bot1.js.publish(s, b"{}"))
+                           for s in ("corral.jobs.default.normal", "corral.events.ops.purge", "corral.events.bot.bot-2"))
 
 
 async def test_bot_credentials_cannot_listen_on_another_bots_inbox_or_control_subject(bot1):
@@ -239,10 +249,8 @@ async def test_the_ledger_reads_results_but_cannot_touch_jobs(secure, admin):
     assert (await result_message(ledger.js, "j1")).data == b'{"v":1}'
     sub = await ledger.js.pull_subscribe("corral.results.>", stream=RESULTS_STREAM)
     assert [m.data for m in await sub.fetch(1, timeout=2)] == [b'{"v":1}']
-    for subject in (f"$JS.API.CONSUMER.CREATE.{JOBS_STREAM}.ledger", result_subject("j2", "bot-1"), "corral.jobs.default.normal"):
-        with pytest.raises(nats.errors.TimeoutError):
-            await ledger.nc.request(subject, b"{}", timeout=REFUSED_WITHIN)
-        await ledger.refused(subject)
+    await ledger.all_refused((s, ledger.nc.request(s, b"{}", timeout=REFUSED_WITHIN)) for s in (
+        f"$JS.API.CONSUMER.CREATE.{JOBS_STREAM}.ledger", result_subject("j2", "bot-1"), "corral.jobs.default.normal"))
     await ledger.nc.close()
 
 
@@ -253,12 +261,10 @@ async def test_supervisor_credentials_cannot_touch_bots_jobs_or_other_hosts(secu
     """Given fleet-bot (the supervisor of host bot), a bot's key, jobs, results and another host's keys are
     refused by name, while its own supervisor key and its slots' liveness are allowed."""
     sup = await login(secure.url, "fleet-bot", inbox_prefix="_INBOX_fleet-bot")
-    for subject in (bot_key_subject("bot-1"), "$KV.corral_fleet.desired.web1", "$KV.corral_fleet.supervisor.web1",
-                    "corral.jobs.default.normal", f"$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.work-default-normal",
-                    result_subject("j1", "bot-1"), f"$JS.API.STREAM.PURGE.{JOBS_STREAM}", "corral.events.ops.purge"):
-        with pytest.raises(nats.errors.TimeoutError):
-            await sup.nc.request(subject, b"{}", timeout=REFUSED_WITHIN)
-        await sup.refused(subject)
+    await sup.all_refused((s, sup.nc.request(s, b"{}", timeout=REFUSED_WITHIN)) for s in (
+        bot_key_subject("bot-1"), "$KV.corral_fleet.desired.web1", "$KV.corral_fleet.supervisor.web1",
+        "corral.jobs.default.normal", f"$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.work-default-normal",
+        result_subject("j1", "bot-1"), f"$JS.API.STREAM.PURGE.{JOBS_STREAM}", "corral.events.ops.purge"))
     ack = await sup.js.publish("$KV.corral_fleet.supervisor.bot", b"{}", headers={"Nats-TTL": "60s"})
     assert ack.stream == "KV_corral_fleet"
     with pytest.raises(nats.js.errors.NotFoundError):

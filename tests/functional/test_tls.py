@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -40,14 +41,17 @@ def test_corral_works_over_tls_with_the_ca_setting_and_fails_clearly_without_it(
     tls = ["--tls", "--tlscert", str(certs / "server.pem"), "--tlskey", str(certs / "server.key")]
     server = EmbeddedServer(tmp_path / "tls", extra=tls).start()
     try:
-        url = f"tls://127.0.0.1:{server.port}"
-        ok = {"CORRAL_NATS_URL": url, "CORRAL_NATS_TLS_CA": str(certs / "ca.pem")}
-        assert corral("provision", env=ok).returncode == 0
-        out = corral("submit", "sum", "a=1", "b=2", "--id", "over-tls", env=ok)
-        assert out.returncode == 0 and out.stdout.strip() == "over-tls"
-        refused = corral("status", env={"CORRAL_NATS_URL": url, "CORRAL_NATS_TLS_CA": ""})
-        assert refused.returncode == 5 and "cannot reach NATS" in refused.stderr  # 5: unreachable (docs/cli.md)
-        missing = corral("status", env={**ok, "CORRAL_NATS_TLS_CA": str(tmp_path / "nope.pem")})
-        assert missing.returncode == 2 and "TLS settings unusable" in missing.stderr
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            url = f"tls://127.0.0.1:{server.port}"
+            # Without the CA the first connect gives up only at its deadline (7 s): that runs beside the rest.
+            refusing = pool.submit(corral, "status", env={"CORRAL_NATS_URL": url, "CORRAL_NATS_TLS_CA": ""})
+            ok = {"CORRAL_NATS_URL": url, "CORRAL_NATS_TLS_CA": str(certs / "ca.pem")}
+            assert corral("provision", env=ok).returncode == 0
+            out = corral("submit", "sum", "a=1", "b=2", "--id", "over-tls", env=ok)
+            assert out.returncode == 0 and out.stdout.strip() == "over-tls"
+            missing = corral("status", env={**ok, "CORRAL_NATS_TLS_CA": str(tmp_path / "nope.pem")})
+            assert missing.returncode == 2 and "TLS settings unusable" in missing.stderr
+            refused = refusing.result()
+            assert refused.returncode == 5 and "cannot reach NATS" in refused.stderr  # 5: unreachable (docs/cli.md)
     finally:
         server.kill()

@@ -6,7 +6,7 @@
 //
 // One line per step, "ok <step>: ..." or "FAIL <step>: ...". Exit status 1 if any step failed.
 import { randomUUID } from "node:crypto";
-import { connect, headers } from "@nats-io/transport-node";
+import { connect, headers, NoRespondersError, RequestError } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
@@ -40,6 +40,9 @@ async function poll(what, probe, seconds = 30) {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+// A request nobody is subscribed to yet: nats.js raises NoRespondersError, or a RequestError caused by one.
+const noResponders = (err) => err instanceof NoRespondersError || (err instanceof RequestError && err.isNoResponders());
 
 // A job id: 32 hex characters (docs: 1-128 of A-Z a-z 0-9 _ -).
 const newId = () => randomUUID().replaceAll("-", "");
@@ -165,9 +168,15 @@ await step("ping a bot", async () => {
 let querySubject;
 await step("find the ledger service", async () => {
   const client = new Svcm(nc).client();
+  // The ledger may not have registered yet (it opens DuckDB first): until it does, the
+  // server answers the discovery request with "no responders", which means "not yet".
   const infos = await poll("the corral-ledger service", async () => {
     const found = [];
-    for await (const info of await client.info("corral-ledger")) found.push(info);
+    try {
+      for await (const info of await client.info("corral-ledger")) found.push(info);
+    } catch (err) {
+      if (!noResponders(err)) throw err;
+    }
     return found.length ? found : null;
   });
   const endpoint = infos[0].endpoints.find((e) => e.name === "query");
