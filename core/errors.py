@@ -19,6 +19,7 @@ class ErrorCode(IntEnum):
     STREAM_NOT_FOUND = 10059  #: no such stream
     STREAM_WRONG_LAST_SEQUENCE = 10071  #: a compare-and-set publish found the subject rewritten
     STREAM_STORE_FAILED = 10077  #: a stream limit refused the message (max msgs, bytes, per subject)
+    BATCH_DUPLICATE_MSG_ID = 10201  #: an atomic batch holds a Nats-Msg-Id the stream has seen; nothing of it is stored
 
 
 

@@ -8,6 +8,18 @@ in some other stream that happens to overlap the subject.
 A full stream refuses a message whole: a job is either accepted (acknowledged)
 or it is not, never half. :class:`SubmitSummary` says which, so resubmitting
 the refused ones (or the whole input: duplicates are dropped) is safe.
+
+**Batches.** :func:`submit_many` sends jobs bound for CORRAL_JOBS as JetStream atomic
+batches of up to :data:`BATCH` (docs/nats-notes.md, "Atomic batch publish"): the server
+stores a batch with one flush to disk instead of one fsync per job under
+``sync_interval: always``. A batch is all or nothing, so its jobs are accepted together.
+Each batch's answer is awaited before anything later is sent, so jobs land in the order
+given, as one-at-a-time submits do. A batch the server refuses (a duplicate
+``Nats-Msg-Id`` in it, a full stream, a store made before ``allow_atomic``) or leaves
+unanswered is sent again one job at a time, where each job gets its own answer: a
+duplicate is counted as one, a refusal names its job, and a batch that was in fact stored
+comes back as duplicates. After a refusal for any reason but a duplicate the rest of the
+call is sent one job at a time.
 """
 
 from __future__ import annotations
@@ -24,13 +36,18 @@ import stamina
 from nats.js import JetStreamContext
 
 from corral.core.connect import TRANSIENT, publish_error
-from corral.core.errors import ConfigError, CorralError, StreamFullError
+from corral.core.errors import ConfigError, CorralError, ErrorCode, StreamFullError
 from corral.core.log import get_logger
 from corral.core.messages import Job, encode
 from corral.core import unique
 from corral.core import tracing
 from corral.core.publisher import AsyncPublisher
-from corral.core.names import FAIR_STREAM, JOBS_STREAM, fair_subject, job_subject
+from corral.core.names import BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE, FAIR_STREAM, JOBS_STREAM, fair_subject, job_subject
+
+#: Jobs per atomic batch in :func:`submit_many`; the server allows 1,000. Fewer than
+#: :data:`MIN_BATCH` left at the end go one at a time.
+BATCH = 200
+MIN_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -105,61 +122,125 @@ async def submit_many(
     *,
     ack_timeout: float = 10.0,
     progress: Callable[[int], None] = lambda n: None,
+    batching: bool = True,
 ) -> SubmitSummary:
-    """Publish jobs pipelined (nats-py keeps up to 4000 unacknowledged).
+    """Publish jobs pipelined: in atomic batches where they can be, else one at a time (nats-py
+    keeps up to 4000 unacknowledged). ``batching`` False: one at a time only.
 
     Stops sending at the first full-stream refusal (everything after it would
     be refused too) and reports every job that was not accepted.
     """
-    summary = SubmitSummary()
-    publisher = AsyncPublisher(js, get_logger("submit"), ack_timeout=ack_timeout)
-    trace = tracing.inject({})  # every job of the batch carries the caller's trace context
-    stop = False
-
-    def settle(index: int, job: Job, fut: asyncio.Future) -> None:
-        nonlocal stop
-        exc = fut.exception() if not fut.cancelled() else TimeoutError("cancelled")
-        if exc is None:
-            summary.accepted += 1
-            summary.duplicates += bool(fut.result().duplicate)
-        else:
-            # the publisher resolves a future with an Exception; anything else passes through as is
-            err = publish_error(exc, destination(job)[0]) if isinstance(exc, Exception) else exc
-            stop = stop or isinstance(err, StreamFullError)
-            summary.refused.append((index, job.id, str(err) or type(err).__name__))
-        progress(summary.accepted + len(summary.refused))
-
-    async def send(index: int, job: Job) -> None:
-        job.validate()
-        if job.unique_key:
-            try:
-                await unique.hold(js, job)
-            except unique.DuplicateJobError as e:
-                summary.refused.append((index, job.id, str(e)))
-                progress(summary.accepted + len(summary.refused))
-                return
-        fut = await publisher.publish(destination(job)[0], encode(job), _headers(job, trace))
-        fut.add_done_callback(functools.partial(settle, index, job))
-
+    run = _Submission(js, ack_timeout, progress, batching)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(publisher.run_expiry)
+        tg.start_soon(run.publisher.run_expiry)
         index = 0
         if isinstance(jobs, AsyncIterable):
             async for job in jobs:
-                if stop:
+                if run.stop:
                     break
-                await send(index, job)
+                await run.add(index, job)
                 index += 1
         else:
             for job in jobs:
-                if stop:
+                if run.stop:
                     break
-                await send(index, job)
+                await run.add(index, job)
                 index += 1
-        await publisher.flush(ack_timeout + 1)
+        await run.finish()
         tg.cancel_scope.cancel()
-    summary.refused.sort()
-    return summary
+    run.summary.refused.sort()
+    return run.summary
+
+
+_Item = tuple[int, Job, str, bytes, dict[str, str]]  #: (index, job, subject, encoded job, headers)
+
+
+class _Submission:
+    """One :func:`submit_many` call: jobs gathered into batches, each job's fate in the summary."""
+
+    def __init__(self, js: JetStreamContext, ack_timeout: float, progress: Callable[[int], None], batching: bool) -> None:
+        self.js = js
+        self.summary = SubmitSummary()
+        self.publisher = AsyncPublisher(js, get_logger("submit"), ack_timeout=ack_timeout)
+        self.ack_timeout = ack_timeout
+        self.progress = progress
+        self.batching = batching
+        self.trace = tracing.inject({})  # every job of the call carries the caller's trace context
+        self.stop = False
+        self.pending: list[_Item] = []
+
+    async def add(self, index: int, job: Job) -> None:
+        job.validate()
+        if job.unique_key:
+            try:
+                await unique.hold(self.js, job)
+            except unique.DuplicateJobError as e:
+                self._refuse(index, job, str(e))
+                return
+        subject, stream = destination(job)
+        item = (index, job, subject, encode(job), _headers(job, self.trace))
+        if not self.batching or stream != JOBS_STREAM:  # CORRAL_FAIR is no atomic stream
+            await self._single(item)
+            return
+        self.pending.append(item)
+        if len(self.pending) >= BATCH:
+            await self._batch(self.pending)
+            self.pending = []
+
+    async def finish(self) -> None:
+        """Send what is left and wait for every answer."""
+        if len(self.pending) >= MIN_BATCH and self.batching:
+            await self._batch(self.pending)
+        else:
+            for item in self.pending:
+                await self._single(item)
+        self.pending = []
+        await self.publisher.flush(self.ack_timeout + 1)
+
+    async def _single(self, item: _Item) -> None:
+        fut = await self.publisher.publish(item[2], item[3], item[4])
+        fut.add_done_callback(functools.partial(self._settle, item))
+
+    async def _batch(self, items: list[_Item]) -> None:
+        """One atomic batch, its answer awaited: only its last message asks for a reply, the
+        acknowledgement of all. Refused or unanswered, its jobs go again one by one, in order."""
+        batch_id = self.publisher.nc._nuid.next().decode()
+        for n, (_, _, subject, data, headers) in enumerate(items[:-1], start=1):
+            await self.publisher.nc.publish(subject, data, headers={**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(n)})
+        _, _, subject, data, headers = items[-1]
+        fut = await self.publisher.publish(
+            subject, data, {**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(len(items)), BATCH_COMMIT: "1"})
+        await asyncio.wait([fut], timeout=self.ack_timeout)
+        exc = (fut.exception() or None) if fut.done() and not fut.cancelled() else TimeoutError("no answer")
+        if exc is None:
+            self.summary.accepted += len(items)
+            self.progress(self.summary.accepted + len(self.summary.refused))
+            return
+        # Only a duplicate inside a batch leaves batching worth trying for the rest of the call.
+        if getattr(exc, "err_code", None) != ErrorCode.BATCH_DUPLICATE_MSG_ID:
+            self.batching = False
+        for item in items:
+            if self.stop:
+                self._refuse(item[0], item[1], "not sent: the stream refused an earlier job as full")
+            else:
+                await self._single(item)
+
+    def _settle(self, item: _Item, fut: asyncio.Future) -> None:
+        index, job, subject = item[0], item[1], item[2]
+        exc = fut.exception() if not fut.cancelled() else TimeoutError("cancelled")
+        if exc is None:
+            self.summary.accepted += 1
+            self.summary.duplicates += bool(fut.result().duplicate)
+        else:
+            # the publisher resolves a future with an Exception; anything else passes through as is
+            err = publish_error(exc, subject) if isinstance(exc, Exception) else exc
+            self.stop = self.stop or isinstance(err, StreamFullError)
+            self.summary.refused.append((index, job.id, str(err) or type(err).__name__))
+        self.progress(self.summary.accepted + len(self.summary.refused))
+
+    def _refuse(self, index: int, job: Job, reason: str) -> None:
+        self.summary.refused.append((index, job.id, reason))
+        self.progress(self.summary.accepted + len(self.summary.refused))
 
 
 def raise_for(summary: SubmitSummary) -> None:

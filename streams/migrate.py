@@ -37,7 +37,7 @@ from corral.core.errors import CorralError, MissingResourceError
 from corral.core.history import walk
 from corral.core.jsapi import api
 from corral.core.messages import decode_job
-from corral.core.names import JOBS_STREAM, SCHEDULES_STREAM, stream_op
+from corral.core.names import BATCH_HEADERS, JOBS_STREAM, SCHEDULES_STREAM, stream_op
 from corral.core.schedules import firing_id
 from corral.core.status import live_bots
 from corral.streams import Declaration
@@ -217,7 +217,9 @@ async def _republish(nc: NATS, count: int, say: Progress) -> None:
         _keep_firing_id(headers, envelope)
         # The server refuses schedule headers on a stream without message schedules; a firing's
         # job id is pinned above, which is all the bots read them for.
-        headers = {k: v for k, v in headers.items() if not k.startswith("Nats-Schedule")}
+        # Batch headers would make the republish a batch member of its own (jobs submitted in
+        # atomic batches keep them, core/submit.py).
+        headers = {k: v for k, v in headers.items() if not k.startswith("Nats-Schedule") and k not in BATCH_HEADERS}
         if envelope["seq"] >= start:
             await js.publish(envelope["subject"], base64.b64decode(envelope["data"]), headers=headers or None, stream=JOBS_STREAM)
         n += 1

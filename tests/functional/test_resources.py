@@ -11,7 +11,7 @@ from corral.core.dlq import list_dead
 from corral.core.errors import StreamFullError
 from corral.core.history import job_result
 from corral.core.log import get_logger
-from corral.core.messages import Event, EventType, encode, make_job
+from corral.core.messages import Event, EventType, decode_job, encode, make_job
 from corral.core.names import JOBS_STREAM, job_events_subject
 from corral.core.submit import submit, submit_many
 from corral.bots.reaper import Reaper
@@ -66,6 +66,31 @@ async def test_a_full_jobs_stream_refuses_with_a_clear_error_and_accepts_again_o
     await submit(js, job)
     assert (await eventually(lambda: job_result(js, job.id), what="a result after the drain")).value == 2
     await nc.close()
+
+
+async def test_a_full_jobs_stream_inside_a_batch_refuses_exactly_the_jobs_past_its_limit_and_keeps_their_order(nats_server):
+    """Given a stream capped at 50 jobs, when 300 are submitted (atomic batches of 200), then jobs 0-49 are
+    stored in order and each of jobs 50-299 is reported refused by its index."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await provision(nc, [d.with_config(max_msgs=50) if d.name == JOBS_STREAM else d for d in load_declarations()])
+    jobs = [make_job("sum", {"a": i, "b": 1}, id=f"full-{i}") for i in range(300)]
+    summary = await submit_many(js, jobs)
+    assert summary.accepted == 50 and [index for index, _, _ in summary.refused] == list(range(50, 300))
+    stored = [decode_job((await js.get_msg(JOBS_STREAM, seq=seq)).data).id for seq in range(1, 51)]
+    await nc.close()
+    assert stored == [f"full-{i}" for i in range(50)]
+
+
+async def test_a_batch_holding_an_already_submitted_job_counts_it_once_as_a_duplicate_and_stores_the_rest_in_order(js, provisioned):
+    """Given jobs 0-99 submitted, when jobs 0-299 are submitted (batches of 200), then 100 are duplicates,
+    the stream holds each of the 300 once, and jobs 100-299 follow in order."""
+    first = await submit_many(js, [make_job("sum", {"a": i, "b": 1}, id=f"dup-{i}") for i in range(100)])
+    again = await submit_many(js, [make_job("sum", {"a": i, "b": 1}, id=f"dup-{i}") for i in range(300)])
+    assert (first.accepted, first.duplicates) == (100, 0)
+    assert (again.accepted, again.duplicates, again.refused) == (300, 100, [])
+    stored = [decode_job((await js.get_msg(JOBS_STREAM, seq=seq)).data).id for seq in range(1, 301)]
+    assert stored == [f"dup-{i}" for i in range(300)]
 
 
 async def _stream_empty(js):
