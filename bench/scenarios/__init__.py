@@ -29,6 +29,7 @@ class Context:
     size: Size
     log_dir: Path
     rep: int
+    server_pid: int = 0  #: the nats-server's process, for scenarios that measure its CPU (0: not known)
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,38 @@ def _taskiq_workers(url: str, marks: peer.Marks, ctx: Context, batch: int) -> su
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
 
+def _cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User plus system CPU seconds the processes have used so far (a gone one counts 0)."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+class CpuMeter:
+    """CPU microseconds per job of the workers and of the server over one drain.
+
+    Where a drain rate is bounded by two shared cores, this says by whom: the issue's targets
+    need corral's workers and server together under a budget of 2 cores / the target rate.
+    """
+
+    def __init__(self, workers: list[psutil.Process], server_pid: int) -> None:
+        self.workers = workers
+        self.server = [psutil.Process(server_pid)] if server_pid else []
+        self.start = (_cpu_seconds(self.workers), _cpu_seconds(self.server))
+
+    def per_job(self, prefix: str, jobs: int) -> dict[str, float]:
+        workers, server = _cpu_seconds(self.workers) - self.start[0], _cpu_seconds(self.server) - self.start[1]
+        out = {f"{prefix}_cpu_us_per_job": workers * 1e6 / jobs}
+        if self.server:
+            out[f"{prefix}_server_cpu_us_per_job"] = server * 1e6 / jobs
+        return out
+
+
 def _tree_rss_mb(proc: subprocess.Popen) -> float:
     """Mean RSS of the worker processes (the children of taskiq's parent)."""
     kids = psutil.Process(proc.pid).children()
@@ -143,10 +175,12 @@ async def run_taskiq(ctx: Context, marks: peer.Marks) -> dict[str, float]:
         workers = _taskiq_workers(ctx.url, marks, ctx, batch=100)
         try:
             await _ready_workers(js, workers, ctx)
+            meter = CpuMeter([psutil.Process(workers.pid), *psutil.Process(workers.pid).children()], ctx.server_pid)
             await js.resume_consumer(peer.TASKIQ_STREAM, peer.TASKIQ_DURABLE)
             await _until(lambda: marks.span(n)[2] >= n, max(60.0, n / 200), f"{n} taskiq jobs")
             first, last, _ = marks.span(n)
             out["taskiq_drain"] = n / (last - first)
+            out.update(meter.per_job("taskiq", n))
             out["taskiq_rss_mb"] = _tree_rss_mb(workers)
         finally:
             _stop(workers)
@@ -182,10 +216,12 @@ async def run_corral(ctx: Context, marks: peer.Marks) -> dict[str, float]:
         names = [f"cmp{ctx.rep}-{i}" for i in range(WORKERS)]
         with Fleet(ctx.url, ctx.log_dir, names, "--handler", "add=corral.bench.peer:corral_add") as fleet:
             await fleet.wait_ready()
+            meter = CpuMeter([b.ps for b in fleet.bots], ctx.server_pid)
             await resume_jobs(js)
             state = await wait_for_messages(nc, RESULTS_STREAM, n, timeout=max(60.0, n / 100))
             first, last, _ = marks.span(n)
             out["corral_drain"] = n / (max(parse_ts(state["last_ts"]), last) - first)
+            out.update(meter.per_job("corral", n))
             out["corral_rss_mb"] = sum(b.rss() for b in fleet.bots) / len(fleet.bots) / 2**20
             out.update(_latency("corral", await _start_latency(
                 marks, ctx.size.latency_samples, n,
@@ -232,6 +268,10 @@ METRICS = (
     Metric("corral_start_p99_ms", "ms", "corral light-load enqueue-to-start p99"),
     Metric("ratio_start_p50", "x", "corral / taskiq-nats start p50"),
     Metric("ratio_start_p99", "x", "corral / taskiq-nats start p99"),
+    Metric("taskiq_cpu_us_per_job", "us", "taskiq-nats workers' CPU per job (all 4, over the drain)"),
+    Metric("taskiq_server_cpu_us_per_job", "us", "nats-server CPU per job during the taskiq-nats drain"),
+    Metric("corral_cpu_us_per_job", "us", "corral bots' CPU per job (all 4, over the drain)"),
+    Metric("corral_server_cpu_us_per_job", "us", "nats-server CPU per job during the corral drain"),
     Metric("taskiq_rss_mb", "MB", "taskiq-nats worker RSS (mean of 4)"),
     Metric("corral_rss_mb", "MB", "corral bot RSS (mean of 4)"),
 )
