@@ -52,7 +52,7 @@ def run_scenario(name: str, size: str | Size = "tiny", reps: int = 1, sync: str 
             info = ServerInfo.read(server)
             for rep in range(reps):
                 progress(f"{name} sync={setting} rep {rep + 1}/{reps}")
-                ctx = Context(server.url, size, log_dir / f"{setting}-rep{rep + 1}", rep, server.proc.pid)
+                ctx = Context(server.url, size, log_dir / f"{setting}-rep{rep + 1}", rep, server.proc.pid if server.proc else 0)
                 ctx.log_dir.mkdir(parents=True, exist_ok=True)
                 samples.append(anyio.run(_one, scenario, ctx))
         records.append(_record(scenario, size, reps, setting, info, samples, load_before, started,
