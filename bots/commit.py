@@ -46,7 +46,6 @@ import anyio.lowlevel
 
 from corral.core.connect import publish_error
 from corral.core.errors import TransportError
-from corral.core.names import BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE
 from corral.core.publisher import AsyncPublisher
 
 #: Results a round needs before it is committed as one atomic batch; a smaller round is published
@@ -248,22 +247,14 @@ class Committer:
 
     async def _atomic(self, batch: list[_Result]) -> Exception | None:
         """One atomic batch: only the commit (the last message) asks for a reply, the PubAck of all."""
-        batch_id = self.publisher.nc._nuid.next().decode()
-        last = len(batch)
         try:
-            for n, item in enumerate(batch[:-1], start=1):
-                headers = {**item.headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(n)}
-                await self.publisher.nc.publish(item.subject, item.data, headers=headers)
+            fut = await self.publisher.publish_batch([(i.subject, i.data, i.headers) for i in batch])
         except Exception as e:  # noqa: BLE001 - translated right here
             return publish_error(e, batch[0].subject)
-        tail = batch[-1]
-        fut = await self.publisher.publish(
-            tail.subject, tail.data, {**tail.headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(last), BATCH_COMMIT: "1"},
-        )
-        [err] = await self._answers([fut], [tail.subject])
+        [err] = await self._answers([fut], [batch[-1].subject])
         if err is None:
             self.stats.batches += 1
-            self.stats.batched += last
+            self.stats.batched += len(batch)
         return err
 
     async def _answers(self, futs: list[asyncio.Future], subjects: list[str]) -> list[Exception | None]:

@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from corral.core.log import Logger
+from corral.core.names import BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE
 
 
 class AsyncPublisher:
@@ -93,6 +94,21 @@ class AsyncPublisher:
             self._futures.pop(token, None)
             fut.set_exception(e)
         return fut
+
+    async def publish_batch(self, items: list[tuple[str, bytes, dict[str, str]]]) -> asyncio.Future:
+        """Publish ``items`` (subject, data, headers) as one JetStream atomic batch: a future of the
+        commit's PubAck, which answers for the whole batch (stored whole, or refused whole).
+
+        Only the last message, the commit, asks for a reply (docs/nats-notes.md, "Atomic batch publish").
+
+        Raises:
+            nats.errors.Error, OSError: a member before the commit could not be sent.
+        """
+        batch_id = self.nc._nuid.next().decode()
+        for n, (subject, data, headers) in enumerate(items[:-1], start=1):
+            await self.nc.publish(subject, data, headers={**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(n)})
+        subject, data, headers = items[-1]
+        return await self.publish(subject, data, {**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(len(items)), BATCH_COMMIT: "1"})
 
     def _release(self, fut: asyncio.Future) -> None:
         self._slots.release()

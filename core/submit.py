@@ -42,7 +42,7 @@ from corral.core.messages import Job, encode
 from corral.core import unique
 from corral.core import tracing
 from corral.core.publisher import AsyncPublisher
-from corral.core.names import BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE, FAIR_STREAM, JOBS_STREAM, fair_subject, job_subject
+from corral.core.names import FAIR_STREAM, JOBS_STREAM, fair_subject, job_subject
 
 #: Jobs per atomic batch in :func:`submit_many`; the server allows 1,000. Fewer than
 #: :data:`MIN_BATCH` left at the end go one at a time.
@@ -204,12 +204,7 @@ class _Submission:
     async def _batch(self, items: list[_Item]) -> None:
         """One atomic batch, its answer awaited: only its last message asks for a reply, the
         acknowledgement of all. Refused or unanswered, its jobs go again one by one, in order."""
-        batch_id = self.publisher.nc._nuid.next().decode()
-        for n, (_, _, subject, data, headers) in enumerate(items[:-1], start=1):
-            await self.publisher.nc.publish(subject, data, headers={**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(n)})
-        _, _, subject, data, headers = items[-1]
-        fut = await self.publisher.publish(
-            subject, data, {**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(len(items)), BATCH_COMMIT: "1"})
+        fut = await self.publisher.publish_batch([(subject, data, headers) for _, _, subject, data, headers in items])
         await asyncio.wait([fut], timeout=self.ack_timeout)
         exc = (fut.exception() or None) if fut.done() and not fut.cancelled() else TimeoutError("no answer")
         if exc is None:
