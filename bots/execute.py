@@ -56,7 +56,7 @@ from corral.core.errors import CorralError, InvalidJobError
 from corral.core.handlers import Registry
 from corral.core.history import job_events, throttled_deliveries
 from corral.core.kinds import coverage
-from corral.core.limits import FREE, Limiter
+from corral.core.limits import Limiter
 from corral.core.log import Logger
 from corral.core.messages import EventType, Job, decode_job
 from corral.core.names import parse_job_subject
@@ -215,12 +215,8 @@ class Executor:
     async def _run_admitted(self, msg: Msg, job: Job, run: Run, admitted, log: Logger, isolated: bool,
                             on_ran: Callable[[], None] = _nothing) -> None:
         """Run an admitted attempt and record its outcome."""
-        redelivered = msg.metadata.num_delivered > 1
-        if admitted is FREE:  # nothing leased: no slot to renew (most jobs; the context manager cost a share)
-            slot, ran = None, await self.attempts.run(job, run.attempt, redelivered, log, isolated)
-        else:
-            async with admitted.held() as slot:
-                ran = await self.attempts.run(job, run.attempt, redelivered, log, isolated)
+        async with admitted.held() as slot:
+            ran = await self.attempts.run(job, run.attempt, msg.metadata.num_delivered > 1, log, isolated)
         if not isolated:  # a job running alone keeps the bot to itself until it is settled
             on_ran()
         if slot is not None and slot.lost:
