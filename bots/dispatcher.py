@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import time
 from collections import deque
 
@@ -36,7 +34,6 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from corral.core import fairness, leases
-from corral.core.connect import TRANSIENT
 from corral.core.errors import CorralError, MissingResourceError
 from corral.core.jsapi import api
 from corral.core.log import Logger
@@ -108,27 +105,16 @@ class Dispatcher:
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.publisher.run_expiry)
-            while True:
-                try:
-                    await self._hold_and_dispatch()
-                except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
-                    self.log.warning("dispatch.failed", error=str(e) or type(e).__name__)
-                await anyio.sleep(LEASE_TTL / 2)
+            await leases.in_turn(self.js, LOCKS_BUCKET, DISPATCH_KEY, self.owner, LEASE_TTL, self._term, self.log, "dispatch")
 
-    async def _hold_and_dispatch(self) -> None:
-        body = json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode()
-        seq = await leases.take(self.js, LOCKS_BUCKET, DISPATCH_KEY, body, LEASE_TTL)
-        if seq is None:
-            return
+    async def _term(self, lease: leases.Lease) -> None:
+        """Dispatch while this bot holds the lease."""
         # A new term reads every line from its start: the last term (here or on another bot) may have
         # left moved jobs unpurged, and moving them again is a duplicate the jobs stream drops.
         self.cursors, self.unpurged = {}, {}
-        self.log.info("dispatch.lease_taken", key=DISPATCH_KEY)
-        async with leases.keep(self.js, LOCKS_BUCKET, DISPATCH_KEY, body, seq, LEASE_TTL) as lease:
-            while not lease.lost:
-                if not await self.tick():
-                    await anyio.sleep(IDLE)
-        self.log.info("dispatch.lease_lost", key=DISPATCH_KEY)
+        while not lease.lost:
+            if not await self.tick():
+                await anyio.sleep(IDLE)
 
     async def tick(self) -> int:
         """Move what the windows have room for, in turn over the keys; returns how many moved."""

@@ -15,8 +15,6 @@ every such sequence it hears of and never purges up to it while it is still in t
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 
 import anyio
@@ -53,29 +51,18 @@ class Purger:
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._listen)
-            while True:
-                try:
-                    await self._hold_and_purge()
-                except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
-                    self.log.warning("purge.failed", error=str(e) or type(e).__name__)
-                await anyio.sleep(LEASE_TTL / 2)
+            await leases.in_turn(self.js, LOCKS_BUCKET, PURGE_KEY, self.owner, LEASE_TTL, self._term, self.log, "purge")
 
-    async def _hold_and_purge(self) -> None:
-        body = json.dumps({"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode()
-        seq = await leases.take(self.js, LOCKS_BUCKET, PURGE_KEY, body, LEASE_TTL)
-        if seq is None:
-            return
+    async def _term(self, lease: leases.Lease) -> None:
+        """Purge every tick while this bot holds the lease."""
         self.previous, self.sent = {}, {}  # a new term starts from fresh floors
-        self.log.info("purge.lease_taken", key=PURGE_KEY)
-        async with leases.keep(self.js, LOCKS_BUCKET, PURGE_KEY, body, seq, LEASE_TTL) as lease:
-            last_summary, summarised = time.monotonic(), self.purged
-            while not lease.lost:
-                await self.tick()
-                if time.monotonic() - last_summary >= SUMMARY_EVERY:
-                    self.log.info("purge.summary", purged=self.purged - summarised, seconds=round(time.monotonic() - last_summary))
-                    last_summary, summarised = time.monotonic(), self.purged
-                await anyio.sleep(self.interval)
-        self.log.info("purge.lease_lost", key=PURGE_KEY)
+        last_summary, summarised = time.monotonic(), self.purged
+        while not lease.lost:
+            await self.tick()
+            if time.monotonic() - last_summary >= SUMMARY_EVERY:
+                self.log.info("purge.summary", purged=self.purged - summarised, seconds=round(time.monotonic() - last_summary))
+                last_summary, summarised = time.monotonic(), self.purged
+            await anyio.sleep(self.interval)
 
     async def tick(self) -> int:
         """Purge below last tick's keep points (held back for exhausted jobs); read new ones."""

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
+import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -32,8 +34,9 @@ from nats.js.api import RawStreamMsg
 from nats.js.kv import KeyValue
 
 from corral.core.connect import TRANSIENT
-from corral.core.errors import ErrorCode
+from corral.core.errors import CorralError, ErrorCode
 from corral.core.history import seq_of
+from corral.core.log import Logger
 from corral.core.names import kv_stream, kv_subject
 
 #: Headers that turn a write into a delete (watchers see a ``DEL``).
@@ -172,6 +175,28 @@ class Lease:
     key: str
     seq: int
     lost: bool = False
+
+
+async def in_turn(js: JetStreamContext, bucket: str, key: str, owner: str, ttl: float,
+                  term: Callable[[Lease], Awaitable[None]], log: Logger, what: str) -> None:
+    """Forever, one holder at a time across processes: take ``key``, run ``term(lease)`` while it is
+    held (``term`` ends when ``lease.lost``), and try again every ttl/2 seconds.
+
+    The key's value names the holder (owner, host, pid, since). Failures of a term are logged as
+    ``<what>.failed`` and the next term starts after the wait; cancellation ends the loop.
+    """
+    while True:
+        body = json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}).encode()
+        try:
+            seq = await take(js, bucket, key, body, ttl)
+            if seq is not None:
+                log.info(f"{what}.lease_taken", key=key)
+                async with keep(js, bucket, key, body, seq, ttl) as lease:
+                    await term(lease)
+                log.info(f"{what}.lease_lost", key=key)
+        except (CorralError, nats.js.errors.APIError, *TRANSIENT) as e:
+            log.warning(f"{what}.failed", error=str(e) or type(e).__name__)
+        await anyio.sleep(ttl / 2)
 
 
 @contextlib.asynccontextmanager
