@@ -12,10 +12,10 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 
+from corral.bots.commit import CommitStats
 from corral.core import tracing
 from corral.core.log import Logger
 from corral.core.messages import Event, EventType, Job, encode
@@ -83,11 +83,11 @@ class Trail:
 
 
 async def log_summary(counters: Counters, log: Logger, running: Callable[[], int], interval: float,
-                      commits: Callable[[], Any] | None = None) -> None:
+                      commits: Callable[[], CommitStats] | None = None) -> None:
     """One info line per ``interval`` in which jobs ended: the counts since the last line, and the rate.
 
     It stands in for a line per job, which at thousands of jobs a second cost more than the job.
-    ``commits``: the committer's counters (bots/commit.py CommitStats); the line then says how the
+    ``commits``: the committer's counters; the line then says how the
     results since the last line were committed (``batches``, ``batched``, ``singles``).
     """
     last = (0, 0, 0, 0)
