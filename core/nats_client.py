@@ -19,26 +19,149 @@ character at a time, through a generator: a few dozen generator steps per job me
 (every job carries ``Nats-Msg-Id`` and ``Nats-Expected-Stream``). The same rule is one
 ``str.split`` here (``str.split`` and ``str.isspace`` agree on what whitespace is).
 
-Both overrides are nats-py's own methods (``Client._flusher`` and
+**Delivery metadata.** nats-py parses a JetStream delivery's ack subject into frozen
+dataclasses and a ``datetime`` the first time ``msg.metadata`` is read: every job's
+delivery is read once, for its delivery count and stream sequence, and that parse cost
+more than decoding the job. :class:`CorralMsg` answers the same attributes from the same
+tokens into a plain object, and builds the ``datetime`` only if ``timestamp`` is read.
+
+**Inline callbacks.** nats-py hands each subscription's messages to a task of its own
+through a queue: one more task switch per message before its callback runs. A bot's
+job deliveries and its publish acknowledgements need no task: their handlers only
+append to a buffer or resolve a future. :meth:`CorralClient.subscribe_inline` runs
+such a plain function in the read loop, as the message is parsed, and the client's
+request replies (nats-py's own ``request`` inbox) are resolved the same way.
+:func:`subscribe_inline` falls back to an ordinary callback subscription on any other
+client, so code given a stock nats-py client works the same, one switch slower.
+
+The method overrides are nats-py's own methods (``Client._flusher`` and
 ``Client._parse_header_lines`` in nats-py 2.16) with only that change; everything else
 about the client is unchanged. If a later nats-py renames them, the overrides are simply
 never called and the client behaves as stock nats-py (tests/functional/test_nats_client.py
-checks that they still override something).
+checks that they still override something, and that the metadata matches nats-py's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+from typing import NamedTuple
+
+from collections.abc import Callable
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NotJSMessageError
+
+#: A function run in the read loop for each message of an inline subscription: it must not block.
+Inline = Callable[[Msg], None]
 
 #: Extra turns of the event loop the flusher waits before a write.
 COALESCE_TURNS = 1
 
 
+class SequencePair(NamedTuple):
+    """As nats-py's ``Msg.Metadata.SequencePair``."""
+
+    consumer: int
+    stream: int
+
+
+class Metadata:
+    """nats-py's ``Msg.Metadata`` attributes, read from the ack subject's tokens; the timestamp on demand.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>`` (9 tokens), or with
+    ``<domain>.<account hash>`` after ``ACK`` and a random token at the end (12, or 11 without it).
+    """
+
+    __slots__ = ("_ns", "_timestamp", "consumer", "domain", "num_delivered", "num_pending", "sequence", "stream")
+
+    def __init__(self, reply: str | None) -> None:
+        tokens = reply.split(".") if reply else []
+        n = len(tokens)
+        if not (n == 9 or n >= 11) or tokens[0] != "$JS" or tokens[1] != "ACK":
+            raise NotJSMessageError
+        if n == 9:
+            self.domain = None
+            stream, consumer, delivered, sseq, cseq, ns, pending = tokens[2:9]
+        else:
+            domain = tokens[2]
+            self.domain = "" if domain == "_" else domain
+            stream, consumer, delivered, sseq, cseq, ns, pending = tokens[4:11]
+        self.stream, self.consumer = stream, consumer
+        self.sequence = SequencePair(consumer=int(cseq), stream=int(sseq))
+        self.num_delivered = int(delivered)
+        self.num_pending = int(pending)
+        self._ns = int(ns)
+        self._timestamp: datetime.datetime | None = None
+
+    @property
+    def timestamp(self) -> datetime.datetime:
+        if self._timestamp is None:
+            self._timestamp = datetime.datetime.fromtimestamp(self._ns / 1_000_000_000.0, datetime.UTC)
+        return self._timestamp
+
+
+class CorralMsg(Msg):
+    """nats-py's message, whose ``metadata`` is the cheaper :class:`Metadata`."""
+
+    @property
+    def metadata(self) -> Metadata:  # type: ignore[override]
+        metadata = self._metadata
+        if metadata is None:
+            metadata = self._metadata = Metadata(self.reply)  # type: ignore[assignment]
+        return metadata  # type: ignore[return-value]
+
+
 class CorralClient(Client):
-    """nats-py's client: its flusher lets one more loop turn's commands join each write, and
-    header names are checked for whitespace in one call."""
+    """nats-py's client: its flusher lets one more loop turn's commands join each write, header
+    names are checked for whitespace in one call, and delivery metadata is read cheaply."""
+
+    msg_class = CorralMsg
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inline: dict[int, Inline] = {}  #: sid -> the function its messages are handed to
+
+    async def subscribe_inline(self, subject: str, handler: Inline) -> Subscription:
+        """Subscribe with a plain function called in the read loop for each message (no task, no queue).
+
+        ``handler`` must return quickly and not raise; an exception goes to the error callback.
+        """
+        sub = await self.subscribe(subject)  # no callback: nats-py starts no task for it
+        self._inline[sub._id] = handler
+        return sub
+
+    async def _init_request_sub(self) -> None:
+        await super()._init_request_sub()
+        for sid, sub in self._subs.items():  # the request inbox: its task is left with nothing to do
+            if sub._cb == self._request_sub_callback:
+                self._inline[sid] = self._resolve_request
+
+    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
+        super()._remove_sub(sid, max_msgs)
+        self._inline.pop(sid, None)
+
+    def _resolve_request(self, msg: Msg) -> None:
+        """nats-py's ``_request_sub_callback``, run inline."""
+        future = self._resp_map.get(msg.subject[len(self._inbox_prefix) + 22 + 2:])
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
+        handler = self._inline.get(sid)
+        sub = self._subs.get(sid) if handler is not None else None
+        if handler is None or sub is None:
+            return await super()._process_msg(sid, subject, reply, data, headers)
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        sub._received += 1
+        msg = self._build_message(sid, subject, reply, data, await self._process_headers(headers))
+        try:
+            handler(msg)
+        except Exception as e:  # noqa: BLE001 - a handler's bug must not stop the read loop
+            await self._error_cb(e)
 
     @staticmethod
     def _parse_header_lines(raw: bytes) -> dict[str, str]:
@@ -84,6 +207,17 @@ class CorralClient(Client):
             finally:
                 if not future.done():
                     future.set_result(None)
+
+
+async def subscribe_inline(nc: Client, subject: str, handler: Inline) -> Subscription:
+    """:meth:`CorralClient.subscribe_inline` on corral's client; an ordinary callback subscription on another."""
+    if isinstance(nc, CorralClient):
+        return await nc.subscribe_inline(subject, handler)
+
+    async def cb(msg: Msg) -> None:
+        handler(msg)
+
+    return await nc.subscribe(subject, cb=cb)
 
 
 async def open_client(**options) -> Client:

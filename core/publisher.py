@@ -4,18 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+import msgspec
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from corral.core.log import Logger
 from corral.core.names import BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE
+from corral.core.nats_client import subscribe_inline
+
+
+class _Reply(msgspec.Struct):
+    """A publish's reply: a PubAck's fields, or ``error``. Decoded with msgspec, several times
+    cheaper than ``json.loads`` and ``PubAck.from_response`` on every result."""
+
+    stream: str = ""
+    seq: int = 0
+    domain: str | None = None
+    duplicate: bool | None = None
+    batch: str | None = None
+    count: int | None = None
+    val: str | None = None
+    error: dict[str, Any] | None = None
+
+
+_decode_reply = msgspec.json.Decoder(_Reply).decode
 
 
 class AsyncPublisher:
@@ -47,15 +66,16 @@ class AsyncPublisher:
         self._futures: dict[str, asyncio.Future] = {}
         self._slots = asyncio.Semaphore(max_pending)
         self._prefix: str | None = None
+        self._tokens = itertools.count(1)  #: reply tokens: unique within the inbox, which is this publisher's
         self.lost = 0
 
     async def _ensure_inbox(self) -> str:
         if self._prefix is None:
             self._prefix = f"{self.nc.new_inbox()}."
-            await self.nc.subscribe(self._prefix + "*", cb=self._on_reply)
+            await subscribe_inline(self.nc, self._prefix + "*", self._on_reply)  # run in the read loop
         return self._prefix
 
-    async def _on_reply(self, msg) -> None:
+    def _on_reply(self, msg) -> None:
         assert self._prefix is not None, "subscribed only once the prefix is set"
         fut = self._futures.pop(msg.subject[len(self._prefix):], None)
         if fut is None or fut.done():
@@ -64,26 +84,25 @@ class AsyncPublisher:
             fut.set_exception(nats.js.errors.NoStreamResponseError())
             return
         try:
-            resp = json.loads(msg.data)
-        except ValueError as e:
-            fut.set_exception(e)
+            resp = _decode_reply(msg.data)
+        except msgspec.DecodeError as e:
+            fut.set_exception(ValueError(f"unreadable publish reply: {e}"))
             return
-        if "error" in resp:
+        if resp.error is not None:
             try:
-                nats.js.errors.APIError.from_error(resp["error"])  # raises the matching subclass
+                nats.js.errors.APIError.from_error(resp.error)  # raises the matching subclass
             except nats.js.errors.APIError as err:
                 fut.set_exception(err)
             return
         # Built directly: PubAck.from_response walks the dataclass's fields on every call, a share
         # of a bot's CPU per result.
-        fut.set_result(PubAck(stream=resp.get("stream", ""), seq=resp.get("seq", 0), domain=resp.get("domain"),
-                              duplicate=resp.get("duplicate"), batch_id=resp.get("batch"), batch_size=resp.get("count"),
-                              val=resp.get("val")))
+        fut.set_result(PubAck(stream=resp.stream, seq=resp.seq, domain=resp.domain, duplicate=resp.duplicate,
+                              batch_id=resp.batch, batch_size=resp.count, val=resp.val))
 
     async def publish(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> asyncio.Future:
         prefix = await self._ensure_inbox()
         await self._slots.acquire()
-        token = self.nc._nuid.next().decode()
+        token = str(next(self._tokens))
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         fut.add_done_callback(self._release)
         self._futures[token] = fut

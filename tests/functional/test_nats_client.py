@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NotJSMessageError
 
-from corral.core.nats_client import CorralClient, open_client
+from corral.core.nats_client import CorralClient, CorralMsg, open_client, subscribe_inline
 from tests.conftest import eventually
 
 HEADER_BLOCKS = [
@@ -21,8 +26,10 @@ HEADER_BLOCKS = [
 def test_the_overrides_replace_methods_nats_py_still_has():
     """Given nats-py as installed, each method corral's client overrides exists on nats-py's client,
     so a rename upstream cannot silently leave the override dead."""
-    for name in ("_flusher", "_parse_header_lines"):
-        assert name in vars(CorralClient) and callable(getattr(Client, name, None)), name
+    for name in ("_flusher", "_parse_header_lines", "_process_msg", "_init_request_sub", "_remove_sub", "_request_sub_callback"):
+        assert callable(getattr(Client, name, None)), name
+        assert name in vars(CorralClient) or name == "_request_sub_callback", name
+    assert "metadata" in vars(CorralMsg) and isinstance(vars(Msg)["metadata"], property)
 
 
 @pytest.mark.parametrize("raw", HEADER_BLOCKS)
@@ -58,5 +65,86 @@ async def test_a_burst_of_publishes_and_requests_round_trips_through_the_coalesc
         await sub.unsubscribe()
         await nc.subscribe("t.echo", cb=echo)
         assert (await nc.request("t.echo", b"ping", timeout=5)).data == b"ping"
+    finally:
+        await nc.close()
+
+
+ACK_SUBJECTS = [
+    "$JS.ACK.CORRAL_JOBS.work-default-normal.1.12345.678.1764610000123456789.42",  # 9 tokens
+    "$JS.ACK._.HASH.CORRAL_JOBS.work-default-normal.3.12345.678.1764610000123456789.0.r4nd",  # no domain
+    "$JS.ACK.hub.HASH.CORRAL_JOBS.work-default-high.2.9.8.1764610000000000000.7",  # a domain, no random token
+]
+
+
+@pytest.mark.parametrize("reply", ACK_SUBJECTS)
+def test_delivery_metadata_reads_as_nats_py_reads_it(reply: str):
+    """Given a JetStream ack subject, corral's metadata answers what nats-py's answers, attribute by attribute."""
+    ours, theirs = CorralMsg(None, reply=reply).metadata, Msg(None, reply=reply).metadata  # type: ignore[arg-type]
+    for name in ("num_pending", "num_delivered", "stream", "consumer", "domain", "timestamp"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert (ours.sequence.stream, ours.sequence.consumer) == (theirs.sequence.stream, theirs.sequence.consumer)
+
+
+@pytest.mark.parametrize("reply", ["", "not.a.js.subject", "$JS.ACK.too.short"])
+def test_a_subject_that_is_no_ack_subject_is_refused_as_nats_py_refuses_it(reply: str):
+    with pytest.raises(NotJSMessageError):
+        CorralMsg(None, reply=reply).metadata  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_inline_handlers_run_in_the_read_loop_in_order_until_unsubscribed(nats_server):
+    """Given an inline subscription, messages reach the handler in order, inside the client's read
+    loop task; a request's reply is resolved there too; after unsubscribing nothing more arrives."""
+    nc = await open_client(servers=[nats_server.url])
+    try:
+        got: list[bytes] = []
+        tasks: set[object] = set()
+
+        def keep(msg) -> None:
+            got.append(msg.data)
+            tasks.add(asyncio.current_task())
+
+        sub = await subscribe_inline(nc, "t.inline.*", keep)
+        for i in range(200):
+            await nc.publish(f"t.inline.{i % 3}", str(i).encode())
+
+        async def all_arrived() -> bool:
+            return len(got) >= 200
+
+        await eventually(all_arrived, timeout=10, what="200 inline messages")
+        assert got == [str(i).encode() for i in range(200)]
+        assert tasks == {nc._reading_task}
+
+        async def echo(msg) -> None:
+            await msg.respond(msg.data + b"!")
+
+        await nc.subscribe("t.echo", cb=echo)
+        assert (await nc.request("t.echo", b"ping", timeout=5)).data == b"ping!"
+        assert nc._resolve_request in nc._inline.values()
+
+        await sub.unsubscribe()
+        assert sub._id not in nc._inline
+        await nc.publish("t.inline.0", b"late")
+        assert (await nc.request("t.echo", b"after", timeout=5)).data == b"after!"  # the late one had its chance
+        assert got[-1] == b"199"
+    finally:
+        await nc.close()
+
+
+@pytest.mark.anyio
+async def test_an_inline_subscription_on_a_stock_client_is_an_ordinary_one(nats_server):
+    """Given nats-py's own client, subscribe_inline still delivers every message to the handler."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        got: list[bytes] = []
+        await subscribe_inline(nc, "t.stock", lambda msg: got.append(msg.data))
+        for i in range(20):
+            await nc.publish("t.stock", str(i).encode())
+
+        async def all_arrived() -> bool:
+            return len(got) >= 20
+
+        await eventually(all_arrived, timeout=10, what="20 messages")
+        assert got == [str(i).encode() for i in range(20)]
     finally:
         await nc.close()
