@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 import anyio.lowlevel
@@ -70,15 +70,25 @@ EWMA_WEIGHT = 0.2
 WARMUP = 3
 
 
-@dataclass(eq=False)
 class _Result:
-    subject: str
-    data: bytes
-    headers: dict[str, str]
-    wake: anyio.Event = field(default_factory=anyio.Event)
-    error: Exception | None = None
-    finished: bool = False
-    lead: bool = False  #: handed the next round while waiting
+    """One result waiting for its round; ``wake`` resolves when it is settled or handed the lead.
+
+    A plain future rather than an anyio Event: one is made per result, and the Event costs several
+    times more to make (it looks up the running backend each time).
+    """
+
+    __slots__ = ("data", "error", "finished", "headers", "lead", "subject", "wake")
+
+    def __init__(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        self.subject, self.data, self.headers = subject, data, headers
+        self.wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.error: Exception | None = None
+        self.finished = False
+        self.lead = False  #: handed the next round while waiting
+
+    def set(self) -> None:
+        if not self.wake.done():
+            self.wake.set_result(None)
 
 
 @dataclass
@@ -161,8 +171,6 @@ class Committer:
             await self._wait(item)
             if item.finished:
                 return item.error
-            # Handed the lead: let the callers the last round just woke queue their next results first.
-            await anyio.lowlevel.checkpoint()
         self._leading = True
         try:
             batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
@@ -183,9 +191,15 @@ class Committer:
         return (await self._answers([fut], [subject]))[0]
 
     async def _wait(self, item: _Result) -> None:
-        """Wait until ``item`` is settled or handed the lead; a cancelled waiter leaves no gap."""
+        """Wait until ``item`` is settled or handed the lead; a cancelled waiter leaves no gap.
+
+        A waiter cancelled after it was handed the lead hands it on, or nobody would lead again.
+        """
         try:
-            await item.wake.wait()
+            await item.wake
+            if not item.finished:
+                # Handed the lead: let the callers the last round just woke queue their next results first.
+                await anyio.lowlevel.checkpoint()
         except BaseException:
             if item in self._queue:
                 self._queue.remove(item)  # not taken by a round: it was never sent
@@ -198,7 +212,7 @@ class Committer:
         if self._queue:
             nxt = self._queue[0]
             nxt.lead = True
-            nxt.wake.set()
+            nxt.set()
         else:
             self._leading = False
 
@@ -206,7 +220,7 @@ class Committer:
     def _settle(batch: list[_Result], errors: list[Exception | None]) -> None:
         for item, err in zip(batch, errors, strict=True):
             item.error, item.finished = err, True
-            item.wake.set()
+            item.set()
 
     async def _chosen_round(self, batch: list[_Result]) -> None:
         """A round big enough to batch, committed the way the chooser picks, and timed for it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import anyio
+import anyio.lowlevel
 import nats
 import pytest
 
@@ -238,3 +239,32 @@ async def test_a_result_reads_back_with_the_bot_its_subject_names_whatever_its_b
     """Given a result written under b1 whose body names another bot, when read back, then its bot is b1."""
     await js.publish(result_subject("liar", "b1"), _result("liar", "someone-else"), headers=result_fence("liar"))
     assert (await job_result(js, "liar")).bot == "b1"
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_the_lead_hands_it_on(js):
+    """Given results queued behind a commit in flight, when the first waiter is cancelled just as the
+    round ends and hands it the lead, then the next waiter leads instead and its result is stored."""
+    committer = Committer(AsyncPublisher(js, get_logger("test")), min_batch=2, adaptive=False)
+    outcomes: dict[str, Exception | None] = {}
+    scope_b = anyio.CancelScope()
+
+    async def commit(job_id: str) -> None:
+        outcomes[job_id] = await committer.commit(result_subject(job_id, "b1"), _result(job_id), result_fence(job_id))
+
+    async def lead_then_cancel_b() -> None:
+        await commit("lead-a")  # returns once its round is answered and B has been handed the lead
+        scope_b.cancel()
+
+    async def b() -> None:
+        with scope_b:
+            await commit("lead-b")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lead_then_cancel_b)
+            await anyio.lowlevel.checkpoint()  # A leads and is in flight before B and C queue
+            tg.start_soon(b)
+            tg.start_soon(commit, "lead-c")
+    assert outcomes["lead-a"] is None and outcomes["lead-c"] is None and "lead-b" not in outcomes
+    assert (await job_result(js, "lead-c")).value == "lead-c"
+    assert not committer._queue and not committer._leading
