@@ -16,6 +16,7 @@ A second signal skips the wait in step 2.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -26,13 +27,13 @@ from typing import Any
 import anyio
 import nats.errors
 import nats.js.errors
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from nats.aio.msg import Msg
 
 from corral.bots.usage import Usage
 from corral.bots.config import BotConfig
 from corral.bots.execute import Executor
 from corral.bots.feeds import Feed, Feeds
+from corral.bots.handoff import Handoff
 from corral.bots.inflight import InFlightJobs
 from corral.bots.liveness import Liveness, NameLostError
 from corral.bots.metrics import BotMetrics
@@ -240,29 +241,29 @@ class Bot:
         Workers instead of a task per job: creating a task cost more than a no-op job's own
         Python work. The slots bound what is claimed, so a claimed job always finds a free worker.
         """
-        send, receive = anyio.create_memory_object_stream[tuple[str, Msg, Any]](max_buffer_size=self._slots.workers)
+        handoff: Handoff[tuple[str, Msg, Any]] = Handoff()
         async with anyio.create_task_group() as jobs:
             self._jobs_scope = jobs.cancel_scope
             for _ in range(self._slots.workers):  # bots/slots.py: a job waiting for its commit keeps its worker
-                jobs.start_soon(self._job_worker, receive.clone())
-            receive.close()
-            with send:
-                await self._pull_loop(send)
-            # The stream is closed: each worker finishes what it holds and what is queued, then ends.
+                jobs.start_soon(self._job_worker, handoff)
+            try:
+                await self._pull_loop(handoff)
+            finally:
+                handoff.close()
+            # The hand-off is closed: each worker finishes what it holds and what is queued, then ends.
             if self._force:
                 jobs.cancel_scope.cancel()
             else:
                 jobs.cancel_scope.deadline = anyio.current_time() + self.config.drain_timeout
 
-    async def _job_worker(self, receive: MemoryObjectReceiveStream[tuple[str, Msg, Any]]) -> None:
-        async with receive:
-            async for key, msg, job in receive:
-                await self._run_job(key, msg, job)
+    async def _job_worker(self, handoff: Handoff[tuple[str, Msg, Any]]) -> None:
+        while (claimed := await handoff.get()) is not None:
+            await self._run_job(*claimed)
 
     def _on_arrival(self) -> None:
         self.feeds.arrived()
 
-    async def _pull_loop(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]]) -> None:
+    async def _pull_loop(self, jobs: Handoff[tuple[str, Msg, Any]]) -> None:
         """Claim jobs for free slots, highest priority first (bots/feeds.py has the rules)."""
         while not self._stopping:
             await self._breaker()
@@ -274,15 +275,16 @@ class Bot:
             try:
                 await self._claim(jobs, free, started)
                 if not started[0] and not self._stopping:
-                    await self.feeds.wait(FETCH_TIMEOUT)
-                    await self._claim(jobs, free, started)
+                    # A job arriving meanwhile starts as it is read (bots/feeds.py).
+                    await self.feeds.wait(FETCH_TIMEOUT, functools.partial(self._start_direct, jobs, started=started), free)
+                    await self._claim(jobs, free - started[0], started)
             except TRANSIENT as e:
                 self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
                 if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self._stopping:
                     self.sm.to(BotState.ERROR)
             self._slots.give_back(free - started[0])
 
-    async def _claim(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]], free: int, started: list[int]) -> None:
+    async def _claim(self, jobs: Handoff[tuple[str, Msg, Any]], free: int, started: list[int]) -> None:
         """Claim up to ``free`` jobs and start each as it comes (counted in ``started[0]``), unless
         stopping or reserved by a suspect."""
         if self._stopping or self.inflight.reserved is not None:
@@ -295,7 +297,17 @@ class Bot:
         with self.inflight.claiming():
             await self.feeds.claim(free, start)
 
-    def _start_job(self, jobs: MemoryObjectSendStream[tuple[str, Msg, Any]], msg: Msg) -> bool:
+    def _start_direct(self, jobs: Handoff[tuple[str, Msg, Any]], msg: Msg, *, started: list[int]) -> bool:
+        """A job that arrived while the pull loop waits, started where it was read (bots/feeds.py);
+        False if it must wait in its buffer: the bot is stopping, or a suspect reserved it."""
+        if self._stopping or self.inflight.reserved is not None:
+            return False
+        with self.inflight.claiming():
+            if self._start_job(jobs, msg):  # a second copy of a running delivery is dropped, as in a claim
+                started[0] += 1
+        return True
+
+    def _start_job(self, jobs: Handoff[tuple[str, Msg, Any]], msg: Msg) -> bool:
         """Register the delivery (synchronously: see bots/inflight.py) and hand it to a worker; False
         for a second copy of a delivery that is already running (it is dropped: the first one settles it)."""
         # Decoded once here; the executor takes the same answer.
@@ -310,7 +322,7 @@ class Bot:
             return False
         if len(self.inflight) == 1 and self.sm.state == BotState.READY:
             self.sm.to(BotState.PROCESSING)
-        jobs.send_nowait((key, msg, job))
+        jobs.put((key, msg, job))
         return True
 
     async def _run_job(self, key: str, msg: Msg, job) -> None:

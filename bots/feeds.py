@@ -28,7 +28,10 @@ what arrives in a small local buffer per consumer:
   long-poll (``batch`` 1, ``expires``) per consumer is left open and the bot
   sleeps until any of them delivers. So idle bots cost one request per
   consumer per ``FETCH_TIMEOUT``, and a job of any priority starts within a
-  round trip of being stored. A long-poll that ends empty (the server's
+  round trip of being stored. A job a long-poll brings while the bot waits is
+  started right where it is read (the client's read loop runs the feed's
+  handler, core/nats_client.py), not by the waiter after it wakes: that is a
+  task switch less between the server's delivery and the handler. A long-poll that ends empty (the server's
   ``408`` at its expiry) wakes the waiter, which opens the next one at once:
   a bot deaf until its own timer fired again left a burst to the other bots.
 
@@ -55,6 +58,7 @@ from nats.aio.subscription import Subscription
 
 from corral.core.log import Logger
 from corral.core.names import api_subject, consumer_op
+from corral.core.nats_client import subscribe_inline
 
 #: Seconds a no_wait request may take to answer before it is given up on (a lost request).
 ANSWER_TIMEOUT = 2.0
@@ -100,14 +104,14 @@ class Feed:
         self._refusals_logged: dict[str, float] = {}
 
     async def start(self) -> None:
-        self._sub = await self.nc.subscribe(f"{self._prefix}.*", cb=self._on_msg)
+        self._sub = await subscribe_inline(self.nc, f"{self._prefix}.*", self._on_msg)  # run in the read loop
 
     async def stop(self) -> None:
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_msg(self, msg: Msg) -> None:
         self.answered = time.monotonic()
         headers = msg.headers or {}
         status = headers.get("Status")
@@ -194,8 +198,20 @@ class Feeds:
         self.fair_every = fair_every
         self._starts = 0
         self._arrival = anyio.Event()
+        self._direct: Callable[[Msg], bool] | None = None  #: while waiting: starts an arriving job
+        self._room = 0  #: jobs the waiter may still start that way
 
     def arrived(self) -> None:
+        """A feed buffered a job (or its long-poll ended): start it now if the bot waits, and wake the waiter."""
+        if self._direct is not None:
+            for feed in self.feeds:  # all were empty when the wait began: whatever came is the best there is
+                while feed.buffer and self._room > 0:
+                    msg = feed.buffer[0].msg
+                    if not self._direct(msg):
+                        break  # not startable now (stopping, or a suspect reserved the bot): left buffered
+                    feed.buffer.popleft()
+                    self._room -= 1
+                    self._starts += 1
         self._arrival.set()
 
     def _order(self) -> tuple[list[Feed], bool]:
@@ -233,14 +249,23 @@ class Feeds:
                 break
         return taken
 
-    async def wait(self, timeout: float) -> None:
-        """Sleep until a long-poll brings a job, or ``timeout``; a long-poll that ends empty is reopened."""
-        with anyio.move_on_after(timeout):
-            while not any(f.buffer for f in self.feeds):
-                self._arrival = anyio.Event()
-                for feed in self.feeds:
-                    await feed.ensure_long_poll(timeout)
-                await self._arrival.wait()
+    async def wait(self, timeout: float, start: Callable[[Msg], bool] | None = None, room: int = 0) -> int:
+        """Sleep until a long-poll brings a job, or ``timeout``; a long-poll that ends empty is reopened.
+
+        ``start``: called with each job that arrives meanwhile, up to ``room`` of them, as it is read;
+        it answers False to leave the job buffered. Returns how many it started.
+        """
+        self._direct, self._room = (start, room) if start is not None and room > 0 else (None, 0)
+        try:
+            with anyio.move_on_after(timeout):
+                while not any(f.buffer for f in self.feeds) and self._room == room:
+                    self._arrival = anyio.Event()
+                    for feed in self.feeds:
+                        await feed.ensure_long_poll(timeout)
+                    await self._arrival.wait()
+            return room - self._room if self._direct is not None else 0
+        finally:
+            self._direct, self._room = None, 0
 
     def buffered(self) -> list[Buffered]:
         return [b for f in self.feeds for b in f.buffer]
