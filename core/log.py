@@ -43,7 +43,11 @@ class Logger:
         self._sinks: list[Sink] = [] if _sinks is None else _sinks
 
     def bind(self, **fields: Any) -> Logger:
-        return Logger(self.name, fmt=self.fmt, stream=self.stream, debugging=self.debugging, _sinks=self._sinks, **{**self.bound, **fields})
+        # Copied attribute by attribute, not through __init__: a bot binds a logger for every job.
+        child = object.__new__(type(self))
+        child.__dict__.update(self.__dict__)
+        child.bound = {**self.bound, **fields}
+        return child
 
     def add_sink(self, sink: Sink) -> None:
         """Also hand every info-and-above record (a dict) to ``sink``; it must not block (it runs inline)."""
