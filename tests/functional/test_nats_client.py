@@ -88,7 +88,7 @@ def test_delivery_metadata_reads_as_nats_py_reads_it(reply: str):
 @pytest.mark.parametrize("reply", ["", "not.a.js.subject", "$JS.ACK.too.short"])
 def test_a_subject_that_is_no_ack_subject_is_refused_as_nats_py_refuses_it(reply: str):
     with pytest.raises(NotJSMessageError):
-        CorralMsg(None, reply=reply).metadata  # type: ignore[arg-type]
+        _ = CorralMsg(None, reply=reply).metadata  # type: ignore[arg-type]
 
 
 @pytest.mark.anyio
