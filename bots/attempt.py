@@ -13,10 +13,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -28,6 +26,7 @@ from nats.js import JetStreamContext
 from corral.bots.config import BotConfig
 from corral.bots import singleton as singletons
 from corral.bots.batching import Batches
+from corral.bots.deadlines import Deadlines
 from corral.bots.isolation import run_isolated
 from corral.bots.trail import Trail
 from corral.core import fairness, tracing
@@ -40,9 +39,11 @@ from corral.core.messages import EventType, Job, JobResult, encode
 from corral.core.singleton import Busy
 
 
-@dataclass(frozen=True)
-class Ran:
-    """What one handler run came to: cancelled, failed with ``error``, or ``value`` encoded as ``data``."""
+class Ran(NamedTuple):
+    """What one handler run came to: cancelled, failed with ``error``, or ``value`` encoded as ``data``.
+
+    A named tuple: one is made per job, and a frozen dataclass costs several times more to make.
+    """
 
     started: float  #: Unix seconds
     cancelled: bool
@@ -72,6 +73,7 @@ class Attempts:
         self.progress: dict[str, tuple[float, str | None, bool]] = {}
         self.batches = Batches(registry.batches, registry.handlers)
         self._async: dict[Any, bool] = {}  #: handler -> is it a coroutine function
+        self.deadlines = Deadlines()
 
     async def admit(self, msg: Msg, job: Job, attempt: int, throttles: int, log: Logger) -> Admitted | singletons.Both | Busy | None:
         """Admit the job against its singleton key and its kind's limits, or throttle it and return None.
@@ -135,12 +137,11 @@ class Attempts:
         log.debug("job.started")
         started = time.time()
         error: str | None = None  # stays None when the scope is cancelled mid-handler
-        # One scope is both the cancel handle and the handler's deadline. The deadline is a plain
-        # loop timer that cancels the scope: a scope's own deadline (or a second scope, fail_after)
-        # cost several times more, a measurable share of a no-op job's CPU.
-        loop = asyncio.get_running_loop()
+        # One scope is both the cancel handle and the handler's deadline. The deadline is a shared
+        # loop timer that cancels the scope (bots/deadlines.py): a scope's own deadline, a second
+        # scope (fail_after), or even a timer per job cost a measurable share of a no-op job's CPU.
         with anyio.CancelScope() as scope:
-            timer = loop.call_at(loop.time() + job.timeout, scope.cancel)
+            due = self.deadlines.add(scope, job.timeout)
             self.running[job.id] = scope
             try:
                 value = await self._handler(job, attempt, alone=isolated)
@@ -158,7 +159,7 @@ class Attempts:
             else:
                 error = None
             finally:
-                timer.cancel()
+                self.deadlines.discard(due, scope)
                 self.running.pop(job.id, None)
         if scope.cancelled_caught:
             if job.id in self.cancelled:  # only cancel() cancels this scope; otherwise the deadline passed

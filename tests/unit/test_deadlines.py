@@ -1,0 +1,46 @@
+"""Shared handler deadlines (bots/deadlines.py): never early, at most a grain late, one timer per grain."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from corral.bots.deadlines import Deadlines
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_deadline_cancels_no_earlier_than_its_timeout_and_at_most_a_grain_later():
+    """Given a 0.2 s deadline on a sleeping scope, it is cancelled between 0.2 s and 0.2 s plus a grain (and slack)."""
+    deadlines = Deadlines(grain=0.05)
+    started = anyio.current_time()
+    with anyio.CancelScope() as scope:
+        deadlines.add(scope, 0.2)
+        await anyio.sleep(5)
+    elapsed = anyio.current_time() - started
+    assert scope.cancelled_caught
+    assert 0.2 <= elapsed < 0.2 + 0.05 + 0.5, elapsed  # slack for a loaded machine
+    assert len(deadlines) == 0
+
+
+async def test_a_job_that_ends_in_time_is_not_cancelled_by_its_grain():
+    """Given two scopes due in the same grain, when one is discarded, only the other is cancelled."""
+    deadlines = Deadlines(grain=0.05)
+    kept, done = anyio.CancelScope(), anyio.CancelScope()
+    grain = deadlines.add(done, 0.1)
+    deadlines.discard(grain, done)
+    with kept:
+        assert deadlines.add(kept, 0.1) in (grain, grain + 1)
+        await anyio.sleep(5)
+    assert kept.cancelled_caught and not done.cancel_called
+
+
+async def test_jobs_due_in_one_grain_share_one_timer():
+    """Given 100 scopes added at once with the same timeout, they fall into at most two grains."""
+    deadlines = Deadlines(grain=0.05)
+    scopes = [anyio.CancelScope() for _ in range(100)]
+    grains = [deadlines.add(s, 30.0) for s in scopes]
+    assert len(set(grains)) <= 2 and len(deadlines) == 100
+    for grain, scope in zip(grains, scopes, strict=True):
+        deadlines.discard(grain, scope)
+    assert len(deadlines) == 0
