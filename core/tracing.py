@@ -102,17 +102,32 @@ def _recording() -> bool:
     return trace is not None and not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
-@contextlib.contextmanager
-def attempt(job: Any, headers: Mapping[str, str] | None, number: int, previous: tuple[str, str] | None) -> Iterator[Attempt]:
+class _Untraced:
+    """An attempt without a span: only its trace id is current (a plain class: entered once per job)."""
+
+    __slots__ = ("state", "token")
+
+    def __init__(self, headers: Mapping[str, str] | None) -> None:
+        self.state = Attempt(None, trace_id_of(headers) if headers and TRACEPARENT in headers else None)
+
+    def __enter__(self) -> Attempt:
+        self.token = _current.set(self.state)
+        return self.state
+
+    def __exit__(self, *exc: object) -> None:
+        _current.reset(self.token)
+
+
+def attempt(job: Any, headers: Mapping[str, str] | None, number: int,
+            previous: tuple[str, str] | None) -> contextlib.AbstractContextManager[Attempt]:
     """The span of one attempt at ``job`` (current while the body runs); ``previous``: (trace id, span id) to link."""
     if not _recording():
-        state = Attempt(None, trace_id_of(headers))
-        token = _current.set(state)
-        try:
-            yield state
-        finally:
-            _current.reset(token)
-        return
+        return _Untraced(headers)
+    return _span(job, headers, number, previous)
+
+
+@contextlib.contextmanager
+def _span(job: Any, headers: Mapping[str, str] | None, number: int, previous: tuple[str, str] | None) -> Iterator[Attempt]:
     from opentelemetry import propagate, trace
     from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 
