@@ -1,11 +1,14 @@
-"""The bot daemon: one anyio task group holding the pull loop, heartbeat, ticker, reaper and signals.
+"""The bot daemon: one anyio task group holding the intake, heartbeat, ticker, reaper and signals.
+
+The intake (bots/intake.py) is the pull loop and the workers that run what it claims;
+this module starts the bot up, keeps its state, connection and liveness, and shuts it down.
 
 Stop order on SIGTERM/SIGINT (dramatiq's, for the same reasons):
 
 1. stop fetching, so no new job is claimed while we leave;
 2. let running jobs finish and ack, up to ``drain_timeout``; hand back (nak)
    what is still running then, so another bot takes it at once instead of
-   after the ack deadline;
+   after the ack deadline (steps 1 and 2: :meth:`Intake.stop` and :meth:`Intake.run`);
 3. flush outstanding event publishes, so the audit trail has no holes;
 4. delete the liveness key (watchers see the bot leave now, not after its TTL)
    and stop the heartbeat;
@@ -16,32 +19,26 @@ A second signal skips the wait in step 2.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import socket
 import time
 
-from typing import Any
-
 import anyio
-import nats.errors
 import nats.js.errors
-from nats.aio.msg import Msg
 
 from corral.bots.usage import Usage
 from corral.bots.config import BotConfig
 from corral.bots.execute import Executor
 from corral.bots.feeds import Feed, Feeds
-from corral.bots.handoff import Handoff
 from corral.bots.inflight import InFlightJobs
+from corral.bots.intake import FETCH_TIMEOUT, Intake
 from corral.bots.liveness import Liveness, NameLostError
 from corral.bots.metrics import BotMetrics
 from corral.bots.outbox import Outbox
 from corral.bots.dispatcher import Dispatcher
 from corral.bots.purger import Purger
 from corral.bots.reaper import Reaper
-from corral.bots.slots import Slots
 from corral.bots.remote import answer_control, watch_cancellations
 from corral.bots.state import BotState, StateMachine, Transitions
 from corral.bots.trail import log_summary
@@ -57,7 +54,6 @@ from corral.core.names import (
 from corral.core.publisher import AsyncPublisher
 from corral.core.settings import Settings
 
-FETCH_TIMEOUT = 1.0  #: seconds an idle bot's long-poll waits for work; also bounds how long a drain waits for the pull loop
 SUMMARY_EVERY = 1.0  #: seconds between the info lines that count finished jobs (per-job lines are debug)
 
 
@@ -74,13 +70,11 @@ class Bot:
         self.transitions = Transitions(config.name, self.incarnation)
         self.sm = StateMachine(self._on_transition)
         self.inflight = InFlightJobs()
+        self.intake = Intake(config, self.inflight, self.sm, self.log)
         self.exit_code = 0
-        self._stopping = False
-        self._force = False
         self._beat_now = anyio.Event()
         self._connected = anyio.Event()
         self._connected.set()
-        self._slots = Slots(config.concurrency)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -109,19 +103,16 @@ class Bot:
 
     def stop(self, force: bool = False) -> None:
         """Begin a graceful drain (``force``: hand running jobs back at once)."""
-        self._force = self._force or force or self._stopping
-        self._stopping = True
+        self.intake.stop(force)
         if self.sm.can(BotState.SHUTTING_DOWN):
             self.sm.to(BotState.SHUTTING_DOWN)
-        if self._force and hasattr(self, "_jobs_scope"):
-            self._jobs_scope.cancel()
         self._connected.set()  # wake a pull loop parked on the breaker
 
     # -- connection and breaker --------------------------------------------------------------
 
     async def _on_disconnect(self) -> None:
         self._connected = anyio.Event()
-        if not self._stopping and self.sm.can(BotState.ERROR):
+        if not self.intake.stopping and self.sm.can(BotState.ERROR):
             self.sm.to(BotState.ERROR)
 
     async def _on_reconnect(self) -> None:
@@ -130,20 +121,20 @@ class Bot:
 
     async def _breaker(self) -> None:
         """Closed: return at once. Open: wait for the server, then health-check before claiming again."""
-        if self.sm.state != BotState.ERROR or self._stopping:
+        if self.sm.state != BotState.ERROR or self.intake.stopping:
             return
         self.log.warning("breaker.open", reason="server unreachable; not claiming")
         await self._connected.wait()
         async for attempt in anyio_retry():
             with attempt:
-                if self._stopping:
+                if self.intake.stopping:
                     return
                 if self.sm.state == BotState.ERROR:
                     self.sm.to(BotState.HEALTH_CHECK)
                 for consumer in self.consumers:
                     await self.js.consumer_info(JOBS_STREAM, consumer)
                 await self._flush_outbox()
-        if not self._stopping:
+        if not self.intake.stopping:
             self.sm.to(BotState.READY)
             if self.inflight:
                 self.sm.to(BotState.PROCESSING)
@@ -180,7 +171,7 @@ class Bot:
                 tg.start_soon(self._flush_progress)
                 tg.start_soon(log_summary, self.executor.counters, self.log, lambda: len(self.inflight), SUMMARY_EVERY,
                               lambda: self.executor.recorder.committer.stats)
-                await self._work()
+                await self.intake.run(self.nc, self.feeds, self.executor, self._breaker)
                 await self._shut_down()
                 tg.cancel_scope.cancel()
         except CorralError as e:
@@ -235,114 +226,8 @@ class Bot:
         if self.sm.can(state):
             self.sm.to(state)
 
-    async def _work(self) -> None:
-        """The pull loop, and one worker task per slot that runs the jobs it claims.
-
-        Workers instead of a task per job: creating a task cost more than a no-op job's own
-        Python work. The slots bound what is claimed, so a claimed job always finds a free worker.
-        """
-        handoff: Handoff[tuple[str, Msg, Any]] = Handoff()
-        async with anyio.create_task_group() as jobs:
-            self._jobs_scope = jobs.cancel_scope
-            for _ in range(self._slots.workers):  # bots/slots.py: a job waiting for its commit keeps its worker
-                jobs.start_soon(self._job_worker, handoff)
-            try:
-                await self._pull_loop(handoff)
-            finally:
-                handoff.close()
-            # The hand-off is closed: each worker finishes what it holds and what is queued, then ends.
-            if self._force:
-                jobs.cancel_scope.cancel()
-            else:
-                jobs.cancel_scope.deadline = anyio.current_time() + self.config.drain_timeout
-
-    async def _job_worker(self, handoff: Handoff[tuple[str, Msg, Any]]) -> None:
-        while (claimed := await handoff.get()) is not None:
-            await self._run_job(*claimed)
-
     def _on_arrival(self) -> None:
         self.feeds.arrived()
-
-    async def _pull_loop(self, jobs: Handoff[tuple[str, Msg, Any]]) -> None:
-        """Claim jobs for free slots, highest priority first (bots/feeds.py has the rules)."""
-        while not self._stopping:
-            await self._breaker()
-            if self.inflight.reserved is not None:
-                await self.inflight.until_open(FETCH_TIMEOUT)  # a suspect runs alone: claim nothing
-                continue
-            free = await self._slots.take()
-            started = [0]  # counted as they start: a claim that fails midway has started some
-            try:
-                await self._claim(jobs, free, started)
-                if not started[0] and not self._stopping:
-                    # A job arriving meanwhile starts as it is read (bots/feeds.py).
-                    await self.feeds.wait(FETCH_TIMEOUT, functools.partial(self._start_direct, jobs, started=started), free)
-                    await self._claim(jobs, free - started[0], started)
-            except TRANSIENT as e:
-                self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
-                if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self._stopping:
-                    self.sm.to(BotState.ERROR)
-            self._slots.give_back(free - started[0])
-
-    async def _claim(self, jobs: Handoff[tuple[str, Msg, Any]], free: int, started: list[int]) -> None:
-        """Claim up to ``free`` jobs and start each as it comes (counted in ``started[0]``), unless
-        stopping or reserved by a suspect."""
-        if self._stopping or self.inflight.reserved is not None:
-            return
-
-        def start(msg: Msg) -> None:
-            if self._start_job(jobs, msg):
-                started[0] += 1
-
-        with self.inflight.claiming():
-            await self.feeds.claim(free, start)
-
-    def _start_direct(self, jobs: Handoff[tuple[str, Msg, Any]], msg: Msg, *, started: list[int]) -> bool:
-        """A job that arrived while the pull loop waits, started where it was read (bots/feeds.py);
-        False if it must wait in its buffer: the bot is stopping, or a suspect reserved it."""
-        if self._stopping or self.inflight.reserved is not None:
-            return False
-        with self.inflight.claiming():
-            if self._start_job(jobs, msg):  # a second copy of a running delivery is dropped, as in a claim
-                started[0] += 1
-        return True
-
-    def _start_job(self, jobs: Handoff[tuple[str, Msg, Any]], msg: Msg) -> bool:
-        """Register the delivery (synchronously: see bots/inflight.py) and hand it to a worker; False
-        for a second copy of a delivery that is already running (it is dropped: the first one settles it)."""
-        # Decoded once here; the executor takes the same answer.
-        job = Executor.decode(msg)
-        if isinstance(job, CorralError):
-            job_id, kind = f"invalid-{msg.metadata.sequence.stream}", "?"
-        else:
-            job_id, kind = job.id, job.kind
-        key = self.inflight.add(msg, job_id, kind)
-        if key is None:
-            self.log.warning("job.duplicate_delivery", job=job_id, detail="the same delivery arrived twice; the copy is dropped")
-            return False
-        if len(self.inflight) == 1 and self.sm.state == BotState.READY:
-            self.sm.to(BotState.PROCESSING)
-        jobs.put((key, msg, job))
-        return True
-
-    async def _run_job(self, key: str, msg: Msg, job) -> None:
-        job_id = job.id if not isinstance(job, CorralError) else f"invalid-{msg.metadata.sequence.stream}"
-        hold = self._slots.hold()
-        try:
-            await self.executor.process(msg, job, ran=hold.ran)
-        except (nats.errors.Error, *TRANSIENT) as e:
-            self.log.warning("job.interrupted", job=job_id, error=str(e) or type(e).__name__)
-        except anyio.get_cancelled_exc_class():
-            # Drain deadline or forced stop: give the job back for immediate redelivery.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self.executor.hand_back(msg)
-            raise
-        except Exception as e:  # noqa: BLE001 - the job-task boundary: a bug here must not take the bot down
-            # The delivery is left unacked, so it is redelivered after its deadline.
-            self.log.error("job.internal_error", job=job_id, error=f"{type(e).__name__}: {e}")
-        finally:
-            self.inflight.remove(key)
-            hold.settled()
 
     async def _flush_outbox(self) -> None:
         """Publish what waited on disk while the server was away, before claiming new work.
@@ -355,7 +240,7 @@ class Bot:
 
     def _readiness(self) -> tuple[bool, str]:
         """For /readyz (called from the endpoint's thread; reads only)."""
-        if self._stopping:
+        if self.intake.stopping:
             return False, "draining"
         if not self.nc.is_connected:
             return False, "not connected to NATS"
@@ -396,7 +281,7 @@ class Bot:
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                self.log.info("bot.signal", signal=signal.Signals(signum).name, force=self._stopping)
+                self.log.info("bot.signal", signal=signal.Signals(signum).name, force=self.intake.stopping)
                 self.stop()
 
     async def _settle_ready(self, quiet: float = 1.0) -> None:
@@ -423,11 +308,11 @@ class Bot:
 
     async def _heartbeat_loop(self) -> None:
         """Refresh the liveness key every ttl/3, and at once after a state change."""
-        while not self._stopping:
+        while not self.intake.stopping:
             with anyio.move_on_after(self.config.heartbeat_interval):
                 await self._beat_now.wait()
             self._beat_now = anyio.Event()
-            if self._stopping or not self.nc.is_connected:
+            if self.intake.stopping or not self.nc.is_connected:
                 continue
             try:
                 await self.liveness.beat(self.heartbeat())
