@@ -10,7 +10,7 @@ import nats
 import pytest
 
 
-from corral.bots.commit import Chooser, Committer
+from corral.bots.commit import WARMUP, Chooser, Committer
 from corral.core.errors import ResultAlreadyRecordedError
 from corral.core.history import job_result, result_message, results_per_job
 from corral.core.jsapi import api
@@ -110,12 +110,12 @@ async def test_without_group_commit_every_result_is_published_at_once_on_its_own
 
 
 async def _settle_on_a_mode(url: str) -> Committer:
-    """A committer after 14 rounds of 40 results on the server at ``url``."""
+    """A committer after 20 rounds of 40 results on the server at ``url``."""
     await provision_async(url)
     nc = await nats.connect(url)
     try:
         committer = Committer(AsyncPublisher(nc.jetstream(), get_logger("test")))
-        for r in range(14):
+        for r in range(20):
             outcomes = await _commit_all(committer, [f"adapt-{r}-{i}" for i in range(41)])
             assert set(outcomes.values()) == {None}
         return committer
@@ -145,8 +145,8 @@ async def test_on_a_lazy_fsync_server_the_committer_commits_the_way_it_measured_
     finally:
         server.kill()
     chooser, stats = committer.chooser, committer.stats
-    assert chooser.samples[True] >= 3 and chooser.samples[False] >= 3
-    cheaper_rounds = stats.batches - 3 if chooser.prefers_batch else (stats.singles - 14) // 40 - 3
+    assert chooser.samples[True] >= WARMUP and chooser.samples[False] >= WARMUP
+    cheaper_rounds = stats.batches - WARMUP if chooser.prefers_batch else (stats.singles - 20) // 40 - WARMUP
     assert cheaper_rounds >= 6, (chooser.per_result, stats)
 
 
@@ -200,6 +200,41 @@ def test_an_estimate_follows_the_server_when_its_speed_changes():
     for _ in range(20):
         chooser.learn(True, 0.030, 100)
     assert not chooser.prefers_batch
+
+
+def test_a_few_slow_rounds_do_not_outvote_the_median():
+    """Given batches usually twice as cheap as single publishes, when a third of the batch rounds are
+    ten times slower (a busy bot's queueing), then batching is still preferred."""
+    chooser = Chooser(warmup=1)
+    for i in range(9):
+        chooser.learn(True, 0.010 if i % 3 == 0 else 0.001, 10)
+        chooser.learn(False, 0.002, 10)
+    assert chooser.prefers_batch, chooser.per_result
+
+
+def test_single_publishes_are_chosen_only_when_clearly_cheaper():
+    """Given single publishes measured 10 % cheaper than batches, batching stays; at a third of the
+    cost, single publishes are chosen."""
+    chooser = Chooser(warmup=1)
+    chooser.learn(True, 0.0010, 1)
+    chooser.learn(False, 0.0009, 1)
+    assert chooser.prefers_batch
+    for _ in range(9):
+        chooser.learn(False, 0.0003, 1)
+    assert not chooser.prefers_batch
+
+
+def test_a_stream_that_keeps_refusing_batches_gets_single_publishes_until_a_batch_is_stored():
+    """Given batches measured cheaper, when the stream refuses warmup-many batches in a row, single
+    publishes are preferred; a refusal count back at zero (a stored probe) restores batching."""
+    chooser = Chooser(warmup=3)
+    for batched in (True, False) * 3:
+        chooser.learn(batched, 0.001 if batched else 0.005, 10)
+    assert chooser.prefers_batch
+    chooser.refusals = 3
+    assert not chooser.prefers_batch
+    chooser.refusals = 0
+    assert chooser.prefers_batch
 
 
 async def _old_results_store(url: str) -> None:
