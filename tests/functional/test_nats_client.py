@@ -8,7 +8,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import NotJSMessageError
+from nats.errors import BadHeaderError, NotJSMessageError
 
 from corral.core.nats_client import CorralClient, CorralMsg, open_client, subscribe_inline
 from tests.conftest import eventually
@@ -26,7 +26,8 @@ HEADER_BLOCKS = [
 def test_the_overrides_replace_methods_nats_py_still_has():
     """Given nats-py as installed, each method corral's client overrides exists on nats-py's client,
     so a rename upstream cannot silently leave the override dead."""
-    for name in ("_flusher", "_parse_header_lines", "_process_msg", "_init_request_sub", "_remove_sub", "_request_sub_callback"):
+    for name in ("_flusher", "_parse_header_lines", "_process_msg", "_init_request_sub", "_remove_sub", "_request_sub_callback",
+                 "_send_publish"):
         assert callable(getattr(Client, name, None)), name
         assert name in vars(CorralClient) or name == "_request_sub_callback", name
     assert "metadata" in vars(CorralMsg) and isinstance(vars(Msg)["metadata"], property)
@@ -67,6 +68,33 @@ async def test_a_burst_of_publishes_and_requests_round_trips_through_the_coalesc
         assert (await nc.request("t.echo", b"ping", timeout=5)).data == b"ping"
     finally:
         await nc.close()
+
+
+PUBLISH_HEADERS = [
+    {"Nats-Msg-Id": "j-1", "Nats-Expected-Stream": "CORRAL_JOBS"},
+    {" Spaced ": " v\r\nx ", "": "skip", "  ": "blank name", "K": ""},  # stripped, newlines blanked, blanks skipped
+    {"A": "\u00e9", "traceparent": "00-ab", "Nats-Batch-Sequence": "3"},
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("headers", PUBLISH_HEADERS)
+async def test_a_publish_is_written_byte_for_byte_as_nats_py_writes_it(headers: dict[str, str]):
+    """Given a set of headers, corral's client queues exactly the command nats-py's queues, twice over
+    (the second time from its checked-names cache)."""
+    for _ in range(2):
+        stock, ours = Client(), CorralClient()
+        await Client._send_publish(stock, "s.x", "r.y", b"payload", 7, headers)
+        await ours._send_publish("s.x", "r.y", b"payload", 7, headers)
+        assert bytes(ours._pending[-1]) == bytes(stock._pending[-1])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["Bad Name", "a:b", "x\ty"])
+async def test_a_header_name_nats_py_refuses_is_refused_the_same_way(name: str):
+    for client in (Client(), CorralClient()):
+        with pytest.raises(BadHeaderError):
+            await type(client)._send_publish(client, "s", "", b"", 0, {name: "v"})
 
 
 ACK_SUBJECTS = [
