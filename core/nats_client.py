@@ -37,6 +37,10 @@ request replies (nats-py's own ``request`` inbox) are resolved the same way.
 :func:`subscribe_inline` falls back to an ordinary callback subscription on any other
 client, so code given a stock nats-py client works the same, one switch slower.
 
+**Ordered PINGs.** nats-py writes a PING straight to the socket, ahead of commands still
+queued; with the flusher waiting a turn that let ``flush()`` and ``drain()`` overtake the
+publishes before them. Here a PING is queued like any command.
+
 The method overrides are nats-py's own methods (``Client._flusher`` and
 ``Client._parse_header_lines`` in nats-py 2.16) with only that change; everything else
 about the client is unchanged. If a later nats-py renames them, the overrides are simply
@@ -51,7 +55,7 @@ import datetime
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from nats.aio.client import _HEADER_KEY_RE, _HEADER_VALUE_NEWLINES, Client
+from nats.aio.client import _HEADER_KEY_RE, _HEADER_VALUE_NEWLINES, PING_PROTO, Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import BadHeaderError, BadSubjectError, NotJSMessageError
@@ -136,6 +140,7 @@ class CorralClient(Client):
         """Subscribe with a plain function called in the read loop for each message (no task, no queue).
 
         ``handler`` must return quickly and not raise; an exception goes to the error callback.
+        No ``max_msgs``: ``unsubscribe(limit=N)`` is not counted down for an inline subscription.
         """
         sub = await self.subscribe(subject)  # no callback: nats-py starts no task for it
         self._inline[sub._id] = handler
@@ -200,6 +205,18 @@ class CorralClient(Client):
         await self._send_command(cmd)
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
+
+    async def _send_ping(self, future: asyncio.Future | None = None) -> None:
+        """nats-py's PING, queued behind the commands before it instead of written ahead of them.
+
+        nats-py writes a PING straight to the socket: with the flusher waiting a turn, a PING
+        (``flush()``, ``drain()``) could overtake the publishes and unsubscribes queued before it,
+        and its PONG then proved nothing about them (a drain lost messages published just before it).
+        """
+        self._pongs.append(asyncio.Future() if future is None else future)
+        self._pending.append(PING_PROTO)
+        self._pending_data_size += len(PING_PROTO)
+        await self._flush_pending()
 
     async def _flusher(self) -> None:
         assert self._transport, "Client.connect must be called first"

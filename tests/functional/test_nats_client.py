@@ -27,7 +27,7 @@ def test_the_overrides_replace_methods_nats_py_still_has():
     """Given nats-py as installed, each method corral's client overrides exists on nats-py's client,
     so a rename upstream cannot silently leave the override dead."""
     for name in ("_flusher", "_parse_header_lines", "_process_msg", "_init_request_sub", "_remove_sub", "_request_sub_callback",
-                 "_send_publish"):
+                 "_send_publish", "_send_ping"):
         assert callable(getattr(Client, name, None)), name
         assert name in vars(CorralClient) or name == "_request_sub_callback", name
     assert "metadata" in vars(CorralMsg) and isinstance(vars(Msg)["metadata"], property)
@@ -176,3 +176,24 @@ async def test_an_inline_subscription_on_a_stock_client_is_an_ordinary_one(nats_
         assert got == [str(i).encode() for i in range(20)]
     finally:
         await nc.close()
+
+
+@pytest.mark.anyio
+async def test_a_drain_delivers_everything_published_before_it(nats_server):
+    """Given corral's client with a callback and an inline subscription, when 1,000 messages are
+    published to each and the connection is drained at once, then both handlers got all of them:
+    the drain's PING is queued behind the publishes, not written ahead of them."""
+    nc = await open_client(servers=[nats_server.url])
+    by_cb: list[bytes] = []
+    inline: list[bytes] = []
+
+    async def keep(msg) -> None:
+        by_cb.append(msg.data)
+
+    await nc.subscribe("t.drain.cb", cb=keep)
+    await subscribe_inline(nc, "t.drain.inline", lambda msg: inline.append(msg.data))
+    for i in range(1000):
+        await nc.publish("t.drain.cb", str(i).encode())
+        await nc.publish("t.drain.inline", str(i).encode())
+    await nc.drain()
+    assert len(by_cb) == 1000 and len(inline) == 1000
