@@ -6,7 +6,9 @@ handle made, pushed onto the loop's heap and cancelled per job, a few per cent o
 a no-op job's CPU. Deadlines here are rounded *up* to a grain of :data:`GRAIN`
 seconds, and every job due in the same grain shares one timer: a job is cancelled
 no earlier than its timeout and at most a grain later. A job that ends in time is
-taken out of its grain's set; the grain's timer then finds nothing to cancel.
+taken out of its grain's set, and the last one out cancels the grain's timer, so a bot
+holds timers only for grains some running job is due in (not one per 50 ms of its jobs'
+timeouts, which for hour-long timeouts would be tens of thousands).
 """
 
 from __future__ import annotations
@@ -25,29 +27,38 @@ class Deadlines:
 
     def __init__(self, grain: float = GRAIN) -> None:
         self.grain = grain
-        self._due: dict[int, set[anyio.CancelScope]] = {}  #: grain number -> scopes due then
+        #: grain number -> (the scopes due then, the grain's timer)
+        self._due: dict[int, tuple[set[anyio.CancelScope], asyncio.TimerHandle]] = {}
 
     def add(self, scope: anyio.CancelScope, timeout: float) -> int:
         """Cancel ``scope`` once ``timeout`` seconds have passed; the grain to :meth:`discard` it from."""
         loop = asyncio.get_running_loop()
         grain = math.ceil((loop.time() + timeout) / self.grain)
-        scopes = self._due.get(grain)
-        if scopes is None:
-            scopes = self._due[grain] = set()
-            loop.call_at(grain * self.grain, self._expire, grain)
-        scopes.add(scope)
+        due = self._due.get(grain)
+        if due is None:
+            due = self._due[grain] = (set(), loop.call_at(grain * self.grain, self._expire, grain))
+        due[0].add(scope)
         return grain
 
     def discard(self, grain: int, scope: anyio.CancelScope) -> None:
-        """The job ended before its deadline."""
-        scopes = self._due.get(grain)
-        if scopes is not None:
-            scopes.discard(scope)
+        """The job ended before its deadline; the last of its grain cancels the grain's timer."""
+        due = self._due.get(grain)
+        if due is not None:
+            due[0].discard(scope)
+            if not due[0]:
+                due[1].cancel()
+                del self._due[grain]
 
     def _expire(self, grain: int) -> None:
-        for scope in self._due.pop(grain, ()):
+        scopes, _ = self._due.pop(grain, (set(), None))
+        for scope in scopes:
             scope.cancel()
+
+    @property
+    def grains(self) -> int:
+        """Grains with a live timer."""
+        return len(self._due)
 
     def __len__(self) -> int:
         """Scopes still waiting for their deadline."""
-        return sum(len(s) for s in self._due.values())
+        return sum(len(scopes) for scopes, _ in self._due.values())

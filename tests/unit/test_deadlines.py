@@ -44,3 +44,15 @@ async def test_jobs_due_in_one_grain_share_one_timer():
     for grain, scope in zip(grains, scopes, strict=True):
         deadlines.discard(grain, scope)
     assert len(deadlines) == 0
+
+
+async def test_a_grain_whose_jobs_all_ended_keeps_no_timer():
+    """Given jobs with hour-long timeouts finishing one after another over many grains, when each
+    ends, then no grain (and no timer) outlives its last job."""
+    deadlines = Deadlines(grain=0.001)
+    for i in range(50):
+        scope = anyio.CancelScope()
+        grain = deadlines.add(scope, 3600.0 + 0.002 * i)  # each job due in a grain of its own
+        assert deadlines.grains == 1
+        deadlines.discard(grain, scope)
+        assert deadlines.grains == 0
