@@ -153,6 +153,14 @@ class Chooser:
             return not best, True
         return best, False
 
+    def stored_batch(self) -> None:
+        """A batch was stored: a run of refusals (and the refused rounds' times, which measured
+        the fallback) is over."""
+        if self.refusals:
+            self.refusals = 0
+            self.recent[True].clear()
+            self.per_result[True] = None
+
     def learn(self, batched: bool, seconds: float, results: int) -> None:
         """Fold one answered round into its mode's estimate."""
         self.samples[batched] += 1
@@ -266,7 +274,7 @@ class Committer:
         if err is None or isinstance(err, TransportError):
             self._settle(batch, [err] * len(batch))
             if err is None:
-                self.chooser.refusals = 0
+                self.chooser.stored_batch()
             return err is None
         self.stats.fallbacks += 1
         if not isinstance(err, ResultAlreadyRecordedError):
