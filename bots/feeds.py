@@ -204,7 +204,10 @@ class Feeds:
     def arrived(self) -> None:
         """A feed buffered a job (or its long-poll ended): start it now if the bot waits, and wake the waiter."""
         if self._direct is not None:
-            for feed in self.feeds:  # all were empty when the wait began: whatever came is the best there is
+            # Every consumer was empty when the wait began, so what comes is the best the server has,
+            # with one exception accepted: a higher priority's job parsed later in the same read
+            # finds the slot taken, and waits for the next one (one job's time at most).
+            for feed in self.feeds:
                 while feed.buffer and self._room > 0:
                     msg = feed.buffer[0].msg
                     if not self._direct(msg):
@@ -258,7 +261,7 @@ class Feeds:
         self._direct, self._room = (start, room) if start is not None and room > 0 else (None, 0)
         try:
             with anyio.move_on_after(timeout):
-                while not any(f.buffer for f in self.feeds) and self._room == room:
+                while not any(f.buffer for f in self.feeds) and (self._direct is None or self._room == room):
                     self._arrival = anyio.Event()
                     for feed in self.feeds:
                         await feed.ensure_long_poll(timeout)

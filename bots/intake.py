@@ -50,6 +50,7 @@ class Intake:
         self._force = False
         self._slots = Slots(config.concurrency)
         self._jobs_scope: anyio.CancelScope | None = None
+        self.direct_starts = 0  #: jobs started where they were read, while the pull loop waited
 
     def stop(self, force: bool = False) -> None:
         """Claim nothing more; ``force`` (or a second stop): hand running jobs back at once."""
@@ -127,6 +128,7 @@ class Intake:
         with self.inflight.claiming():
             if self._start_job(jobs, msg):  # a second copy of a running delivery is dropped, as in a claim
                 started[0] += 1
+                self.direct_starts += 1
         return True
 
     def _start_job(self, jobs: Claimed, msg: Msg) -> bool:
@@ -142,9 +144,15 @@ class Intake:
         if key is None:
             self.log.warning("job.duplicate_delivery", job=job_id, detail="the same delivery arrived twice; the copy is dropped")
             return False
+        try:
+            jobs.put((key, msg, job))
+        except BaseException:
+            # Registered but never handed on: left registered, it would look like a running copy
+            # to every redelivery and be kept alive forever.
+            self.inflight.remove(key)
+            raise
         if len(self.inflight) == 1 and self.sm.state == BotState.READY:
             self.sm.to(BotState.PROCESSING)
-        jobs.put((key, msg, job))
         return True
 
     async def _run_job(self, key: str, msg: Msg, job) -> None:

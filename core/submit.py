@@ -117,7 +117,9 @@ async def submit(js: JetStreamContext, job: Job, *, timeout: float = 5.0, retry_
             # microseconds, a share of a job's enqueue-to-start latency at light load.
             ack = await publish()
         except TRANSIENT:
-            left = retry_for - (anyio.current_time() - began)  # the retries share the one budget
+            # The retries share the one budget; stamina's first is immediate, as the old loop's
+            # second try was not: harmless, the job's Nats-Msg-Id makes a repeat a duplicate.
+            left = retry_for - (anyio.current_time() - began)
             if left <= 0:
                 raise
             async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=left, wait_max=1.0):
