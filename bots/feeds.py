@@ -227,7 +227,7 @@ class Feeds:
         rotated = lower[::-1][turn:] + lower[::-1][:turn]  # low first, then normal, then low...
         return rotated + [f for f in self.feeds if f.rank == top], True
 
-    async def claim(self, free: int, start: Callable[[Msg], None]) -> int:
+    async def claim(self, free: int, start: Callable[[Msg], object]) -> int:
         """Take up to ``free`` jobs, each from the first consumer in :meth:`_order` that has one, and
         ``start`` each as it is taken (before the next request goes out). Returns how many."""
         taken = 0

@@ -112,13 +112,8 @@ class Intake:
         stopping or reserved by a suspect."""
         if self.stopping or self.inflight.reserved is not None:
             return
-
-        def start(msg: Msg) -> None:
-            if self._start_job(jobs, msg):
-                started[0] += 1
-
         with self.inflight.claiming():
-            await self.feeds.claim(free, start)
+            await self.feeds.claim(free, functools.partial(self._start_counted, jobs, started=started))
 
     def _start_direct(self, jobs: Claimed, msg: Msg, *, started: list[int]) -> bool:
         """A job that arrived while the pull loop waits, started where it was read (bots/feeds.py);
@@ -126,10 +121,16 @@ class Intake:
         if self.stopping or self.inflight.reserved is not None:
             return False
         with self.inflight.claiming():
-            if self._start_job(jobs, msg):  # a second copy of a running delivery is dropped, as in a claim
-                started[0] += 1
-                self.direct_starts += 1
+            self.direct_starts += self._start_counted(jobs, msg, started=started)
         return True
+
+    def _start_counted(self, jobs: Claimed, msg: Msg, *, started: list[int]) -> bool:
+        """:meth:`_start_job`, counted in ``started[0]`` if it started (a second copy of a running
+        delivery is dropped and not counted)."""
+        if self._start_job(jobs, msg):
+            started[0] += 1
+            return True
+        return False
 
     def _start_job(self, jobs: Claimed, msg: Msg) -> bool:
         """Register the delivery (synchronously: see bots/inflight.py) and hand it to a worker; False

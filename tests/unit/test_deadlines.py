@@ -14,9 +14,9 @@ async def test_a_deadline_cancels_no_earlier_than_its_timeout_and_at_most_a_grai
     """Given a 0.2 s deadline on a sleeping scope, it is cancelled between 0.2 s and 0.2 s plus a grain (and slack)."""
     deadlines = Deadlines(grain=0.05)
     started = anyio.current_time()
-    with anyio.CancelScope() as scope:
+    with anyio.fail_after(5), anyio.CancelScope() as scope:  # fail_after: a deadline that never fires fails
         deadlines.add(scope, 0.2)
-        await anyio.sleep(5)
+        await anyio.sleep_forever()
     elapsed = anyio.current_time() - started
     assert scope.cancelled_caught
     assert 0.2 <= elapsed < 0.2 + 0.05 + 0.5, elapsed  # slack for a loaded machine
@@ -29,9 +29,9 @@ async def test_a_job_that_ends_in_time_is_not_cancelled_by_its_grain():
     kept, done = anyio.CancelScope(), anyio.CancelScope()
     grain = deadlines.add(done, 0.1)
     deadlines.discard(grain, done)
-    with kept:
+    with anyio.fail_after(5), kept:
         assert deadlines.add(kept, 0.1) in (grain, grain + 1)
-        await anyio.sleep(5)
+        await anyio.sleep_forever()
     assert kept.cancelled_caught and not done.cancel_called
 
 
