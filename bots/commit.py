@@ -135,6 +135,11 @@ class Chooser:
         self.refusals = 0  #: batches refused in a row for a reason other than the fence
 
     @property
+    def warming(self) -> bool:
+        """Either way has fewer than ``warmup`` rounds measured."""
+        return min(self.samples.values()) < self.warmup
+
+    @property
     def prefers_batch(self) -> bool:
         """Batching, unless single publishes measured clearly cheaper (or either is unmeasured), or
         the stream keeps refusing batches."""
@@ -146,7 +151,7 @@ class Chooser:
     def choose(self) -> tuple[bool, bool]:
         """(batch this round?, is it a probe of the slower mode?)."""
         self.rounds += 1
-        if min(self.samples.values()) < self.warmup:
+        if self.warming:
             return self.samples[True] <= self.samples[False], False
         best = self.prefers_batch
         if self.rounds % self.probe_every == 0:
@@ -191,24 +196,45 @@ class Committer:
         """Publish one result; None once it is stored, else the translated error (core/connect.py)."""
         if not self.batching:
             return await self._direct(subject, data, headers)
-        item = _Result(subject, data, headers)
-        self._queue.append(item)
-        if self._leading:
-            await self._wait(item)
-            if item.finished:
-                return item.error
+        return (await self.commit_many([(subject, data, headers)]))[0]
+
+    async def commit_many(self, results: list[tuple[str, bytes, dict[str, str]]]) -> list[Exception | None]:
+        """Publish several results (subject, data, headers), as :meth:`commit` does one: each one's
+        fate, in order. They join the queue together, so they share rounds with each other and with
+        the results queued before and after them; one wait covers them all."""
+        if not self.batching:
+            return [await self._direct(*r) for r in results]
+        items = [_Result(*r) for r in results]
+        self._queue.extend(items)
+        for item in items:
+            while not item.finished:
+                if self._leading:
+                    await self._wait(item, items)
+                    if item.finished:
+                        break
+                await self._lead()
+        return [i.error for i in items]
+
+    async def _lead(self) -> None:
+        """Commit one round from the front of the queue, then hand the lead on."""
         self._leading = True
         try:
-            batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            n = min(self.max_batch, len(self._queue))
+            batched, probe = self.chooser.choose() if n >= self.min_batch and self.adaptive else (n >= self.min_batch, False)
+            if not batched and n > self.min_batch and (probe or self.chooser.warming):
+                # A trial of single publishes takes a sample's worth only: their cost per result hardly
+                # depends on the round's size, and on a server that fsyncs every write a full round
+                # of them would cost a full round of fsyncs.
+                n = self.min_batch
+            batch = [self._queue.popleft() for _ in range(n)]
             # Shielded: the round settles results of other callers too, and it is bounded by the ack timeout.
             with anyio.CancelScope(shield=True):
                 if len(batch) >= self.min_batch:
-                    await self._chosen_round(batch)
+                    await self._chosen_round(batch, batched, probe)
                 else:
                     await self._single_round(batch)
         finally:
             self._hand_over()
-        return item.error
 
     async def _direct(self, subject: str, data: bytes, headers: dict[str, str]) -> Exception | None:
         """Publish one result on its own, beside the others in flight."""
@@ -216,10 +242,11 @@ class Committer:
         fut = await self.publisher.publish(subject, data, headers)
         return (await self._answers([fut], [subject]))[0]
 
-    async def _wait(self, item: _Result) -> None:
+    async def _wait(self, item: _Result, mine: list[_Result]) -> None:
         """Wait until ``item`` is settled or handed the lead; a cancelled waiter leaves no gap.
 
-        A waiter cancelled after it was handed the lead hands it on, or nobody would lead again.
+        Cancelled, the caller's results still queued (``mine``) leave the queue unsent, and a lead
+        handed to one of them is handed on, or nobody would lead again.
         """
         try:
             await item.wake
@@ -227,9 +254,11 @@ class Committer:
                 # Handed the lead: let the callers the last round just woke queue their next results first.
                 await anyio.lowlevel.checkpoint()
         except BaseException:
-            if item in self._queue:
-                self._queue.remove(item)  # not taken by a round: it was never sent
-                if item.lead:
+            taken = {id(i) for i in mine}
+            left = [i for i in self._queue if id(i) in taken]
+            if left:
+                self._queue = collections.deque(i for i in self._queue if id(i) not in taken)
+                if any(i.lead for i in left):
                     self._hand_over()
             raise
 
@@ -248,9 +277,8 @@ class Committer:
             item.error, item.finished = err, True
             item.set()
 
-    async def _chosen_round(self, batch: list[_Result]) -> None:
-        """A round big enough to batch, committed the way the chooser picks, and timed for it."""
-        batched, probe = self.chooser.choose() if self.adaptive else (True, False)
+    async def _chosen_round(self, batch: list[_Result], batched: bool, probe: bool) -> None:
+        """A round big enough to batch, committed the way the chooser picked, and timed for it."""
         self.stats.probes += probe
         started = anyio.current_time()
         ok = await (self._batch_round(batch) if batched else self._single_round(batch))

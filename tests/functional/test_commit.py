@@ -305,3 +305,79 @@ async def test_a_waiter_cancelled_as_it_is_handed_the_lead_hands_it_on(js):
     assert outcomes["lead-a"] is None and outcomes["lead-c"] is None and "lead-b" not in outcomes
     assert (await job_result(js, "lead-c")).value == "lead-c"
     assert not committer._queue and not committer._leading
+
+
+async def test_results_committed_together_share_rounds_and_each_learns_its_own_fate(js, committer):
+    """Given job taken recorded by bot b2, when one caller commits 60 results together (taken among
+    them) while another's result is in flight, then every result but taken is stored once, taken is
+    answered as already recorded, the answers come back in the order given, and the group's results
+    went out in batches rather than one by one."""
+    await js.publish(result_subject("g-taken", "b2"), _result("g-taken", "b2"), headers=result_fence("g-taken"))
+    ids = [f"g-{i}" for i in range(30)] + ["g-taken"] + [f"g-{i}" for i in range(30, 59)]
+    answers: list[Exception | None] = []
+
+    async def group() -> None:
+        answers.extend(await committer.commit_many([(result_subject(i, "b1"), _result(i), result_fence(i)) for i in ids]))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(committer.commit, result_subject("g-lead", "b1"), _result("g-lead"), result_fence("g-lead"))
+            await anyio.lowlevel.checkpoint()  # the lone result is in flight before the group queues
+            tg.start_soon(group)
+    assert len(answers) == len(ids)
+    assert isinstance(answers[30], ResultAlreadyRecordedError)
+    assert answers[:30] + answers[31:] == [None] * 59
+    counts = await results_per_job(js)
+    assert all(counts[i] == 1 for i in ids if i != "g-taken") and counts["g-lead"] == 1
+    assert (committer.stats.singles, committer.stats.fallbacks) == (1, 1)
+    assert not committer._queue and not committer._leading
+
+
+async def test_a_group_cancelled_while_it_waits_leaves_the_queue_and_hands_the_lead_on(js):
+    """Given a group queued behind a commit in flight, when its caller is cancelled while it waits,
+    then none of its results is sent, the result queued after it is still stored, and the
+    committer is left idle."""
+    committer = Committer(AsyncPublisher(js, get_logger("test")), min_batch=2, adaptive=False)
+    scope = anyio.CancelScope()
+    outcomes: dict[str, Exception | None] = {}
+
+    async def group() -> None:
+        with scope:
+            await committer.commit_many([(result_subject(i, "b1"), _result(i), result_fence(i)) for i in ("x-1", "x-2", "x-3")])
+
+    async def lead() -> None:
+        outcomes["x-lead"] = await committer.commit(result_subject("x-lead", "b1"), _result("x-lead"), result_fence("x-lead"))
+
+    async def after() -> None:
+        outcomes["x-after"] = await committer.commit(result_subject("x-after", "b1"), _result("x-after"), result_fence("x-after"))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lead)
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(group)
+            tg.start_soon(after)
+            await anyio.lowlevel.checkpoint()
+            scope.cancel()
+    assert outcomes == {"x-lead": None, "x-after": None}
+    assert all([await job_result(js, i) is None for i in ("x-1", "x-2", "x-3")])
+    assert not committer._queue and not committer._leading
+
+
+async def test_a_trial_of_single_publishes_takes_only_a_sample_of_the_queue(js):
+    """Given a learning committer whose next round is a trial of single publishes, when 40 results
+    wait behind a commit in flight, then the trial publishes only ``min_batch`` of them one by one
+    and the next round, a batch, takes the other 36: a trial never costs a full round of writes."""
+    committer = Committer(AsyncPublisher(js, get_logger("test")), min_batch=4)
+    committer.chooser.samples[True] = 1  # one batch measured already: the warm-up's next turn is singles
+    ids = [f"t-{i}" for i in range(40)]
+
+    async def group() -> None:
+        assert await committer.commit_many([(result_subject(i, "b1"), _result(i), result_fence(i)) for i in ids]) == [None] * 40
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(committer.commit, result_subject("t-lead", "b1"), _result("t-lead"), result_fence("t-lead"))
+            await anyio.lowlevel.checkpoint()
+            tg.start_soon(group)
+    assert (committer.stats.singles, committer.stats.batches, committer.stats.batched) == (1 + 4, 1, 36)
