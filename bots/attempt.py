@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from corral.bots.config import BotConfig
 from corral.bots import singleton as singletons
 from corral.bots.batching import Batches
-from corral.bots.deadlines import Deadlines
+from corral.bots.deadlines import Cancellable, Deadlines
 from corral.bots.isolation import run_isolated
 from corral.bots.trail import Trail
 from corral.core import fairness, tracing
@@ -69,7 +69,7 @@ class Attempts:
         self.caps = fairness.Caps(js)
         self.max_payload = js._nc.max_payload or 1024 * 1024
         self.cancelled: set[str] = set()
-        self.running: dict[str, anyio.CancelScope] = {}
+        self.running: dict[str, Cancellable] = {}  #: job id -> what cancels its run
         self.progress: dict[str, tuple[float, str | None, bool]] = {}
         self.batches = Batches(registry.batches, registry.handlers)
         self._async: dict[Any, bool] = {}  #: handler -> is it a coroutine function

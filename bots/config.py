@@ -46,6 +46,9 @@ class BotConfig:
     #: one fsync for many under ``sync_interval: always``. Off for a lazy-fsync server, where a
     #: batch commit costs an fsync that individual publishes do not.
     group_commit: bool = True
+    #: Run plain first deliveries of async jobs eagerly, their results committed together
+    #: (bots/eager.py). Off: every job takes the full path (a task switch and a cancel scope each).
+    eager: bool = True
     #: Port for /metrics, /healthz and /readyz (None: no endpoint; 0: any free port).
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"

@@ -15,8 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Protocol
 
-import anyio
+
+class Cancellable(Protocol):
+    """What a deadline cancels: a job's cancel scope, or an eager job's handle (bots/eager.py)."""
+
+    def cancel(self) -> None: ...
+
 
 #: Seconds of rounding: a timed-out handler is cancelled at most this much after its deadline.
 GRAIN = 0.05
@@ -28,9 +34,9 @@ class Deadlines:
     def __init__(self, grain: float = GRAIN) -> None:
         self.grain = grain
         #: grain number -> (the scopes due then, the grain's timer)
-        self._due: dict[int, tuple[set[anyio.CancelScope], asyncio.TimerHandle]] = {}
+        self._due: dict[int, tuple[set[Cancellable], asyncio.TimerHandle]] = {}
 
-    def add(self, scope: anyio.CancelScope, timeout: float) -> int:
+    def add(self, scope: Cancellable, timeout: float) -> int:
         """Cancel ``scope`` once ``timeout`` seconds have passed; the grain to :meth:`discard` it from."""
         loop = asyncio.get_running_loop()
         grain = math.ceil((loop.time() + timeout) / self.grain)
@@ -40,7 +46,7 @@ class Deadlines:
         due[0].add(scope)
         return grain
 
-    def discard(self, grain: int, scope: anyio.CancelScope) -> None:
+    def discard(self, grain: int, scope: Cancellable) -> None:
         """The job ended before its deadline; the last of its grain cancels the grain's timer."""
         due = self._due.get(grain)
         if due is not None:

@@ -43,12 +43,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from corral.bots.after import AfterOutcome, Ended, Outcome, default_hooks, follow
-from corral.bots.attempt import Attempts
+from corral.bots.attempt import Attempts, Ran
 from corral.bots.commit import Committer
 from corral.bots.config import BotConfig
+from corral.bots.eager import Eager
 from corral.bots.dead_letter import DeadLetters, terminate
 from corral.bots.outbox import Outbox
-from corral.bots.record import Recorder, Status
+from corral.bots.record import Recorder, Recording, Status
 from corral.bots.settle import Bury, Recorded, Run, Settler
 from corral.bots.trail import Counters, OnCount, Trail
 from corral.core.connect import TRANSIENT
@@ -117,6 +118,17 @@ class Executor:
                                  committer=Committer(publisher, batching=config.group_commit))
         self.dead_letters = DeadLetters(js, config, self.trail, self.hooks)
         self.gate = gate  #: None: no bot around (a suspect then runs beside others, and says so)
+        self.eager = Eager(self.attempts, config)  #: plain first deliveries, run eagerly (bots/eager.py)
+
+    async def prepare(self) -> None:
+        """Read the limits of the kinds this bot serves before it claims, so their first jobs can run
+        eagerly (bots/eager.py); a kind whose limits cannot be read now is read by its first job."""
+        limits = self.attempts.limits
+        for kind in self.attempts.registry.handlers:
+            try:
+                await limits.definition(kind)
+            except (CorralError, nats.errors.Error, *TRANSIENT) as e:
+                self.log.debug("limits.unread", kind=kind, error=str(e) or type(e).__name__)
 
     # What the bot reads and drives: counts for its heartbeat, the running jobs, progress, cancels.
     @property
@@ -221,12 +233,17 @@ class Executor:
             on_ran()
         if slot is not None and slot.lost:
             log.warning("limit.slot_lost", detail="the slot's lease lapsed while the job ran; the kind's cap may have been exceeded")
+        await self.conclude(msg, job, run, ran, log)
+
+    async def conclude(self, msg: Msg, job: Job, run: Run, ran: Ran, log: Logger, tried: Exception | None = None) -> None:
+        """Settle an attempt by what its run came to: cancelled, failed, or a result to record
+        (``tried``: the error its result's first commit met, see Recorder.record)."""
         if ran.cancelled:
             await self._ended(msg, job, run.attempt, Ended.CANCELLED, "cancelled while running", log)
         elif ran.error is not None:
             await self._failed(msg, job, run, ran.error, log)
         else:
-            await self._succeeded(msg, job, run.attempt, ran.data, ran.started, log, ran.value)
+            await self._succeeded(msg, job, run.attempt, ran.data, ran.started, log, ran.value, tried)
 
     async def _refused(self, msg: Msg, job: Job, attempt: int, log: Logger) -> None:
         """A suspect whose bot is reserved by another suspect: offer it again soon, elsewhere or later."""
@@ -287,8 +304,14 @@ class Executor:
         self.trail.count(str(ended), job.kind)
         log.info(f"job.{ended}", detail=detail)
 
-    async def _succeeded(self, msg: Msg, job: Job, attempt: int, data: bytes, started: float, log: Logger, value=None) -> None:
-        recording = await self.recorder.record(job.id, data, log)
+    async def _succeeded(self, msg: Msg, job: Job, attempt: int, data: bytes, started: float, log: Logger, value=None,
+                         tried: Exception | None = None) -> None:
+        """Record the result, then settle the job by how that went (``tried``: see Recorder.record)."""
+        await self.recorded(msg, job, attempt, await self.recorder.record(job.id, data, log, tried), started, log, value)
+
+    async def recorded(self, msg: Msg, job: Job, attempt: int, recording: Recording, started: float, log: Logger,
+                       value=None) -> None:
+        """Settle a job whose result's recording went as ``recording`` says: ack, nak, or leave it held."""
         if recording.status == Status.REFUSED:
             await msg.nak(delay=self.config.backoff_max)
             await self.trail.emit(job, EventType.FAILED, attempt, detail=f"result not recorded: {recording.error}; retry later")

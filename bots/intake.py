@@ -13,6 +13,7 @@ worker that takes it, nothing more: no task and no wrapper coroutine per job.
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,15 +28,21 @@ from corral.bots.execute import Executor
 from corral.bots.feeds import Feeds
 from corral.bots.handoff import Handoff
 from corral.bots.inflight import InFlightJobs
-from corral.bots.slots import Slots
+from corral.bots.attempt import Ran
+from corral.bots.record import RECORDED
+from corral.bots.settle import Run
+from corral.bots.slots import Hold, Slots
 from corral.bots.state import BotState, StateMachine
 from corral.core.connect import TRANSIENT
 from corral.core.errors import CorralError
 from corral.core.log import Logger
+from corral.core.messages import Job
+from corral.core.names import result_fence, result_subject
 
 FETCH_TIMEOUT = 1.0  #: seconds an idle bot's long-poll waits for work; also bounds how long a drain waits for the pull loop
 
 Claimed = Handoff[tuple[str, Msg, Any]]  #: (in-flight key, delivery, decoded job or its decode error)
+_Ran = tuple[str, Msg, Job, Hold, Ran]  #: a job run eagerly: in-flight key, delivery, job, its slots, its run
 
 
 class Intake:
@@ -67,6 +74,7 @@ class Intake:
         ``breaker`` is awaited before each claim: it returns once the bot may claim (bots/bot.py).
         """
         self.nc, self.feeds, self.executor, self._breaker = nc, feeds, executor, breaker
+        await executor.prepare()
         handoff: Claimed = Handoff()
         async with anyio.create_task_group() as jobs:
             self._jobs_scope = jobs.cancel_scope
@@ -84,7 +92,76 @@ class Intake:
 
     async def _job_worker(self, handoff: Claimed) -> None:
         while (claimed := await handoff.get()) is not None:
-            await self._run_job(*claimed)
+            await self._run_claimed(handoff, claimed)
+            del claimed  # a parked worker keeps nothing of its last jobs alive
+
+    async def _run_claimed(self, handoff: Claimed, claimed: tuple[str, Msg, Any] | None) -> None:
+        """Run ``claimed`` and what is queued behind it: eligible jobs eagerly, one after another,
+        their results then committed together (bots/eager.py); any other job on the full path."""
+        eager = self.executor.eager
+        ran: list[_Ran] = []
+        while claimed is not None:
+            key, msg, job = claimed
+            fn = eager.handler(msg, job)
+            if fn is None:
+                if ran:  # another worker runs it while this one commits what ran
+                    handoff.put_front(claimed)
+                    break
+                handoff.spread()
+                await self._run_job(key, msg, job)
+                return
+            hold = self._slots.hold()
+            suspended = eager.suspended
+            try:
+                outcome = await eager.run(fn, job, msg, handoff.spread)
+            except BaseException:  # a drain's deadline or a forced stop, mid-run
+                await self._hand_back_all([*((k, m, h) for k, m, _, h, _ in ran), (key, msg, hold)])
+                raise
+            hold.ran()
+            ran.append((key, msg, job, hold, outcome))
+            if eager.suspended != suspended:
+                break  # it waited: commit what ran before taking more
+            claimed = handoff.take()
+        await self._settle_ran(ran)
+
+    async def _settle_ran(self, ran: list[_Ran]) -> None:
+        """Settle jobs that ran eagerly, the successes' results committed together first; each within
+        the same boundary as a full-path job (:meth:`_run_job`)."""
+        ex = self.executor
+        bot = ex.config.name
+        pending = collections.deque(ran)
+        try:
+            ok = [r for r in ran if r[4].error is None and not r[4].cancelled]
+            answers = await ex.recorder.committer.commit_many(
+                [(result_subject(job.id, bot), r.data, result_fence(job.id)) for _, _, job, _, r in ok]) if ok else []
+            errors = {item[0]: err for item, err in zip(ok, answers, strict=True)}
+            while pending:
+                key, msg, job, hold, outcome = pending[0]
+                try:
+                    if key in errors and errors[key] is None:
+                        log = self.log.bind(job=job.id, kind=job.kind, attempt=1) if self.log.debugging else self.log
+                        await ex.recorded(msg, job, 1, RECORDED, outcome.started, log, outcome.value)
+                    else:
+                        log = self.log.bind(job=job.id, kind=job.kind, cid=job.correlation_id, attempt=1)
+                        await ex.conclude(msg, job, Run(1), outcome, log, tried=errors.get(key))
+                except (nats.errors.Error, *TRANSIENT) as e:
+                    self.log.warning("job.interrupted", job=job.id, error=str(e) or type(e).__name__)
+                except Exception as e:  # noqa: BLE001 - the job-task boundary, as in _run_job
+                    self.log.error("job.internal_error", job=job.id, error=f"{type(e).__name__}: {e}")
+                pending.popleft()
+                self.inflight.remove(key)
+                hold.settled()
+        except anyio.get_cancelled_exc_class():
+            await self._hand_back_all([(k, m, h) for k, m, _, h, _ in pending])
+            raise
+
+    async def _hand_back_all(self, unsettled: list[tuple[str, Msg, Hold]]) -> None:
+        """A drain's deadline or a forced stop came: give every unsettled job back, and its place."""
+        for key, msg, hold in unsettled:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await self.executor.hand_back(msg)
+            self.inflight.remove(key)
+            hold.settled()
 
     async def _pull_loop(self, jobs: Claimed) -> None:
         """Claim jobs for free slots, highest priority first (bots/feeds.py has the rules)."""

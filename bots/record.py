@@ -58,6 +58,9 @@ class Recording:
     retried: bool = False
 
 
+RECORDED = Recording(Status.RECORDED)  #: a result stored by its first commit
+
+
 class Recorder:
     """Publishes results for one bot incarnation, holding the job while the results stream is away."""
 
@@ -70,13 +73,21 @@ class Recorder:
         self.bot = bot  #: the writer's name, the last token of every result subject it publishes
         self.committer = committer if committer is not None else Committer(publisher)
 
-    async def record(self, job_id: str, data: bytes, log: Logger) -> Recording:
+    async def record(self, job_id: str, data: bytes, log: Logger, tried: Exception | None = None) -> Recording:
         """Publish the encoded result of ``job_id``; how it went.
+
+        ``tried``: the error a first commit of this very result already met (a group commit's,
+        bots/eager.py); the recording goes on from there, as if its own first try had met it.
 
         On a drain (cancellation) the result stays in the outbox if a retry had begun.
         """
         subject, headers = result_subject(job_id, self.bot), result_fence(job_id)
-        err, retried = await self._publish(subject, data, headers, log)
+        err, retried = await self._publish(subject, data, headers, log, tried)
+        return self._recording(subject, data, headers, err, retried)
+
+    def _recording(self, subject: str, data: bytes, headers: dict[str, str], err: Exception | None,
+                  retried: bool = False) -> Recording:
+        """What a commit's final answer ``err`` means for the job (None: recorded)."""
         if err is None:
             return Recording(Status.RECORDED, None, retried)
         if isinstance(err, ResultAlreadyRecordedError):
@@ -87,12 +98,19 @@ class Recorder:
             self.outbox.put(subject, data, headers)  # a retry wrote it ahead already
         return Recording(Status.UNRECORDED, err, retried)
 
-    async def _publish(self, subject: str, data: bytes, headers: dict[str, str], log: Logger) -> tuple[Exception | None, bool]:
-        """Commit, retrying transport failures for up to ``hold`` seconds: (the final error or None, retried)."""
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str], log: Logger,
+                       tried: Exception | None = None) -> tuple[Exception | None, bool]:
+        """Commit, retrying transport failures for up to ``hold`` seconds: (the final error or None, retried).
+
+        ``tried``: the first commit was made already and met this error."""
         deadline = anyio.current_time() + self.hold
         delay, retried, kept = 0.1, False, None
+        err: Exception | None
         while True:
-            err = await self.committer.commit(subject, data, headers)
+            if tried is not None:
+                err, tried = tried, None
+            else:
+                err = await self.committer.commit(subject, data, headers)
             if not isinstance(err, TransportError) or anyio.current_time() + delay > deadline:
                 if kept is not None and self.outbox is not None and (err is None or isinstance(err, ResultAlreadyRecordedError)):
                     self.outbox.discard(kept)  # recorded after all: nothing left to flush

@@ -47,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--no-group-commit", dest="group_commit", action="store_false",
                    help="publish every result on its own, never as atomic batches (by default a bot batches "
                    "the results that finish together when it measures that faster on its server)")
+    p.add_argument("--no-eager", dest="eager", action="store_false",
+                   help="run every job on the full path: no eager runs of plain async first deliveries "
+                   "(docs/performance.md, \"Eager runs\"); for comparison and as an escape hatch")
     p.add_argument("--outbox", type=Path, help="folder for results/events awaiting an unreachable server "
                    "(default: $XDG_STATE_HOME or ~/.local/state, /corral/outbox/NAME); 'none' disables it")
     p.add_argument("--handler", action="append", default=[], metavar="KIND=MODULE:FUNCTION[@process|@batch[:SIZE[:WAIT]]]",
@@ -90,6 +93,7 @@ def config_from(args: argparse.Namespace, registry: Registry | None = None) -> B
         handlers=tuple(args.handler), publish_timeout=args.publish_timeout, full_events=args.full_events,
         metrics_port=args.metrics_port, metrics_addr=args.metrics_addr,
         group_commit=args.group_commit,
+        eager=args.eager,
     )
     if args.name:
         fields["name"] = check_token(args.name, "bot name")

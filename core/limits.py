@@ -220,6 +220,11 @@ class Limiter:
         self._defs[kind] = (now, d)
         return d
 
+    def known_unlimited(self, kind: str) -> bool:
+        """Whether ``kind`` is known, without a read, to have no limits (a fresh cached answer)."""
+        cached = self._defs.get(kind)
+        return cached is not None and cached[1] is None and time.monotonic() - cached[0] < self.refresh
+
     async def admit(self, kind: str, owner: str, throttles: int = 0) -> Admitted | Throttled:
         """Take a concurrency slot and count a start in the rate window, or say how long to wait.
 

@@ -118,6 +118,16 @@ class _Untraced:
         _current.reset(self.token)
 
 
+def recording() -> bool:
+    """Whether a tracer provider records spans in this process (an attempt then opens one)."""
+    return _recording()
+
+
+def untraced(headers: Mapping[str, str] | None) -> _Untraced:
+    """An attempt without a span (:func:`attempt` when nothing records): the trace id in ``headers`` current."""
+    return _Untraced(headers)
+
+
 def attempt(job: Any, headers: Mapping[str, str] | None, number: int,
             previous: tuple[str, str] | None) -> contextlib.AbstractContextManager[Attempt]:
     """The span of one attempt at ``job`` (current while the body runs); ``previous``: (trace id, span id) to link."""
