@@ -12,12 +12,15 @@ such a job needs and skips the rest:
    tracer recording, and a bot of more than one slot (a one-slot bot runs every job alone,
    bots/inflight.py). Anything else takes the full path, unchanged.
 2. :meth:`Eager.run` calls the handler and steps its coroutine once, in the worker's own
-   task. A handler that does not suspend (a no-op or CPU-only job) ends right there: no
-   cancel scope, no deadline timer, nothing to cancel it from.
+   task, inside a cancel scope of its own (as the full path has, so a timeout or a cancel
+   is anyio's: shields hold, a swallowed cancel comes again at the next await, and a
+   drain's cancel is never taken for the job's). A handler that does not suspend (a no-op
+   or CPU-only job) ends right there: no deadline timer, nothing could have cancelled it.
 3. A handler that suspends (it awaits real I/O) is finished by the *same* task, so any
-   cancel scope it opened before suspending stays in its task. It is then registered as
-   running (``corral cancel`` reaches it) and given its deadline (bots/deadlines.py); both
-   cancel the worker task itself, and the cancellation is taken back when it is ours.
+   cancel scope it opened before suspending stays in its task. Its scope is then given its
+   deadline (bots/deadlines.py) and registered as running, so ``corral cancel`` reaches it.
+   The jobs the worker ran before it are settled at once by another task: a finished job
+   never waits for a slow one.
 4. The jobs a worker ran to their end one after another commit their results together
    (:meth:`corral.bots.commit.Committer.commit_many`): they share commit rounds with every
    other result queued, and the worker waits once for them all. Each is then settled as the
@@ -31,12 +34,11 @@ success writes none), the same failure, retry and dead-letter handling (bots/exe
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import time
 from collections.abc import Callable, Generator
 from typing import Any
 
+import anyio
 import msgspec
 from nats.aio.msg import Msg
 
@@ -45,22 +47,8 @@ from corral.bots.config import BotConfig
 from corral.core import fairness, tracing
 from corral.core.errors import CorralError
 from corral.core.handlers import Handler, JobContext, Registry
+from corral.core.log import Logger
 from corral.core.messages import Job, encode
-
-class _Cancel:
-    """A suspended eager job's cancel handle: cancels the worker task running it, once."""
-
-    __slots__ = ("fired", "task")
-
-    def __init__(self, task: asyncio.Task) -> None:
-        self.task = task
-        self.fired = False
-
-    def cancel(self) -> None:
-        if not self.fired:
-            self.fired = True
-            self.task.cancel()
-
 
 class _Resume:
     """Awaits the rest of a coroutine that was already stepped once and yielded ``first``."""
@@ -93,8 +81,9 @@ class _Resume:
 class Eager:
     """Runs eligible deliveries eagerly for one bot incarnation (see the module's docstring)."""
 
-    def __init__(self, attempts: Attempts, config: BotConfig) -> None:
+    def __init__(self, attempts: Attempts, config: BotConfig, log: Logger) -> None:
         self.attempts = attempts
+        self.log = log
         self.bot = config.name
         self.on = config.eager and config.concurrency > 1 and not config.full_events
         self._by_kind: dict[str, Handler | None] = {}
@@ -129,13 +118,24 @@ class Eager:
 
     async def run(self, fn: Handler, job: Job, msg: Msg, on_suspend: Callable[[], None]) -> Ran:
         """Run the handler to its end, as attempt 1; ``on_suspend`` is called if it suspends, before
-        this task waits for it (the caller lets other workers take what it would have taken)."""
+        this task waits for it (the caller lets other workers take what it would have taken).
+
+        The handler runs inside a cancel scope of its own from its first step, as on the full path
+        (bots/attempt.py), so a timeout or ``corral cancel`` is anyio's level-triggered cancel:
+        shields in the handler hold, a handler that swallows it is cancelled again at its next
+        await, and a drain's cancel of the workers is never taken for the job's own. The scope is
+        given its deadline and registered as running only once the handler suspends: before that
+        nothing can cancel it.
+        """
         a = self.attempts
         self.runs += 1
+        if self.log.debugging:
+            self.log.debug("job.started", job=job.id, kind=job.kind, attempt=1)
         started = time.time()
         ctx = JobContext(job=job, attempt=1, bot=self.bot, js=a.js,
-                         progress=functools.partial(a.report_progress, job.id))
-        with tracing.untraced(msg.headers):  # the trace id current while it runs, as the full path has it
+                         progress=lambda percent, message=None: a.report_progress(job.id, percent, message))
+        due = None
+        with tracing.untraced(msg.headers), anyio.CancelScope() as scope:  # the trace id current, as on the full path
             try:
                 coro = fn(job.args, ctx)
                 try:
@@ -143,34 +143,23 @@ class Eager:
                 except StopIteration as stop:
                     return self._done(job, started, stop.value)
                 on_suspend()
-                return await self._resumed(job, coro, step, started)
+                self.suspended += 1
+                due = a.deadlines.add(scope, max(0.0, job.timeout - (time.time() - started)))
+                a.running[job.id] = scope
+                value = await _Resume(coro, step)
+            except TimeoutError:
+                return Ran(started, False, f"timed out after {job.timeout}s")
             except Exception as e:  # noqa: BLE001 - the worker boundary: any handler error fails the attempt
                 return Ran(started, False, f"{type(e).__name__}: {e}")
-
-    async def _resumed(self, job: Job, coro: Any, step: Any, started: float) -> Ran:
-        """The rest of a suspended handler, cancellable by ``corral cancel`` and its deadline."""
-        a = self.attempts
-        self.suspended += 1
-        task = asyncio.current_task()
-        assert task is not None
-        handle = _Cancel(task)
-        due = a.deadlines.add(handle, max(0.0, job.timeout - (time.time() - started)))
-        a.running[job.id] = handle
-        try:
-            value = await _Resume(coro, step)
-        except asyncio.CancelledError:
-            if not handle.fired:
-                raise  # a drain or a forced stop: the caller hands the job back
-            task.uncancel()
-            if job.id in a.cancelled:
-                return Ran(started, True, None)
-            return Ran(started, False, f"timed out after {job.timeout}s")
-        finally:
-            a.deadlines.discard(due, handle)
-            a.running.pop(job.id, None)
-        if handle.fired:  # the handler swallowed its cancellation and returned: its value stands
-            task.uncancel()
-        return self._done(job, started, value)
+            finally:
+                if due is not None:
+                    a.deadlines.discard(due, scope)
+                    a.running.pop(job.id, None)
+            return self._done(job, started, value)
+        # Only a cancelled scope gets here: cancel() (a corral cancel) or the deadline.
+        if job.id in a.cancelled:
+            return Ran(started, True, None)
+        return Ran(started, False, f"timed out after {job.timeout}s")
 
     def _done(self, job: Job, started: float, value: Any) -> Ran:
         """A handler's return value as the run's encoded result, or why it cannot be one."""

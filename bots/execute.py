@@ -118,7 +118,7 @@ class Executor:
                                  committer=Committer(publisher, batching=config.group_commit))
         self.dead_letters = DeadLetters(js, config, self.trail, self.hooks)
         self.gate = gate  #: None: no bot around (a suspect then runs beside others, and says so)
-        self.eager = Eager(self.attempts, config)  #: plain first deliveries, run eagerly (bots/eager.py)
+        self.eager = Eager(self.attempts, config, log)  #: plain first deliveries, run eagerly (bots/eager.py)
 
     async def prepare(self) -> None:
         """Read the limits of the kinds this bot serves before it claims, so their first jobs can run

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,10 +35,14 @@ from corral.bots.settle import Run
 from corral.bots.slots import Hold, Slots
 from corral.bots.state import BotState, StateMachine
 from corral.core.connect import TRANSIENT
-from corral.core.errors import CorralError
+from corral.core import tracing
+from corral.core.errors import CorralError, TransportError
 from corral.core.log import Logger
 from corral.core.messages import Job
 from corral.core.names import result_fence, result_subject
+
+#: Seconds a worker keeps running eligible jobs one after another before it commits their results.
+GROUP_SPAN = 0.02
 
 FETCH_TIMEOUT = 1.0  #: seconds an idle bot's long-poll waits for work; also bounds how long a drain waits for the pull loop
 
@@ -77,7 +82,7 @@ class Intake:
         await executor.prepare()
         handoff: Claimed = Handoff()
         async with anyio.create_task_group() as jobs:
-            self._jobs_scope = jobs.cancel_scope
+            self._jobs, self._jobs_scope = jobs, jobs.cancel_scope
             for _ in range(self._slots.workers):  # bots/slots.py: a job waiting for its commit keeps its worker
                 jobs.start_soon(self._job_worker, handoff)
             try:
@@ -89,6 +94,8 @@ class Intake:
                 jobs.cancel_scope.cancel()
             else:
                 jobs.cancel_scope.deadline = anyio.current_time() + self.drain_timeout
+        # Claimed but never taken by a worker (a forced stop, or the drain's deadline, came first).
+        await self._hand_back_all([(key, msg, None) for key, msg, _ in iter(handoff.take, None)])
 
     async def _job_worker(self, handoff: Claimed) -> None:
         while (claimed := await handoff.get()) is not None:
@@ -97,9 +104,22 @@ class Intake:
 
     async def _run_claimed(self, handoff: Claimed, claimed: tuple[str, Msg, Any] | None) -> None:
         """Run ``claimed`` and what is queued behind it: eligible jobs eagerly, one after another,
-        their results then committed together (bots/eager.py); any other job on the full path."""
+        their results then committed together (bots/eager.py); any other job on the full path.
+
+        A group stops growing after :data:`GROUP_SPAN` seconds, so CPU-bound handlers do not hold
+        finished results back; and when a job suspends, the jobs that ran before it are settled by
+        another task at once rather than after it.
+        """
         eager = self.executor.eager
         ran: list[_Ran] = []
+        began = time.monotonic()
+
+        def suspending() -> None:
+            handoff.spread()
+            if ran:
+                self._jobs.start_soon(self._settle_ran, ran.copy())
+                ran.clear()
+
         while claimed is not None:
             key, msg, job = claimed
             fn = eager.handler(msg, job)
@@ -113,37 +133,45 @@ class Intake:
             hold = self._slots.hold()
             suspended = eager.suspended
             try:
-                outcome = await eager.run(fn, job, msg, handoff.spread)
+                outcome = await eager.run(fn, job, msg, suspending)
             except BaseException:  # a drain's deadline or a forced stop, mid-run
                 await self._hand_back_all([*((k, m, h) for k, m, _, h, _ in ran), (key, msg, hold)])
                 raise
             hold.ran()
             ran.append((key, msg, job, hold, outcome))
             if eager.suspended != suspended:
-                break  # it waited: commit what ran before taking more
+                break  # it waited: commit it before taking more
+            if time.monotonic() - began > GROUP_SPAN:
+                handoff.spread()
+                break
             claimed = handoff.take()
-        await self._settle_ran(ran)
+        if ran:
+            await self._settle_ran(ran)
 
     async def _settle_ran(self, ran: list[_Ran]) -> None:
         """Settle jobs that ran eagerly, the successes' results committed together first; each within
-        the same boundary as a full-path job (:meth:`_run_job`)."""
+        the same boundary as a full-path job (:meth:`_run_job`), with its trace id current."""
         ex = self.executor
         bot = ex.config.name
         pending = collections.deque(ran)
         try:
             ok = [r for r in ran if r[4].error is None and not r[4].cancelled]
-            answers = await ex.recorder.committer.commit_many(
-                [(result_subject(job.id, bot), r.data, result_fence(job.id)) for _, _, job, _, r in ok]) if ok else []
+            results = [(result_subject(job.id, bot), r.data, result_fence(job.id)) for _, _, job, _, r in ok]
+            try:
+                answers = await ex.recorder.committer.commit_many(results) if ok else []
+            except Exception as e:  # noqa: BLE001 - not sent, or not answered: each result is retried on its own
+                answers = [TransportError(str(e) or type(e).__name__)] * len(ok)
             errors = {item[0]: err for item, err in zip(ok, answers, strict=True)}
             while pending:
                 key, msg, job, hold, outcome = pending[0]
                 try:
-                    if key in errors and errors[key] is None:
-                        log = self.log.bind(job=job.id, kind=job.kind, attempt=1) if self.log.debugging else self.log
-                        await ex.recorded(msg, job, 1, RECORDED, outcome.started, log, outcome.value)
-                    else:
-                        log = self.log.bind(job=job.id, kind=job.kind, cid=job.correlation_id, attempt=1)
-                        await ex.conclude(msg, job, Run(1), outcome, log, tried=errors.get(key))
+                    with tracing.untraced(msg.headers):
+                        if key in errors and errors[key] is None:
+                            log = self.log.bind(job=job.id, kind=job.kind, attempt=1) if self.log.debugging else self.log
+                            await ex.recorded(msg, job, 1, RECORDED, outcome.started, log, outcome.value)
+                        else:
+                            log = self.log.bind(job=job.id, kind=job.kind, cid=job.correlation_id, attempt=1)
+                            await ex.conclude(msg, job, Run(1), outcome, log, tried=errors.get(key))
                 except (nats.errors.Error, *TRANSIENT) as e:
                     self.log.warning("job.interrupted", job=job.id, error=str(e) or type(e).__name__)
                 except Exception as e:  # noqa: BLE001 - the job-task boundary, as in _run_job
@@ -155,13 +183,18 @@ class Intake:
             await self._hand_back_all([(k, m, h) for k, m, _, h, _ in pending])
             raise
 
-    async def _hand_back_all(self, unsettled: list[tuple[str, Msg, Hold]]) -> None:
+    async def _hand_back_all(self, unsettled: list[tuple[str, Msg, Hold | None]]) -> None:
         """A drain's deadline or a forced stop came: give every unsettled job back, and its place."""
         for key, msg, hold in unsettled:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self.executor.hand_back(msg)
-            self.inflight.remove(key)
-            hold.settled()
+            try:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await self.executor.hand_back(msg)
+            except Exception as e:  # noqa: BLE001 - the others are still handed back; this one is redelivered after its deadline
+                self.log.warning("job.hand_back_failed", job=key, error=str(e) or type(e).__name__)
+            finally:
+                self.inflight.remove(key)
+                if hold is not None:
+                    hold.settled()
 
     async def _pull_loop(self, jobs: Claimed) -> None:
         """Claim jobs for free slots, highest priority first (bots/feeds.py has the rules)."""

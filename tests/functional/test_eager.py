@@ -221,3 +221,137 @@ async def test_a_drain_hands_back_a_suspended_eager_job(js, provisioned):
     await eventually(handed_back, what="the handed_back event")
     assert len(bot.inflight) == 0
     assert bot.executor.eager.suspended == 1
+
+
+class _Gate:
+    """A handler that waits until the test opens its gate; ``entered`` is set once it waits."""
+
+    def __init__(self) -> None:
+        self.entered = anyio.Event()
+        self.opened = anyio.Event()
+
+    async def wait(self, args: dict, ctx: JobContext) -> str:
+        self.entered.set()
+        await self.opened.wait()
+        return "opened"
+
+
+async def test_a_finished_job_is_recorded_while_a_slow_job_taken_after_it_still_runs(js, provisioned):
+    """Given a quick job and then a job that waits, queued before the bot starts so that one worker
+    takes both, when the second is still waiting, then the first one's result is already recorded
+    and the job acked: it did not wait for the slow job behind it."""
+    gate = _Gate()
+    raise_for(await submit_many(js, [make_job("double", {"n": 4}, id="eh-quick"), make_job("wait", {}, id="eh-slow")]))
+    async with _bot(provisioned.url, "eager-h", {"double": double, "wait": gate.wait}) as bot:
+        with anyio.fail_after(10):
+            await gate.entered.wait()
+
+        async def quick_recorded():
+            return await job_result(js, "eh-quick")
+
+        assert (await eventually(quick_recorded, what="the quick job's result")).value == 8
+        assert "eh-slow" in bot.executor.running and not gate.opened.is_set()
+        gate.opened.set()
+
+        async def slow_recorded():
+            return await job_result(js, "eh-slow")
+
+        assert (await eventually(slow_recorded, what="the slow job's result")).value == "opened"
+    assert bot.executor.eager.runs == 2
+
+
+async def reports(args: dict, ctx: JobContext) -> str:
+    ctx.progress(50)
+    ctx.progress(75, "nearly")
+    return "reported"
+
+
+async def shielded(args: dict, ctx: JobContext) -> str:
+    with anyio.CancelScope(shield=True):
+        await anyio.sleep(0.6)  # past its 0.2 s timeout, shielded
+    return "shield held"
+
+
+async def swallows(args: dict, ctx: JobContext) -> str:
+    try:
+        await anyio.sleep(3600)
+    except anyio.get_cancelled_exc_class():
+        pass  # swallowed once: the next await is cancelled again
+    await anyio.sleep(3600)
+    return "escaped"
+
+
+async def test_a_handler_reporting_progress_runs_eagerly_as_on_the_full_path(js, provisioned):
+    """Given a handler that reports progress with and without a message, when it runs eagerly,
+    then it succeeds."""
+    async with _bot(provisioned.url, "eager-i", {"reports": reports}) as bot:
+        await submit(js, make_job("reports", {}, id="ei-1"))
+
+        async def recorded():
+            return await job_result(js, "ei-1")
+
+        assert (await eventually(recorded, what="the result")).value == "reported"
+    assert bot.executor.eager.runs == 1
+
+
+async def test_a_timeout_is_anyios_cancel_a_shield_holds_and_a_swallowed_cancel_comes_again(js, provisioned):
+    """Given a handler whose shielded section outlasts its timeout, and one that swallows the
+    cancellation once and then awaits again, when both run eagerly with a 0.2 s timeout and one
+    attempt, then the first returns its value once the shield ends, and the second is cancelled
+    again at its next await and dead-lettered as timed out."""
+    async with _bot(provisioned.url, "eager-j", {"shielded": shielded, "swallows": swallows}) as bot:
+        await submit(js, make_job("shielded", {}, id="ej-shield", timeout=0.2, max_attempts=1))
+        await submit(js, make_job("swallows", {}, id="ej-swallow", timeout=0.2, max_attempts=1))
+
+        async def shield_recorded():
+            return await job_result(js, "ej-shield")
+
+        async def swallow_dead():
+            return await dead_letters_of(js, "ej-swallow")
+
+        assert (await eventually(shield_recorded, what="the shielded job's result")).value == "shield held"
+        [letter] = await eventually(swallow_dead, what="the swallowing job's dead letter")
+    assert "timed out after 0.2s" in letter.reason
+    assert bot.executor.eager.suspended == 2
+
+
+async def test_a_drain_during_a_timed_out_jobs_cleanup_hands_it_back_and_does_not_bury_it(js, provisioned):
+    """Given a handler that, once its timeout cancels it, cleans up under a shield, when the bot
+    drains during that cleanup and the drain's deadline passes, then the job is handed back, not
+    dead-lettered: the drain's cancel is not taken for the job's own timeout."""
+    cleaning = anyio.Event()
+
+    async def cleans_up(args: dict, ctx: JobContext) -> None:
+        try:
+            await anyio.sleep(3600)
+        finally:
+            cleaning.set()
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(1.0)  # a protected cleanup that outlasts the drain's deadline
+
+    async with _bot(provisioned.url, "eager-k", {"cleans": cleans_up}, drain_timeout=0.2):
+        await submit(js, make_job("cleans", {}, id="ek-1", timeout=0.3, max_attempts=1))
+        with anyio.fail_after(10):
+            await cleaning.wait()
+
+    async def handed_back() -> bool:
+        return EventType.HANDED_BACK in await _types(js, "ek-1")
+
+    await eventually(handed_back, what="the handed_back event")
+    assert await dead_letters_of(js, "ek-1") == []
+    assert EventType.FAILED not in await _types(js, "ek-1")
+
+
+async def test_events_written_while_settling_an_eager_job_carry_its_trace_id(js, provisioned):
+    """Given a job submitted with a traceparent whose handler raises, when it runs eagerly, then its
+    ``failed`` event carries the submitter's trace id, as on the full path."""
+    trace_id = "ab" * 16
+    async with _bot(provisioned.url, "eager-l", {"boom": boom}) as bot:
+        await submit(js, make_job("boom", {"i": 1}, id="el-1", max_attempts=3), traceparent=f"00-{trace_id}-{'cd' * 8}-01")
+
+        async def failed():
+            return [e for e in await job_events(js, "el-1") if e.type == EventType.FAILED]
+
+        [event, *_] = await eventually(failed, what="the failed event")
+    assert event.trace_id == trace_id
+    assert bot.executor.eager.runs >= 1

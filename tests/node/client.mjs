@@ -121,8 +121,14 @@ await step("read events", async () => {
   // trail"), so the trail to read is the failing job's: its failure, then its dead letter.
   const types = await poll("failed and dead events", async () => {
     const events = [];
-    const iter = await jsm.direct.getBatch("CORRAL_EVENTS", { seq: 1, next_by_subj: `corral.events.job.${doomed.id}`, batch: 100 });
-    for await (const m of iter) events.push(m.json());
+    try {
+      const iter = await jsm.direct.getBatch("CORRAL_EVENTS", { seq: 1, next_by_subj: `corral.events.job.${doomed.id}`, batch: 100 });
+      for await (const m of iter) events.push(m.json());
+    } catch (err) {
+      // No event on the subject yet: the server answers 404 "message not found". Poll again.
+      if (!String(err && err.message).includes("message not found")) throw err;
+      return null;
+    }
     return events.some((e) => e.type === "failed") && events.some((e) => e.type === "dead") ? events : null;
   });
   const failed = types.find((e) => e.type === "failed");
