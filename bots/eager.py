@@ -134,39 +134,46 @@ class Eager:
         started = time.time()
         ctx = JobContext(job=job, attempt=1, bot=self.bot, js=a.js,
                          progress=lambda percent, message=None: a.report_progress(job.id, percent, message))
-        due = None
         with tracing.untraced(msg.headers), anyio.CancelScope() as scope:  # the trace id current, as on the full path
             try:
                 coro = fn(job.args, ctx)
-                try:
-                    step = coro.send(None)
-                except StopIteration as stop:
-                    return self._done(job, started, stop.value)
-                on_suspend()
-                self.suspended += 1
-                due = a.deadlines.add(scope, max(0.0, job.timeout - (time.time() - started)))
-                a.running[job.id] = scope
-                value = await _Resume(coro, step)
-            except TimeoutError:
-                return Ran(started, False, f"timed out after {job.timeout}s")
+                step = coro.send(None)
+            except StopIteration as stop:
+                return self._done(job, started, stop.value)
             except Exception as e:  # noqa: BLE001 - the worker boundary: any handler error fails the attempt
-                return Ran(started, False, f"{type(e).__name__}: {e}")
+                return _failed(job, started, e)
+            on_suspend()
+            self.suspended += 1
+            due = a.deadlines.add(scope, max(0.0, job.timeout - (time.time() - started)))
+            a.running[job.id] = scope
+            try:
+                return self._done(job, started, await _Resume(coro, step))
+            except Exception as e:  # noqa: BLE001 - as above
+                return _failed(job, started, e)
             finally:
-                if due is not None:
-                    a.deadlines.discard(due, scope)
-                    a.running.pop(job.id, None)
-            return self._done(job, started, value)
+                a.deadlines.discard(due, scope)
+                a.running.pop(job.id, None)
         # Only a cancelled scope gets here: cancel() (a corral cancel) or the deadline.
         if job.id in a.cancelled:
             return Ran(started, True, None)
         return Ran(started, False, f"timed out after {job.timeout}s")
 
     def _done(self, job: Job, started: float, value: Any) -> Ran:
-        """A handler's return value as the run's encoded result, or why it cannot be one."""
+        """A handler's return value as the run's encoded result, or why it cannot be one (as the
+        full path words it: bots/attempt.py)."""
         try:
             data = encode(self.attempts._result(job, 1, started, value))
         except msgspec.EncodeError as e:
             return Ran(started, False, f"result is not JSON-encodable: {e}")
+        except Exception as e:  # noqa: BLE001 - msgspec raises TypeError for a type it cannot encode
+            return _failed(job, started, e)
         if len(data) > self.attempts.max_payload:
             return Ran(started, False, f"result is {len(data)} bytes, over the server's max_payload of {self.attempts.max_payload}")
         return Ran(started, False, None, data, value)
+
+
+def _failed(job: Job, started: float, e: Exception) -> Ran:
+    """A handler's exception as the run's error, worded as on the full path."""
+    if isinstance(e, TimeoutError):
+        return Ran(started, False, f"timed out after {job.timeout}s")
+    return Ran(started, False, f"{type(e).__name__}: {e}")

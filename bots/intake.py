@@ -14,6 +14,7 @@ worker that takes it, nothing more: no task and no wrapper coroutine per job.
 from __future__ import annotations
 
 import collections
+import contextvars
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,9 @@ from corral.core.names import result_fence, result_subject
 
 #: Seconds a worker keeps running eligible jobs one after another before it commits their results.
 GROUP_SPAN = 0.02
+
+#: Seconds a stopping bot spends, in all, handing back jobs it claimed and never ran.
+LEFTOVER_TIMEOUT = 5.0
 
 FETCH_TIMEOUT = 1.0  #: seconds an idle bot's long-poll waits for work; also bounds how long a drain waits for the pull loop
 
@@ -81,6 +85,13 @@ class Intake:
         self.nc, self.feeds, self.executor, self._breaker = nc, feeds, executor, breaker
         await executor.prepare()
         handoff: Claimed = Handoff()
+        try:
+            await self._run_workers(handoff)
+        finally:
+            # Claimed but never taken by a worker (a forced stop, or the drain's deadline, came first).
+            await self._hand_back_left(handoff)
+
+    async def _run_workers(self, handoff: Claimed) -> None:
         async with anyio.create_task_group() as jobs:
             self._jobs, self._jobs_scope = jobs, jobs.cancel_scope
             for _ in range(self._slots.workers):  # bots/slots.py: a job waiting for its commit keeps its worker
@@ -94,8 +105,19 @@ class Intake:
                 jobs.cancel_scope.cancel()
             else:
                 jobs.cancel_scope.deadline = anyio.current_time() + self.drain_timeout
-        # Claimed but never taken by a worker (a forced stop, or the drain's deadline, came first).
-        await self._hand_back_all([(key, msg, None) for key, msg, _ in iter(handoff.take, None)])
+
+    async def _hand_back_left(self, handoff: Claimed) -> None:
+        """Give back what was claimed and never run, within :data:`LEFTOVER_TIMEOUT` in all (a stop
+        must not hang on a server that does not answer: what is left is redelivered after its deadline)."""
+        left = list(iter(handoff.take, None))
+        with anyio.CancelScope(shield=True), anyio.move_on_after(LEFTOVER_TIMEOUT):
+            for key, msg, _ in left:
+                try:
+                    await self.executor.hand_back(msg)
+                except Exception as e:  # noqa: BLE001 - the others are still handed back
+                    self.log.warning("job.hand_back_failed", job=key, error=str(e) or type(e).__name__)
+        for key, _, _ in left:
+            self.inflight.remove(key)
 
     async def _job_worker(self, handoff: Claimed) -> None:
         while (claimed := await handoff.get()) is not None:
@@ -113,11 +135,12 @@ class Intake:
         eager = self.executor.eager
         ran: list[_Ran] = []
         began = time.monotonic()
+        context = contextvars.copy_context()  # the worker's own: not the suspending handler's
 
         def suspending() -> None:
             handoff.spread()
             if ran:
-                self._jobs.start_soon(self._settle_ran, ran.copy())
+                context.run(self._jobs.start_soon, self._settle_ran, ran.copy())
                 ran.clear()
 
         while claimed is not None:
@@ -215,7 +238,8 @@ class Intake:
                 self.log.warning("fetch.failed", error=str(e) or type(e).__name__)
                 if not self.nc.is_connected and self.sm.can(BotState.ERROR) and not self.stopping:
                     self.sm.to(BotState.ERROR)
-            self._slots.give_back(free - started[0])
+            finally:
+                self._slots.give_back(free - started[0])
 
     async def _claim(self, jobs: Claimed, free: int, started: list[int]) -> None:
         """Claim up to ``free`` jobs and start each as it comes (counted in ``started[0]``), unless

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from corral.bots.bot import Bot
@@ -355,3 +356,33 @@ async def test_events_written_while_settling_an_eager_job_carry_its_trace_id(js,
         [event, *_] = await eventually(failed, what="the failed event")
     assert event.trace_id == trace_id
     assert bot.executor.eager.runs >= 1
+
+
+class _Opaque:
+    """Not something a result can hold."""
+
+
+async def returns_opaque(args: dict, ctx: JobContext) -> _Opaque:
+    await anyio.lowlevel.checkpoint()  # suspends first: the value is encoded after the resumed run
+    return _Opaque()
+
+
+async def test_an_unencodable_value_after_a_suspension_fails_the_attempt_and_the_bot_runs_on(js, provisioned):
+    """Given a handler that suspends and then returns a value msgspec cannot encode, when it runs
+    eagerly with one attempt, then it is dead-lettered with the encoder's error (as on the full
+    path) and the bot goes on running jobs."""
+    async with _bot(provisioned.url, "eager-m", {"opaque": returns_opaque, "double": double}) as bot:
+        await submit(js, make_job("opaque", {}, id="em-1", max_attempts=1))
+
+        async def dead() -> list:
+            return await dead_letters_of(js, "em-1")
+
+        [letter] = await eventually(dead, what="the dead letter")
+        await submit(js, make_job("double", {"n": 5}, id="em-next"))
+
+        async def next_recorded():
+            return await job_result(js, "em-next")
+
+        assert (await eventually(next_recorded, what="the next job")).value == 10
+    assert "TypeError" in letter.reason and "unsupported" in letter.reason
+    assert bot.executor.eager.suspended == 1

@@ -54,3 +54,21 @@ async def _submit_and_wait(js, bot: Bot) -> None:
     for i in range(40):
         await submit(js, make_job("sum", {"a": i, "b": 2}, id=f"burst-{i}"))
     await eventually(lambda: recorded([f"burst-{i}" for i in range(40)]), what="the burst recorded")
+
+
+async def test_a_forced_stop_of_a_waiting_bot_gives_every_slot_back(js, provisioned):
+    """Given an idle in-process bot waiting in its long-poll, when it is stopped with force, then
+    once it has ended every handler slot and place is free again."""
+    bot = Bot(Settings(servers=(provisioned.url,)), BotConfig(name="intake-force", liveness_ttl=3, concurrency=4),
+              get_logger("bot"), Registry(dict(BUILTINS)))
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(bot.run)
+
+            async def waiting() -> bool:
+                return getattr(bot, "feeds", None) is not None and bot.feeds.answered > 0 and bot.feeds.feeds[0].polling()
+
+            await eventually(waiting, what="the bot waiting in its long-poll")
+            bot.stop(force=True)
+    slots = bot.intake._slots
+    assert (slots.handlers.value, slots.places.value) == (slots.concurrency, slots.concurrency + slots.depth)
