@@ -17,6 +17,7 @@ corral's ``submit_many``). Light-load enqueue-to-start is one job at a time into
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -98,7 +99,8 @@ def _taskiq_workers(url: str, marks: peer.Marks, ctx: Context, batch: int) -> su
     env = {**os.environ, peer.MARKS_ENV: marks.name, peer.URL_ENV: url, peer.BATCH_ENV: str(batch)}
     with open(ctx.log_dir / f"taskiq-batch{batch}.log", "ab") as log:
         return subprocess.Popen([taskiq, "worker", "corral.bench.peer_taskiq:broker", "-w", str(WORKERS), "--log-level", "WARNING"],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)  # its own process group: _stop ends every process in it
 
 
 def _cpu_seconds(procs: list[psutil.Process]) -> float:
@@ -149,11 +151,16 @@ async def _ready_workers(js, workers: subprocess.Popen, ctx: Context) -> None:
 
 
 def _stop(workers: subprocess.Popen) -> None:
+    """Stop taskiq's parent, then whatever of its group outlived it: a worker the parent forked as it
+    was shutting down was left running, orphaned, after a compare run."""
     workers.send_signal(signal.SIGINT)
     try:
         workers.wait(30)
     except subprocess.TimeoutExpired:
         workers.kill()
+        workers.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(workers.pid, signal.SIGKILL)
 
 
 async def run_taskiq(ctx: Context, marks: peer.Marks) -> dict[str, float]:
