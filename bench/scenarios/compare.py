@@ -100,7 +100,7 @@ def _taskiq_workers(url: str, marks: peer.Marks, ctx: Context, batch: int) -> su
     with open(ctx.log_dir / f"taskiq-batch{batch}.log", "ab") as log:
         return subprocess.Popen([taskiq, "worker", "corral.bench.peer_taskiq:broker", "-w", str(WORKERS), "--log-level", "WARNING"],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)  # its own process group: _stop ends every process in it
+                                process_group=0)  # its own process group: _stop ends every process in it
 
 
 def _cpu_seconds(procs: list[psutil.Process]) -> float:
