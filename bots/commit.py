@@ -194,8 +194,6 @@ class Committer:
 
     async def commit(self, subject: str, data: bytes, headers: dict[str, str]) -> Exception | None:
         """Publish one result; None once it is stored, else the translated error (core/connect.py)."""
-        if not self.batching:
-            return await self._direct(subject, data, headers)
         return (await self.commit_many([(subject, data, headers)]))[0]
 
     async def commit_many(self, results: list[tuple[str, bytes, dict[str, str]]]) -> list[Exception | None]:
@@ -203,7 +201,7 @@ class Committer:
         fate, in order. They join the queue together, so they share rounds with each other and with
         the results queued before and after them; one wait covers them all."""
         if not self.batching:
-            return [await self._direct(*r) for r in results]
+            return await self._direct(results)
         items = [_Result(*r) for r in results]
         self._queue.extend(items)
         for item in items:
@@ -236,11 +234,11 @@ class Committer:
         finally:
             self._hand_over()
 
-    async def _direct(self, subject: str, data: bytes, headers: dict[str, str]) -> Exception | None:
-        """Publish one result on its own, beside the others in flight."""
-        self.stats.direct += 1
-        fut = await self.publisher.publish(subject, data, headers)
-        return (await self._answers([fut], [subject]))[0]
+    async def _direct(self, results: list[tuple[str, bytes, dict[str, str]]]) -> list[Exception | None]:
+        """Publish each result on its own at once, pipelined beside the others in flight."""
+        self.stats.direct += len(results)
+        futs = [await self.publisher.publish(*r) for r in results]
+        return await self._answers(futs, [r[0] for r in results])
 
     async def _wait(self, item: _Result, mine: list[_Result]) -> None:
         """Wait until ``item`` is settled or handed the lead; a cancelled waiter leaves no gap.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import functools
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -47,6 +48,9 @@ GROUP_SPAN = 0.02
 
 #: Seconds a stopping bot spends, in all, handing back jobs it claimed and never ran.
 LEFTOVER_TIMEOUT = 5.0
+
+#: Seconds one hand-back (a nak and its event) may take.
+HAND_BACK_TIMEOUT = 5.0
 
 FETCH_TIMEOUT = 1.0  #: seconds an idle bot's long-poll waits for work; also bounds how long a drain waits for the pull loop
 
@@ -109,15 +113,7 @@ class Intake:
     async def _hand_back_left(self, handoff: Claimed) -> None:
         """Give back what was claimed and never run, within :data:`LEFTOVER_TIMEOUT` in all (a stop
         must not hang on a server that does not answer: what is left is redelivered after its deadline)."""
-        left = list(iter(handoff.take, None))
-        with anyio.CancelScope(shield=True), anyio.move_on_after(LEFTOVER_TIMEOUT):
-            for key, msg, _ in left:
-                try:
-                    await self.executor.hand_back(msg)
-                except Exception as e:  # noqa: BLE001 - the others are still handed back
-                    self.log.warning("job.hand_back_failed", job=key, error=str(e) or type(e).__name__)
-        for key, _, _ in left:
-            self.inflight.remove(key)
+        await self._hand_back_all([(key, msg, None) for key, msg, _ in iter(handoff.take, None)], within=LEFTOVER_TIMEOUT)
 
     async def _job_worker(self, handoff: Claimed) -> None:
         while (claimed := await handoff.get()) is not None:
@@ -206,15 +202,20 @@ class Intake:
             await self._hand_back_all([(k, m, h) for k, m, _, h, _ in pending])
             raise
 
-    async def _hand_back_all(self, unsettled: list[tuple[str, Msg, Hold | None]]) -> None:
-        """A drain's deadline or a forced stop came: give every unsettled job back, and its place."""
-        for key, msg, hold in unsettled:
-            try:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                    await self.executor.hand_back(msg)
-            except Exception as e:  # noqa: BLE001 - the others are still handed back; this one is redelivered after its deadline
-                self.log.warning("job.hand_back_failed", job=key, error=str(e) or type(e).__name__)
-            finally:
+    async def _hand_back_all(self, unsettled: list[tuple[str, Msg, Hold | None]], within: float = math.inf) -> None:
+        """A drain's deadline or a forced stop came: give every unsettled job back (each within
+        :data:`HAND_BACK_TIMEOUT`, all within ``within``), then its place. One not handed back is
+        redelivered after its ack deadline."""
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(within):
+                for key, msg, _ in unsettled:
+                    try:
+                        with anyio.move_on_after(HAND_BACK_TIMEOUT):
+                            await self.executor.hand_back(msg)
+                    except Exception as e:  # noqa: BLE001 - the others are still handed back
+                        self.log.warning("job.hand_back_failed", job=key, error=str(e) or type(e).__name__)
+        finally:
+            for key, _, hold in unsettled:
                 self.inflight.remove(key)
                 if hold is not None:
                     hold.settled()
@@ -299,7 +300,7 @@ class Intake:
             self.log.warning("job.interrupted", job=job_id, error=str(e) or type(e).__name__)
         except anyio.get_cancelled_exc_class():
             # Drain deadline or forced stop: give the job back for immediate redelivery.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(HAND_BACK_TIMEOUT):
                 await self.executor.hand_back(msg)
             raise
         except Exception as e:  # noqa: BLE001 - the job-task boundary: a bug here must not take the bot down

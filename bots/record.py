@@ -83,11 +83,6 @@ class Recorder:
         """
         subject, headers = result_subject(job_id, self.bot), result_fence(job_id)
         err, retried = await self._publish(subject, data, headers, log, tried)
-        return self._recording(subject, data, headers, err, retried)
-
-    def _recording(self, subject: str, data: bytes, headers: dict[str, str], err: Exception | None,
-                  retried: bool = False) -> Recording:
-        """What a commit's final answer ``err`` means for the job (None: recorded)."""
         if err is None:
             return Recording(Status.RECORDED, None, retried)
         if isinstance(err, ResultAlreadyRecordedError):

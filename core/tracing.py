@@ -97,7 +97,8 @@ def inject(headers: dict[str, str], traceparent: str | None = None) -> dict[str,
     return headers
 
 
-def _recording() -> bool:
+def recording() -> bool:
+    """Whether a tracer provider records spans in this process (an attempt then opens one)."""
     trace = _api()
     return trace is not None and not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
@@ -118,11 +119,6 @@ class _Untraced:
         _current.reset(self.token)
 
 
-def recording() -> bool:
-    """Whether a tracer provider records spans in this process (an attempt then opens one)."""
-    return _recording()
-
-
 def untraced(headers: Mapping[str, str] | None) -> _Untraced:
     """An attempt without a span (:func:`attempt` when nothing records): the trace id in ``headers`` current."""
     return _Untraced(headers)
@@ -131,7 +127,7 @@ def untraced(headers: Mapping[str, str] | None) -> _Untraced:
 def attempt(job: Any, headers: Mapping[str, str] | None, number: int,
             previous: tuple[str, str] | None) -> contextlib.AbstractContextManager[Attempt]:
     """The span of one attempt at ``job`` (current while the body runs); ``previous``: (trace id, span id) to link."""
-    if not _recording():
+    if not recording():
         return _Untraced(headers)
     return _span(job, headers, number, previous)
 

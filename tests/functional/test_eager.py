@@ -52,7 +52,7 @@ async def double(args: dict, ctx: JobContext) -> int:
 
 
 async def stuck(args: dict, ctx: JobContext) -> None:
-    await anyio.sleep(3600)
+    await anyio.sleep_forever()
 
 
 async def boom(args: dict, ctx: JobContext) -> None:
@@ -275,10 +275,10 @@ async def shielded(args: dict, ctx: JobContext) -> str:
 
 async def swallows(args: dict, ctx: JobContext) -> str:
     try:
-        await anyio.sleep(3600)
+        await anyio.sleep_forever()
     except anyio.get_cancelled_exc_class():
         pass  # swallowed once: the next await is cancelled again
-    await anyio.sleep(3600)
+    await anyio.sleep_forever()
     return "escaped"
 
 
@@ -324,7 +324,7 @@ async def test_a_drain_during_a_timed_out_jobs_cleanup_hands_it_back_and_does_no
 
     async def cleans_up(args: dict, ctx: JobContext) -> None:
         try:
-            await anyio.sleep(3600)
+            await anyio.sleep_forever()
         finally:
             cleaning.set()
             with anyio.CancelScope(shield=True):

@@ -19,13 +19,18 @@ from tests.conftest import eventually
 pytestmark = pytest.mark.anyio
 
 
+def _bot(url: str, name: str) -> Bot:
+    """An in-process bot with the built-in handlers and four slots."""
+    return Bot(Settings(servers=(url,)), BotConfig(name=name, liveness_ttl=3, concurrency=4), get_logger("bot"),
+               Registry(dict(BUILTINS)))
+
+
 async def test_jobs_reaching_an_idle_bot_start_as_they_are_read_and_give_every_slot_back(js, provisioned):
     """Given an idle in-process bot, when jobs are submitted one at a time (each waiting for the one
     before to be recorded) and then a burst of 40 at once, then every job is recorded, most of the
     lone ones were started straight from the long-poll, and once the bot has drained and stopped it
     holds no job and every handler slot and place is free again."""
-    bot = Bot(Settings(servers=(provisioned.url,)), BotConfig(name="intake", liveness_ttl=3, concurrency=4),
-              get_logger("bot"), Registry(dict(BUILTINS)))
+    bot = _bot(provisioned.url, "intake")
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
             tg.start_soon(bot.run)
@@ -59,8 +64,7 @@ async def _submit_and_wait(js, bot: Bot) -> None:
 async def test_a_forced_stop_of_a_waiting_bot_gives_every_slot_back(js, provisioned):
     """Given an idle in-process bot waiting in its long-poll, when it is stopped with force, then
     once it has ended every handler slot and place is free again."""
-    bot = Bot(Settings(servers=(provisioned.url,)), BotConfig(name="intake-force", liveness_ttl=3, concurrency=4),
-              get_logger("bot"), Registry(dict(BUILTINS)))
+    bot = _bot(provisioned.url, "intake-force")
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
             tg.start_soon(bot.run)
