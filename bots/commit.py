@@ -10,14 +10,23 @@ disk, whatever its ``sync_interval`` (docs/nats-notes.md). Under ``sync_interval
 corral's shipped setting, that is one fsync instead of one per result, a large gain. On a
 server left at the default lazy fsync it is one fsync more than individual publishes pay,
 and a batch is several times slower per result than publishing the same results one by one.
-A bot cannot read the server's fsync setting, so the committer measures: for every round big
-enough to batch it times the round (elapsed until the round is answered, over its size) and
-keeps the last :data:`WINDOW` of those times for each way. A busy bot's round times are mostly
-its own and the server's queueing, so one round can take ten times another of the same kind:
-each way's estimate is the *median* of its window, and single publishes are chosen only when
-they are clearly cheaper (:data:`SINGLES_MARGIN`), since batching is what keeps the server's
-work low when its disk is the bound. Every :data:`PROBE_EVERY` rounds the other way is tried
-once, so a server whose configuration changes is noticed. ``--no-group-commit`` (``batching=False``) forces batching off: every
+There is a fixed cost besides: on a single-replica file stream the server stages each batch in a
+store of its own on disk (a directory and files, made and removed per batch), about 2 ms of server
+CPU per batch here, so a batch of 16 cost the server 140 µs per result and one of 256 cost 30,
+against 19 for a single publish on a lazy server and 175 under ``always`` (docs/nats-notes.md).
+A bot cannot read the server's fsync setting, so the committer measures. It times every round
+big enough to batch, and keeps the last :data:`WINDOW` of those times for each way. A busy bot's
+round times are mostly its own and the server's queueing, so one round can take ten times another
+of the same kind: each estimate is a *median*. A batch round's estimate is its time over its size.
+A round of single publishes is timed in two parts, the wait for its first acknowledgement and the
+spacing of the rest, and projected to the size batch rounds have had: a trial of 16 single
+publishes would otherwise carry the round trip on 16 results where a batch of 200 spreads it over
+200, and on a lazy-fsync server that bias alone made the committer batch about a third of its
+results, which cost the server 70-80 µs per job where single publishes cost 40-46. Single
+publishes are chosen only when they are clearly cheaper (:data:`SINGLES_MARGIN`), since batching
+is what keeps the server's work low when its disk is the bound. Every :data:`PROBE_EVERY` rounds,
+and no more often than every :data:`PROBE_SECONDS`, the other way is tried once, so a server whose
+configuration changes is noticed. ``--no-group-commit`` (``batching=False``) forces batching off: every
 result is published at once, on its own, beside the others in flight.
 
 The rule is latency first. A result that finds no commit in flight is published at
@@ -43,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import statistics
+import time
 from dataclasses import dataclass
 
 import anyio
@@ -63,23 +73,36 @@ MIN_BATCH = 16
 MAX_BATCH = 256
 
 #: One round in this many, of those big enough to batch, is committed the way that looks slower,
-#: so that the estimate of it stays current (a restarted server may fsync differently).
+#: so that the estimate of it stays current (a restarted server may fsync differently)...
 PROBE_EVERY = 25
+
+#: ...and no more often than once in this many seconds. A probe costs its bot a round the slow way:
+#: on a lazy-fsync server a batch round took 20-90 ms where single publishes took 3-10 ms, and with
+#: a probe every 25 rounds that was a stall every 150 ms or so.
+PROBE_SECONDS = 5.0
 
 #: Rounds of each way whose median is its estimate of seconds per result.
 WINDOW = 9
 
 #: Single publishes are chosen only when their estimate is at most this share of the batches'.
-#: Measured with 4 bots draining no-op jobs on a 2-core box: on a lazy server the median single
-#: round was about a third of the median batch; under ``always`` batches were cheaper by about a
-#: quarter, but a moving mean of those noisy rounds with no margin chose single publishes in half
-#: the runs, and such a drain ran 25-30 % slower with the server doing more per result.
-SINGLES_MARGIN = 0.75
+#: Measured with 4 bots draining no-op jobs on a 2-core box, once single publishes were projected
+#: to the batches' size: on a lazy server batches cost 2-8 times single publishes per result in
+#: round time, 6-8 times once warmed up; under ``always`` the two came within 0.7-1.4 times of
+#: each other, since a saturated server's queue was most of both, while single publishes cost the
+#: server far more CPU (175 against about 30 µs a result, which a bot cannot see). Under a margin
+#: of 0.75 a bot under ``always`` went one by one for about a tenth of its results.
+SINGLES_MARGIN = 1 / 3
 
 #: Rounds each way is measured before the cheaper one is chosen: one round alone can mislead
 #: on a busy machine (a busy bot's rounds vary tenfold), and a wrong first choice would stand
 #: until probes outvote it.
 WARMUP = 5
+
+#: Warm-up ends early, after two rounds each way, where one way's estimate is this many times the
+#: other's: on a lazy-fsync server batches measured up to 8 times single publishes, and each further
+#: warm-up batch stalled its bot for tens of milliseconds. A wrong early choice is undone by the
+#: next probe.
+DECISIVE = 3.0
 
 
 class _Result:
@@ -116,28 +139,58 @@ class CommitStats:
 class Chooser:
     """Learns whether a round is committed faster as one atomic batch or one by one, on this server.
 
-    Each way's estimate is the median seconds per result of its last ``window`` rounds. The two
-    take turns for their first ``warmup`` rounds (batching first: the shipped server fsyncs
-    always); then batching is used unless single publishes cost at most ``margin`` of it, and
-    every ``probe_every`` rounds the other way once.
+    A batch round's estimate is the median seconds per result of its last ``window`` rounds. A round
+    of single publishes is measured in two parts: the wait for its first acknowledgement (the round
+    trip, and the queue ahead of it) and the spacing of the acknowledgements after it (what each
+    further result costs). Its estimate per result is those medians projected to the size batch
+    rounds have had: a trial of 16 single publishes shares its round trip among 16 results where a
+    batch of 200 shares it among 200, so dividing each round's own time by its own size would
+    favour batches by the size of the round trip alone, and on a busy bot that is most of a round.
+    The two take turns for their first ``warmup`` rounds (single publishes first, see :meth:`choose`),
+    or two each where one is :data:`DECISIVE` times the other; then batching is used unless single
+    publishes cost at most ``margin`` of it, and every
+    ``probe_every`` rounds the other way once.
     """
 
     def __init__(self, probe_every: int = PROBE_EVERY, window: int = WINDOW, warmup: int = WARMUP,
-                 margin: float = SINGLES_MARGIN) -> None:
+                 margin: float = SINGLES_MARGIN, probe_seconds: float = PROBE_SECONDS) -> None:
         self.probe_every = max(2, probe_every)
+        self.probe_seconds = probe_seconds
         self.warmup = max(1, warmup)
         self.margin = margin
-        self.recent: dict[bool, collections.deque[float]] = {
-            True: collections.deque(maxlen=max(1, window)), False: collections.deque(maxlen=max(1, window))}
-        self.per_result: dict[bool, float | None] = {True: None, False: None}  #: batched? -> median seconds per result
+        self.last_probe = 0  #: rounds counted at the last probe
+        self.last_probe_at = time.monotonic()
+        window = max(1, window)
+        self.recent: collections.deque[float] = collections.deque(maxlen=window)  #: batch rounds, seconds per result
+        self.sizes: collections.deque[int] = collections.deque(maxlen=window)  #: batch rounds' sizes
+        self.first: collections.deque[float] = collections.deque(maxlen=window)  #: singles: seconds to the first ack
+        self.spacing: collections.deque[float] = collections.deque(maxlen=window)  #: singles: seconds per ack after it
         self.samples: dict[bool, int] = {True: 0, False: 0}
         self.rounds = 0
         self.refusals = 0  #: batches refused in a row for a reason other than the fence
 
     @property
+    def per_result(self) -> dict[bool, float | None]:
+        """batched? -> estimated seconds per result, single publishes projected to the batches' size."""
+        batch = statistics.median(self.recent) if self.recent else None
+        if not self.first:
+            return {True: batch, False: None}
+        size = statistics.median(self.sizes) if self.sizes else 1
+        single = (statistics.median(self.first) + (size - 1) * statistics.median(self.spacing)) / size
+        return {True: batch, False: single}
+
+    @property
     def warming(self) -> bool:
-        """Either way has fewer than ``warmup`` rounds measured."""
-        return min(self.samples.values()) < self.warmup
+        """Either way has fewer than ``warmup`` rounds measured, unless after two each one is
+        :data:`DECISIVE` times the other."""
+        fewest = min(self.samples.values())
+        if fewest >= self.warmup:
+            return False
+        if fewest >= min(2, self.warmup):
+            batch, single = self.per_result.values()
+            if batch and single and max(batch, single) >= DECISIVE * min(batch, single):
+                return False
+        return True
 
     @property
     def prefers_batch(self) -> bool:
@@ -145,16 +198,21 @@ class Chooser:
         the stream keeps refusing batches."""
         if self.refusals >= self.warmup:
             return False
-        batch, single = self.per_result[True], self.per_result[False]
+        estimate = self.per_result
+        batch, single = estimate[True], estimate[False]
         return batch is None or single is None or single > self.margin * batch
 
     def choose(self) -> tuple[bool, bool]:
-        """(batch this round?, is it a probe of the slower mode?)."""
+        """(batch this round?, is it a probe of the slower mode?). Warm-up starts with single publishes:
+        a trial of them is short (:data:`MIN_BATCH`), and it is measured before any batch has slowed
+        the stream down for everyone."""
         self.rounds += 1
         if self.warming:
-            return self.samples[True] <= self.samples[False], False
+            return self.samples[True] < self.samples[False], False
         best = self.prefers_batch
-        if self.rounds % self.probe_every == 0:
+        if (self.rounds - self.last_probe >= self.probe_every
+                and time.monotonic() - self.last_probe_at >= self.probe_seconds):
+            self.last_probe, self.last_probe_at = self.rounds, time.monotonic()
             return not best, True
         return best, False
 
@@ -163,14 +221,25 @@ class Chooser:
         the fallback) is over."""
         if self.refusals:
             self.refusals = 0
-            self.recent[True].clear()
-            self.per_result[True] = None
+            self.recent.clear()
+            self.sizes.clear()
 
     def learn(self, batched: bool, seconds: float, results: int) -> None:
-        """Fold one answered round into its mode's estimate."""
-        self.samples[batched] += 1
-        self.recent[batched].append(seconds / max(1, results))
-        self.per_result[batched] = statistics.median(self.recent[batched])
+        """Fold one answered round into its mode's estimate; a round of single publishes known only by
+        its total time counts as evenly spaced acknowledgements."""
+        results = max(1, results)
+        if not batched:
+            self.learn_singles(seconds / results, seconds, results)
+            return
+        self.samples[True] += 1
+        self.recent.append(seconds / results)
+        self.sizes.append(results)
+
+    def learn_singles(self, first: float, last: float, results: int) -> None:
+        """Fold one answered round of single publishes: seconds to its first and to its last acknowledgement."""
+        self.samples[False] += 1
+        self.first.append(first)
+        self.spacing.append(max(0.0, last - first) / max(1, results - 1))
 
 
 class Committer:
@@ -278,10 +347,20 @@ class Committer:
     async def _chosen_round(self, batch: list[_Result], batched: bool, probe: bool) -> None:
         """A round big enough to batch, committed the way the chooser picked, and timed for it."""
         self.stats.probes += probe
-        started = anyio.current_time()
-        ok = await (self._batch_round(batch) if batched else self._single_round(batch))
-        if ok:  # a round cut short by a lost connection says nothing about the server's speed
-            self.chooser.learn(batched, anyio.current_time() - started, len(batch))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if batched:
+            if await self._batch_round(batch):  # a round cut short by a lost connection says nothing
+                self.chooser.learn(True, loop.time() - started, len(batch))
+            return
+        self.stats.singles += len(batch)
+        first: list[float] = []
+        futs = [await self.publisher.publish(batch[0].subject, batch[0].data, batch[0].headers)]
+        futs[0].add_done_callback(lambda _f: first.append(loop.time()))
+        futs += await self._send_each(batch[1:])
+        await self._settle_each(batch, futs)
+        if first and not any(isinstance(i.error, TransportError) for i in batch):
+            self.chooser.learn_singles(first[0] - started, loop.time() - started, len(batch))
 
     async def _single_round(self, batch: list[_Result]) -> bool:
         """Each result on its own, pipelined; False if the connection failed under it."""

@@ -10,7 +10,7 @@ import nats
 import pytest
 
 
-from corral.bots.commit import WARMUP, Chooser, Committer
+from corral.bots.commit import Chooser, Committer
 from corral.core.errors import ResultAlreadyRecordedError
 from corral.core.history import job_result, result_message, results_per_job
 from corral.core.jsapi import api
@@ -145,9 +145,9 @@ async def test_on_a_lazy_fsync_server_the_committer_commits_the_way_it_measured_
     finally:
         server.kill()
     chooser, stats = committer.chooser, committer.stats
-    assert chooser.samples[True] >= WARMUP and chooser.samples[False] >= WARMUP
-    cheaper_rounds = stats.batches - WARMUP if chooser.prefers_batch else (stats.singles - 20) // 40 - WARMUP
-    assert cheaper_rounds >= 6, (chooser.per_result, stats)
+    assert min(chooser.samples.values()) >= 2  # warm-up: at least two rounds each way
+    cheaper, dearer = chooser.samples[chooser.prefers_batch], chooser.samples[not chooser.prefers_batch]
+    assert cheaper - dearer >= 6, (chooser.per_result, chooser.samples, stats)
 
 
 async def test_where_every_batch_is_refused_the_committer_settles_on_single_publishes(nats_server):
@@ -171,20 +171,59 @@ async def test_where_every_batch_is_refused_the_committer_settles_on_single_publ
 
 
 def test_both_ways_are_measured_in_turn_before_either_is_chosen():
-    """Given a fresh chooser, when six rounds are chosen and timed, then they alternate, batching first."""
+    """Given a fresh chooser, when six rounds are chosen and timed alike, then they alternate, single
+    publishes first."""
     chooser = Chooser(warmup=3)
     picks = []
     for _ in range(6):
         batched, _probe = chooser.choose()
         picks.append(batched)
         chooser.learn(batched, 0.001, 10)
-    assert picks == [True, False] * 3
+    assert picks == [False, True] * 3
+
+
+def test_warm_up_ends_after_two_rounds_each_where_one_way_is_far_cheaper():
+    """Given single publishes measured at a tenth of the batches' cost, when rounds are chosen, then after
+    two rounds of each the chooser stops alternating and publishes one by one."""
+    chooser = Chooser(warmup=5, probe_seconds=3600)
+    picks = []
+    for _ in range(8):
+        batched, _probe = chooser.choose()
+        picks.append(batched)
+        chooser.learn(batched, 0.010 if batched else 0.001, 10)
+    assert picks == [False, True, False, True, False, False, False, False]
+
+
+def test_a_trial_of_single_publishes_is_projected_to_the_size_of_batch_rounds():
+    """Given batch rounds of 200 at 60 us a result, and rounds of 16 single publishes whose first ack took
+    1 ms (the round trip and the queue) and the rest came 5 us apart, then single publishes are preferred:
+    at 200 results they cost 1 ms + 199 x 5 us, a sixth of the batch. Divided by their own 16 results
+    they would have looked dearer than the batch."""
+    chooser = Chooser(warmup=1)
+    chooser.learn(True, 200 * 60e-6, 200)
+    chooser.learn_singles(0.001, 0.001 + 15 * 5e-6, 16)
+    batch, single = chooser.per_result[True], chooser.per_result[False]
+    assert batch is not None and single is not None
+    assert abs(single - (0.001 + 199 * 5e-6) / 200) < 1e-9
+    assert not chooser.prefers_batch
+    assert (0.001 + 15 * 5e-6) / 16 > batch
+
+
+def test_probes_come_no_more_often_than_their_interval_in_seconds():
+    """Given a chooser that prefers batches and probes every 10 rounds but at most once an hour, when
+    100 rounds are chosen at once, then only the first probe is made."""
+    chooser = Chooser(probe_every=10, warmup=1, probe_seconds=3600)
+    chooser.last_probe_at -= 3600  # the hour since the last probe has passed
+    chooser.learn(True, 0.001, 100)
+    chooser.learn(False, 0.010, 100)
+    picks = [chooser.choose() for _ in range(100)]
+    assert picks.count((False, True)) == 1 and picks.count((True, False)) == 99
 
 
 def test_a_slower_mode_is_tried_again_now_and_then_so_a_changed_server_is_noticed():
     """Given a chooser that has measured batches as cheaper, when 100 rounds are chosen, then two of them
     publish one by one as probes and the rest are batched."""
-    chooser = Chooser(probe_every=50, warmup=1)
+    chooser = Chooser(probe_every=50, warmup=1, probe_seconds=0)
     chooser.learn(True, 0.001, 100)
     chooser.learn(False, 0.010, 100)
     picks = [chooser.choose() for _ in range(100)]
@@ -265,7 +304,7 @@ async def test_provisioning_moves_a_previous_store_to_the_new_layout_and_old_res
     assert consumer["config"]["filter_subject"] == "corral.results.>"
     js = nc.jetstream()
     assert (await job_result(js, "old-job")).value == "old-job"
-    committer = Committer(AsyncPublisher(js, get_logger("test")), min_batch=2)
+    committer = Committer(AsyncPublisher(js, get_logger("test")), min_batch=2, adaptive=False)
     assert set((await _commit_all(committer, ["new-1", "new-2", "new-3"])).values()) == {None}
     assert committer.stats.batches == 1
     assert json.loads((await result_message(js, "new-2")).data)["value"] == "new-2"
@@ -369,7 +408,8 @@ async def test_a_trial_of_single_publishes_takes_only_a_sample_of_the_queue(js):
     wait behind a commit in flight, then the trial publishes only ``min_batch`` of them one by one
     and the next round, a batch, takes the other 36: a trial never costs a full round of writes."""
     committer = Committer(AsyncPublisher(js, get_logger("test")), min_batch=4)
-    committer.chooser.samples[True] = 1  # one batch measured already: the warm-up's next turn is singles
+    assert committer.chooser.choose() == (False, False)  # a fresh chooser's warm-up starts with single publishes
+    committer.chooser.rounds = 0
     ids = [f"t-{i}" for i in range(40)]
 
     async def group() -> None:
