@@ -24,7 +24,7 @@ import anyio
 #: Finished jobs that may wait for their result's commit beyond the handler slots (one commit
 #: round's worth: bots/commit.py's MAX_BATCH). Every held job is still counted in the heartbeat's
 #: ``current`` and kept alive by in-progress acks.
-COMMIT_DEPTH = 256
+COMMIT_DEPTH = 512
 
 
 class Hold:
