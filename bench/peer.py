@@ -64,6 +64,9 @@ class Marks:
     def started(self, i: int) -> float:
         return self.view[2 * i]
 
+    def ended(self, i: int) -> float:
+        return self.view[2 * i + 1]
+
     def span(self, n: int) -> tuple[float, float, int]:
         """(first start, last end, jobs ended) over slots 0..n-1."""
         starts = [self.view[2 * i] for i in range(n) if self.view[2 * i]]

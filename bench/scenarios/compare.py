@@ -12,7 +12,9 @@ Every job marks its start and end in shared memory (:mod:`corral.bench.peer`), s
 rate is jobs over first start to last finish (for corral, the last result stored). Both queues
 are held paused while the backlog is enqueued and every worker is waiting, so no process gets
 a head start. Enqueue rates are each system's own API (taskiq's ``kiq`` awaited one by one,
-corral's ``submit_many``). Light-load enqueue-to-start is one job at a time into idle workers.
+corral's ``submit_many``). Light-load enqueue-to-start is one job at a time into idle workers: each
+job is enqueued once the one before is done (taskiq-nats: its handler returned; corral: its result
+stored).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -39,6 +41,7 @@ from corral.bench.server import provision_for_bench
 from corral.bench.stats import percentile
 from corral.core.errors import ConfigError, CorralError
 from corral.core.messages import make_job
+from corral.core.history import result_message
 from corral.core.names import RESULTS_STREAM
 from corral.core.submit import raise_for, submit, submit_many
 
@@ -63,8 +66,15 @@ async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
         await anyio.sleep(0.01)
 
 
-async def _start_latency(marks: peer.Marks, samples: int, offset: int, enqueue) -> list[float]:
-    """Milliseconds from just before each enqueue to the handler's start, one job at a time."""
+async def _start_latency(marks: peer.Marks, samples: int, offset: int, enqueue,
+                         done: Callable[[int], Awaitable[bool]]) -> list[float]:
+    """Milliseconds from just before each enqueue to the handler's start, one job at a time.
+
+    Each job is enqueued once the one before is done by its system's own definition (``done``):
+    for taskiq-nats its handler returned, for corral its result is stored. Enqueued at the previous
+    job's start instead, as until session 8, a corral sample under ``always`` shared the disk with
+    the previous job's result fsync, which taskiq-nats does not write.
+    """
     out = []
     for k in range(samples):
         i = offset + k
@@ -76,7 +86,23 @@ async def _start_latency(marks: peer.Marks, samples: int, offset: int, enqueue) 
                 raise CorralError(f"compare: job {i} did not start within 30 s")
             await anyio.sleep(0.0002)
         out.append((marks.started(i) - t0) * 1000)
+        while not await done(i):
+            if time.monotonic() > deadline:
+                raise CorralError(f"compare: job {i} did not finish within 30 s")
+            await anyio.sleep(0.0002)
     return out
+
+
+def _ended(marks: peer.Marks) -> Callable[[int], Awaitable[bool]]:
+    """taskiq-nats' job is done when its handler returned (it keeps no result)."""
+    async def done(i: int) -> bool:
+        return bool(marks.ended(i))
+    return done
+
+
+async def _stored(js, job_id: str) -> bool:
+    """corral's job is done when its result is stored."""
+    return await result_message(js, job_id) is not None
 
 
 def _latency(prefix: str, samples: list[float]) -> dict[str, float]:
@@ -195,7 +221,7 @@ async def run_taskiq(ctx: Context, marks: peer.Marks) -> dict[str, float]:
         try:
             await _ready_workers(js, workers, ctx)
             out.update(_latency("taskiq", await _start_latency(marks, ctx.size.latency_samples, n,
-                                                              lambda i: kick.kiq(i=i, a=i, b=1))))
+                                                              lambda i: kick.kiq(i=i, a=i, b=1), _ended(marks))))
         finally:
             _stop(workers)
     finally:
@@ -232,7 +258,8 @@ async def run_corral(ctx: Context, marks: peer.Marks) -> dict[str, float]:
             out["corral_rss_mb"] = sum(b.rss() for b in fleet.bots) / len(fleet.bots) / 2**20
             out.update(_latency("corral", await _start_latency(
                 marks, ctx.size.latency_samples, n,
-                lambda i: submit(js, make_job("add", {"i": i, "a": i, "b": 1}, id=_job_id(ctx.rep, i))))))
+                lambda i: submit(js, make_job("add", {"i": i, "a": i, "b": 1}, id=_job_id(ctx.rep, i))),
+                lambda i: _stored(js, _job_id(ctx.rep, i)))))
     finally:
         await nc.close()
     return out
