@@ -74,6 +74,7 @@ PUBLISH_HEADERS = [
     {"Nats-Msg-Id": "j-1", "Nats-Expected-Stream": "CORRAL_JOBS"},
     {" Spaced ": " v\r\nx ", "": "skip", "  ": "blank name", "K": ""},  # stripped, newlines blanked, blanks skipped
     {"A": "\u00e9", "traceparent": "00-ab", "Nats-Batch-Sequence": "3"},
+    {"X": "a\nb", "Y": "c\rd", "Z": "\u2003wide spaces\u2003"},  # one kind of line break each; unicode whitespace stripped
 ]
 
 
