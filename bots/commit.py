@@ -15,18 +15,22 @@ store of its own on disk (a directory and files, made and removed per batch), ab
 CPU per batch here, so a batch of 16 cost the server 140 µs per result and one of 256 cost 30,
 against 19 for a single publish on a lazy server and 175 under ``always`` (docs/nats-notes.md).
 A bot cannot read the server's fsync setting, so the committer measures. It times every round
-big enough to batch, and keeps the last :data:`WINDOW` of those times for each way. A busy bot's
-round times are mostly its own and the server's queueing, so one round can take ten times another
-of the same kind: each estimate is a *median*. A batch round's estimate is its time over its size.
-A round of single publishes is timed in two parts, the wait for its first acknowledgement and the
-spacing of the rest, and projected to the size batch rounds have had: a trial of 16 single
-publishes would otherwise carry the round trip on 16 results where a batch of 200 spreads it over
-200, and on a lazy-fsync server that bias alone made the committer batch about a third of its
-results, which cost the server 70-80 µs per job where single publishes cost 40-46. Single
-publishes are chosen only when they are clearly cheaper (:data:`SINGLES_MARGIN`), since batching
-is what keeps the server's work low when its disk is the bound. Every :data:`PROBE_EVERY` rounds,
-and no more often than every :data:`PROBE_SECONDS`, the other way is tried once, so a server whose
-configuration changes is noticed. ``--no-group-commit`` (``batching=False``) forces batching off: every
+big enough to batch and keeps the last :data:`WINDOW` estimates of seconds per result for each
+way. A busy bot's round times are mostly its own and the server's queueing, so one round can take
+ten times another of the same kind: each estimate is a *median*. A round's wait (the round trip,
+and the server's queue ahead of it) is shared by its results, so each way must be judged at the
+same round size. A batch round, or a round of single publishes the chooser picked, counts as its
+time over its size. A *trial* of single publishes (warm-up and probes) takes only a sample, since
+under ``always`` each one is an fsync; it publishes the first result alone and waits for it, then
+the rest, which separates the shared wait from each result's cost, and is projected to the size
+recent rounds have had (:meth:`Chooser.learn_trial`). Neither the trial's time over its own size
+(the wait charged to 16 results instead of 200: on a lazy server that made every bot batch about
+a third of its results) nor the spacing of its acknowledgements (the server answers a pipelined
+burst in one clump) would do. Single publishes are chosen only when they are clearly cheaper
+(:data:`SINGLES_MARGIN`), since batching is what keeps the server's work low when its disk is
+the bound. Every :data:`PROBE_EVERY` rounds, and no more often than every :data:`PROBE_SECONDS`,
+the other way is tried once, so a server whose configuration changes is noticed.
+``--no-group-commit`` (``batching=False``) forces batching off: every
 result is published at once, on its own, beside the others in flight.
 
 The rule is latency first. A result that finds no commit in flight is published at
@@ -88,13 +92,13 @@ PROBE_SECONDS = 5.0
 WINDOW = 9
 
 #: Single publishes are chosen only when their estimate is at most this share of the batches'.
-#: Measured with 4 bots draining no-op jobs on a 2-core box, once single publishes were projected
-#: to the batches' size: on a lazy server batches cost 2-8 times single publishes per result in
-#: round time, 6-8 times once warmed up; under ``always`` the two came within 0.7-1.4 times of
-#: each other, since a saturated server's queue was most of both, while single publishes cost the
-#: server far more CPU (175 against about 30 µs a result, which a bot cannot see). Under a margin
-#: of 0.75 a bot under ``always`` went one by one for about a tenth of its results.
-SINGLES_MARGIN = 1 / 3
+#: Measured with 4 bots draining no-op jobs on a 2-core box: on a lazy server single-publish rounds
+#: took about a third of the batches' time per result (a batch's staging on disk costs the server
+#: about 2 ms whatever its size); under ``always`` single publishes cost several times the batches,
+#: one fsync each. A round's time is mostly queueing, so the margin keeps a bot under ``always``
+#: from going one by one on a few lucky rounds: with no margin and a moving mean, half the runs
+#: settled on single publishes, 25-30 % slower, with the server doing more per result.
+SINGLES_MARGIN = 0.5
 
 #: Rounds each way is measured before the cheaper one is chosen: one round alone can mislead
 #: on a busy machine (a busy bot's rounds vary tenfold), and a wrong first choice would stand
@@ -102,9 +106,9 @@ SINGLES_MARGIN = 1 / 3
 WARMUP = 5
 
 #: Warm-up ends early, after two rounds each way, where one way's estimate is this many times the
-#: other's: on a lazy-fsync server batches measured up to 8 times single publishes, and each further
-#: warm-up batch stalled its bot for tens of milliseconds. A wrong early choice is undone by the
-#: next probe.
+#: other's: on a lazy-fsync server batch rounds cost 3-4 times single publishes per result, and each
+#: further warm-up batch stalled its bot for tens of milliseconds; under ``always`` single publishes
+#: cost about ten times the batches. A wrong early choice is undone by the next probe.
 DECISIVE = 3.0
 
 
@@ -142,17 +146,11 @@ class CommitStats:
 class Chooser:
     """Learns whether a round is committed faster as one atomic batch or one by one, on this server.
 
-    A batch round's estimate is the median seconds per result of its last ``window`` rounds. A round
-    of single publishes is measured in two parts: the wait for its first acknowledgement (the round
-    trip, and the queue ahead of it) and the spacing of the acknowledgements after it (what each
-    further result costs). Its estimate per result is those medians projected to the size batch
-    rounds have had: a trial of 16 single publishes shares its round trip among 16 results where a
-    batch of 200 shares it among 200, so dividing each round's own time by its own size would
-    favour batches by the size of the round trip alone, and on a busy bot that is most of a round.
-    The two take turns for their first ``warmup`` rounds (single publishes first, see :meth:`choose`),
-    or two each where one is :data:`DECISIVE` times the other; then batching is used unless single
-    publishes cost at most ``margin`` of it, and every
-    ``probe_every`` rounds the other way once.
+    Each way's estimate is the median seconds per result of its last ``window`` rounds. The two
+    take turns for their first ``warmup`` rounds (batching first: the shipped server fsyncs
+    always), or two each where one is :data:`DECISIVE` times the other; then batching is used
+    unless single publishes cost at most ``margin`` of it, and every ``probe_every`` rounds, at
+    most once in ``probe_seconds``, the other way once.
     """
 
     def __init__(self, probe_every: int = PROBE_EVERY, window: int = WINDOW, warmup: int = WARMUP,
@@ -163,24 +161,13 @@ class Chooser:
         self.margin = margin
         self.last_probe = 0  #: rounds counted at the last probe
         self.last_probe_at = time.monotonic()
-        window = max(1, window)
-        self.recent: collections.deque[float] = collections.deque(maxlen=window)  #: batch rounds, seconds per result
-        self.sizes: collections.deque[int] = collections.deque(maxlen=window)  #: batch rounds' sizes
-        self.first: collections.deque[float] = collections.deque(maxlen=window)  #: singles: seconds to the first ack
-        self.spacing: collections.deque[float] = collections.deque(maxlen=window)  #: singles: seconds per ack after it
+        self.recent: dict[bool, collections.deque[float]] = {
+            True: collections.deque(maxlen=max(1, window)), False: collections.deque(maxlen=max(1, window))}
+        self.sizes: collections.deque[int] = collections.deque(maxlen=max(1, window))  #: recent rounds' sizes
+        self.per_result: dict[bool, float | None] = {True: None, False: None}  #: batched? -> median seconds per result
         self.samples: dict[bool, int] = {True: 0, False: 0}
         self.rounds = 0
         self.refusals = 0  #: batches refused in a row for a reason other than the fence
-
-    @property
-    def per_result(self) -> dict[bool, float | None]:
-        """batched? -> estimated seconds per result, single publishes projected to the batches' size."""
-        batch = statistics.median(self.recent) if self.recent else None
-        if not self.first:
-            return {True: batch, False: None}
-        size = statistics.median(self.sizes) if self.sizes else 1
-        single = (statistics.median(self.first) + (size - 1) * statistics.median(self.spacing)) / size
-        return {True: batch, False: single}
 
     @property
     def warming(self) -> bool:
@@ -190,7 +177,7 @@ class Chooser:
         if fewest >= self.warmup:
             return False
         if fewest >= min(2, self.warmup):
-            batch, single = self.per_result.values()
+            batch, single = self.per_result[True], self.per_result[False]
             if batch and single and max(batch, single) >= DECISIVE * min(batch, single):
                 return False
         return True
@@ -201,17 +188,14 @@ class Chooser:
         the stream keeps refusing batches."""
         if self.refusals >= self.warmup:
             return False
-        estimate = self.per_result
-        batch, single = estimate[True], estimate[False]
+        batch, single = self.per_result[True], self.per_result[False]
         return batch is None or single is None or single > self.margin * batch
 
     def choose(self) -> tuple[bool, bool]:
-        """(batch this round?, is it a probe of the slower mode?). Warm-up starts with single publishes:
-        a trial of them is short (:data:`MIN_BATCH`), and it is measured before any batch has slowed
-        the stream down for everyone."""
+        """(batch this round?, is it a probe of the slower mode?)."""
         self.rounds += 1
         if self.warming:
-            return self.samples[True] < self.samples[False], False
+            return self.samples[True] <= self.samples[False], False
         best = self.prefers_batch
         if (self.rounds - self.last_probe >= self.probe_every
                 and time.monotonic() - self.last_probe_at >= self.probe_seconds):
@@ -224,25 +208,26 @@ class Chooser:
         the fallback) is over."""
         if self.refusals:
             self.refusals = 0
-            self.recent.clear()
-            self.sizes.clear()
+            self.recent[True].clear()
+            self.per_result[True] = None
 
     def learn(self, batched: bool, seconds: float, results: int) -> None:
-        """Fold one answered round into its mode's estimate; a round of single publishes known only by
-        its total time counts as evenly spaced acknowledgements."""
-        results = max(1, results)
-        if not batched:
-            self.learn_singles(seconds / results, seconds, results)
-            return
-        self.samples[True] += 1
-        self.recent.append(seconds / results)
+        """Fold one answered round into its mode's estimate."""
+        self.samples[batched] += 1
         self.sizes.append(results)
+        self.recent[batched].append(seconds / max(1, results))
+        self.per_result[batched] = statistics.median(self.recent[batched])
 
-    def learn_singles(self, first: float, last: float, results: int) -> None:
-        """Fold one answered round of single publishes: seconds to its first and to its last acknowledgement."""
+    def learn_trial(self, alone: float, rest: float, results: int) -> None:
+        """Fold a trial of single publishes (:meth:`Committer._trial_round`): ``alone`` seconds for its
+        first result, ``rest`` for the other ``results - 1``. The wait they share is ``alone`` less one
+        result's cost; the trial counts as a round of single publishes the size recent rounds have had."""
+        each = max(0.0, rest - alone) / max(1, results - 2)
+        wait = max(0.0, alone - each)
+        size = statistics.median(self.sizes) if self.sizes else results
         self.samples[False] += 1
-        self.first.append(first)
-        self.spacing.append(max(0.0, last - first) / max(1, results - 1))
+        self.recent[False].append((wait + size * each) / size)
+        self.per_result[False] = statistics.median(self.recent[False])
 
 
 class Committer:
@@ -291,15 +276,17 @@ class Committer:
         try:
             n = min(self.max_batch, len(self._queue))
             batched, probe = self.chooser.choose() if n >= self.min_batch and self.adaptive else (n >= self.min_batch, False)
-            if not batched and n > self.min_batch and (probe or self.chooser.warming):
-                # A trial of single publishes takes a sample's worth only: their cost per result hardly
-                # depends on the round's size, and on a server that fsyncs every write a full round
-                # of them would cost a full round of fsyncs.
+            trial = n >= self.min_batch and self.adaptive and not batched and (probe or self.chooser.warming)
+            if trial:
+                # A trial of single publishes takes a sample's worth only: on a server that fsyncs
+                # every write a full round of them would cost a full round of fsyncs.
                 n = self.min_batch
             batch = [self._queue.popleft() for _ in range(n)]
             # Shielded: the round settles results of other callers too, and it is bounded by the ack timeout.
             with anyio.CancelScope(shield=True):
-                if len(batch) >= self.min_batch:
+                if trial:
+                    await self._trial_round(batch, probe)
+                elif len(batch) >= self.min_batch:
                     await self._chosen_round(batch, batched, probe)
                 else:
                     await self._single_round(batch)
@@ -350,20 +337,31 @@ class Committer:
     async def _chosen_round(self, batch: list[_Result], batched: bool, probe: bool) -> None:
         """A round big enough to batch, committed the way the chooser picked, and timed for it."""
         self.stats.probes += probe
+        started = anyio.current_time()
+        ok = await (self._batch_round(batch) if batched else self._single_round(batch))
+        if ok:  # a round cut short by a lost connection says nothing about the server's speed
+            self.chooser.learn(batched, anyio.current_time() - started, len(batch))
+
+    async def _trial_round(self, batch: list[_Result], probe: bool) -> None:
+        """A trial of single publishes on a sample: the first alone, awaited, then the rest pipelined.
+
+        A round's time is mostly the wait that all its results share (the round trip, and the
+        server's queue ahead of it), and the server answers a pipelined burst in one clump once it
+        has stored all of it, so neither a trial's time over its size nor the spacing of its
+        acknowledgements says what one more result costs. Two parts do: the first result's round
+        trip is the wait plus one result, the rest's is the wait plus ``n - 1`` results.
+        """
+        self.stats.probes += probe
         loop = asyncio.get_running_loop()
         started = loop.time()
-        if batched:
-            if await self._batch_round(batch):  # a round cut short by a lost connection says nothing
-                self.chooser.learn(True, loop.time() - started, len(batch))
-            return
         self.stats.singles += len(batch)
-        first: list[float] = []
-        futs = [await self.publisher.publish(batch[0].subject, batch[0].data, batch[0].headers)]
-        futs[0].add_done_callback(lambda _f: first.append(loop.time()))
-        futs += await self._send_each(batch[1:])
-        await self._settle_each(batch, futs)
-        if first and not any(isinstance(i.error, TransportError) for i in batch):
-            self.chooser.learn_singles(first[0] - started, loop.time() - started, len(batch))
+        first = await self._send_each(batch[:1])
+        await self._answers(first, [batch[0].subject])
+        alone = loop.time() - started
+        rest = await self._send_each(batch[1:])
+        await self._settle_each(batch, first + rest)
+        if not any(isinstance(i.error, TransportError) for i in batch):
+            self.chooser.learn_trial(alone, loop.time() - started - alone, len(batch))
 
     async def _single_round(self, batch: list[_Result]) -> bool:
         """Each result on its own, pipelined; False if the connection failed under it."""

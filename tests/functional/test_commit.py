@@ -189,15 +189,14 @@ async def test_where_every_batch_is_refused_the_committer_settles_on_single_publ
 
 
 def test_both_ways_are_measured_in_turn_before_either_is_chosen():
-    """Given a fresh chooser, when six rounds are chosen and timed alike, then they alternate, single
-    publishes first."""
+    """Given a fresh chooser, when six rounds are chosen and timed alike, then they alternate, batching first."""
     chooser = Chooser(warmup=3)
     picks = []
     for _ in range(6):
         batched, _probe = chooser.choose()
         picks.append(batched)
         chooser.learn(batched, 0.001, 10)
-    assert picks == [False, True] * 3
+    assert picks == [True, False] * 3
 
 
 def test_warm_up_ends_after_two_rounds_each_where_one_way_is_far_cheaper():
@@ -209,22 +208,7 @@ def test_warm_up_ends_after_two_rounds_each_where_one_way_is_far_cheaper():
         batched, _probe = chooser.choose()
         picks.append(batched)
         chooser.learn(batched, 0.010 if batched else 0.001, 10)
-    assert picks == [False, True, False, True, False, False, False, False]
-
-
-def test_a_trial_of_single_publishes_is_projected_to_the_size_of_batch_rounds():
-    """Given batch rounds of 200 at 60 us a result, and rounds of 16 single publishes whose first ack took
-    1 ms (the round trip and the queue) and the rest came 5 us apart, then single publishes are preferred:
-    at 200 results they cost 1 ms + 199 x 5 us, a sixth of the batch. Divided by their own 16 results
-    they would have looked dearer than the batch."""
-    chooser = Chooser(warmup=1)
-    chooser.learn(True, 200 * 60e-6, 200)
-    chooser.learn_singles(0.001, 0.001 + 15 * 5e-6, 16)
-    batch, single = chooser.per_result[True], chooser.per_result[False]
-    assert batch is not None and single is not None
-    assert abs(single - (0.001 + 199 * 5e-6) / 200) < 1e-9
-    assert not chooser.prefers_batch
-    assert (0.001 + 15 * 5e-6) / 16 > batch
+    assert picks == [True, False, True, False, False, False, False, False]
 
 
 def test_probes_come_no_more_often_than_their_interval_in_seconds():
@@ -421,13 +405,14 @@ async def test_a_group_cancelled_while_it_waits_leaves_the_queue_and_hands_the_l
     assert not committer._queue and not committer._leading
 
 
-async def test_a_trial_of_single_publishes_takes_only_a_sample_of_the_queue(js):
+async def test_a_trial_of_single_publishes_takes_a_sample_first_one_alone(js):
     """Given a learning committer whose next round is a trial of single publishes, when 40 results
-    wait behind a commit in flight, then the trial publishes only ``min_batch`` of them one by one
-    and the next round, a batch, takes the other 36: a trial never costs a full round of writes."""
+    wait behind a commit in flight, then the trial publishes only ``min_batch`` of them one by one (the
+    first alone, then the rest) and the next round, a batch, takes the other 36: a trial never costs a
+    full round of writes. The trial's estimate is its shared wait plus each result's cost, projected
+    to the rounds' size."""
     committer = Committer(AsyncPublisher(js, get_logger("test")), min_batch=4)
-    assert committer.chooser.choose() == (False, False)  # a fresh chooser's warm-up starts with single publishes
-    committer.chooser.rounds = 0
+    committer.chooser.samples[True] = 1  # one batch measured already: the warm-up's next turn is singles
     ids = [f"t-{i}" for i in range(40)]
 
     async def group() -> None:
@@ -439,3 +424,20 @@ async def test_a_trial_of_single_publishes_takes_only_a_sample_of_the_queue(js):
             await anyio.lowlevel.checkpoint()
             tg.start_soon(group)
     assert (committer.stats.singles, committer.stats.batches, committer.stats.batched) == (1 + 4, 1, 36)
+    assert committer.chooser.samples[False] == 1 and committer.chooser.per_result[False] is not None
+
+
+def test_a_trial_is_projected_from_its_first_result_alone_and_the_rest():
+    """Given batch rounds of 200, when a trial of 16 single publishes took 1 ms for its first result alone
+    and 1.7 ms for the other 15, then each result costs 50 us and the shared wait 0.95 ms: at 200 results,
+    (0.95 ms + 200 x 50 us) / 200 = 54.75 us a result. Its own time over its size (169 us) would have
+    charged the wait to 16 results."""
+    chooser = Chooser(warmup=1)
+    chooser.learn(True, 200 * 100e-6, 200)
+    chooser.learn_trial(0.001, 0.0017, 16)
+    single = chooser.per_result[False]
+    assert single is not None and abs(single - (0.00095 + 200 * 50e-6) / 200) < 1e-9
+    assert chooser.prefers_batch  # 54.75 us is over half the batches' 100 us
+    chooser.learn_trial(0.001, 0.0010, 16)  # the rest as quick as the first alone: results cost nothing more
+    chooser.learn_trial(0.001, 0.0010, 16)
+    assert not chooser.prefers_batch
