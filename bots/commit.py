@@ -108,7 +108,8 @@ WARMUP = 5
 #: Warm-up ends early, after two rounds each way, where one way's estimate is this many times the
 #: other's: on a lazy-fsync server batch rounds cost 3-4 times single publishes per result, and each
 #: further warm-up batch stalled its bot for tens of milliseconds; under ``always`` single publishes
-#: cost about ten times the batches. A wrong early choice is undone by the next probe.
+#: cost 2-4 times the batches in rounds of 40, about 10 in rounds of 200. A wrong early choice is
+#: undone by the next probe.
 DECISIVE = 3.0
 
 
@@ -146,7 +147,8 @@ class CommitStats:
 class Chooser:
     """Learns whether a round is committed faster as one atomic batch or one by one, on this server.
 
-    Each way's estimate is the median seconds per result of its last ``window`` rounds. The two
+    Each way's estimate is the median seconds per result of its last ``window`` rounds; a trial of
+    single publishes counts as its projection to the size recent rounds have had (:meth:`learn_trial`). The two
     take turns for their first ``warmup`` rounds (batching first: the shipped server fsyncs
     always), or two each where one is :data:`DECISIVE` times the other; then batching is used
     unless single publishes cost at most ``margin`` of it, and every ``probe_every`` rounds, at
@@ -282,7 +284,8 @@ class Committer:
                 # every write a full round of them would cost a full round of fsyncs.
                 n = self.min_batch
             batch = [self._queue.popleft() for _ in range(n)]
-            # Shielded: the round settles results of other callers too, and it is bounded by the ack timeout.
+            # Shielded: the round settles results of other callers too, and it is bounded by the ack
+            # timeout (a trial's two parts together too).
             with anyio.CancelScope(shield=True):
                 if trial:
                     await self._trial_round(batch, probe)
@@ -359,8 +362,13 @@ class Committer:
         await self._answers(first, [batch[0].subject])
         alone = loop.time() - started
         rest = await self._send_each(batch[1:])
-        await self._settle_each(batch, first + rest)
-        if not any(isinstance(i.error, TransportError) for i in batch):
+        # The whole trial within one ack timeout, as any round: a first answer that never came
+        # leaves the rest only what remains of it (a late one is a transport error, retried).
+        left = max(0.0, self.publisher.ack_timeout - alone)
+        self._settle(batch, await self._answers(first + rest, [i.subject for i in batch], left))
+        # Learnt only from a trial whose every result was stored (or fenced, which stores nothing
+        # and costs no fsync): an error of the connection's says nothing about the server's speed.
+        if all(i.error is None or isinstance(i.error, ResultAlreadyRecordedError) for i in batch):
             self.chooser.learn_trial(alone, loop.time() - started - alone, len(batch))
 
     async def _single_round(self, batch: list[_Result]) -> bool:
@@ -408,8 +416,10 @@ class Committer:
             self.stats.batched += len(batch)
         return err
 
-    async def _answers(self, futs: list[asyncio.Future], subjects: list[str]) -> list[Exception | None]:
-        """Each publish's fate, awaited together under one deadline (None: stored).
+    async def _answers(self, futs: list[asyncio.Future], subjects: list[str],
+                       timeout: float | None = None) -> list[Exception | None]:
+        """Each publish's fate, awaited together under one deadline (``timeout``, else the
+        publisher's ack timeout; None: stored).
 
         One ``asyncio.wait`` per round instead of a timeout scope per result: those scopes were a
         measurable share of a no-op job's CPU. The futures are left running past the deadline,
@@ -417,7 +427,7 @@ class Committer:
         """
         pending = [f for f in futs if not f.done()]
         if pending:
-            await asyncio.wait(pending, timeout=self.publisher.ack_timeout)
+            await asyncio.wait(pending, timeout=self.publisher.ack_timeout if timeout is None else timeout)
         return [_fate(f, s) for f, s in zip(futs, subjects, strict=True)]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 
 from corral.bots.commit import Chooser, Committer
-from corral.core.errors import ResultAlreadyRecordedError
+from corral.core.errors import ResultAlreadyRecordedError, TransportError
 from corral.core.history import job_result, result_message, results_per_job
 from corral.core.jsapi import api
 from corral.core.log import get_logger
@@ -441,3 +441,33 @@ def test_a_trial_is_projected_from_its_first_result_alone_and_the_rest():
     chooser.learn_trial(0.001, 0.0010, 16)  # the rest as quick as the first alone: results cost nothing more
     chooser.learn_trial(0.001, 0.0010, 16)
     assert not chooser.prefers_batch
+
+
+async def test_a_trial_whose_first_answer_never_comes_ends_within_one_ack_timeout(js, provisioned):
+    """Given a trial of single publishes on a server that has stopped answering (SIGSTOP), when its
+    first result's acknowledgement never comes, then the trial gives the rest only what is left of
+    one ack timeout: every result gets a transport error (retried by its caller) within about one
+    timeout, not two, and the chooser learns nothing from it."""
+    committer = Committer(AsyncPublisher(js, get_logger("test"), ack_timeout=0.5), min_batch=16)
+    committer.chooser.samples[True] = 1  # the warm-up's next turn is a trial of single publishes
+    committer._leading = True  # the 16 queue up as they would behind a round in flight
+    results: list[Exception | None] = []
+
+    async def group() -> None:
+        results.extend(await committer.commit_many(
+            [(result_subject(f"hang-{i}", "b1"), _result(f"hang-{i}"), result_fence(f"hang-{i}")) for i in range(16)]))
+
+    provisioned.pause()
+    try:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(group)
+                await anyio.lowlevel.checkpoint()
+                began = anyio.current_time()
+                committer._hand_over()  # the round in flight is answered: the first waiter leads the trial
+        took = anyio.current_time() - began
+    finally:
+        provisioned.resume()
+    assert len(results) == 16 and all(isinstance(e, TransportError) for e in results), results
+    assert committer.stats.singles == 16 and committer.chooser.samples[False] == 0
+    assert took < 0.9, took  # one ack timeout (0.5 s) and scheduling, not two
