@@ -2,8 +2,8 @@
 
     python -m corral.bench.batch_cost [--results 10240] [--sizes 16,64,256,512] [--lazy]
 
-Starts its own nats-server (nats.conf: ``sync_interval: always``; ``--lazy`` for the server's
-default fsync), provisions it, then stores ``--results`` fenced results (as bots write them) one
+Starts its own nats-server (nats.conf: ``sync_interval: always``; ``--lazy``: the same with the
+server's default fsync), provisions it, then stores ``--results`` fenced results (as bots write them) one
 by one, pipelined, and then as sequential atomic batches of each size, and prints the server's
 CPU (user + system, from its process) per result and per batch, and the rate. On a
 single-replica file stream the server stages each batch in a store of its own on disk, a fixed
@@ -13,23 +13,17 @@ cost per batch that the per-batch column shows (docs/nats-notes.md, "Atomic batc
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import anyio
-import nats
 import psutil
 
+from corral.bench.commit_rate import BODY
+from corral.bench.server import standalone
 from corral.core.log import get_logger
 from corral.core.names import result_fence, result_subject
 from corral.core.publisher import AsyncPublisher
-from corral.harness.server import NATS_CONF, EmbeddedServer
-from corral.streams import load_declarations
-from corral.streams.provision import provision
 
-BODY = b'{"job_id":"x","kind":"sum","queue":"default","bot":"bench","incarnation":"i","attempt":1,' \
-       b'"started_at":1.0,"finished_at":2.0,"value":3}'
 
 
 def _cpu(proc: psutil.Process) -> float:
@@ -55,30 +49,20 @@ async def _batches(pub: AsyncPublisher, tag: str, results: int, size: int) -> No
 
 
 async def main(results: int, sizes: list[int], lazy: bool) -> None:
-    with tempfile.TemporaryDirectory() as home:
-        conf = Path(home) / "lazy.conf"
-        conf.write_text('jetstream { store_dir: "data/jetstream" }\n')
-        server = EmbeddedServer(Path(home) / "nats", config=conf if lazy else NATS_CONF).start()
-        try:
-            assert server.proc is not None
-            proc = psutil.Process(server.proc.pid)
-            nc = await nats.connect(server.url)
-            await provision(nc, load_declarations())
-            pub = AsyncPublisher(nc.jetstream(), get_logger("bench"))
-            print(f"fsync: {'lazy (server default)' if lazy else 'always'}; {results} results per run")
-            for size in (1, *sizes):
-                tag = f"{time.monotonic_ns():x}"
-                cpu, began = _cpu(proc), time.perf_counter()
-                stored = results if size == 1 else results // size * size
-                await (_singles(pub, tag, results) if size == 1 else _batches(pub, tag, results, size))
-                used, took = _cpu(proc) - cpu, time.perf_counter() - began
-                way = "one by one      " if size == 1 else f"batches of {size:<5}"
-                print(f"{way}: server {used * 1e6 / stored:6.1f} us/result  {used * 1e6 * size / stored:7.0f} us/batch  "
-                      f"{stored / took:7.0f} results/s")
-            await nc.close()
-        finally:
-            server.kill()
-
+    async with standalone(lazy) as (server, nc):
+        assert server.proc is not None
+        proc = psutil.Process(server.proc.pid)
+        pub = AsyncPublisher(nc.jetstream(), get_logger("bench"))
+        print(f"fsync: {'lazy (server default)' if lazy else 'always'}; {results} results per run")
+        for size in (1, *sizes):
+            tag = f"{time.monotonic_ns():x}"
+            cpu, began = _cpu(proc), time.perf_counter()
+            stored = results if size == 1 else results // size * size
+            await (_singles(pub, tag, results) if size == 1 else _batches(pub, tag, results, size))
+            used, took = _cpu(proc) - cpu, time.perf_counter() - began
+            way = "one by one      " if size == 1 else f"batches of {size:<5}"
+            print(f"{way}: server {used * 1e6 / stored:6.1f} us/result  {used * 1e6 * size / stored:7.0f} us/batch  "
+                  f"{stored / took:7.0f} results/s")
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

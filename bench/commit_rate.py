@@ -2,8 +2,8 @@
 
     python -m corral.bench.commit_rate [--results 6000] [--slots 1,8,32,128] [--lazy]
 
-Starts its own nats-server (nats.conf: ``sync_interval: always``; ``--lazy`` for the server's
-default fsync), provisions it, then for each slot count runs that many tasks, each recording
+Starts its own nats-server (nats.conf: ``sync_interval: always``; ``--lazy``: the same with the
+server's default fsync), provisions it, then for each slot count runs that many tasks, each recording
 results one after the other as a bot's slots do, first the way bots did before the group
 commit (every slot publishes its own fenced result and waits for its acknowledgement,
 pipelined across slots), then through one :class:`~corral.bots.commit.Committer`.
@@ -13,20 +13,15 @@ Prints one line per run and the committer's batch counts.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import anyio
-import nats
 
+from corral.bench.server import standalone
 from corral.bots.commit import Committer
 from corral.core.log import get_logger
 from corral.core.names import result_fence, result_subject
 from corral.core.publisher import AsyncPublisher, wait_ack
-from corral.harness.server import NATS_CONF, EmbeddedServer
-from corral.streams import load_declarations
-from corral.streams.provision import provision
 
 BODY = b'{"job_id":"x","kind":"sum","queue":"default","bot":"bench","incarnation":"i","attempt":1,' \
        b'"started_at":1.0,"finished_at":2.0,"value":3}'
@@ -59,28 +54,17 @@ async def _run(slots: int, results: int, record) -> float:
 
 
 async def main(results: int, slot_counts: list[int], lazy: bool) -> None:
-    with tempfile.TemporaryDirectory() as home:
-        conf = Path(home) / "lazy.conf"
-        conf.write_text('jetstream { store_dir: "data/jetstream" }\n')
-        server = EmbeddedServer(Path(home) / "nats", config=conf if lazy else NATS_CONF).start()
-        try:
-            nc = await nats.connect(server.url)
-            await provision(nc, load_declarations())
-            js = nc.jetstream()
-            pub = AsyncPublisher(js, get_logger("bench"))
-            print(f"fsync: {'lazy (server default)' if lazy else 'always'}; {results} results per run")
-            for slots in slot_counts:
-                one = await _run(slots, results, lambda job_id: _individual(pub, job_id))
-                committer = Committer(pub)
-                grouped = await _run(slots, results, lambda job_id, c=committer: _grouped(c, job_id))
-                s = committer.stats
-                print(f"slots {slots:4}: individual {one:8.0f}/s   group commit {grouped:8.0f}/s   "
-                      f"({grouped / one:4.1f}x; {s.singles} alone, {s.batches} batches averaging "
-                      f"{s.batched / max(s.batches, 1):.0f})")
-            await nc.close()
-        finally:
-            server.kill()
-
+    async with standalone(lazy) as (_server, nc):
+        pub = AsyncPublisher(nc.jetstream(), get_logger("bench"))
+        print(f"fsync: {'lazy (server default)' if lazy else 'always'}; {results} results per run")
+        for slots in slot_counts:
+            one = await _run(slots, results, lambda job_id: _individual(pub, job_id))
+            committer = Committer(pub)
+            grouped = await _run(slots, results, lambda job_id, c=committer: _grouped(c, job_id))
+            s = committer.stats
+            print(f"slots {slots:4}: individual {one:8.0f}/s   group commit {grouped:8.0f}/s   "
+                  f"({grouped / one:4.1f}x; {s.singles} alone, {s.batches} batches averaging "
+                  f"{s.batched / max(s.batches, 1):.0f})")
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

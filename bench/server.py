@@ -13,11 +13,14 @@ import re
 import shutil
 import tempfile
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
 
 from corral.core.connect import connect
 from corral.core.errors import ConfigError
@@ -26,7 +29,7 @@ from corral.core.names import DLQ_STREAM, EVENTS_STREAM, JOBS_STREAM, RESULTS_ST
 from corral.harness.server import NATS_CONF, EmbeddedServer
 from corral.core.settings import Settings
 from corral.streams import load_declarations
-from corral.streams.provision import provision_url
+from corral.streams.provision import provision, provision_url
 
 #: The shipped setting first: it is the one corral promises.
 SYNC_CHOICES = {"always": ("always",), "2m": ("2m",), "both": ("always", "2m")}
@@ -95,3 +98,16 @@ async def provision_for_bench(url: str, **consumer_overrides: Any) -> None:
             await js.purge_stream(stream)
     finally:
         await nc.close()
+
+
+@asynccontextmanager
+async def standalone(lazy: bool) -> AsyncIterator[tuple[EmbeddedServer, NATS]]:
+    """For a benchmark run as a script: a server of its own (``sync_interval: always``, or the lazy
+    default), provisioned, and a client on it; store and log removed afterwards."""
+    with tempfile.TemporaryDirectory() as logs, running_server("2m" if lazy else "always", Path(logs)) as server:
+        nc = await nats.connect(server.url)
+        try:
+            await provision(nc, load_declarations())
+            yield server, nc
+        finally:
+            await nc.close()
