@@ -36,6 +36,7 @@ from corral.bots.intake import FETCH_TIMEOUT, Intake
 from corral.bots.liveness import Liveness, NameLostError
 from corral.bots.metrics import BotMetrics
 from corral.bots.outbox import Outbox
+from corral.bots.trail import uncounted
 from corral.bots.dispatcher import Dispatcher
 from corral.bots.purger import Purger
 from corral.bots.reaper import Reaper
@@ -56,10 +57,6 @@ from corral.core.settings import Settings
 
 SUMMARY_EVERY = 1.0  #: seconds between the info lines that count finished jobs (per-job lines are debug)
 
-
-
-def _uncounted(outcome: str, kind: str, seconds: float | None = None) -> None:
-    """A job's outcome, not counted: no metrics endpoint serves the counts."""
 
 
 class Bot:
@@ -203,7 +200,7 @@ class Bot:
         max_deliver = min((i.config.max_deliver for i in infos if i.config.max_deliver and i.config.max_deliver > 0), default=1_000_000)
         # Per-job counts only where an endpoint serves them: counting a job costs a few locks in
         # prometheus-client, about 3 % of a no-op job's CPU, and without --metrics-port nobody reads them.
-        count = self.metrics.count if self.config.metrics_port is not None else _uncounted
+        count = self.metrics.count if self.config.metrics_port is not None else uncounted
         self.executor = Executor(
             self.js, self.publisher, self.registry, self.config, self.incarnation, self.log,
             on_count=count, gate=self.inflight,

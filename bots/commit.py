@@ -215,10 +215,8 @@ class Chooser:
 
     def learn(self, batched: bool, seconds: float, results: int) -> None:
         """Fold one answered round into its mode's estimate."""
-        self.samples[batched] += 1
         self.sizes.append(results)
-        self.recent[batched].append(seconds / max(1, results))
-        self.per_result[batched] = statistics.median(self.recent[batched])
+        self._fold(batched, seconds / max(1, results))
 
     def learn_trial(self, alone: float, rest: float, results: int) -> None:
         """Fold a trial of single publishes (:meth:`Committer._trial_round`): ``alone`` seconds for its
@@ -227,9 +225,12 @@ class Chooser:
         each = max(0.0, rest - alone) / max(1, results - 2)
         wait = max(0.0, alone - each)
         size = statistics.median(self.sizes) if self.sizes else results
-        self.samples[False] += 1
-        self.recent[False].append((wait + size * each) / size)
-        self.per_result[False] = statistics.median(self.recent[False])
+        self._fold(False, (wait + size * each) / size)
+
+    def _fold(self, batched: bool, per_result: float) -> None:
+        self.samples[batched] += 1
+        self.recent[batched].append(per_result)
+        self.per_result[batched] = statistics.median(self.recent[batched])
 
 
 class Committer:
@@ -365,7 +366,7 @@ class Committer:
         # The whole trial within one ack timeout, as any round: a first answer that never came
         # leaves the rest only what remains of it (a late one is a transport error, retried).
         left = max(0.0, self.publisher.ack_timeout - alone)
-        self._settle(batch, await self._answers(first + rest, [i.subject for i in batch], left))
+        await self._settle_each(batch, first + rest, left)
         # Learnt only from a trial whose every result was stored (or fenced, which stores nothing
         # and costs no fsync): an error of the connection's says nothing about the server's speed.
         if all(i.error is None or isinstance(i.error, ResultAlreadyRecordedError) for i in batch):
@@ -401,8 +402,8 @@ class Committer:
         """Publish each result on its own, pipelined: the futures of their acknowledgements."""
         return [await self.publisher.publish(i.subject, i.data, i.headers) for i in batch]
 
-    async def _settle_each(self, batch: list[_Result], futs: list[asyncio.Future]) -> None:
-        self._settle(batch, await self._answers(futs, [i.subject for i in batch]))
+    async def _settle_each(self, batch: list[_Result], futs: list[asyncio.Future], timeout: float | None = None) -> None:
+        self._settle(batch, await self._answers(futs, [i.subject for i in batch], timeout))
 
     async def _atomic(self, batch: list[_Result]) -> Exception | None:
         """One atomic batch: only the commit (the last message) asks for a reply, the PubAck of all."""

@@ -51,7 +51,7 @@ from corral.bots.dead_letter import DeadLetters, terminate
 from corral.bots.outbox import Outbox
 from corral.bots.record import Recorder, Recording, Status
 from corral.bots.settle import Bury, Recorded, Run, Settler
-from corral.bots.trail import Counters, OnCount, Trail
+from corral.bots.trail import Counters, OnCount, Trail, uncounted
 from corral.core.connect import TRANSIENT
 from corral.core.errors import CorralError, InvalidJobError
 from corral.core.handlers import Registry
@@ -101,7 +101,7 @@ class Executor:
         incarnation: str,
         log: Logger,
         max_deliver: int,
-        on_count: OnCount = lambda outcome, kind, seconds=None: None,
+        on_count: OnCount = uncounted,
         outbox: Outbox | None = None,
         limiter: Limiter | None = None,
         hooks: Sequence[AfterOutcome] | None = None,

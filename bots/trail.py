@@ -26,6 +26,10 @@ from corral.core.publisher import AsyncPublisher, wait_ack
 OnCount = Callable[..., None]
 
 
+def uncounted(outcome: str, kind: str, seconds: float | None = None) -> None:
+    """An outcome not counted anywhere: no metrics endpoint serves the counts."""
+
+
 @dataclass
 class Counters:
     """The bot's totals, reported in its heartbeat."""
@@ -40,7 +44,7 @@ class Trail:
     """Publishes one bot incarnation's job events and keeps its counts."""
 
     def __init__(self, publisher: AsyncPublisher, bot: str, incarnation: str, log: Logger,
-                 on_count: OnCount = lambda outcome, kind, seconds=None: None) -> None:
+                 on_count: OnCount = uncounted) -> None:
         self.publisher = publisher
         self.bot = bot
         self.incarnation = incarnation
