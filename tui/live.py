@@ -10,6 +10,10 @@ The dashboard outlives the server: the client reconnects forever
 (``corral.core.connect``), the banner says when the server is unreachable, and the
 clock restarts any feed that ended; the bots feed's KV watch is restarted on every
 reconnect (docs/nats-notes.md#kv-watches-across-reconnects).
+
+The Fleet screen is read on the clock and also at once whenever a supervisor or a desired
+count is written: the app listens on the fleet bucket's subjects (plain core NATS, no
+consumer), so a supervisor's report of a crash shows within a read, not a clock tick later.
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ from textual.worker import Worker, WorkerState
 
 from corral.core.connect import connect
 from corral.core.log import Logger
+from corral.core.names import fleet_key_subject
 from corral.core.settings import Settings
 from corral.core.watch import KVWatch
 from corral.tui import feeds
 from corral.tui.features import FeaturesReader
+from corral.tui.screens.base import TaskScreen
 from corral.tui.messages import (
-    BotBeat, BotGone, ConnectionChanged, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, ServerStats,
-    LogArrived, SnapshotTaken,
+    BotBeat, BotGone, ConnectionChanged, DeadLettersLoaded, EventArrived, FeaturesLoaded, FleetLoaded, FleetWritten,
+    LogArrived, ServerStats, SnapshotTaken,
 )
 from corral.tui.store import Store
 
@@ -71,6 +77,7 @@ class LiveApp(App):
         self._varz_at = 0.0
         self._features = FeaturesReader()
         self._features_read = 0.0  #: monotonic time the last features read was started
+        self._fleet_again = False  #: the fleet bucket was written during a fleet read: read it once more
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -96,6 +103,12 @@ class LiveApp(App):
         nc = await connect(self.settings, log, wait=True, on_disconnect=lost, on_reconnect=back)
         self.nc, self.js = nc, nc.jetstream(timeout=JS_TIMEOUT)
         self._bots_watch = feeds.watch_bots(self.js, self.post_message, log)
+
+        async def fleet_written(_msg) -> None:
+            self.post_message(FleetWritten())
+
+        # A core subscription: the client re-makes it after every reconnect by itself.
+        await nc.subscribe(fleet_key_subject(">"), cb=fleet_written)
         self.post_message(ConnectionChanged(True, "connected"))
 
     def _connected(self) -> tuple[NATS, JetStreamContext]:
@@ -145,12 +158,23 @@ class LiveApp(App):
     def _run_feed(self, name: str, coro) -> Worker:
         return self.run_worker(coro, name=name, group="feeds", exit_on_error=False)
 
-    def refresh_fleet(self) -> None:
+    def refresh_fleet(self, written: bool = False) -> None:
         """Read the fleet's hosts now, unless a read is already running (the clock calls this every
-        second while the Fleet screen is shown)."""
+        second while the Fleet screen is shown). ``written``: the fleet bucket changed, so a read
+        already running may have missed it and is followed by one more."""
         js = self.js
-        if js is not None and self.store.connected:
-            self._ensure("fleet", lambda: self._run_feed("fleet", feeds.load_fleet(js, self.post_message)))
+        if js is None or not self.store.connected:
+            return
+        if written and (worker := self._feeds.get("fleet")) is not None and not worker.is_finished:
+            self._fleet_again = True
+        self._ensure("fleet", lambda: self._run_feed("fleet", self._read_fleet(js)))
+
+    async def _read_fleet(self, js: JetStreamContext) -> None:
+        while True:
+            self._fleet_again = False
+            await feeds.load_fleet(js, self.post_message)
+            if not self._fleet_again:
+                return
 
     def refresh_features(self, force: bool = False) -> None:
         """Read schedules, groups and locks, at most every FEATURES_INTERVAL unless ``force`` (the clock
@@ -222,6 +246,13 @@ class LiveApp(App):
     @on(FleetLoaded)
     def _fleet(self, msg: FleetLoaded) -> None:
         self.store.set_fleet(msg.rows, msg.at, msg.slots)
+        if self.current_mode in ("fleet", "bots") and isinstance(screen := self.screen, TaskScreen) and screen.is_attached:
+            screen.redraw()  # not at the next tick: a fleet read is asked for because something changed
+
+    @on(FleetWritten)
+    def _fleet_written(self, _msg: FleetWritten) -> None:
+        if self.current_mode in ("fleet", "bots"):
+            self.refresh_fleet(written=True)
 
     @on(FeaturesLoaded)
     def _features_loaded(self, msg: FeaturesLoaded) -> None:

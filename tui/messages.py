@@ -72,6 +72,10 @@ class ServerStats(Message):
     varz: dict[str, Any] | None
 
 
+class FleetWritten(Message):
+    """A supervisor's key or a desired count was just written to the fleet bucket."""
+
+
 @dataclass
 class FleetLoaded(Message):
     """:func:`corral.core.fleet.fleet_status`: one row per fleet host; ``at`` is Unix seconds when the read started."""

@@ -3,7 +3,9 @@ and a redraw from the in-memory store on a clock tick.
 
 Redrawing on a tick (rather than per message) is deliberate: ages ("heartbeat
 3.2 s ago") change with the clock even when nothing arrives, and the tick
-coalesces bursts of events into one redraw. No NATS I/O happens here.
+coalesces bursts of events into one redraw. No NATS I/O happens here. (The one
+exception: a fleet read the app makes because the fleet bucket was written redraws the
+Fleet or Bots screen as it lands.)
 """
 
 from __future__ import annotations
