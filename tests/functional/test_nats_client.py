@@ -8,7 +8,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import BadHeaderError, NotJSMessageError
+from nats.errors import BadHeaderError, ConnectionClosedError, MsgAlreadyAckdError, NotJSMessageError
 
 from corral.core.nats_client import CorralClient, CorralMsg, open_client, subscribe_inline
 from tests.conftest import eventually
@@ -96,6 +96,60 @@ async def test_a_header_name_nats_py_refuses_is_refused_the_same_way(name: str):
     for client in (Client(), CorralClient()):
         with pytest.raises(BadHeaderError):
             await type(client)._send_publish(client, "s", "", b"", 0, {name: "v"})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("connected", [True, False])
+async def test_an_ack_is_written_byte_for_byte_as_nats_py_writes_it_and_only_once(connected: bool):
+    """Given a delivery, corral's ack queues exactly the command nats-py's queues (connected, or
+    buffering while reconnecting), and a second ack of it is refused as nats-py refuses it."""
+    reply = "$JS.ACK.CORRAL_JOBS.work-default-normal.1.12345.678.1764610000123456789.42"
+    queued = []
+    for cls in (Msg, CorralMsg):
+        client = CorralClient()
+        client._max_pending_size = 1 << 20
+        if connected:
+            client._status = Client.CONNECTED
+        msg = cls(client, subject="corral.jobs.default.normal.add", reply=reply)
+        await msg.ack()
+        queued.append((bytes(client._pending[-1]), client.stats["out_msgs"]))
+        with pytest.raises(MsgAlreadyAckdError):
+            await msg.ack()
+    assert queued[0] == queued[1]
+    assert queued[1][0] == b"PUB " + reply.encode() + b"  0\r\n\r\n"
+
+
+@pytest.mark.anyio
+async def test_an_ack_on_a_closed_client_is_refused_as_nats_py_refuses_it():
+    client = CorralClient()
+    client._status = Client.CLOSED
+    reply = "$JS.ACK.CORRAL_JOBS.work-default-normal.1.12345.678.1764610000123456789.42"
+    for cls in (Msg, CorralMsg):
+        with pytest.raises(ConnectionClosedError):
+            await cls(client, subject="s", reply=reply).ack()
+    assert not client._pending
+
+
+@pytest.mark.anyio
+async def test_an_ack_from_corrals_client_settles_the_delivery_on_a_real_server(nats_server):
+    """Given a pull consumer's delivery, when corral's client acks it, the server counts it acked."""
+    nc = await open_client(servers=[nats_server.url])
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="ACKS", subjects=["acks.>"])
+        await js.publish("acks.one", b"x")
+        sub = await js.pull_subscribe("acks.one", durable="acker")
+        [msg] = await sub.fetch(1, timeout=5)
+        assert isinstance(msg, CorralMsg) and (await sub.consumer_info()).num_ack_pending == 1
+        await msg.ack()
+        await eventually(lambda: _acked(sub), what="the ack counted by the server")
+    finally:
+        await nc.close()
+
+
+async def _acked(sub) -> bool:
+    info = await sub.consumer_info()
+    return info.num_ack_pending == 0 and info.ack_floor.stream_seq == 1
 
 
 ACK_SUBJECTS = [
