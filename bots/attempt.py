@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from corral.bots.config import BotConfig
 from corral.bots import singleton as singletons
 from corral.bots.batching import Batches
-from corral.bots.deadlines import Cancellable, Deadlines
+from corral.bots.deadlines import Cancellable, Deadlines, job_scope
 from corral.bots.isolation import run_isolated
 from corral.bots.trail import Trail
 from corral.core import fairness, tracing
@@ -140,7 +140,7 @@ class Attempts:
         # One scope is both the cancel handle and the handler's deadline. The deadline is a shared
         # loop timer that cancels the scope (bots/deadlines.py): a scope's own deadline, a second
         # scope (fail_after), or even a timer per job cost a measurable share of a no-op job's CPU.
-        with anyio.CancelScope() as scope:
+        with job_scope() as scope:
             due = self.deadlines.add(scope, job.timeout)
             self.running[job.id] = scope
             try:

@@ -9,6 +9,11 @@ no earlier than its timeout and at most a grain later. A job that ends in time i
 taken out of its grain's set, and the last one out cancels the grain's timer, so a bot
 holds timers only for grains some running job is due in (not one per 50 ms of its jobs'
 timeouts, which for hour-long timeouts would be tens of thousands).
+
+The scope a job's handler runs in is made by :func:`job_scope`: anyio's own asyncio scope class,
+made directly. ``anyio.CancelScope()`` first asks which async library is running (a lookup of the
+current task and the backend module) before it makes that same object: 3.9-4.8 against 2.7-2.8 µs
+for a scope entered and left here, once per job. A bot runs on asyncio only (nats-py needs it).
 """
 
 from __future__ import annotations
@@ -16,6 +21,24 @@ from __future__ import annotations
 import asyncio
 import math
 from typing import Protocol
+
+import anyio
+
+
+def _asyncio_scope_class() -> type[anyio.CancelScope]:
+    try:
+        from anyio._backends._asyncio import CancelScope
+    except ImportError:  # a later anyio moved it: the public constructor makes the same object
+        return anyio.CancelScope
+    return CancelScope if issubclass(CancelScope, anyio.CancelScope) else anyio.CancelScope
+
+
+_SCOPE = _asyncio_scope_class()
+
+
+def job_scope() -> anyio.CancelScope:
+    """A new cancel scope for the running (asyncio) event loop, as ``anyio.CancelScope()`` makes one."""
+    return _SCOPE()
 
 
 class Cancellable(Protocol):

@@ -38,12 +38,12 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-import anyio
 import msgspec
 from nats.aio.msg import Msg
 
 from corral.bots.attempt import Attempts, Ran
 from corral.bots.config import BotConfig
+from corral.bots.deadlines import job_scope
 from corral.core import fairness, tracing
 from corral.core.errors import CorralError
 from corral.core.handlers import Handler, JobContext, Registry
@@ -134,7 +134,7 @@ class Eager:
         started = time.time()
         ctx = JobContext(job=job, attempt=1, bot=self.bot, js=a.js,
                          progress=lambda percent, message=None: a.report_progress(job.id, percent, message))
-        with tracing.untraced(msg.headers), anyio.CancelScope() as scope:  # the trace id current, as on the full path
+        with tracing.untraced(msg.headers), job_scope() as scope:  # the trace id current, as on the full path
             try:
                 coro = fn(job.args, ctx)
                 step = coro.send(None)
