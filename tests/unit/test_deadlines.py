@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from corral.bots.deadlines import Deadlines
+from corral.bots.deadlines import Deadlines, job_scope
 
 pytestmark = pytest.mark.anyio
 
@@ -56,3 +56,26 @@ async def test_a_grain_whose_jobs_all_ended_keeps_no_timer():
         assert deadlines.grains == 1
         deadlines.discard(grain, scope)
         assert deadlines.grains == 0
+
+
+async def test_a_job_scope_is_anyios_level_triggered_cancel_scope():
+    """Given a job scope (made without anyio's backend lookup), it is an anyio cancel scope: a
+    deadline's cancel is caught by it, a shield inside it holds, and a swallowed cancel comes again."""
+    deadlines = Deadlines(grain=0.05)
+    shielded_done = again = False
+    with anyio.fail_after(5), job_scope() as scope:
+        assert isinstance(scope, anyio.CancelScope)
+        deadlines.add(scope, 0.05)
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(0.2)  # past the deadline: the shield holds
+            shielded_done = True
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            pass  # swallowed by the "handler"...
+        try:
+            await anyio.sleep(5)
+        except anyio.get_cancelled_exc_class():
+            again = True  # ...and delivered again at its next await
+            raise
+    assert scope.cancelled_caught and shielded_done and again
