@@ -139,11 +139,12 @@ class EmbeddedServer:
             self.proc.wait()
 
     def pause(self) -> None:
-        if self.proc:
+        if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        if self.proc:
+        """SIGCONT a paused server; nothing for one that is gone (it never started, or was killed)."""
+        if self.proc and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGCONT)
 
 

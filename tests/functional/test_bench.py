@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from corral.bench import TINY, run_scenario
-from corral.bench.server import config_with_sync
+from corral.bench.server import config_with_sync, running_server
+from corral.core.errors import TransportError
 from corral.ledger.reports import REPORTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,3 +97,11 @@ def test_the_command_runs_both_sync_settings_and_writes_json(tmp_path: Path):
     records = json.loads(out.read_text())["records"]
     assert [(r["sync"], r["server_sync_always"]) for r in records] == [("always", True), ("2m", False)]
     assert "submit_many" in done.stdout
+
+
+def test_a_bench_server_that_cannot_start_reports_why(tmp_path: Path):
+    """Given a sync_interval the server refuses, the bench's server helper raises the server's own
+    complaint, not an error from signalling a process that already exited."""
+    with pytest.raises(TransportError, match="sync_interval"):
+        with running_server("lazy", tmp_path):
+            pass
