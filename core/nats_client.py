@@ -43,6 +43,10 @@ with an f-string, for a subject the server wrote. :meth:`CorralMsg.ack` queues t
 directly, after the same checks of the message and the connection: 2.2-2.6 against 1.1-1.6 µs
 an ack here.
 
+**Batches.** The members of an atomic batch before its commit ask for no reply: each was a
+``publish`` of its own, three coroutines and a flusher kick apiece. :meth:`CorralClient.publish_all`
+queues them in one call, with each one's checks and bytes unchanged and one kick for them all.
+
 **Ordered PINGs.** nats-py writes a PING straight to the socket, ahead of commands still
 queued; with the flusher waiting a turn that let ``flush()`` and ``drain()`` overtake the
 publishes before them. Here a PING is queued like any command.
@@ -58,15 +62,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from nats.aio.client import _HEADER_KEY_RE, _HEADER_VALUE_NEWLINES, PING_PROTO, Client
+from nats.aio.client import _HEADER_KEY_RE, _HEADER_VALUE_NEWLINES, PING_PROTO, Client, _validate_subject
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import (
-    BadHeaderError, BadSubjectError, ConnectionClosedError, ConnectionDrainingError, NotJSMessageError,
-    OutboundBufferLimitError,
+    BadHeaderError, BadSubjectError, ConnectionClosedError, ConnectionDrainingError, MaxPayloadError,
+    NotJSMessageError, OutboundBufferLimitError,
 )
 from nats.protocol.command import hpub_cmd, pub_cmd
 
@@ -240,6 +244,32 @@ class CorralClient(Client):
         self._pending_data_size += len(cmd)
         if self._max_pending_size > 0 and self._pending_data_size > self._max_pending_size:
             await self._flush_pending(force_flush=True)
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
+
+    async def publish_all(self, messages: Iterable[tuple[str, bytes, dict[str, str]]]) -> None:
+        """Publish each (subject, payload, headers), no reply, as that many ``publish`` calls would:
+        the same checks and bytes, in order (what is queued before an error stays queued), and
+        one flusher kick at the end instead of one each."""
+        if self.is_closed:
+            raise ConnectionClosedError
+        if self.is_draining_pubs:
+            raise ConnectionDrainingError
+        for subject, payload, headers in messages:
+            if not self._skip_subject_validation:
+                _validate_subject(subject)
+            size = len(payload)
+            if not self.is_connected and (self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size):
+                raise OutboundBufferLimitError
+            if size > self._max_payload:
+                raise MaxPayloadError
+            cmd = pub_cmd(subject, "", payload) if headers is None else hpub_cmd(subject, "", header_block(headers), payload)
+            self.stats["out_msgs"] += 1
+            self.stats["out_bytes"] += size
+            self._pending.append(cmd)  # _send_command, inline
+            self._pending_data_size += len(cmd)
+            if self._max_pending_size > 0 and self._pending_data_size > self._max_pending_size:
+                await self._flush_pending(force_flush=True)
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
 

@@ -17,7 +17,7 @@ from nats.js.api import PubAck
 
 from corral.core.log import Logger
 from corral.core.names import BATCH_COMMIT, BATCH_ID, BATCH_SEQUENCE
-from corral.core.nats_client import subscribe_inline
+from corral.core.nats_client import CorralClient, subscribe_inline
 
 
 class _Reply(msgspec.Struct):
@@ -124,8 +124,13 @@ class AsyncPublisher:
             nats.errors.Error, OSError: a member before the commit could not be sent.
         """
         batch_id = self.nc._nuid.next().decode()
-        for n, (subject, data, headers) in enumerate(items[:-1], start=1):
-            await self.nc.publish(subject, data, headers={**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(n)})
+        members = ((subject, data, {**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(n)})
+                   for n, (subject, data, headers) in enumerate(items[:-1], start=1))
+        if isinstance(self.nc, CorralClient):
+            await self.nc.publish_all(members)
+        else:
+            for subject, data, headers in members:
+                await self.nc.publish(subject, data, headers=headers)
         subject, data, headers = items[-1]
         return await self.publish(subject, data, {**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(len(items)), BATCH_COMMIT: "1"})
 

@@ -8,7 +8,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import BadHeaderError, ConnectionClosedError, MsgAlreadyAckdError, NotJSMessageError
+from nats.errors import BadHeaderError, ConnectionClosedError, MaxPayloadError, MsgAlreadyAckdError, NotJSMessageError
 
 from corral.core.nats_client import CorralClient, CorralMsg, open_client, subscribe_inline
 from tests.conftest import eventually
@@ -150,6 +150,43 @@ async def test_an_ack_from_corrals_client_settles_the_delivery_on_a_real_server(
 async def _acked(sub) -> bool:
     info = await sub.consumer_info()
     return info.num_ack_pending == 0 and info.ack_floor.stream_seq == 1
+
+
+def _offline(cls: type[Client]) -> Client:
+    """A client that queues what it is given, as a connected one does, without a socket to write to."""
+    client = cls()
+    client._status, client._max_payload, client._max_pending_size = Client.CONNECTED, 1 << 20, 1 << 30
+    return client
+
+
+@pytest.mark.anyio
+async def test_publish_all_queues_what_one_publish_each_would_queue():
+    """Given batch members with and without headers, publish_all queues the bytes and counts that one
+    nats-py publish per member queues, in order."""
+    members = [(f"corral.results.j{i}.bot-1", b"x" * i, {"Nats-Batch-Id": "b", "Nats-Batch-Sequence": str(i)})
+               for i in range(1, 4)] + [("plain.subject", b"", None), ("empty.headers", b"y", {})]
+    stock, ours = _offline(Client), _offline(CorralClient)
+    for subject, data, headers in members:
+        await Client.publish(stock, subject, data, headers=headers)
+    await ours.publish_all(members)
+    assert [bytes(c) for c in ours._pending] == [bytes(c) for c in stock._pending]
+    assert (ours.stats["out_msgs"], ours.stats["out_bytes"]) == (stock.stats["out_msgs"], stock.stats["out_bytes"]) == (5, 7)
+
+
+@pytest.mark.anyio
+async def test_publish_all_refuses_as_publish_does_and_keeps_what_it_queued_before():
+    """Given a member over max_payload, publish_all raises nats-py's error after queueing the members
+    before it; on a closed client it queues nothing."""
+    ours = _offline(CorralClient)
+    ours._max_payload = 4
+    with pytest.raises(MaxPayloadError):
+        await ours.publish_all([("a.b", b"ok", {"K": "v"}), ("a.c", b"too long", {"K": "v"}), ("a.d", b"", {})])
+    assert len(ours._pending) == 1 and bytes(ours._pending[0]).startswith(b"HPUB a.b ")
+    closed = _offline(CorralClient)
+    closed._status = Client.CLOSED
+    with pytest.raises(ConnectionClosedError):
+        await closed.publish_all([("a.b", b"", {})])
+    assert not closed._pending
 
 
 ACK_SUBJECTS = [
