@@ -195,6 +195,8 @@ class Feeds:
 
     def __init__(self, feeds: list[Feed], fair_every: int) -> None:
         self.feeds = sorted(feeds, key=lambda f: f.rank)
+        self._top = [f for f in self.feeds if f.rank == self.feeds[0].rank]  #: the highest priority's consumers
+        self._lower = [f for f in self.feeds if f.rank != self.feeds[0].rank]  #: the others, highest first
         self.fair_every = fair_every
         self._starts = 0
         self._arrival = anyio.Event()
@@ -219,13 +221,12 @@ class Feeds:
 
     def _order(self) -> tuple[list[Feed], bool]:
         """The consumers to offer the next start to, and whether it is a fair turn (lower ones first)."""
-        top = self.feeds[0].rank
-        lower = [f for f in self.feeds if f.rank != top]
-        if not self.fair_every or not lower or self._starts % self.fair_every != self.fair_every - 1:
-            return self.feeds, False
+        if not self.fair_every or not self._lower or self._starts % self.fair_every != self.fair_every - 1:
+            return self.feeds, False  # the common case, once per job: nothing built
+        lower = self._lower
         turn = (self._starts // self.fair_every) % len(lower)
         rotated = lower[::-1][turn:] + lower[::-1][:turn]  # low first, then normal, then low...
-        return rotated + [f for f in self.feeds if f.rank == top], True
+        return rotated + self._top, True
 
     async def claim(self, free: int, start: Callable[[Msg], object]) -> int:
         """Take up to ``free`` jobs, each from the first consumer in :meth:`_order` that has one, and
