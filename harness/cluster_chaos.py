@@ -73,6 +73,7 @@ class ClusterChaosRun(ChaosRun):
     """:class:`ChaosRun` with three nodes, R3 streams, proxied bots and cluster faults."""
 
     config: ClusterChaosConfig
+    jobs: list[Job]  #: every job submitted in the run, the first batch and each top-up
 
     def _start_bot(self, url: str, name: str | None = None) -> BotProcess:
         self._serial += 1
@@ -98,7 +99,7 @@ class ClusterChaosRun(ChaosRun):
             for _ in range(self.config.bots):
                 self._start_bot(self.bot_url)
             await _until(lambda: _ready(self.bots), 60, "bots ready")
-            jobs = self._jobs()
+            self.jobs = jobs = self._jobs()
             self.report.submitted = await _submit_all(js, jobs)
             self.log.info("chaos.submitted", jobs=self.report.submitted)
             for k, fault in enumerate(self.config.faults):
@@ -106,7 +107,7 @@ class ClusterChaosRun(ChaosRun):
                 mark = len(jobs) * (k + 1) // (len(self.config.faults) + 1)
                 await _until(lambda mark=mark: _quiet(lambda: self._ended(js, mark)), self.config.timeout, f"{mark} jobs ended")
                 jobs += await self._top_up(js)
-                await self._inject_cluster(fault, js, t0)
+                await self._inject_cluster(fault, js, t0)  # it may top up too, into self.jobs (the same list)
             await _until(lambda: self._settled(js, len(jobs)), self.config.timeout, "every job to end")
             await self._verify(js, jobs)
         finally:
@@ -153,6 +154,15 @@ class ClusterChaosRun(ChaosRun):
         self.report.submitted += await _submit_all(js, more)
         return more
 
+    async def _keep_busy(self, js) -> None:
+        """Nothing is seen held yet: if the bots drained what there was meanwhile, give them more.
+
+        A fault is aimed at jobs some bot holds, read from the bots' heartbeats. After a node's
+        restart the heartbeats' bucket can be without a leader for several seconds, and short jobs
+        drain in that time: without more work, no bot would ever be seen holding a job."""
+        if (await unfinished(js)) < self.config.bots * self.config.concurrency:
+            self.jobs += await self._top_up(js)
+
     async def _ended(self, js, n: int) -> bool:
         results = await js.stream_info(RESULTS_STREAM)
         dead = await js.stream_info("CORRAL_DLQ")
@@ -162,7 +172,10 @@ class ClusterChaosRun(ChaosRun):
         """Every job some live bot holds right now and that has no outcome yet."""
         async def find():
             held = [c.id for hb in await live_bots(js) for c in hb.current]
-            return [j for j in held if not await self._any_done(js, [j])]
+            held = [j for j in held if not await self._any_done(js, [j])]
+            if not held:
+                await self._keep_busy(js)
+            return held
 
         return await _until(lambda: _quiet(find), 30, "bots holding jobs")
 
@@ -175,6 +188,7 @@ class ClusterChaosRun(ChaosRun):
                 held = [c.id for c in hb.current if hb.name in alive and not await self._any_done(js, [c.id])]
                 if held:
                     return hb.name, held
+            await self._keep_busy(js)
             return None
 
         return await _until(lambda: _quiet(find), 30, "a live bot holding a job")
