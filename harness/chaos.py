@@ -43,6 +43,7 @@ import nats.js.errors
 
 from corral.core.connect import TRANSIENT
 from corral.core.dlq import DeadLetter, list_dead
+from corral.core.errors import CorralError
 from corral.core.history import job_result, results_per_job
 from corral.core.log import Logger
 from corral.core.backlog import unfinished
@@ -376,15 +377,19 @@ async def _quiet(check):
         return None
 
 
+class ChaosStalledError(CorralError):
+    """The run never reached a state it waits for: a failed run (exit 1), not an unreachable server."""
+
+
 async def _until(check, timeout: float, what: str):
-    """Poll ``check`` until truthy; None after ``timeout`` seconds (the caller reports it)."""
+    """Poll ``check`` until truthy; :class:`ChaosStalledError` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = await check()
         if value:
             return value
         await anyio.sleep(0.1)
-    raise TimeoutError(f"chaos: timed out after {timeout}s waiting for {what}")
+    raise ChaosStalledError(f"chaos: timed out after {timeout}s waiting for {what}")
 
 
 async def _provision(url: str, ack_wait: float) -> None:

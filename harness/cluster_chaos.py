@@ -44,7 +44,9 @@ from corral.core.messages import Job, make_job
 from corral.core.names import JOBS_STREAM, RESULTS_STREAM
 from corral.core.status import live_bots
 from corral.core.submit import submit_many
-from corral.harness.chaos import BOT_ARGS, NS, ChaosConfig, ChaosReport, ChaosRun, FaultRecord, Proxy, _quiet, _until
+from corral.harness.chaos import (
+    BOT_ARGS, NS, ChaosConfig, ChaosReport, ChaosRun, ChaosStalledError, FaultRecord, Proxy, _quiet, _until,
+)
 from corral.harness.cluster import NODES, LocalCluster, stream_leader
 from corral.harness.procs import BotProcess
 
@@ -260,7 +262,7 @@ async def _submit_all(js, jobs: list[Job], timeout: float = 120.0) -> int:
         summary = await submit_many(js, pending)
         pending = [pending[i] for i, _, _ in summary.refused]
         if pending and time.monotonic() > deadline:
-            raise TimeoutError(f"chaos: {len(pending)} jobs still refused after {timeout}s: {summary.refused[0][2]}")
+            raise ChaosStalledError(f"chaos: {len(pending)} jobs still refused after {timeout}s: {summary.refused[0][2]}")
     return len(jobs)
 
 

@@ -66,3 +66,12 @@ def test_nested_single_exceptions_are_explained_by_their_leaf():
     wrapped = ExceptionGroup("outer", [ExceptionGroup("inner", [NotFoundError("no such queue")])])
     assert exits.explain(wrapped) == (exits.NOT_FOUND, "no such queue")
     assert exits.explain(ValueError("a bug")) is None
+
+
+def test_a_chaos_run_that_stalls_is_a_failed_run_not_an_unreachable_server():
+    """Given a chaos run that never reaches a state it waits for, its exit is 1 (failed) with the wait
+    named, not 5, which says no NATS server answered."""
+    from corral.harness.chaos import ChaosStalledError
+
+    e = ChaosStalledError("chaos: timed out after 30s waiting for bots holding jobs")
+    assert exits.explain(e) == (exits.FAILED, "chaos: timed out after 30s waiting for bots holding jobs")
