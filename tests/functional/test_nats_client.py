@@ -39,6 +39,30 @@ def test_headers_parse_as_nats_py_parses_them(raw: bytes):
     assert CorralClient._parse_header_lines(raw) == Client._parse_header_lines(raw)
 
 
+DELIVERED_HEADERS = [b"NATS/1.0\r\n" + raw for raw in HEADER_BLOCKS] + [
+    b"NATS/1.0\r\n\r\n",  # a block with no header in it
+    b"NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: 10\r\nNats-Last-Stream: 12\r\n\r\n",
+    b"NATS/1.0 404 No Messages\r\n\r\n",
+    b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 5\r\nNats-Pending-Bytes: 100\r\n\r\n",
+    b"NATS/1.0 503\r\n\r\n",
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("raw", DELIVERED_HEADERS)
+async def test_an_inline_delivery_carries_the_headers_nats_py_reads(raw: bytes):
+    """Given a message's header block (plain, empty, or a status line with or without headers), an
+    inline subscription's message carries what nats-py's own header processing makes of it."""
+    import types
+
+    got = []
+    ours = CorralClient()
+    ours._subs[1] = types.SimpleNamespace(_received=0)  # type: ignore[assignment]
+    ours._inline[1] = got.append
+    await ours._process_msg(1, b"s.x", b"r.y", b"data", raw)
+    assert got[0].headers == await Client._process_headers(Client(), raw)
+
+
 @pytest.mark.anyio
 async def test_a_burst_of_publishes_and_requests_round_trips_through_the_coalescing_flusher(nats_server):
     """Given the client on a real server, when a burst of publishes is followed by a flush and a
