@@ -249,29 +249,33 @@ class CorralClient(Client):
 
     async def publish_all(self, messages: Iterable[tuple[str, bytes, dict[str, str]]]) -> None:
         """Publish each (subject, payload, headers), no reply, as that many ``publish`` calls would:
-        the same checks and bytes, in order (what is queued before an error stays queued), and
-        one flusher kick at the end instead of one each."""
-        if self.is_closed:
-            raise ConnectionClosedError
-        if self.is_draining_pubs:
-            raise ConnectionDrainingError
-        for subject, payload, headers in messages:
-            if not self._skip_subject_validation:
-                _validate_subject(subject)
-            size = len(payload)
-            if not self.is_connected and (self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size):
-                raise OutboundBufferLimitError
-            if size > self._max_payload:
-                raise MaxPayloadError
-            cmd = pub_cmd(subject, "", payload) if headers is None else hpub_cmd(subject, "", header_block(headers), payload)
-            self.stats["out_msgs"] += 1
-            self.stats["out_bytes"] += size
-            self._pending.append(cmd)  # _send_command, inline
-            self._pending_data_size += len(cmd)
-            if self._max_pending_size > 0 and self._pending_data_size > self._max_pending_size:
-                await self._flush_pending(force_flush=True)
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
+        the same checks and bytes, in order (what is queued before an error stays queued and is
+        written), and one flusher kick at the end instead of one each."""
+        try:
+            for subject, payload, headers in messages:
+                if self.is_closed:  # checked per message: a forced flush below may let a close in
+                    raise ConnectionClosedError
+                if self.is_draining_pubs:
+                    raise ConnectionDrainingError
+                if not self._skip_subject_validation:
+                    _validate_subject(subject)
+                elif not subject:
+                    raise BadSubjectError
+                size = len(payload)
+                if not self.is_connected and (self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size):
+                    raise OutboundBufferLimitError
+                if size > self._max_payload:
+                    raise MaxPayloadError
+                cmd = pub_cmd(subject, "", payload) if headers is None else hpub_cmd(subject, "", header_block(headers), payload)
+                self.stats["out_msgs"] += 1
+                self.stats["out_bytes"] += size
+                self._pending.append(cmd)  # _send_command, inline
+                self._pending_data_size += len(cmd)
+                if self._max_pending_size > 0 and self._pending_data_size > self._max_pending_size:
+                    await self._flush_pending(force_flush=True)
+        finally:
+            if self._pending_data_size and self._flush_queue is not None and self._flush_queue.empty():
+                await self._flush_pending()
 
     async def _send_ping(self, future: asyncio.Future | None = None) -> None:
         """nats-py's PING, queued behind the commands before it instead of written ahead of them.

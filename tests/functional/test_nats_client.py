@@ -55,7 +55,7 @@ async def test_an_inline_delivery_carries_the_headers_nats_py_reads(raw: bytes):
     inline subscription's message carries what nats-py's own header processing makes of it."""
     import types
 
-    got = []
+    got: list[Msg] = []
     ours = CorralClient()
     ours._subs[1] = types.SimpleNamespace(_received=0)  # type: ignore[assignment]
     ours._inline[1] = got.append
@@ -203,9 +203,12 @@ async def test_publish_all_refuses_as_publish_does_and_keeps_what_it_queued_befo
     before it; on a closed client it queues nothing."""
     ours = _offline(CorralClient)
     ours._max_payload = 4
+    ours._flush_queue = asyncio.Queue()
+    ours._flusher_task = asyncio.get_running_loop().create_future()  # a flusher "running": kicks are queued
     with pytest.raises(MaxPayloadError):
         await ours.publish_all([("a.b", b"ok", {"K": "v"}), ("a.c", b"too long", {"K": "v"}), ("a.d", b"", {})])
     assert len(ours._pending) == 1 and bytes(ours._pending[0]).startswith(b"HPUB a.b ")
+    assert ours._flush_queue.qsize() == 1  # the flusher is woken for what was queued, as publish would have
     closed = _offline(CorralClient)
     closed._status = Client.CLOSED
     with pytest.raises(ConnectionClosedError):
