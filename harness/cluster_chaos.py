@@ -76,6 +76,7 @@ class ClusterChaosRun(ChaosRun):
 
     config: ClusterChaosConfig
     jobs: list[Job]  #: every job submitted in the run, the first batch and each top-up
+    _topping: list[Job]  #: a top-up counted in ``jobs`` whose send has not yet succeeded
 
     def _start_bot(self, url: str, name: str | None = None) -> BotProcess:
         self._serial += 1
@@ -102,6 +103,7 @@ class ClusterChaosRun(ChaosRun):
                 self._start_bot(self.bot_url)
             await _until(lambda: _ready(self.bots), 60, "bots ready")
             self.jobs = jobs = self._jobs()
+            self._topping = []
             self.report.submitted = await _submit_all(js, jobs)
             self.log.info("chaos.submitted", jobs=self.report.submitted)
             for k, fault in enumerate(self.config.faults):
@@ -110,6 +112,8 @@ class ClusterChaosRun(ChaosRun):
                 await _until(lambda mark=mark: _quiet(lambda: self._ended(js, mark)), self.config.timeout, f"{mark} jobs ended")
                 jobs += await self._top_up(js)
                 await self._inject_cluster(fault, js, t0)  # it may top up too, into self.jobs (the same list)
+            if self._topping:  # a top-up still unsent: sent now, or the run fails here
+                await self._keep_busy(js)
             await _until(lambda: self._settled(js, len(jobs)), self.config.timeout, "every job to end")
             await self._verify(js, jobs)
         finally:
@@ -161,9 +165,19 @@ class ClusterChaosRun(ChaosRun):
 
         A fault is aimed at jobs some bot holds, read from the bots' heartbeats. After a node's
         restart the heartbeats' bucket can be without a leader for several seconds, and short jobs
-        drain in that time: without more work, no bot would ever be seen holding a job."""
-        if (await unfinished(js)) < self.config.bots * self.config.concurrency:
-            self.jobs += await self._top_up(js)
+        drain in that time: without more work, no bot would ever be seen holding a job.
+
+        The jobs are counted in the run before they are sent, and a send that fails midway (the
+        caller's poll swallows a server that is still coming back) is sent again, whole, on the
+        next call: under the same ids, so the stream's dedupe collapses what had landed.
+        """
+        if not self._topping:
+            if (await unfinished(js)) >= self.config.bots * self.config.concurrency:
+                return
+            self._topping = self._mixed(self.config.bots * self.config.concurrency * 25)
+            self.jobs += self._topping
+        self.report.submitted += await _submit_all(js, self._topping)
+        self._topping = []
 
     async def _ended(self, js, n: int) -> bool:
         results = await js.stream_info(RESULTS_STREAM)
@@ -175,7 +189,7 @@ class ClusterChaosRun(ChaosRun):
         async def find():
             held = [c.id for hb in await live_bots(js) for c in hb.current]
             held = [j for j in held if not await self._any_done(js, [j])]
-            if not held:
+            if not held or self._topping:
                 await self._keep_busy(js)
             return held
 
@@ -188,7 +202,7 @@ class ClusterChaosRun(ChaosRun):
         async def find():
             for hb in await live_bots(js):
                 held = [c.id for c in hb.current if hb.name in alive and not await self._any_done(js, [c.id])]
-                if held:
+                if held and not self._topping:
                     return hb.name, held
             await self._keep_busy(js)
             return None
