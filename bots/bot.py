@@ -58,7 +58,6 @@ from corral.core.settings import Settings
 SUMMARY_EVERY = 1.0  #: seconds between the info lines that count finished jobs (per-job lines are debug)
 
 
-
 class Bot:
     def __init__(self, settings: Settings, config: BotConfig, log: Logger, registry: Registry | None = None) -> None:
         self.settings = settings.named(f"corral-bot-{config.name}")

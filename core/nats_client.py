@@ -229,20 +229,28 @@ class CorralClient(Client):
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
 
-    async def send_ack(self, reply: str) -> None:
-        """Queue an empty publish to ``reply`` (an ack), as ``publish(reply)`` does: the same checks of
-        the connection and the same bytes, without the subject's character check (the server wrote it)."""
+    def _check_open(self, size: int) -> None:
+        """``publish``'s checks of the connection, for a message of ``size`` payload bytes."""
         if self.is_closed:
             raise ConnectionClosedError
         if self.is_draining_pubs:
             raise ConnectionDrainingError
-        if not self.is_connected and (self._max_pending_size <= 0 or self._pending_data_size > self._max_pending_size):
+        if not self.is_connected and (self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size):
             raise OutboundBufferLimitError  # reconnecting with no room left to buffer, as nats-py decides
-        self.stats["out_msgs"] += 1
-        cmd = b"PUB " + reply.encode() + b"  0\r\n\r\n"  # pub_cmd(reply, "", b"")
-        self._pending.append(cmd)  # _send_command, inline
+
+    def _queue(self, cmd: bytes) -> bool:
+        """``_send_command`` without its coroutine: True if the buffer is now past its limit, which
+        the caller answers with a forced flush."""
+        self._pending.append(cmd)
         self._pending_data_size += len(cmd)
-        if self._max_pending_size > 0 and self._pending_data_size > self._max_pending_size:
+        return self._max_pending_size > 0 and self._pending_data_size > self._max_pending_size
+
+    async def send_ack(self, reply: str) -> None:
+        """Queue an empty publish to ``reply`` (an ack), as ``publish(reply)`` does: the same checks of
+        the connection and the same bytes, without the subject's character check (the server wrote it)."""
+        self._check_open(0)
+        self.stats["out_msgs"] += 1
+        if self._queue(b"PUB " + reply.encode() + b"  0\r\n\r\n"):  # pub_cmd(reply, "", b"")
             await self._flush_pending(force_flush=True)
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
@@ -253,25 +261,18 @@ class CorralClient(Client):
         written), and one flusher kick at the end instead of one each."""
         try:
             for subject, payload, headers in messages:
-                if self.is_closed:  # checked per message: a forced flush below may let a close in
-                    raise ConnectionClosedError
-                if self.is_draining_pubs:
-                    raise ConnectionDrainingError
                 if not self._skip_subject_validation:
                     _validate_subject(subject)
                 elif not subject:
                     raise BadSubjectError
                 size = len(payload)
-                if not self.is_connected and (self._max_pending_size <= 0 or size + self._pending_data_size > self._max_pending_size):
-                    raise OutboundBufferLimitError
+                self._check_open(size)  # per message: a forced flush below may let a close in
                 if size > self._max_payload:
                     raise MaxPayloadError
-                cmd = pub_cmd(subject, "", payload) if headers is None else hpub_cmd(subject, "", header_block(headers), payload)
                 self.stats["out_msgs"] += 1
                 self.stats["out_bytes"] += size
-                self._pending.append(cmd)  # _send_command, inline
-                self._pending_data_size += len(cmd)
-                if self._max_pending_size > 0 and self._pending_data_size > self._max_pending_size:
+                if self._queue(pub_cmd(subject, "", payload) if headers is None
+                               else hpub_cmd(subject, "", header_block(headers), payload)):
                     await self._flush_pending(force_flush=True)
         finally:
             if self._pending_data_size and self._flush_queue is not None and self._flush_queue.empty():
