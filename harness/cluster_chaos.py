@@ -110,10 +110,10 @@ class ClusterChaosRun(ChaosRun):
                 # Spread over the run: fault k strikes once k/(n+1) of the first batch has ended.
                 mark = len(jobs) * (k + 1) // (len(self.config.faults) + 1)
                 await _until(lambda mark=mark: _quiet(lambda: self._ended(js, mark)), self.config.timeout, f"{mark} jobs ended")
-                jobs += await self._top_up(js)
-                await self._inject_cluster(fault, js, t0)  # it may top up too, into self.jobs (the same list)
+                await self._before_fault(js)  # top-ups go into self.jobs, the same list as jobs
+                await self._inject_cluster(fault, js, t0)
             if self._topping:  # a top-up still unsent: sent now, or the run fails here
-                await self._keep_busy(js)
+                await self._add_jobs(js)
             await _until(lambda: self._settled(js, len(jobs)), self.config.timeout, "every job to end")
             await self._verify(js, jobs)
         finally:
@@ -150,15 +150,15 @@ class ClusterChaosRun(ChaosRun):
         self.rng.shuffle(jobs)
         return jobs
 
-    async def _top_up(self, js, low: int = 0, batch: int = 0) -> list[Job]:
+    @property
+    def _slots(self) -> int:
+        return self.config.bots * self.config.concurrency
+
+    async def _before_fault(self, js) -> None:
         """Keep every bot busy for the next fault: sized to the fleet, since jobs here are short."""
-        slots = self.config.bots * self.config.concurrency
         (backlog,) = await _until(lambda: _quiet(lambda: _boxed(unfinished(js))), 60, "the jobs consumers")
-        if backlog >= slots * 8:
-            return []
-        more = self._mixed(slots * 25)
-        self.report.submitted += await _submit_all(js, more)
-        return more
+        if backlog < self._slots * 8:
+            await self._add_jobs(js)
 
     async def _keep_busy(self, js) -> None:
         """Nothing is seen held yet: if the bots drained what there was meanwhile, give them more.
@@ -166,15 +166,19 @@ class ClusterChaosRun(ChaosRun):
         A fault is aimed at jobs some bot holds, read from the bots' heartbeats. After a node's
         restart the heartbeats' bucket can be without a leader for several seconds, and short jobs
         drain in that time: without more work, no bot would ever be seen holding a job.
+        """
+        if self._topping or (await unfinished(js)) < self._slots:
+            await self._add_jobs(js)
 
-        The jobs are counted in the run before they are sent, and a send that fails midway (the
+    async def _add_jobs(self, js) -> None:
+        """Submit a top-up of ``25`` jobs a slot, or finish sending the one a failure interrupted.
+
+        The jobs are counted in the run before they are sent, and a send that fails midway (a
         caller's poll swallows a server that is still coming back) is sent again, whole, on the
         next call: under the same ids, so the stream's dedupe collapses what had landed.
         """
         if not self._topping:
-            if (await unfinished(js)) >= self.config.bots * self.config.concurrency:
-                return
-            self._topping = self._mixed(self.config.bots * self.config.concurrency * 25)
+            self._topping = self._mixed(self._slots * 25)
             self.jobs += self._topping
         self.report.submitted += await _submit_all(js, self._topping)
         self._topping = []
