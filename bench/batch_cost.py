@@ -19,7 +19,7 @@ import anyio
 import psutil
 
 from corral.bench.commit_rate import BODY
-from corral.bench.server import standalone
+from corral.bench.server import add_lazy_flag, fsync_name, standalone
 from corral.core.log import get_logger
 from corral.core.names import result_fence, result_subject
 from corral.core.publisher import AsyncPublisher
@@ -53,7 +53,7 @@ async def main(results: int, sizes: list[int], lazy: bool) -> None:
         assert server.proc is not None
         proc = psutil.Process(server.proc.pid)
         pub = AsyncPublisher(nc.jetstream(), get_logger("bench"))
-        print(f"fsync: {'lazy (server default)' if lazy else 'always'}; {results} results per run")
+        print(f"fsync: {fsync_name(lazy)}; {results} results per run")
         for size in (1, *sizes):
             tag = f"{time.monotonic_ns():x}"
             cpu, began = _cpu(proc), time.perf_counter()
@@ -68,6 +68,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=int, default=10240)
     parser.add_argument("--sizes", default="16,64,256,512")
-    parser.add_argument("--lazy", action="store_true", help="the server's default fsync instead of sync_interval: always")
+    add_lazy_flag(parser)
     args = parser.parse_args()
     anyio.run(main, args.results, [int(s) for s in args.sizes.split(",")], args.lazy)

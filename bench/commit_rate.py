@@ -17,7 +17,7 @@ import time
 
 import anyio
 
-from corral.bench.server import standalone
+from corral.bench.server import add_lazy_flag, fsync_name, standalone
 from corral.bots.commit import Committer
 from corral.core.log import get_logger
 from corral.core.names import result_fence, result_subject
@@ -56,7 +56,7 @@ async def _run(slots: int, results: int, record) -> float:
 async def main(results: int, slot_counts: list[int], lazy: bool) -> None:
     async with standalone(lazy) as (_server, nc):
         pub = AsyncPublisher(nc.jetstream(), get_logger("bench"))
-        print(f"fsync: {'lazy (server default)' if lazy else 'always'}; {results} results per run")
+        print(f"fsync: {fsync_name(lazy)}; {results} results per run")
         for slots in slot_counts:
             one = await _run(slots, results, lambda job_id: _individual(pub, job_id))
             committer = Committer(pub)
@@ -70,6 +70,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=int, default=6000)
     parser.add_argument("--slots", default="1,8,32,128")
-    parser.add_argument("--lazy", action="store_true", help="the server's default fsync instead of sync_interval: always")
+    add_lazy_flag(parser)
     args = parser.parse_args()
     anyio.run(main, args.results, [int(s) for s in args.slots.split(",")], args.lazy)

@@ -8,6 +8,7 @@ two runs differ in nothing else.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shutil
@@ -98,6 +99,15 @@ async def provision_for_bench(url: str, **consumer_overrides: Any) -> None:
             await js.purge_stream(stream)
     finally:
         await nc.close()
+
+
+def add_lazy_flag(parser: argparse.ArgumentParser) -> None:
+    """A script benchmark's ``--lazy``: its :func:`standalone` server with the default fsync."""
+    parser.add_argument("--lazy", action="store_true", help="the server's default fsync instead of sync_interval: always")
+
+
+def fsync_name(lazy: bool) -> str:
+    return "lazy (server default)" if lazy else "always"
 
 
 @asynccontextmanager
