@@ -60,10 +60,13 @@ def register(sub) -> None:
 
 
 #: Jobs at once for a bot whose handlers are all async: they wait on the server (the result's
-#: fsync), not on a CPU, so more in flight means fewer, fuller writes per job, and fuller pull
-#: requests and commit rounds cost the bot and the server less per job (docs/performance.md:
-#: 64 against 32 was cheaper per job in 10 of 10 interleaved drains).
-ASYNC_CONCURRENCY = 64
+#: fsync), not on a CPU, so more in flight means fuller pull requests, commit rounds and socket
+#: writes, which cost the bot and the server less per job (docs/performance.md: in interleaved
+#: 4-bot drains of 20,000 no-op jobs, 128 / 192 / 256 ran 20.8-21.8k / 22.7-22.8k / 23.5-23.7k
+#: jobs/s on a lazy server, and 256 beat 64 under ``always`` by 1.8-2.3x). The peers' defaults are
+#: of this order (taskiq 100 async tasks, Temporal and Hatchet 100 slots). The price: one bot may
+#: take up to this many jobs of a burst that another idle bot could have started.
+ASYNC_CONCURRENCY = 256
 #: ... and when one is sync (a worker thread per job) or @process (a child process per job).
 BLOCKING_CONCURRENCY = 8
 
