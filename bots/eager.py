@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
+import anyio
 import msgspec
 from nats.aio.msg import Msg
 
@@ -116,25 +117,35 @@ class Eager:
             return None
         return fn
 
-    async def run(self, fn: Handler, job: Job, msg: Msg, on_suspend: Callable[[], None]) -> Ran:
-        """Run the handler to its end, as attempt 1; ``on_suspend`` is called if it suspends, before
-        this task waits for it (the caller lets other workers take what it would have taken).
+    @staticmethod
+    def scope() -> anyio.CancelScope:
+        """A new cancel scope for a worker's group of eager runs (:meth:`run`)."""
+        return job_scope()
 
-        The handler runs inside a cancel scope of its own from its first step, as on the full path
-        (bots/attempt.py), so a timeout or ``corral cancel`` is anyio's level-triggered cancel:
-        shields in the handler hold, a handler that swallows it is cancelled again at its next
-        await, and a drain's cancel of the workers is never taken for the job's own. The scope is
-        given its deadline and registered as running only once the handler suspends: before that
-        nothing can cancel it.
+    async def run(self, fn: Handler, job: Job, msg: Msg, on_suspend: Callable[[], None],
+                  scope: anyio.CancelScope, started: float) -> Ran:
+        """Run the handler to its end, as attempt 1 started at ``started``; ``on_suspend`` is called if
+        it suspends, before this task waits for it (the caller lets other workers take what it would
+        have taken).
+
+        The handler runs inside ``scope`` from its first step, as on the full path (bots/attempt.py),
+        so a timeout or ``corral cancel`` is anyio's level-triggered cancel: shields in the handler
+        hold, a handler that swallows it is cancelled again at its next await, and a drain's cancel
+        of the workers is never taken for the job's own. The caller enters the scope once around a
+        group of runs (entering one per job cost a tenth of a busy bot's CPU): nothing in the group
+        awaits until a handler suspends, and the group ends with the job that suspended, so from
+        then on the scope is that job's alone. It is given the job's deadline and registered as
+        running only once the handler suspends: before that nothing can cancel it. A cancel of the
+        scope leaves here as anyio's cancellation, which the caller's scope catches; the outcome is
+        then :meth:`cut_short`'s.
         """
         a = self.attempts
         self.runs += 1
         if self.log.debugging:
             self.log.debug("job.started", job=job.id, kind=job.kind, attempt=1)
-        started = time.time()
         ctx = JobContext(job=job, attempt=1, bot=self.bot, js=a.js,
                          progress=lambda percent, message=None: a.report_progress(job.id, percent, message))
-        with tracing.untraced(msg.headers), job_scope() as scope:  # the trace id current, as on the full path
+        with tracing.untraced(msg.headers):  # the trace id current, as on the full path
             try:
                 coro = fn(job.args, ctx)
                 step = coro.send(None)
@@ -153,8 +164,10 @@ class Eager:
             finally:
                 a.deadlines.discard(due, scope)
                 a.running.pop(job.id, None)
-        # Only a cancelled scope gets here: cancel() (a corral cancel) or the deadline.
-        if job.id in a.cancelled:
+
+    def cut_short(self, job: Job, started: float) -> Ran:
+        """The outcome of a suspended job whose scope was cancelled: by ``corral cancel`` or its deadline."""
+        if job.id in self.attempts.cancelled:
             return Ran(started, True, None)
         return Ran(started, False, f"timed out after {job.timeout}s")
 

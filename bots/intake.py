@@ -139,33 +139,45 @@ class Intake:
                 context.run(self._jobs.start_soon, self._settle_ran, ran.copy())
                 ran.clear()
 
-        while claimed is not None:
-            key, msg, job = claimed
-            fn = eager.handler(msg, job)
-            if fn is None:
-                if ran:  # another worker runs it while this one commits what ran
-                    handoff.put_front(claimed)
-                    break
-                handoff.spread()
-                await self._run_job(key, msg, job)
-                return
-            hold = self._slots.hold()
-            suspended = eager.suspended
-            try:
-                outcome = await eager.run(fn, job, msg, suspending)
-            except BaseException:  # a drain's deadline or a forced stop, mid-run
-                await self._hand_back_all([*((k, m, h) for k, m, _, h, _ in ran), (key, msg, hold)])
-                raise
+        full: tuple[str, Msg, Any] | None = None  #: a job for the full path, taken with nothing ran before it
+        running = False  #: the handler of (key, msg, job, hold) is running right now
+        try:
+            # One cancel scope for the whole group (bots/eager.py): nothing in it awaits until a handler
+            # suspends, and the group ends with that job, so from its suspension on the scope is its own.
+            with eager.scope() as scope:
+                while claimed is not None:
+                    key, msg, job = claimed
+                    fn = eager.handler(msg, job)
+                    if fn is None:
+                        if ran:  # another worker runs it while this one commits what ran
+                            handoff.put_front(claimed)
+                        else:
+                            full = claimed
+                        break
+                    suspended = eager.suspended
+                    hold, started, running = self._slots.hold(), time.time(), True
+                    outcome = await eager.run(fn, job, msg, suspending, scope, started)
+                    running = False
+                    hold.ran()
+                    ran.append((key, msg, job, hold, outcome))
+                    if eager.suspended != suspended:
+                        break  # it waited: commit it before taking more
+                    if time.monotonic() - began > GROUP_SPAN:
+                        handoff.spread()
+                        break
+                    claimed = handoff.take()
+        except BaseException:  # a drain's deadline or a forced stop, mid-run
+            held: list[tuple[str, Msg, Hold | None]] = [(k, m, h) for k, m, _, h, _ in ran]
+            await self._hand_back_all([*held, (key, msg, hold)] if running else held)
+            raise
+        if running:  # the scope caught its own cancel: the suspended job was cancelled or timed out
             hold.ran()
-            ran.append((key, msg, job, hold, outcome))
-            if eager.suspended != suspended:
-                break  # it waited: commit it before taking more
-            if time.monotonic() - began > GROUP_SPAN:
-                handoff.spread()
-                break
-            claimed = handoff.take()
+            ran.append((key, msg, job, hold, eager.cut_short(job, started)))
         if ran:
             await self._settle_ran(ran)
+        elif full is not None:
+            handoff.spread()
+            await self._run_job(*full)
 
     async def _settle_ran(self, ran: list[_Ran]) -> None:
         """Settle jobs that ran eagerly, the successes' results committed together first; each within
