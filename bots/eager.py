@@ -12,15 +12,20 @@ such a job needs and skips the rest:
    tracer recording, and a bot of more than one slot (a one-slot bot runs every job alone,
    bots/inflight.py). Anything else takes the full path, unchanged.
 2. :meth:`Eager.run` calls the handler and steps its coroutine once, in the worker's own
-   task, inside a cancel scope of its own (as the full path has, so a timeout or a cancel
-   is anyio's: shields hold, a swallowed cancel comes again at the next await, and a
-   drain's cancel is never taken for the job's). A handler that does not suspend (a no-op
-   or CPU-only job) ends right there: no deadline timer, nothing could have cancelled it.
+   task, inside a cancel scope (as the full path has, so a timeout or a cancel is anyio's:
+   shields hold, a swallowed cancel comes again at the next await, and a drain's cancel is
+   never taken for the job's). The worker enters one scope around its whole group of eager
+   runs (bots/intake.py ``_run_claimed``): one per job cost a tenth of a busy bot's CPU, and
+   nothing in a group awaits until a handler suspends. A handler that does not suspend (a
+   no-op or CPU-only job) ends right there: no deadline timer, nothing could have cancelled it.
 3. A handler that suspends (it awaits real I/O) is finished by the *same* task, so any
-   cancel scope it opened before suspending stays in its task. Its scope is then given its
-   deadline (bots/deadlines.py) and registered as running, so ``corral cancel`` reaches it.
-   The jobs the worker ran before it are settled at once by another task: a finished job
-   never waits for a slow one.
+   cancel scope it opened before suspending stays in its task. The group ends with it, so the
+   shared scope is now its alone: it is given the job's deadline (bots/deadlines.py) and
+   registered as running, so ``corral cancel`` reaches it. The jobs the worker ran before it
+   are settled at once by another task: a finished job never waits for a slow one. (A handler
+   that returns with a cancel scope of its own still entered, which anyio forbids, now leaves
+   the rest of its group inside that scope: the error surfaces when the group's scope exits,
+   and the bot stops, as it did before at the job's own scope.)
 4. The jobs a worker ran to their end one after another commit their results together
    (:meth:`corral.bots.commit.Committer.commit_many`): they share commit rounds with every
    other result queued, and the worker waits once for them all. Each is then settled as the

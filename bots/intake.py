@@ -120,7 +120,7 @@ class Intake:
             await self._run_claimed(handoff, claimed)
             del claimed  # a parked worker keeps nothing of its last jobs alive
 
-    async def _run_claimed(self, handoff: Claimed, claimed: tuple[str, Msg, Any] | None) -> None:
+    async def _run_claimed(self, handoff: Claimed, claimed: tuple[str, Msg, Any]) -> None:
         """Run ``claimed`` and what is queued behind it: eligible jobs eagerly, one after another,
         their results then committed together (bots/eager.py); any other job on the full path.
 
@@ -129,6 +129,12 @@ class Intake:
         another task at once rather than after it.
         """
         eager = self.executor.eager
+        key, msg, job = claimed
+        fn = eager.handler(msg, job)
+        if fn is None:  # the full path, without the group's scope
+            handoff.spread()
+            await self._run_job(key, msg, job)
+            return
         ran: list[_Ran] = []
         began = time.monotonic()
         context = contextvars.copy_context()  # the worker's own: not the suspending handler's
@@ -139,21 +145,12 @@ class Intake:
                 context.run(self._jobs.start_soon, self._settle_ran, ran.copy())
                 ran.clear()
 
-        full: tuple[str, Msg, Any] | None = None  #: a job for the full path, taken with nothing ran before it
         running = False  #: the handler of (key, msg, job, hold) is running right now
         try:
             # One cancel scope for the whole group (bots/eager.py): nothing in it awaits until a handler
             # suspends, and the group ends with that job, so from its suspension on the scope is its own.
             with eager.scope() as scope:
-                while claimed is not None:
-                    key, msg, job = claimed
-                    fn = eager.handler(msg, job)
-                    if fn is None:
-                        if ran:  # another worker runs it while this one commits what ran
-                            handoff.put_front(claimed)
-                        else:
-                            full = claimed
-                        break
+                while True:
                     suspended = eager.suspended
                     hold, started, running = self._slots.hold(), time.time(), True
                     outcome = await eager.run(fn, job, msg, suspending, scope, started)
@@ -165,7 +162,12 @@ class Intake:
                     if time.monotonic() - began > GROUP_SPAN:
                         handoff.spread()
                         break
-                    claimed = handoff.take()
+                    if (queued := handoff.take()) is None:
+                        break
+                    key, msg, job = queued
+                    if (fn := eager.handler(msg, job)) is None:
+                        handoff.put_front(queued)  # another worker runs it while this one commits what ran
+                        break
         except BaseException:  # a drain's deadline or a forced stop, mid-run
             held: list[tuple[str, Msg, Hold | None]] = [(k, m, h) for k, m, _, h, _ in ran]
             await self._hand_back_all([*held, (key, msg, hold)] if running else held)
@@ -175,9 +177,6 @@ class Intake:
             ran.append((key, msg, job, hold, eager.cut_short(job, started)))
         if ran:
             await self._settle_ran(ran)
-        elif full is not None:
-            handoff.spread()
-            await self._run_job(*full)
 
     async def _settle_ran(self, ran: list[_Ran]) -> None:
         """Settle jobs that ran eagerly, the successes' results committed together first; each within
