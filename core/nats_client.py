@@ -74,6 +74,8 @@ from nats.errors import (
 )
 from nats.protocol.command import hpub_cmd, pub_cmd
 
+from corral.core.names import BATCH_ID, BATCH_SEQUENCE
+
 #: Header names seen, each checked once: name -> its "Name: " prefix ("" for a blank name, skipped).
 _HEADER_NAMES: dict[str, str] = {}
 #: Names kept at most: a client's own header names are a few dozen; past that each is checked every time.
@@ -255,12 +257,25 @@ class CorralClient(Client):
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()
 
-    async def publish_all(self, messages: Iterable[tuple[str, bytes, dict[str, str]]]) -> None:
+    async def publish_all(self, messages: Iterable[tuple[str, bytes, dict[str, str] | None]]) -> None:
         """Publish each (subject, payload, headers), no reply, as that many ``publish`` calls would:
         the same checks and bytes, in order (what is queued before an error stays queued and is
         written), and one flusher kick at the end instead of one each."""
+        await self._queue_all((subject, payload, None if headers is None else header_block(headers))
+                              for subject, payload, headers in messages)
+
+    async def publish_batch_members(self, members: Iterable[tuple[str, bytes, dict[str, str]]], batch_id: str) -> None:
+        """:meth:`publish_all` of the members of atomic batch ``batch_id`` before its commit, the
+        n-th (from 1) with ``Nats-Batch-Id`` and ``Nats-Batch-Sequence: n`` after its own headers:
+        the same bytes as with those two added to each one's dict, without a dict made per member."""
+        batch = f"{BATCH_ID}: {batch_id}\r\n{BATCH_SEQUENCE}: "
+        await self._queue_all((subject, payload, (header_lines(headers) + batch + str(n) + "\r\n\r\n").encode())
+                              for n, (subject, payload, headers) in enumerate(members, start=1))
+
+    async def _queue_all(self, messages: Iterable[tuple[str, bytes, bytes | None]]) -> None:
+        """Queue each (subject, payload, header block or None) with ``publish``'s checks, one kick at the end."""
         try:
-            for subject, payload, headers in messages:
+            for subject, payload, block in messages:
                 if not self._skip_subject_validation:
                     _validate_subject(subject)
                 elif not subject:
@@ -271,8 +286,7 @@ class CorralClient(Client):
                     raise MaxPayloadError
                 self.stats["out_msgs"] += 1
                 self.stats["out_bytes"] += size
-                if self._queue(pub_cmd(subject, "", payload) if headers is None
-                               else hpub_cmd(subject, "", header_block(headers), payload)):
+                if self._queue(pub_cmd(subject, "", payload) if block is None else hpub_cmd(subject, "", block, payload)):
                     await self._flush_pending(force_flush=True)
         finally:
             if self._pending_data_size and self._flush_queue is not None and self._flush_queue.empty():
@@ -332,6 +346,11 @@ def header_block(headers: dict[str, Any]) -> bytes:
     Raises:
         BadHeaderError: a name that is not a header token, as nats-py raises it.
     """
+    return (header_lines(headers) + "\r\n").encode()
+
+
+def header_lines(headers: dict[str, Any]) -> str:
+    """:func:`header_block` before its closing empty line, as text (more lines may follow)."""
     out = "NATS/1.0\r\n"
     for name, value in headers.items():
         prefix = _HEADER_NAMES.get(name)
@@ -347,7 +366,7 @@ def header_block(headers: dict[str, Any]) -> bytes:
             if "\r" in value or "\n" in value:
                 value = value.translate(_HEADER_VALUE_NEWLINES)
             out += prefix + value + "\r\n"
-    return (out + "\r\n").encode()
+    return out
 
 
 async def subscribe_inline(nc: Client, subject: str, handler: Inline) -> Subscription:

@@ -124,13 +124,11 @@ class AsyncPublisher:
             nats.errors.Error, OSError: a member before the commit could not be sent.
         """
         batch_id = self.nc._nuid.next().decode()
-        members = ((subject, data, {**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(n)})
-                   for n, (subject, data, headers) in enumerate(items[:-1], start=1))
         if isinstance(self.nc, CorralClient):
-            await self.nc.publish_all(members)
+            await self.nc.publish_batch_members(items[:-1], batch_id)
         else:
-            for subject, data, headers in members:
-                await self.nc.publish(subject, data, headers=headers)
+            for n, (subject, data, headers) in enumerate(items[:-1], start=1):
+                await self.nc.publish(subject, data, headers={**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(n)})
         subject, data, headers = items[-1]
         return await self.publish(subject, data, {**headers, BATCH_ID: batch_id, BATCH_SEQUENCE: str(len(items)), BATCH_COMMIT: "1"})
 

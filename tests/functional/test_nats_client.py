@@ -198,6 +198,23 @@ async def test_publish_all_queues_what_one_publish_each_would_queue():
 
 
 @pytest.mark.anyio
+async def test_batch_members_are_queued_as_publishes_with_the_batch_headers_added():
+    """Given results with their fence headers (and one with none), publish_batch_members queues the
+    bytes and counts of one nats-py publish per member with Nats-Batch-Id and Nats-Batch-Sequence
+    added to its headers, numbered from 1, in order."""
+    from corral.core.names import BATCH_ID, BATCH_SEQUENCE, result_fence, result_subject
+
+    members = [(result_subject(f"j{i}", "bot-1"), b"r" * i, result_fence(f"j{i}")) for i in range(1, 12)]
+    members.append(("corral.results.j12.bot-1", b"", {}))
+    stock, ours = _offline(Client), _offline(CorralClient)
+    for n, (subject, data, headers) in enumerate(members, start=1):
+        await Client.publish(stock, subject, data, headers={**headers, BATCH_ID: "B1", BATCH_SEQUENCE: str(n)})
+    await ours.publish_batch_members(members, "B1")
+    assert [bytes(c) for c in ours._pending] == [bytes(c) for c in stock._pending]
+    assert (ours.stats["out_msgs"], ours.stats["out_bytes"]) == (stock.stats["out_msgs"], stock.stats["out_bytes"]) == (12, 66)
+
+
+@pytest.mark.anyio
 async def test_publish_all_refuses_as_publish_does_and_keeps_what_it_queued_before():
     """Given a member over max_payload, publish_all raises nats-py's error after queueing the members
     before it; on a closed client it queues nothing."""
