@@ -45,7 +45,9 @@ an ack here.
 
 **Batches.** The members of an atomic batch before its commit ask for no reply: each was a
 ``publish`` of its own, three coroutines and a flusher kick apiece. :meth:`CorralClient.publish_all`
-queues them in one call, with each one's checks and bytes unchanged and one kick for them all.
+queues them in one call, with each one's checks and bytes unchanged and one kick for them all;
+:meth:`CorralClient.publish_batch_members` does the same with each member's batch id and sequence
+appended to its header text, rather than merged into a new header dict per member.
 
 **Ordered PINGs.** nats-py writes a PING straight to the socket, ahead of commands still
 queued; with the flusher waiting a turn that let ``flush()`` and ``drain()`` overtake the
