@@ -49,7 +49,6 @@ from nats.aio.msg import Msg
 
 from corral.bots.attempt import Attempts, Ran
 from corral.bots.config import BotConfig
-from corral.bots.deadlines import job_scope
 from corral.core import fairness, tracing
 from corral.core.errors import CorralError
 from corral.core.handlers import Handler, JobContext, Registry
@@ -122,11 +121,6 @@ class Eager:
             return None
         return fn
 
-    @staticmethod
-    def scope() -> anyio.CancelScope:
-        """A new cancel scope for a worker's group of eager runs (:meth:`run`)."""
-        return job_scope()
-
     async def run(self, fn: Handler, job: Job, msg: Msg, on_suspend: Callable[[], None],
                   scope: anyio.CancelScope, started: float) -> Ran:
         """Run the handler to its end, as attempt 1 started at ``started``; ``on_suspend`` is called if
@@ -141,8 +135,8 @@ class Eager:
         awaits until a handler suspends, and the group ends with the job that suspended, so from
         then on the scope is that job's alone. It is given the job's deadline and registered as
         running only once the handler suspends: before that nothing can cancel it. A cancel of the
-        scope leaves here as anyio's cancellation, which the caller's scope catches; the outcome is
-        then :meth:`cut_short`'s.
+        scope leaves here as anyio's cancellation, which the caller's ``with`` of the scope (a
+        bots/deadlines.py ``job_scope``) catches; the outcome is then :meth:`cut_short`'s.
         """
         a = self.attempts
         self.runs += 1

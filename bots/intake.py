@@ -27,6 +27,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from corral.bots.config import BotConfig
+from corral.bots.deadlines import job_scope
 from corral.bots.execute import Executor
 from corral.bots.feeds import Feeds
 from corral.bots.handoff import Handoff
@@ -149,7 +150,7 @@ class Intake:
         try:
             # One cancel scope for the whole group (bots/eager.py): nothing in it awaits until a handler
             # suspends, and the group ends with that job, so from its suspension on the scope is its own.
-            with eager.scope() as scope:
+            with job_scope() as scope:
                 while True:
                     suspended = eager.suspended
                     hold, started, running = self._slots.hold(), time.time(), True
